@@ -1,0 +1,168 @@
+//! Serving the daemon over the host's socket: one connection at a time; a new one replaces
+//! the old (a restarted daemon re-adopting us).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use linger_proto::frame::{FrameReader, FrameWriter};
+use linger_proto::host::{DaemonToHost, HostToDaemon};
+use linger_proto::HOST_PROTOCOL_VERSION;
+use tokio::net::{UnixListener, UnixStream};
+use tokio::task::JoinHandle;
+
+use crate::log::EntryKind;
+use crate::state::HostState;
+
+/// Output sent per batch before flushing.
+const BATCH_BYTES: u64 = 1 << 20;
+/// How long the session's processes get between SIGTERM and SIGKILL at the end.
+const TERMINATE_GRACE: Duration = Duration::from_secs(2);
+
+pub async fn serve(listener: UnixListener, state: Arc<HostState>) {
+    let mut current: Option<JoinHandle<()>> = None;
+    let mut changed = state.changed.subscribe();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    if !same_user(&stream) {
+                        tracing::warn!("refused a connection from another user");
+                        continue;
+                    }
+                    if let Some(old) = current.take() {
+                        old.abort();
+                    }
+                    current = Some(tokio::spawn(connection(stream, state.clone())));
+                }
+                Err(e) => {
+                    tracing::error!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            _ = changed.changed() => {}
+        }
+        if state.shell_exited().is_some() && state.log.is_empty() {
+            // Everything the shell produced has been delivered: nothing left to keep.
+            finish(&state, "shell exited and its output was delivered").await;
+        }
+    }
+}
+
+fn same_user(stream: &UnixStream) -> bool {
+    match stream.peer_cred() {
+        Ok(cred) => cred.uid() == nix::unistd::geteuid().as_raw(),
+        Err(_) => false,
+    }
+}
+
+/// Ends the session for good: every process, the socket, the session's files.
+async fn finish(state: &HostState, why: &str) -> ! {
+    tracing::info!(session = %state.spec.meta.instance_id, "session ends: {why}");
+    state.kill_all(TERMINATE_GRACE).await;
+    let _ = std::fs::remove_file(&state.spec.socket_path);
+    let _ = std::fs::remove_dir_all(&state.spec.session_dir);
+    std::process::exit(0)
+}
+
+async fn connection(stream: UnixStream, state: Arc<HostState>) {
+    let (r, w) = stream.into_split();
+    let mut reader = FrameReader::new(r);
+    let mut writer = FrameWriter::new(w);
+    let hello = HostToDaemon::Hello {
+        protocol_version: HOST_PROTOCOL_VERSION,
+        meta: state.spec.meta.clone(),
+        status: state.status(),
+    };
+    if writer.write(&hello).await.is_err() {
+        return;
+    }
+    // Nothing is sent until the daemon asks for a replay: it may not want output yet.
+    let mut cursor: Option<u64> = None;
+    let mut changed = state.changed.subscribe();
+    loop {
+        let appended = state.log.appended();
+        if let Some(from) = cursor {
+            let entries = state.log.read_from(from, BATCH_BYTES);
+            if let Some(last) = entries.last() {
+                cursor = Some(last.seq + 1);
+                for e in entries {
+                    let msg = match e.kind {
+                        EntryKind::Output {
+                            command_id,
+                            stream,
+                            data,
+                        } => HostToDaemon::Output {
+                            seq: e.seq,
+                            command_id,
+                            stream,
+                            data: data.to_vec(),
+                        },
+                        EntryKind::Finished { command_id, status } => HostToDaemon::Finished {
+                            seq: e.seq,
+                            command_id,
+                            status,
+                        },
+                    };
+                    if writer.feed(&msg).await.is_err() {
+                        return;
+                    }
+                }
+                if writer.flush().await.is_err() {
+                    return;
+                }
+                continue;
+            }
+        }
+        tokio::select! {
+            _ = appended => {}
+            _ = changed.changed() => {
+                if writer.write(&HostToDaemon::Status(state.status())).await.is_err() {
+                    return;
+                }
+                if let Some(reason) = state.shell_exited() {
+                    if writer.write(&HostToDaemon::ShellExited { reason }).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            msg = reader.read::<DaemonToHost>() => {
+                let msg = match msg {
+                    Ok(Some(m)) => m,
+                    Ok(None) => return,
+                    Err(e) => {
+                        tracing::warn!("dropping the daemon connection: {e}");
+                        return;
+                    }
+                };
+                match msg {
+                    DaemonToHost::Hello { protocol_version } => {
+                        if protocol_version != HOST_PROTOCOL_VERSION {
+                            tracing::warn!(protocol_version, "daemon speaks another host protocol");
+                            return;
+                        }
+                    }
+                    DaemonToHost::Run { command_id, script, args } => {
+                        let reply = match state.run(command_id, &script, &args) {
+                            Ok(()) => HostToDaemon::Started { command_id },
+                            Err(reason) => HostToDaemon::RunRefused { command_id, reason },
+                        };
+                        if writer.write(&reply).await.is_err() {
+                            return;
+                        }
+                    }
+                    DaemonToHost::Interrupt { command_id, escalate_after_ms } => {
+                        state.interrupt(command_id, Duration::from_millis(escalate_after_ms));
+                    }
+                    DaemonToHost::Replay => cursor = Some(state.log.first_unacked()),
+                    DaemonToHost::Ack { seq } => {
+                        state.log.ack(seq);
+                        if state.shell_exited().is_some() && state.log.is_empty() {
+                            finish(&state, "shell exited and its output was delivered").await;
+                        }
+                    }
+                    DaemonToHost::Terminate { reason } => finish(&state, &reason).await,
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,101 @@
+//! The session host: one process per session. It holds the session's shell on pipes, turns
+//! the shell's output into a numbered log, and serves one daemon connection at a time over
+//! its own Unix socket. It knows nothing of clients, principals or the network: it obeys
+//! whoever connects to its socket (which only the daemon's user can reach).
+//!
+//! Architecture invariant: the host never loses an entry the daemon has not acknowledged,
+//! so a daemon may die at any moment and re-adopt the host later.
+
+mod conn;
+mod log;
+mod marker;
+mod procs;
+mod shell;
+mod state;
+
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use linger_proto::host::HostSpec;
+use tokio::net::UnixListener;
+
+pub use log::{Entry, EntryKind, OutputLog};
+pub use shell::BOOTSTRAP;
+
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Spawn(String),
+    #[error("bad host specification: {0}")]
+    Spec(String),
+}
+
+/// Entry point of `lingerd session-host`: reads the [`HostSpec`] from stdin, starts the
+/// shell, reports `READY <pid>` (or `ERROR <why>`) on stdout, then serves until the session
+/// ends. Never returns while the session lives.
+pub fn main_from_stdin() -> Result<(), HostError> {
+    let mut input = Vec::new();
+    std::io::stdin().read_to_end(&mut input)?;
+    let spec: HostSpec =
+        linger_proto::frame::decode(&input).map_err(|e| HostError::Spec(e.to_string()))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let result = runtime.block_on(run(spec));
+    if let Err(e) = &result {
+        report(&format!("ERROR {e}"));
+    }
+    result
+}
+
+/// Writes the one status line the daemon waits for, then detaches stdout so the daemon's
+/// pipe closes.
+fn report(line: &str) {
+    let mut out = std::io::stdout();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+    if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+        use std::os::fd::AsRawFd;
+        // SAFETY: plain syscall; fd 1 is ours to replace.
+        unsafe { libc::dup2(null.as_raw_fd(), 1) };
+    }
+}
+
+async fn run(mut spec: HostSpec) -> Result<(), HostError> {
+    // Orphans of the session (double-forked daemons) reparent to us, so the session's
+    // processes can always be found and ended.
+    nix::sys::prctl::set_child_subreaper(true).map_err(std::io::Error::from)?;
+
+    let socket_path = Path::new(&spec.socket_path);
+    if socket_path.exists() {
+        std::fs::remove_file(socket_path)?;
+    }
+    let listener = UnixListener::bind(socket_path)?;
+    std::fs::set_permissions(socket_path, std::fs::Permissions::from_mode(0o600))?;
+
+    let nonce = uuid::Uuid::new_v4().simple().to_string();
+    let shell = shell::spawn(
+        &spec.shell,
+        &spec.environment,
+        &spec.working_directory,
+        &nonce,
+    )?;
+    spec.meta.host_pid = std::process::id();
+    spec.meta.shell_pid = shell.pid as u32;
+    let meta_path = Path::new(&spec.session_dir).join("meta.json");
+    let meta_json =
+        serde_json::to_vec_pretty(&spec.meta).map_err(|e| HostError::Spec(e.to_string()))?;
+    std::fs::write(&meta_path, meta_json)?;
+
+    let state = Arc::new(state::HostState::new(spec.clone(), shell.pid));
+    state::start(state.clone(), shell, &nonce)?;
+    report(&format!("READY {}", std::process::id()));
+    tracing::info!(session = %spec.meta.instance_id, shell_pid = spec.meta.shell_pid, "session host ready");
+
+    conn::serve(listener, state).await;
+    Ok(())
+}

@@ -1,0 +1,67 @@
+//! Messages a client sends to `lingerd`.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::types::BufferingMode;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ClientMsg {
+    /// First message on every connection.
+    Hello(Hello),
+    /// A request; the server answers with messages carrying the same `rid`.
+    Request { rid: u64, request: Request },
+    /// Output of request `rid` was received up to and including entry `seq`; the server may
+    /// forget it.
+    Ack { rid: u64, seq: u64 },
+    /// Stop the command started by request `rid` (Ctrl-C).
+    Cancel { rid: u64 },
+    /// Liveness; answered with `Pong`.
+    Ping { nonce: u64 },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Hello {
+    pub protocol_version: u32,
+    /// The client's identity (stable per client home): attachments belong to it.
+    pub client_id: Uuid,
+    /// Free text naming the client program, for logs.
+    pub client_name: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Request {
+    NewSession(NewSession),
+    ListSessions(ListSessions),
+    RemoveSession { instance_id: Uuid },
+    Invoke(Invoke),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NewSession {
+    pub name: String,
+    /// `None`: the configuration named `default`.
+    pub configuration: Option<String>,
+    /// `None`: the configuration's default.
+    pub idle_timeout_ms: Option<u64>,
+    pub buffering: Option<BufferingMode>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ListSessions {
+    /// Only these sessions (empty: all the caller's sessions). Unknown ids are answered
+    /// as closed records when the server remembers them, and left out otherwise.
+    pub instance_ids: Vec<Uuid>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Invoke {
+    pub instance_id: Uuid,
+    pub script: String,
+    /// Positional parameters `$1 $2 …`.
+    pub args: Vec<String>,
+    /// How long to wait for a running command to finish before answering busy.
+    pub wait_ms: u64,
+    /// After a cancel, how long until the command's processes are killed.
+    pub cancel_timeout_ms: u64,
+}

@@ -1,0 +1,109 @@
+//! Messages between `lingerd` and a session host, over the host's own Unix socket.
+//!
+//! A host serves one daemon connection at a time. Output is kept in the host's log until the
+//! daemon acknowledges it, so a daemon that dies and comes back loses nothing: on `Hello` it
+//! asks the host to replay from the oldest unacknowledged entry.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::types::{BufferingMode, StreamKind};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum DaemonToHost {
+    Hello { protocol_version: u32 },
+    /// Run a script in the shell. Refused (as `RunRefused`) while another runs.
+    Run {
+        command_id: Uuid,
+        script: String,
+        args: Vec<String>,
+    },
+    /// SIGINT the command's process group; kill what it started after `escalate_after_ms`.
+    Interrupt {
+        command_id: Uuid,
+        escalate_after_ms: u64,
+    },
+    /// (Re)send log entries from the oldest unacknowledged one.
+    Replay,
+    /// Forget log entries up to and including `seq`.
+    Ack { seq: u64 },
+    /// End the shell and every process of the session, then exit.
+    Terminate { reason: String },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum HostToDaemon {
+    Hello {
+        protocol_version: u32,
+        meta: HostMeta,
+        status: HostStatus,
+    },
+    Started {
+        command_id: Uuid,
+    },
+    RunRefused {
+        command_id: Uuid,
+        reason: String,
+    },
+    Output {
+        seq: u64,
+        command_id: Uuid,
+        stream: StreamKind,
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+    },
+    Finished {
+        seq: u64,
+        command_id: Uuid,
+        status: i32,
+    },
+    /// The shell is gone; the host exits once its log has been acknowledged.
+    ShellExited {
+        reason: String,
+    },
+    Status(HostStatus),
+}
+
+/// What a host was created with; also kept as `meta.json` beside the host so a restarted
+/// daemon can find it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostMeta {
+    pub instance_id: Uuid,
+    pub name: String,
+    pub owner: String,
+    pub owner_uid: u32,
+    pub configuration_name: String,
+    pub created_at_ms: i64,
+    pub idle_timeout_ms: u64,
+    pub buffering: BufferingMode,
+    pub output_buffer_size: u64,
+    pub host_pid: u32,
+    pub shell_pid: u32,
+}
+
+/// The host's state at a moment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostStatus {
+    /// The command running in the shell, with its id.
+    pub running: Option<(Uuid, String)>,
+    pub pending_output_bytes: u64,
+    pub dropped_output_bytes: u64,
+    /// Set when the shell has exited.
+    pub shell_exited: Option<String>,
+}
+
+/// How the daemon asks for a new session host: written as one frame on the host's stdin.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HostSpec {
+    /// `host_pid` and `shell_pid` are filled in by the host.
+    pub meta: HostMeta,
+    /// The shell's argv; the bootstrap is appended as `-c SCRIPT linger`.
+    pub shell: Vec<String>,
+    /// The shell's whole environment.
+    pub environment: Vec<(String, String)>,
+    pub working_directory: String,
+    /// Where the host listens for the daemon.
+    pub socket_path: String,
+    /// The session's directory in the daemon's state: `meta.json`, logs.
+    pub session_dir: String,
+}

@@ -1,0 +1,21 @@
+//! The linger wire protocol: framing plus every message exchanged between the client and
+//! `lingerd` (module [`client`]/[`server`]) and between `lingerd` and a session host
+//! (module [`host`]).
+//!
+//! This crate is the only place where types are serializable: a type here is an IPC boundary
+//! and changing it is a protocol change (see docs/PROTOCOL.md, which must change with it).
+
+pub mod client;
+pub mod frame;
+pub mod host;
+pub mod server;
+pub mod types;
+
+pub use frame::{FrameError, FramedConn, MAX_FRAME_LEN};
+
+/// Version of the client <-> daemon protocol. Bumped on any incompatible change.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Version of the daemon <-> session host protocol. A daemon refuses to adopt a host
+/// speaking another version (the host is then reported Closed with that reason).
+pub const HOST_PROTOCOL_VERSION: u32 = 1;

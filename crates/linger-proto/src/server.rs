@@ -1,0 +1,53 @@
+//! Messages `lingerd` sends to a client.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::types::{ErrorBody, SessionInfo, StreamKind};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ServerMsg {
+    /// Answer to `Hello`.
+    Welcome(Welcome),
+    /// The final or first answer to request `rid`.
+    Reply { rid: u64, reply: Reply },
+    /// Request `rid` failed; nothing more comes for it.
+    Error { rid: u64, error: ErrorBody },
+    /// A chunk of command output for request `rid`; `seq` increases by one per entry.
+    Output {
+        rid: u64,
+        seq: u64,
+        command_id: Uuid,
+        stream: StreamKind,
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+    },
+    /// A command ended. For an `Invoke`, the one with its `command_id` ends the request.
+    Finished {
+        rid: u64,
+        seq: u64,
+        command_id: Uuid,
+        status: i32,
+    },
+    Pong { nonce: u64 },
+    /// The connection is being closed for this reason (sent at most once, last).
+    Goodbye { error: ErrorBody },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Welcome {
+    pub protocol_version: u32,
+    pub server_version: String,
+    /// The server's host name.
+    pub computer_name: String,
+    /// Who the server authenticated the client as.
+    pub principal: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Reply {
+    Session(SessionInfo),
+    Sessions(Vec<SessionInfo>),
+    /// The command of an `Invoke` started; output and `Finished` follow.
+    Started { command_id: Uuid },
+}

@@ -1,0 +1,129 @@
+//! Types shared by several messages.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// Which of the command's output streams a chunk belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StreamKind {
+    Stdout,
+    Stderr,
+}
+
+/// What a session does with output when its buffer is full (SPEC §9).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum BufferingMode {
+    #[default]
+    Block,
+    Drop,
+    Spool,
+}
+
+impl BufferingMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BufferingMode::Block => "block",
+            BufferingMode::Drop => "drop",
+            BufferingMode::Spool => "spool",
+        }
+    }
+}
+
+impl std::str::FromStr for BufferingMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "block" => Ok(BufferingMode::Block),
+            "drop" => Ok(BufferingMode::Drop),
+            "spool" => Ok(BufferingMode::Spool),
+            _ => Err(format!(
+                "unknown buffering mode '{s}' (expected block, drop or spool)"
+            )),
+        }
+    }
+}
+
+/// Whether a session is attached, seen from the client asking.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Attachment {
+    /// Attached to the asking client.
+    You,
+    /// Attached to another client.
+    Other,
+    /// Attached to no client.
+    None,
+}
+
+/// The server's view of one session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionInfo {
+    pub instance_id: Uuid,
+    pub name: String,
+    pub configuration_name: String,
+    /// The principal owning the session.
+    pub owner: String,
+    /// Unix time in milliseconds.
+    pub created_at_ms: i64,
+    pub attachment: Attachment,
+    /// Set once the session has ended (removed, timed out, shell exited): why.
+    pub closed_reason: Option<String>,
+    /// The command currently running, as submitted (truncated by the server).
+    pub running_command: Option<String>,
+    pub idle_timeout_ms: u64,
+    pub output_buffering_mode: BufferingMode,
+    pub disconnected_at_ms: Option<i64>,
+    pub expires_at_ms: Option<i64>,
+    pub pending_output_bytes: u64,
+    pub dropped_output_bytes: u64,
+    pub jobs: u32,
+}
+
+/// Why a request failed. Each kind maps to one CLI exit code (SPEC §13).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// No such session for this principal (also for another principal's session).
+    NotFound,
+    /// The session is running another command, or attached elsewhere.
+    Busy,
+    /// The session has ended.
+    Closed,
+    /// The request is malformed or a value is out of range.
+    InvalidRequest,
+    /// A server limit refuses the request.
+    Limit,
+    /// Authentication failed or is required.
+    Auth,
+    /// Protocol version mismatch or unknown message.
+    Protocol,
+    /// The server failed internally.
+    Internal,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{message}")]
+pub struct ErrorBody {
+    pub kind: ErrorKind,
+    /// One line saying what went wrong.
+    pub message: String,
+    /// What to do about it, when the server knows.
+    pub hint: Option<String>,
+}
+
+impl ErrorBody {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        ErrorBody {
+            kind,
+            message: message.into(),
+            hint: None,
+        }
+    }
+
+    pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+}
