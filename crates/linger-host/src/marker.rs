@@ -195,7 +195,10 @@ mod tests {
     #[test]
     fn malformed_status_passes_through() {
         let mut s = MarkerScanner::stdout("n");
-        let got = run(&mut s, &[b"\0\x01LINGER:n:zz\x01\0"]);
+        let mut got = run(&mut s, &[b"\0\x01LINGER:n:zz\x01\0"]);
+        if let (Some(Piece::Data(d)), Some(rest)) = (got.last_mut(), s.finish()) {
+            d.extend(rest);
+        }
         assert_eq!(got, vec![Piece::Data(b"\0\x01LINGER:n:zz\x01\0".to_vec())]);
     }
 }
