@@ -153,7 +153,13 @@ async fn connection(stream: UnixStream, state: Arc<HostState>) {
                     DaemonToHost::Interrupt { command_id, escalate_after_ms } => {
                         state.interrupt(command_id, Duration::from_millis(escalate_after_ms));
                     }
-                    DaemonToHost::Replay => cursor = Some(state.log.first_unacked()),
+                    DaemonToHost::Replay => {
+                        let from = state.log.first_unacked();
+                        cursor = Some(from);
+                        if writer.write(&HostToDaemon::Replaying { from }).await.is_err() {
+                            return;
+                        }
+                    }
                     DaemonToHost::Ack { seq } => {
                         state.log.ack(seq);
                         if state.shell_exited().is_some() && state.log.is_empty() {

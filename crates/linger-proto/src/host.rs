@@ -62,6 +62,11 @@ pub enum HostToDaemon {
         reason: String,
     },
     Status(HostStatus),
+    /// Answers `Replay`: the entries that follow start again at `from`. Entries between a
+    /// `Replay` and its `Replaying` are stale and the daemon ignores them.
+    Replaying {
+        from: u64,
+    },
 }
 
 /// What a host was created with; also kept as `meta.json` beside the host so a restarted

@@ -8,6 +8,7 @@
 pub mod client;
 pub mod frame;
 pub mod host;
+pub mod local;
 pub mod server;
 pub mod types;
 

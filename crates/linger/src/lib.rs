@@ -1,0 +1,34 @@
+//! The linger client library: create persistent shell sessions on linger daemons, run
+//! commands in them that share state, and manage them, from Rust. The `linger` CLI is a thin
+//! layer over this crate.
+//!
+//! ```no_run
+//! # async fn demo() -> linger::Result<()> {
+//! use linger::{Client, Event, InvokeOptions, NewOptions};
+//! let client = Client::from_env()?;
+//! let session = client.new_session("localhost", &NewOptions::default()).await?;
+//! let mut out = client.invoke(&session.entry, "x=42; echo $x", &InvokeOptions::default()).await?;
+//! while let Some(event) = out.next().await? {
+//!     if let Event::Finished { status } = event { assert_eq!(status, 0); }
+//! }
+//! client.remove(&session.entry).await?;
+//! # Ok(()) }
+//! ```
+
+mod autostart;
+mod client;
+mod connection;
+mod error;
+mod home;
+mod registry;
+
+pub use autostart::daemon_program;
+pub use client::{
+    display_computer, Availability, Client, InvokeOptions, NewOptions, SessionView, State,
+    Target, DEFAULT_CANCEL_TIMEOUT, DEFAULT_WAIT,
+};
+pub use connection::{Canceller, CommandStream, Connection, Event};
+pub use error::{Error, Kind, Result};
+pub use home::ClientHome;
+pub use linger_proto::types::{BufferingMode, SessionInfo, StreamKind};
+pub use registry::{Entry, Registry, Sessions};

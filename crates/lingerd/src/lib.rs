@@ -1,0 +1,306 @@
+//! `lingerd`: keeps the registry of sessions, starts and re-adopts their hosts, and serves
+//! clients. It never runs a shell itself (that is `linger-host`'s job) and never formats
+//! anything for people (that is the CLI's).
+
+pub mod config;
+mod conn;
+pub mod instance;
+pub mod paths;
+mod registry;
+mod session;
+mod spawn;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use linger_proto::client::NewSession;
+use linger_proto::host::{HostMeta, HostSpec};
+use linger_proto::types::{ErrorBody, ErrorKind};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+pub use conn::Peer;
+use config::Config;
+use paths::DaemonPaths;
+use registry::Registry;
+use session::Session;
+
+/// Longest session name accepted.
+const MAX_NAME_LEN: usize = 64;
+
+pub struct Daemon {
+    pub config: Config,
+    pub paths: DaemonPaths,
+    pub computer_name: String,
+    registry: Registry,
+    closed_tx: mpsc::UnboundedSender<Uuid>,
+    conns: AtomicU64,
+}
+
+impl Daemon {
+    /// Prepares the daemon's directories and re-adopts the session hosts a previous
+    /// daemon left running.
+    pub async fn start(config: Config, paths: DaemonPaths) -> std::io::Result<Arc<Daemon>> {
+        paths::private_dir(&paths.state_dir)?;
+        paths::private_dir(&paths.sessions_dir())?;
+        paths::private_dir(&paths.hosts_dir())?;
+        let (closed_tx, mut closed_rx) = mpsc::unbounded_channel();
+        let computer_name = nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_else(|| "localhost".into());
+        let daemon = Arc::new(Daemon {
+            config,
+            paths,
+            computer_name,
+            registry: Registry::default(),
+            closed_tx,
+            conns: AtomicU64::new(0),
+        });
+        let weak = Arc::downgrade(&daemon);
+        tokio::spawn(async move {
+            while let Some(id) = closed_rx.recv().await {
+                match weak.upgrade() {
+                    Some(d) => d.registry.retire(id),
+                    None => return,
+                }
+            }
+        });
+        daemon.adopt_existing().await;
+        Ok(daemon)
+    }
+
+    fn next_conn(&self) -> u64 {
+        self.conns.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn host_socket(&self, id: Uuid) -> std::path::PathBuf {
+        self.paths.hosts_dir().join(format!("{}.sock", id.simple()))
+    }
+
+    /// Finds hosts from an earlier daemon in the state directory and takes them over.
+    async fn adopt_existing(&self) {
+        let Ok(dir) = std::fs::read_dir(self.paths.sessions_dir()) else {
+            return;
+        };
+        for entry in dir.flatten() {
+            let Some(id) = entry.file_name().to_str().and_then(|n| Uuid::parse_str(n).ok()) else {
+                continue;
+            };
+            let socket = self.host_socket(id);
+            match Session::adopt(&socket, None, self.closed_tx.clone()).await {
+                Ok(session) => {
+                    tracing::info!(session = %id, name = %session.meta.name, "re-adopted session host");
+                    self.registry.insert(session);
+                }
+                Err(e) => {
+                    tracing::warn!(session = %id, "session host is gone ({e}); forgetting it");
+                    let _ = std::fs::remove_dir_all(entry.path());
+                    let _ = std::fs::remove_file(&socket);
+                }
+            }
+        }
+    }
+
+    async fn create_session(
+        &self,
+        peer: &Peer,
+        client: Uuid,
+        req: NewSession,
+    ) -> Result<Arc<Session>, ErrorBody> {
+        validate_name(&req.name)?;
+        let config_name = req.configuration.as_deref().unwrap_or("default");
+        let config = self.config.configurations.get(config_name).ok_or_else(|| {
+            ErrorBody::new(
+                ErrorKind::NotFound,
+                format!("no session configuration named '{config_name}' on {}", self.computer_name),
+            )
+            .with_hint("`linger config list --computer HOST` shows them")
+        })?;
+        let idle_timeout = match req.idle_timeout_ms {
+            Some(ms) => Duration::from_millis(ms),
+            None => config.idle_timeout,
+        };
+        let min = self.config.server.min_idle_timeout;
+        if idle_timeout < min {
+            return Err(ErrorBody::new(
+                ErrorKind::InvalidRequest,
+                format!(
+                    "idle timeout {} is below this server's minimum of {}",
+                    humantime::format_duration(idle_timeout),
+                    humantime::format_duration(min)
+                ),
+            ));
+        }
+        if idle_timeout > config.max_idle_timeout {
+            return Err(ErrorBody::new(
+                ErrorKind::InvalidRequest,
+                format!(
+                    "idle timeout {} exceeds the maximum of {} set by configuration '{config_name}'",
+                    humantime::format_duration(idle_timeout),
+                    humantime::format_duration(config.max_idle_timeout)
+                ),
+            ));
+        }
+        if !self.registry.reserve(&peer.principal, &req.name) {
+            return Err(ErrorBody::new(
+                ErrorKind::InvalidRequest,
+                format!("a session named '{}' already exists on {}", req.name, self.computer_name),
+            )
+            .with_hint("choose another --name, or remove the old one"));
+        }
+        let result = self.spawn_session(peer, client, &req, config, idle_timeout).await;
+        self.registry.unreserve(&peer.principal, &req.name);
+        let session = result?;
+        self.registry.insert(session.clone());
+        tracing::info!(session = %session.id(), name = %req.name, principal = %peer.principal, from = %peer.from, configuration = %config_name, "session started");
+        Ok(session)
+    }
+
+    async fn spawn_session(
+        &self,
+        peer: &Peer,
+        client: Uuid,
+        req: &NewSession,
+        config: &config::Configuration,
+        idle_timeout: Duration,
+    ) -> Result<Arc<Session>, ErrorBody> {
+        let id = Uuid::new_v4();
+        let internal = |what: &str, e: &dyn std::fmt::Display| {
+            tracing::error!(session = %id, "{what}: {e}");
+            ErrorBody::new(ErrorKind::Internal, format!("{what}: {e}"))
+        };
+        let session_dir = self.paths.sessions_dir().join(id.to_string());
+        paths::private_dir(&session_dir).map_err(|e| internal("cannot create the session directory", &e))?;
+        let socket = self.host_socket(id);
+        let home = std::env::var("HOME").unwrap_or_else(|_| "/".into());
+        let cwd = config
+            .working_directory
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or(home);
+        let mut environment: Vec<(String, String)> = std::env::vars()
+            .filter(|(k, _)| !k.starts_with("LINGER_") && k != "RUST_LOG")
+            .collect();
+        environment.extend(config.environment.iter().map(|(k, v)| (k.clone(), v.clone())));
+        environment.push(("LINGER_SESSION_ID".into(), id.to_string()));
+        environment.push(("LINGER_SESSION_NAME".into(), req.name.clone()));
+        let created_at_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        let spec = HostSpec {
+            meta: HostMeta {
+                instance_id: id,
+                name: req.name.clone(),
+                owner: peer.principal.clone(),
+                owner_uid: nix::unistd::geteuid().as_raw(),
+                configuration_name: config.name.clone(),
+                created_at_ms,
+                idle_timeout_ms: idle_timeout.as_millis() as u64,
+                buffering: req.buffering.unwrap_or(config.output_buffering),
+                output_buffer_size: config.output_buffer_size,
+                host_pid: 0,
+                shell_pid: 0,
+            },
+            shell: config.shell.clone(),
+            environment,
+            working_directory: cwd,
+            socket_path: socket.display().to_string(),
+            session_dir: session_dir.display().to_string(),
+        };
+        let cleanup = || {
+            let _ = std::fs::remove_dir_all(&session_dir);
+            let _ = std::fs::remove_file(&socket);
+        };
+        if let Err(e) = spawn::spawn_host(&spec, &session_dir.join("host.log")).await {
+            cleanup();
+            return Err(internal("cannot start the session", &e));
+        }
+        match Session::adopt(&socket, Some(client), self.closed_tx.clone()).await {
+            Ok(s) => Ok(s),
+            Err(e) => {
+                cleanup();
+                Err(internal("cannot reach the new session", &e))
+            }
+        }
+    }
+}
+
+fn validate_name(name: &str) -> Result<(), ErrorBody> {
+    let bad = |why: &str| {
+        Err(ErrorBody::new(
+            ErrorKind::InvalidRequest,
+            format!("invalid session name '{name}': {why}"),
+        ))
+    };
+    if name.is_empty() {
+        return bad("it is empty");
+    }
+    if name.len() > MAX_NAME_LEN {
+        return bad("it is longer than 64 characters");
+    }
+    if name.chars().any(|c| c.is_whitespace() || c.is_control() || "*?[]/,@".contains(c)) {
+        return bad("use letters, digits and . _ - only (no spaces, wildcards, / , or @)");
+    }
+    if name.parse::<u64>().is_ok() {
+        return bad("a number would be mistaken for an Id");
+    }
+    if Uuid::parse_str(name).is_ok() {
+        return bad("a UUID would be mistaken for an InstanceId");
+    }
+    Ok(())
+}
+
+/// Serves clients on the daemon's Unix socket until `shutdown` completes. Only the daemon's
+/// own user may connect (checked with SO_PEERCRED).
+pub async fn serve_unix(
+    daemon: Arc<Daemon>,
+    listener: UnixListener,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    let daemon = daemon.clone();
+                    tokio::spawn(async move { serve_local(daemon, stream).await });
+                }
+                Err(e) => {
+                    tracing::error!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+}
+
+async fn serve_local(daemon: Arc<Daemon>, stream: UnixStream) {
+    let me = nix::unistd::geteuid().as_raw();
+    let uid = match stream.peer_cred() {
+        Ok(c) => c.uid(),
+        Err(e) => {
+            tracing::warn!("cannot identify a local peer: {e}");
+            return;
+        }
+    };
+    if uid != me {
+        tracing::warn!(uid, "refused a local connection from another user");
+        return;
+    }
+    let principal = nix::unistd::User::from_uid(uid.into())
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .unwrap_or_else(|| format!("uid{uid}"));
+    let peer = Peer {
+        principal,
+        from: format!("local uid {uid}"),
+    };
+    let (r, w) = stream.into_split();
+    conn::serve(daemon, r, w, peer).await;
+}

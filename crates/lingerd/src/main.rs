@@ -1,1 +1,139 @@
-fn main() {}
+//! The `lingerd` binary: parses flags, takes the instance lock, logs to the state
+//! directory and serves. `lingerd session-host` is the session host entry point (started
+//! by the daemon itself, never by hand).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use lingerd::config::Config;
+use lingerd::paths::{self, DaemonPaths};
+use tokio::net::UnixListener;
+
+#[derive(Parser)]
+#[command(name = "lingerd", version, about = "linger daemon: keeps persistent shell sessions")]
+struct Args {
+    /// Configuration file (default: $XDG_CONFIG_HOME/linger/lingerd.toml).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Unix socket to serve (default: $XDG_RUNTIME_DIR/linger/lingerd.sock).
+    #[arg(long, value_name = "PATH")]
+    socket: Option<PathBuf>,
+    /// State directory (default: $XDG_STATE_HOME/linger/server).
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// Also listen for TLS clients on ADDR:PORT (repeatable).
+    #[arg(long, value_name = "ADDR:PORT")]
+    listen: Vec<String>,
+    /// Bridge standard input and output to the user's daemon (for ssh).
+    #[arg(long)]
+    stdio: bool,
+    #[command(subcommand)]
+    command: Option<Internal>,
+}
+
+#[derive(Subcommand)]
+enum Internal {
+    /// Internal: run one session host (started by lingerd).
+    #[command(hide = true)]
+    SessionHost,
+}
+
+fn main() {
+    let args = Args::parse();
+    if let Some(Internal::SessionHost) = args.command {
+        init_stderr_logging();
+        if let Err(e) = linger_host::main_from_stdin() {
+            tracing::error!("session host failed: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
+    if let Err(e) = run(args) {
+        eprintln!("lingerd: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn init_stderr_logging() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .try_init();
+}
+
+fn run(args: Args) -> Result<()> {
+    if !args.listen.is_empty() {
+        anyhow::bail!(
+            "--listen: the TLS transport is not available in this version (use the local socket or ssh)"
+        );
+    }
+    if args.stdio {
+        anyhow::bail!("--stdio: the ssh bridge is not available in this version");
+    }
+    let config_path = args.config.unwrap_or_else(paths::default_config);
+    let config = Config::load(&config_path)?;
+    let paths = DaemonPaths {
+        socket: args.socket.unwrap_or_else(paths::default_socket),
+        state_dir: args.state_dir.unwrap_or_else(paths::default_state_dir),
+    };
+    if let Some(dir) = paths.socket.parent() {
+        paths::private_dir(dir)
+            .with_context(|| format!("cannot create the socket directory {}", dir.display()))?;
+    }
+    paths::private_dir(&paths.state_dir)
+        .with_context(|| format!("cannot create the state directory {}", paths.state_dir.display()))?;
+    let _lock = lingerd::instance::acquire(&paths)?;
+
+    let log_path = paths.log_file();
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .with_context(|| format!("cannot open the log {}", log_path.display()))?;
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::sync::Mutex::new(log))
+        .with_ansi(false)
+        .init();
+
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        // We hold the lock, so a socket file here is a dead daemon's.
+        if paths.socket.exists() {
+            std::fs::remove_file(&paths.socket).with_context(|| {
+                format!("cannot remove the stale socket {}", paths.socket.display())
+            })?;
+        }
+        let listener = UnixListener::bind(&paths.socket)
+            .with_context(|| format!("cannot listen on {}", paths.socket.display()))?;
+        let daemon = lingerd::Daemon::start(config, paths.clone())
+            .await
+            .context("cannot prepare the state directory")?;
+        tracing::info!(socket = %paths.socket.display(), pid = std::process::id(), "lingerd listening");
+        lingerd::serve_unix(Arc::clone(&daemon), listener, shutdown_signal()).await;
+        tracing::info!("lingerd stopping; sessions keep running and will be re-adopted");
+        let _ = std::fs::remove_file(&paths.socket);
+        Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

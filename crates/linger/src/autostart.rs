@@ -1,0 +1,121 @@
+//! The local transport: the per-user daemon's Unix socket, starting `lingerd` on demand
+//! (detached, as tmux starts its server) when nothing answers.
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tokio::net::UnixStream;
+
+use crate::error::{Error, Result};
+
+/// How long a freshly started daemon gets to open its socket.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Connects to the daemon's socket, starting the daemon first if nothing listens.
+pub async fn connect_or_start(socket: &Path) -> Result<UnixStream> {
+    match UnixStream::connect(socket).await {
+        Ok(s) => return Ok(s),
+        Err(e) if is_absent(&e) => {}
+        Err(e) => {
+            return Err(Error::Unreachable {
+                computer: "localhost".into(),
+                reason: format!("{}: {e}", socket.display()),
+            })
+        }
+    }
+    let mut child = spawn_daemon(socket)?;
+    let started = Instant::now();
+    loop {
+        match UnixStream::connect(socket).await {
+            Ok(s) => {
+                // Reap the daemon if it ever exits while we live; it usually outlives us.
+                std::thread::spawn(move || {
+                    let _ = child.wait();
+                });
+                return Ok(s);
+            }
+            Err(e) if is_absent(&e) => {}
+            Err(e) => {
+                return Err(Error::Unreachable {
+                    computer: "localhost".into(),
+                    reason: format!("{}: {e}", socket.display()),
+                })
+            }
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            let mut why = String::new();
+            if let Some(mut err) = child.stderr.take() {
+                use std::io::Read;
+                let _ = err.read_to_string(&mut why);
+            }
+            let why = why.lines().last().unwrap_or("").trim().to_string();
+            // Another client may have started one at the same moment: use it.
+            if why.contains("already serving") {
+                if let Ok(s) = UnixStream::connect(socket).await {
+                    return Ok(s);
+                }
+                continue;
+            }
+            return Err(Error::Autostart(if why.is_empty() {
+                format!("lingerd exited with {status}")
+            } else {
+                why
+            }));
+        }
+        if started.elapsed() > START_TIMEOUT {
+            let _ = child.kill();
+            return Err(Error::Autostart(format!(
+                "lingerd did not open {} within {}s",
+                socket.display(),
+                START_TIMEOUT.as_secs()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+fn is_absent(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+    )
+}
+
+/// `$LINGERD` if set, else `lingerd` beside this executable (or its parent directory, for
+/// examples and tests under target/), else `lingerd` on the PATH.
+pub fn daemon_program() -> PathBuf {
+    if let Some(p) = std::env::var_os("LINGERD").filter(|p| !p.is_empty()) {
+        return PathBuf::from(p);
+    }
+    if let Ok(exe) = std::env::current_exe() {
+        for dir in exe.ancestors().skip(1).take(2) {
+            let candidate = dir.join("lingerd");
+            if candidate.is_file() {
+                return candidate;
+            }
+        }
+    }
+    PathBuf::from("lingerd")
+}
+
+fn spawn_daemon(socket: &Path) -> Result<std::process::Child> {
+    let program = daemon_program();
+    let mut cmd = Command::new(&program);
+    cmd.arg("--socket")
+        .arg(socket)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    // SAFETY: setsid is async-signal-safe; detaching from our terminal and process group
+    // keeps the daemon alive after this client exits or is interrupted.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::unistd::setsid()?;
+            Ok(())
+        });
+    }
+    cmd.spawn()
+        .map_err(|e| Error::Autostart(format!("cannot run {}: {e}", program.display())))
+}

@@ -1,0 +1,449 @@
+//! The client: a home (identity and registry) plus connections to daemons, with the
+//! operations the CLI offers. Everything the `linger` binary does goes through here.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use linger_proto::client::{Invoke, NewSession};
+use linger_proto::types::{Attachment, BufferingMode, ErrorKind, SessionInfo};
+use tokio::sync::Mutex;
+use uuid::Uuid;
+
+use crate::autostart;
+use crate::connection::{CommandStream, Connection};
+use crate::error::{Error, Result};
+use crate::home::ClientHome;
+use crate::registry::{Entry, Registry, Sessions};
+
+/// Default time a synchronous invoke waits for a busy session (the seeds' four minutes).
+pub const DEFAULT_WAIT: Duration = Duration::from_secs(240);
+/// Default time between Ctrl-C and killing what the command started.
+pub const DEFAULT_CANCEL_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A session's State, relative to this client (SPEC §3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    Opened,
+    Disconnected,
+    Closed,
+    Broken,
+}
+
+/// Whether this client can use the session now (SPEC §3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Availability {
+    Available,
+    Busy,
+    None,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Opened => "Opened",
+            State::Disconnected => "Disconnected",
+            State::Closed => "Closed",
+            State::Broken => "Broken",
+        }
+    }
+}
+
+impl Availability {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Availability::Available => "Available",
+            Availability::Busy => "Busy",
+            Availability::None => "None",
+        }
+    }
+}
+
+/// A session as this client shows it: its local record, its relative state, and the
+/// server's record when the server could be asked.
+#[derive(Debug, Clone)]
+pub struct SessionView {
+    pub entry: Entry,
+    pub state: State,
+    pub availability: Availability,
+    pub info: Option<SessionInfo>,
+    /// Why the state is Broken or Closed, when known.
+    pub reason: Option<String>,
+}
+
+impl SessionView {
+    fn from_info(entry: Entry, info: SessionInfo) -> SessionView {
+        let (state, availability) = match (&info.closed_reason, info.attachment) {
+            (Some(_), _) => (State::Closed, Availability::None),
+            (None, Attachment::You) if info.running_command.is_some() => {
+                (State::Opened, Availability::Busy)
+            }
+            (None, Attachment::You) => (State::Opened, Availability::Available),
+            (None, Attachment::Other) => (State::Disconnected, Availability::Busy),
+            (None, Attachment::None) => (State::Disconnected, Availability::None),
+        };
+        SessionView {
+            entry,
+            state,
+            availability,
+            reason: info.closed_reason.clone(),
+            info: Some(info),
+        }
+    }
+
+    fn closed(entry: Entry) -> SessionView {
+        SessionView {
+            reason: entry.closed_reason.clone(),
+            entry,
+            state: State::Closed,
+            availability: Availability::None,
+            info: None,
+        }
+    }
+
+    fn broken(entry: Entry, why: String) -> SessionView {
+        SessionView {
+            entry,
+            state: State::Broken,
+            availability: Availability::None,
+            info: None,
+            reason: Some(why),
+        }
+    }
+}
+
+/// How to make a session.
+#[derive(Debug, Clone, Default)]
+pub struct NewOptions {
+    pub name: Option<String>,
+    pub configuration: Option<String>,
+    pub idle_timeout: Option<Duration>,
+    pub buffering: Option<BufferingMode>,
+}
+
+/// How to run a command.
+#[derive(Debug, Clone)]
+pub struct InvokeOptions {
+    pub args: Vec<String>,
+    pub wait: Duration,
+    pub cancel_timeout: Duration,
+}
+
+impl Default for InvokeOptions {
+    fn default() -> Self {
+        InvokeOptions {
+            args: Vec::new(),
+            wait: DEFAULT_WAIT,
+            cancel_timeout: DEFAULT_CANCEL_TIMEOUT,
+        }
+    }
+}
+
+/// A computer name as written by the user, resolved to a transport.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Local,
+}
+
+impl Target {
+    pub fn parse(computer: &str) -> Result<Target> {
+        match computer {
+            "localhost" | "." => Ok(Target::Local),
+            other => Err(Error::Unreachable {
+                computer: other.to_string(),
+                reason: "only the local daemon (`localhost`) is reachable in this version; \
+                         TLS and ssh transports are not available yet"
+                    .into(),
+            }),
+        }
+    }
+}
+
+/// The name a computer is shown and stored under.
+pub fn display_computer(computer: &str) -> String {
+    if computer == "." {
+        "localhost".into()
+    } else {
+        computer.to_string()
+    }
+}
+
+pub struct Client {
+    home: ClientHome,
+    id: Uuid,
+    registry: Registry,
+    conns: Mutex<HashMap<String, Connection>>,
+}
+
+impl Client {
+    /// The client whose home the environment names (`LINGER_HOME`, else XDG).
+    pub fn from_env() -> Result<Client> {
+        Client::open(ClientHome::from_env())
+    }
+
+    pub fn open(home: ClientHome) -> Result<Client> {
+        let id = home.client_id()?;
+        Ok(Client {
+            registry: Registry::new(home.clone()),
+            home,
+            id,
+            conns: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn id(&self) -> Uuid {
+        self.id
+    }
+
+    pub fn home(&self) -> &ClientHome {
+        &self.home
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// A connection to `computer`'s daemon, opened once per client and reused.
+    pub async fn connect(&self, computer: &str) -> Result<Connection> {
+        let key = display_computer(computer);
+        let mut conns = self.conns.lock().await;
+        if let Some(c) = conns.get(&key) {
+            return Ok(c.clone());
+        }
+        let conn = match Target::parse(computer)? {
+            Target::Local => {
+                let socket = linger_proto::local::default_socket();
+                let stream = autostart::connect_or_start(&socket).await?;
+                let (r, w) = stream.into_split();
+                Connection::handshake(&key, r, w, self.id).await?
+            }
+        };
+        conns.insert(key, conn.clone());
+        Ok(conn)
+    }
+
+    /// Sessions of this client matching any of `selectors` (all of them if none).
+    pub fn select(&self, selectors: &[String]) -> Result<Vec<Entry>> {
+        let sessions = self.registry.load()?;
+        if selectors.is_empty() {
+            return Ok(sessions.entries);
+        }
+        let mut out: Vec<Entry> = Vec::new();
+        for sel in selectors {
+            for e in sessions.select(sel)? {
+                if !out.iter().any(|o| o.instance_id == e.instance_id) {
+                    out.push(e);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Creates a session on `computer` and records it in the registry.
+    pub async fn new_session(&self, computer: &str, opts: &NewOptions) -> Result<SessionView> {
+        let conn = self.connect(computer).await?;
+        // A default name that another client already took on that server is skipped.
+        for _ in 0..16 {
+            let mut id = 0;
+            self.registry.update(|s| {
+                id = s.allocate_id();
+                Ok(())
+            })?;
+            let name = opts.name.clone().unwrap_or_else(|| format!("Session{id}"));
+            let req = NewSession {
+                name: name.clone(),
+                configuration: opts.configuration.clone(),
+                idle_timeout_ms: opts.idle_timeout.map(|d| d.as_millis() as u64),
+                buffering: opts.buffering,
+            };
+            match conn.new_session(req).await {
+                Ok(info) => {
+                    let entry = Entry {
+                        id,
+                        instance_id: info.instance_id,
+                        name: info.name.clone(),
+                        computer_name: display_computer(computer),
+                        configuration_name: info.configuration_name.clone(),
+                        created_at_ms: info.created_at_ms,
+                        closed_reason: None,
+                    };
+                    let mut stored = entry.clone();
+                    self.registry.update(|s| {
+                        stored = s.remember(entry);
+                        Ok(())
+                    })?;
+                    return Ok(SessionView::from_info(stored, info));
+                }
+                Err(Error::Server(e))
+                    if opts.name.is_none()
+                        && e.kind == ErrorKind::InvalidRequest
+                        && e.message.contains("already exists") =>
+                {
+                    continue
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(Error::State(
+            "could not find a free default session name; pass --name".into(),
+        ))
+    }
+
+    /// Current views of registry entries, asking each server once.
+    pub async fn refresh(&self, entries: Vec<Entry>) -> Result<Vec<SessionView>> {
+        let mut by_computer: Vec<(String, Vec<Entry>)> = Vec::new();
+        for e in entries {
+            match by_computer.iter_mut().find(|(c, _)| *c == e.computer_name) {
+                Some((_, v)) => v.push(e),
+                None => by_computer.push((e.computer_name.clone(), vec![e])),
+            }
+        }
+        let mut views = Vec::new();
+        let mut closed: Vec<(Uuid, String)> = Vec::new();
+        for (computer, entries) in by_computer {
+            let open: Vec<Uuid> = entries
+                .iter()
+                .filter(|e| e.closed_reason.is_none())
+                .map(|e| e.instance_id)
+                .collect();
+            let infos = if open.is_empty() {
+                Ok(Vec::new())
+            } else {
+                match self.connect(&computer).await {
+                    Ok(c) => c.list_sessions(open).await,
+                    Err(e) => Err(e),
+                }
+            };
+            for entry in entries {
+                if entry.closed_reason.is_some() {
+                    views.push(SessionView::closed(entry));
+                    continue;
+                }
+                match &infos {
+                    Err(e) => views.push(SessionView::broken(entry, e.to_string())),
+                    Ok(infos) => match infos.iter().find(|i| i.instance_id == entry.instance_id) {
+                        Some(info) => {
+                            if let Some(why) = &info.closed_reason {
+                                closed.push((entry.instance_id, why.clone()));
+                            }
+                            views.push(SessionView::from_info(entry, info.clone()));
+                        }
+                        None => {
+                            let why = "it no longer exists on its server".to_string();
+                            closed.push((entry.instance_id, why.clone()));
+                            let mut entry = entry;
+                            entry.closed_reason = Some(why);
+                            views.push(SessionView::closed(entry));
+                        }
+                    },
+                }
+            }
+        }
+        if !closed.is_empty() {
+            self.registry.update(|s| {
+                for (id, why) in &closed {
+                    s.mark_closed(*id, why);
+                }
+                Ok(())
+            })?;
+        }
+        views.sort_by_key(|v| v.entry.id);
+        Ok(views)
+    }
+
+    /// Every session the caller owns on `computer`, from any client; new ones join the
+    /// registry under new Ids.
+    pub async fn get_remote(&self, computer: &str) -> Result<Vec<SessionView>> {
+        let conn = self.connect(computer).await?;
+        let infos = conn.list_sessions(Vec::new()).await?;
+        let shown = display_computer(computer);
+        let mut views = Vec::new();
+        let mut stored: Sessions = Sessions::default();
+        self.registry.update(|s| {
+            for info in &infos {
+                s.remember(Entry {
+                    id: 0,
+                    instance_id: info.instance_id,
+                    name: info.name.clone(),
+                    computer_name: shown.clone(),
+                    configuration_name: info.configuration_name.clone(),
+                    created_at_ms: info.created_at_ms,
+                    closed_reason: None,
+                });
+            }
+            Ok(())
+        })
+        .map(|s| stored = s)?;
+        for info in infos {
+            if let Some(entry) = stored.by_instance(info.instance_id) {
+                views.push(SessionView::from_info(entry.clone(), info));
+            }
+        }
+        Ok(views)
+    }
+
+    /// Ends a session and marks it Closed in the registry. Removing a session already
+    /// known to be closed forgets it.
+    pub async fn remove(&self, entry: &Entry) -> Result<SessionView> {
+        if entry.closed_reason.is_some() {
+            self.registry.update(|s| {
+                s.forget(entry.instance_id);
+                Ok(())
+            })?;
+            return Ok(SessionView::closed(entry.clone()));
+        }
+        let conn = self.connect(&entry.computer_name).await?;
+        let reason = match conn.remove_session(entry.instance_id).await {
+            Ok(info) => info.closed_reason.unwrap_or_else(|| "removed".into()),
+            Err(Error::Server(e)) if e.kind == ErrorKind::NotFound => {
+                "it no longer exists on its server".into()
+            }
+            Err(e) => return Err(e),
+        };
+        let mut closed = entry.clone();
+        closed.closed_reason = Some(reason.clone());
+        self.registry.update(|s| {
+            s.mark_closed(entry.instance_id, &reason);
+            Ok(())
+        })?;
+        Ok(SessionView::closed(closed))
+    }
+
+    /// Runs `script` in a session; output and the status arrive through the stream.
+    pub async fn invoke(
+        &self,
+        entry: &Entry,
+        script: &str,
+        opts: &InvokeOptions,
+    ) -> Result<CommandStream> {
+        if let Some(reason) = &entry.closed_reason {
+            return Err(Error::Closed {
+                name: entry.name.clone(),
+                reason: reason.clone(),
+            });
+        }
+        let conn = self.connect(&entry.computer_name).await?;
+        let result = conn
+            .invoke(Invoke {
+                instance_id: entry.instance_id,
+                script: script.to_string(),
+                args: opts.args.clone(),
+                wait_ms: opts.wait.as_millis() as u64,
+                cancel_timeout_ms: opts.cancel_timeout.as_millis() as u64,
+            })
+            .await;
+        if let Err(Error::Server(e)) = &result {
+            if matches!(e.kind, ErrorKind::Closed | ErrorKind::NotFound) {
+                let why = if e.kind == ErrorKind::Closed {
+                    e.message.clone()
+                } else {
+                    "it no longer exists on its server".into()
+                };
+                self.registry.update(|s| {
+                    s.mark_closed(entry.instance_id, &why);
+                    Ok(())
+                })?;
+            }
+        }
+        result
+    }
+}

@@ -1,0 +1,401 @@
+//! One connection to one daemon, multiplexing requests by id: a writer task owns the
+//! socket's writing half, a reader task dispatches incoming messages to the request they
+//! answer.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use linger_proto::client::{ClientMsg, Hello, Invoke, ListSessions, NewSession, Request};
+use linger_proto::frame::{FrameReader, FrameWriter};
+use linger_proto::server::{Reply, ServerMsg, Welcome};
+use linger_proto::types::{SessionInfo, StreamKind};
+use linger_proto::PROTOCOL_VERSION;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use crate::error::{Error, Result};
+
+/// Acknowledge output at least every this many bytes.
+const ACK_EVERY: usize = 128 * 1024;
+
+type Routes = Arc<Mutex<HashMap<u64, mpsc::UnboundedSender<ServerMsg>>>>;
+
+struct Shared {
+    computer: String,
+    out: mpsc::UnboundedSender<ClientMsg>,
+    routes: Routes,
+    next_rid: AtomicU64,
+    /// Why the connection ended, once it has.
+    ended: Arc<Mutex<Option<Error>>>,
+}
+
+/// A connection to one daemon. Cheap to clone; requests may run concurrently.
+#[derive(Clone)]
+pub struct Connection {
+    shared: Arc<Shared>,
+    pub welcome: Welcome,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Connection {
+    /// Handshakes over an established byte stream.
+    pub async fn handshake<R, W>(computer: &str, r: R, w: W, client_id: Uuid) -> Result<Connection>
+    where
+        R: AsyncRead + Unpin + Send + 'static,
+        W: AsyncWrite + Unpin + Send + 'static,
+    {
+        let mut reader = FrameReader::new(r);
+        let mut writer = FrameWriter::new(w);
+        let lost = || Error::ConnectionLost {
+            computer: computer.to_string(),
+        };
+        writer
+            .write(&ClientMsg::Hello(Hello {
+                protocol_version: PROTOCOL_VERSION,
+                client_id,
+                client_name: format!("linger {}", env!("CARGO_PKG_VERSION")),
+            }))
+            .await
+            .map_err(|_| lost())?;
+        let welcome = match reader.read::<ServerMsg>().await {
+            Ok(Some(ServerMsg::Welcome(w))) => w,
+            Ok(Some(ServerMsg::Goodbye { error })) => {
+                return Err(Error::Protocol {
+                    computer: computer.to_string(),
+                    reason: error.message,
+                })
+            }
+            Ok(Some(_)) | Err(_) => {
+                return Err(Error::Protocol {
+                    computer: computer.to_string(),
+                    reason: "unexpected answer to Hello".into(),
+                })
+            }
+            Ok(None) => return Err(lost()),
+        };
+        let (out, rx) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            computer: computer.to_string(),
+            out,
+            routes: Arc::new(Mutex::new(HashMap::new())),
+            next_rid: AtomicU64::new(1),
+            ended: Arc::new(Mutex::new(None)),
+        });
+        tokio::spawn(write_loop(writer, rx));
+        tokio::spawn(read_loop(
+            reader,
+            shared.routes.clone(),
+            shared.ended.clone(),
+            computer.to_string(),
+        ));
+        Ok(Connection { shared, welcome })
+    }
+
+    pub fn computer(&self) -> &str {
+        &self.shared.computer
+    }
+
+    fn lost(&self) -> Error {
+        match lock(&self.shared.ended).as_ref() {
+            Some(Error::Protocol { computer, reason }) => Error::Protocol {
+                computer: computer.clone(),
+                reason: reason.clone(),
+            },
+            _ => Error::ConnectionLost {
+                computer: self.shared.computer.clone(),
+            },
+        }
+    }
+
+    /// Sends a request and returns the receiver of everything answering it.
+    fn start(&self, request: Request) -> Result<(u64, mpsc::UnboundedReceiver<ServerMsg>)> {
+        let rid = self.shared.next_rid.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::unbounded_channel();
+        lock(&self.shared.routes).insert(rid, tx);
+        if self.shared.out.send(ClientMsg::Request { rid, request }).is_err() {
+            lock(&self.shared.routes).remove(&rid);
+            return Err(self.lost());
+        }
+        Ok((rid, rx))
+    }
+
+    async fn call(&self, request: Request) -> Result<Reply> {
+        let (rid, mut rx) = self.start(request)?;
+        let answer = rx.recv().await;
+        lock(&self.shared.routes).remove(&rid);
+        match answer {
+            Some(ServerMsg::Reply { reply, .. }) => Ok(reply),
+            Some(ServerMsg::Error { error, .. }) => Err(Error::Server(error)),
+            Some(_) => Err(Error::Protocol {
+                computer: self.shared.computer.clone(),
+                reason: "unexpected answer".into(),
+            }),
+            None => Err(self.lost()),
+        }
+    }
+
+    fn unexpected(&self) -> Error {
+        Error::Protocol {
+            computer: self.shared.computer.clone(),
+            reason: "unexpected reply type".into(),
+        }
+    }
+
+    pub async fn new_session(&self, req: NewSession) -> Result<SessionInfo> {
+        match self.call(Request::NewSession(req)).await? {
+            Reply::Session(s) => Ok(s),
+            _ => Err(self.unexpected()),
+        }
+    }
+
+    /// The caller's sessions on this server (all of them when `ids` is empty).
+    pub async fn list_sessions(&self, ids: Vec<Uuid>) -> Result<Vec<SessionInfo>> {
+        match self
+            .call(Request::ListSessions(ListSessions { instance_ids: ids }))
+            .await?
+        {
+            Reply::Sessions(s) => Ok(s),
+            _ => Err(self.unexpected()),
+        }
+    }
+
+    pub async fn remove_session(&self, instance_id: Uuid) -> Result<SessionInfo> {
+        match self.call(Request::RemoveSession { instance_id }).await? {
+            Reply::Session(s) => Ok(s),
+            _ => Err(self.unexpected()),
+        }
+    }
+
+    /// Starts a command; its output arrives through the returned stream.
+    pub async fn invoke(&self, req: Invoke) -> Result<CommandStream> {
+        let (rid, mut rx) = self.start(Request::Invoke(req))?;
+        let first = rx.recv().await;
+        let command_id = match first {
+            Some(ServerMsg::Reply {
+                reply: Reply::Started { command_id },
+                ..
+            }) => command_id,
+            Some(ServerMsg::Error { error, .. }) => {
+                lock(&self.shared.routes).remove(&rid);
+                return Err(Error::Server(error));
+            }
+            Some(_) => {
+                lock(&self.shared.routes).remove(&rid);
+                return Err(self.unexpected());
+            }
+            None => {
+                lock(&self.shared.routes).remove(&rid);
+                return Err(self.lost());
+            }
+        };
+        Ok(CommandStream {
+            conn: self.clone(),
+            rid,
+            rx,
+            command_id,
+            unacked_bytes: 0,
+            last_seq: 0,
+            done: false,
+        })
+    }
+}
+
+async fn write_loop<W: AsyncWrite + Unpin>(
+    mut writer: FrameWriter<W>,
+    mut rx: mpsc::UnboundedReceiver<ClientMsg>,
+) {
+    while let Some(msg) = rx.recv().await {
+        if writer.feed(&msg).await.is_err() {
+            return;
+        }
+        while let Ok(more) = rx.try_recv() {
+            if writer.feed(&more).await.is_err() {
+                return;
+            }
+        }
+        if writer.flush().await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn read_loop<R: AsyncRead + Unpin>(
+    mut reader: FrameReader<R>,
+    routes: Routes,
+    ended: Arc<Mutex<Option<Error>>>,
+    computer: String,
+) {
+    loop {
+        let msg = match reader.read::<ServerMsg>().await {
+            Ok(Some(m)) => m,
+            Ok(None) => break,
+            Err(e) => {
+                tracing::warn!("connection to {computer} failed: {e}");
+                break;
+            }
+        };
+        let rid = match &msg {
+            ServerMsg::Reply { rid, .. }
+            | ServerMsg::Error { rid, .. }
+            | ServerMsg::Output { rid, .. }
+            | ServerMsg::Finished { rid, .. } => *rid,
+            ServerMsg::Goodbye { error } => {
+                *lock(&ended) = Some(Error::Protocol {
+                    computer: computer.clone(),
+                    reason: error.message.clone(),
+                });
+                break;
+            }
+            ServerMsg::Welcome(_) | ServerMsg::Pong { .. } => continue,
+        };
+        let route = lock(&routes).get(&rid).cloned();
+        if let Some(tx) = route {
+            let _ = tx.send(msg);
+        }
+    }
+    // Every request still waiting sees its channel close: the connection is gone.
+    lock(&routes).clear();
+}
+
+/// What a running command produces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    Output {
+        stream: StreamKind,
+        data: Vec<u8>,
+        /// The command that wrote it (an earlier command's late output can arrive too).
+        command_id: Uuid,
+    },
+    /// The command ended with this status.
+    Finished { status: i32 },
+}
+
+/// The output of one command, in order. Dropping it before the end leaves the command
+/// running on the server.
+pub struct CommandStream {
+    conn: Connection,
+    rid: u64,
+    rx: mpsc::UnboundedReceiver<ServerMsg>,
+    command_id: Uuid,
+    unacked_bytes: usize,
+    last_seq: u64,
+    done: bool,
+}
+
+impl CommandStream {
+    pub fn command_id(&self) -> Uuid {
+        self.command_id
+    }
+
+    /// Asks the server to stop the command (as Ctrl-C does); output continues to arrive
+    /// until it has ended.
+    pub fn cancel(&self) -> Result<()> {
+        self.conn
+            .shared
+            .out
+            .send(ClientMsg::Cancel { rid: self.rid })
+            .map_err(|_| self.conn.lost())
+    }
+
+    /// A handle that can cancel the command from another task.
+    pub fn canceller(&self) -> Canceller {
+        Canceller {
+            conn: self.conn.clone(),
+            rid: self.rid,
+        }
+    }
+
+    fn ack(&mut self) {
+        if self.last_seq > 0 {
+            let _ = self.conn.shared.out.send(ClientMsg::Ack {
+                rid: self.rid,
+                seq: self.last_seq,
+            });
+        }
+        self.unacked_bytes = 0;
+    }
+
+    /// The next event; `None` after `Finished`.
+    pub async fn next(&mut self) -> Result<Option<Event>> {
+        if self.done {
+            return Ok(None);
+        }
+        // Acknowledge once caught up (or every ACK_EVERY bytes), so that however small
+        // the session's buffer is, the server can always make progress.
+        if self.unacked_bytes > 0 && (self.unacked_bytes >= ACK_EVERY || self.rx.is_empty()) {
+            self.ack();
+        }
+        loop {
+            let Some(msg) = self.rx.recv().await else {
+                self.done = true;
+                return Err(self.conn.lost());
+            };
+            match msg {
+                ServerMsg::Output {
+                    seq,
+                    command_id,
+                    stream,
+                    data,
+                    ..
+                } => {
+                    self.last_seq = seq;
+                    self.unacked_bytes += data.len().max(1);
+                    return Ok(Some(Event::Output {
+                        stream,
+                        data,
+                        command_id,
+                    }));
+                }
+                ServerMsg::Finished {
+                    seq,
+                    command_id,
+                    status,
+                    ..
+                } => {
+                    self.last_seq = seq;
+                    self.unacked_bytes += 1;
+                    if command_id == self.command_id {
+                        self.ack();
+                        self.done = true;
+                        lock(&self.conn.shared.routes).remove(&self.rid);
+                        return Ok(Some(Event::Finished { status }));
+                    }
+                }
+                ServerMsg::Error { error, .. } => {
+                    self.done = true;
+                    lock(&self.conn.shared.routes).remove(&self.rid);
+                    return Err(Error::Server(error));
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+impl Drop for CommandStream {
+    fn drop(&mut self) {
+        lock(&self.conn.shared.routes).remove(&self.rid);
+    }
+}
+
+/// Cancels one command from anywhere.
+#[derive(Clone)]
+pub struct Canceller {
+    conn: Connection,
+    rid: u64,
+}
+
+impl Canceller {
+    pub fn cancel(&self) -> Result<()> {
+        self.conn
+            .shared
+            .out
+            .send(ClientMsg::Cancel { rid: self.rid })
+            .map_err(|_| self.conn.lost())
+    }
+}

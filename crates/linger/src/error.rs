@@ -1,0 +1,118 @@
+//! The client library's errors. Each maps to one exit code of SPEC §13 through
+//! [`Error::kind`].
+
+use linger_proto::types::{ErrorBody, ErrorKind as ServerKind};
+
+/// The error classes a script can tell apart (the `kind` of `--json` error records).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Usage,
+    NotFound,
+    Busy,
+    Auth,
+    Connection,
+    Timeout,
+    Other,
+}
+
+impl Kind {
+    pub fn exit_code(self) -> i32 {
+        match self {
+            Kind::Usage => 2,
+            Kind::NotFound => 3,
+            Kind::Busy => 4,
+            Kind::Auth => 5,
+            Kind::Connection => 6,
+            Kind::Timeout => 7,
+            Kind::Other => 1,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Usage => "usage",
+            Kind::NotFound => "not_found",
+            Kind::Busy => "busy",
+            Kind::Auth => "auth",
+            Kind::Connection => "connection",
+            Kind::Timeout => "timeout",
+            Kind::Other => "other",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The server refused or failed a request.
+    #[error("{}", .0.message)]
+    Server(ErrorBody),
+    #[error("cannot reach lingerd on {computer}: {reason}")]
+    Unreachable { computer: String, reason: String },
+    #[error("cannot start lingerd: {0}")]
+    Autostart(String),
+    #[error("the connection to {computer} was lost")]
+    ConnectionLost { computer: String },
+    #[error("{computer} speaks an incompatible protocol: {reason}")]
+    Protocol { computer: String, reason: String },
+    #[error("no session matches '{0}' in this client")]
+    NoMatch(String),
+    #[error("session {name} is closed: {reason}")]
+    Closed { name: String, reason: String },
+    #[error("{0}")]
+    Usage(String),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    State(String),
+}
+
+impl Error {
+    pub fn io(what: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Io {
+            what: what.into(),
+            source,
+        }
+    }
+
+    pub fn kind(&self) -> Kind {
+        match self {
+            Error::Server(b) => match b.kind {
+                ServerKind::NotFound | ServerKind::Closed => Kind::NotFound,
+                ServerKind::Busy => Kind::Busy,
+                ServerKind::Auth => Kind::Auth,
+                ServerKind::InvalidRequest => Kind::Usage,
+                ServerKind::Protocol => Kind::Connection,
+                ServerKind::Limit | ServerKind::Internal => Kind::Other,
+            },
+            Error::Unreachable { .. }
+            | Error::Autostart(_)
+            | Error::ConnectionLost { .. }
+            | Error::Protocol { .. } => Kind::Connection,
+            Error::NoMatch(_) | Error::Closed { .. } => Kind::NotFound,
+            Error::Usage(_) => Kind::Usage,
+            Error::Io { .. } | Error::State(_) => Kind::Other,
+        }
+    }
+
+    /// What the user can do about it.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            Error::Server(b) => b.hint.clone(),
+            Error::Unreachable { .. } => {
+                Some("is lingerd running there? `lingerd` starts it in the foreground".into())
+            }
+            Error::Autostart(_) => Some("run `lingerd` by hand to see why".into()),
+            Error::ConnectionLost { .. } => {
+                Some("the command may still be running; `linger get` shows the session".into())
+            }
+            Error::NoMatch(_) => Some("`linger get` lists this client's sessions".into()),
+            Error::Closed { .. } => Some("create a new one with `linger new`".into()),
+            _ => None,
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,86 @@
+//! A client's home: its identity, its registry of sessions and its options. Two different
+//! homes behave as two different client machines (SPEC §2).
+
+use std::path::{Path, PathBuf};
+
+use uuid::Uuid;
+
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone)]
+pub struct ClientHome {
+    /// Identity and registry.
+    pub state_dir: PathBuf,
+    /// Options and known hosts.
+    pub config_dir: PathBuf,
+}
+
+fn env_dir(var: &str) -> Option<PathBuf> {
+    std::env::var_os(var)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+}
+
+impl ClientHome {
+    /// `$LINGER_HOME` if set, else the XDG directories.
+    pub fn from_env() -> ClientHome {
+        if let Some(home) = env_dir("LINGER_HOME") {
+            return ClientHome::at(&home);
+        }
+        let user_home = env_dir("HOME").unwrap_or_else(|| PathBuf::from("/"));
+        ClientHome {
+            state_dir: env_dir("XDG_STATE_HOME")
+                .unwrap_or_else(|| user_home.join(".local/state"))
+                .join("linger/client"),
+            config_dir: env_dir("XDG_CONFIG_HOME")
+                .unwrap_or_else(|| user_home.join(".config"))
+                .join("linger"),
+        }
+    }
+
+    /// Everything in one directory (what `LINGER_HOME` does).
+    pub fn at(dir: &Path) -> ClientHome {
+        ClientHome {
+            state_dir: dir.to_path_buf(),
+            config_dir: dir.to_path_buf(),
+        }
+    }
+
+    pub fn registry_file(&self) -> PathBuf {
+        self.state_dir.join("sessions.json")
+    }
+
+    pub fn lock_file(&self) -> PathBuf {
+        self.state_dir.join("sessions.lock")
+    }
+
+    /// This client's identity, made on first use.
+    pub fn client_id(&self) -> Result<Uuid> {
+        let path = self.state_dir.join("client_id");
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Uuid::parse_str(text.trim()).map_err(|_| {
+                Error::State(format!(
+                    "{} is corrupt (delete it to get a new client identity)",
+                    path.display()
+                ))
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                self.ensure()?;
+                let id = Uuid::new_v4();
+                let tmp = path.with_extension("tmp");
+                std::fs::write(&tmp, format!("{id}\n"))
+                    .and_then(|_| std::fs::rename(&tmp, &path))
+                    .map_err(|e| Error::io(format!("cannot write {}", path.display()), e))?;
+                Ok(id)
+            }
+            Err(e) => Err(Error::io(format!("cannot read {}", path.display()), e)),
+        }
+    }
+
+    pub fn ensure(&self) -> Result<()> {
+        std::fs::create_dir_all(&self.state_dir).map_err(|e| {
+            Error::io(format!("cannot create {}", self.state_dir.display()), e)
+        })
+    }
+}

@@ -1,0 +1,155 @@
+//! The client's registry: the sessions it created or found, under small local Ids handed
+//! out in order of first sight. Stored as JSON in the client home and changed only under an
+//! exclusive lock, so concurrent CLI invocations of one client agree on Ids.
+
+use std::fs::File;
+use std::path::PathBuf;
+
+use nix::fcntl::{Flock, FlockArg};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::error::{Error, Result};
+use crate::home::ClientHome;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    pub id: u32,
+    pub instance_id: Uuid,
+    pub name: String,
+    /// The computer as the user wrote it (`localhost` for `.`).
+    pub computer_name: String,
+    pub configuration_name: String,
+    pub created_at_ms: i64,
+    /// Set once the client has seen the session end.
+    #[serde(default)]
+    pub closed_reason: Option<String>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Sessions {
+    #[serde(default)]
+    last_id: u32,
+    #[serde(default)]
+    pub entries: Vec<Entry>,
+}
+
+impl Sessions {
+    /// The next local Id (never reused).
+    pub fn allocate_id(&mut self) -> u32 {
+        self.last_id += 1;
+        self.last_id
+    }
+
+    pub fn by_instance(&self, id: Uuid) -> Option<&Entry> {
+        self.entries.iter().find(|e| e.instance_id == id)
+    }
+
+    /// Records a session, keeping its Id if already known; returns its entry.
+    pub fn remember(&mut self, mut entry: Entry) -> Entry {
+        if let Some(known) = self.entries.iter_mut().find(|e| e.instance_id == entry.instance_id) {
+            known.name = entry.name;
+            known.configuration_name = entry.configuration_name;
+            known.closed_reason = entry.closed_reason;
+            return known.clone();
+        }
+        if entry.id == 0 || self.entries.iter().any(|e| e.id == entry.id) {
+            entry.id = self.allocate_id();
+        } else {
+            self.last_id = self.last_id.max(entry.id);
+        }
+        self.entries.push(entry.clone());
+        entry
+    }
+
+    pub fn mark_closed(&mut self, id: Uuid, reason: &str) {
+        if let Some(e) = self.entries.iter_mut().find(|e| e.instance_id == id) {
+            if e.closed_reason.is_none() {
+                e.closed_reason = Some(reason.to_string());
+            }
+        }
+    }
+
+    pub fn forget(&mut self, id: Uuid) {
+        self.entries.retain(|e| e.instance_id != id);
+    }
+
+    /// Sessions matching one selector: an Id, an InstanceId, or a Name (wildcards allowed).
+    pub fn select(&self, sel: &str) -> Result<Vec<Entry>> {
+        let found: Vec<Entry> = if let Ok(id) = sel.parse::<u32>() {
+            self.entries.iter().filter(|e| e.id == id).cloned().collect()
+        } else if let Ok(uuid) = Uuid::parse_str(sel) {
+            self.entries.iter().filter(|e| e.instance_id == uuid).cloned().collect()
+        } else {
+            let pattern = glob::Pattern::new(sel)
+                .map_err(|e| Error::Usage(format!("invalid name pattern '{sel}': {e}")))?;
+            self.entries
+                .iter()
+                .filter(|e| pattern.matches(&e.name))
+                .cloned()
+                .collect()
+        };
+        if found.is_empty() {
+            return Err(Error::NoMatch(sel.to_string()));
+        }
+        Ok(found)
+    }
+}
+
+/// The registry file and its lock.
+#[derive(Debug, Clone)]
+pub struct Registry {
+    home: ClientHome,
+}
+
+impl Registry {
+    pub fn new(home: ClientHome) -> Self {
+        Registry { home }
+    }
+
+    fn path(&self) -> PathBuf {
+        self.home.registry_file()
+    }
+
+    /// Reads the registry (a consistent snapshot).
+    pub fn load(&self) -> Result<Sessions> {
+        self.update(|_| Ok(()))
+    }
+
+    /// Changes the registry under its lock and writes it back atomically.
+    pub fn update(&self, f: impl FnOnce(&mut Sessions) -> Result<()>) -> Result<Sessions> {
+        self.home.ensure()?;
+        let lock_path = self.home.lock_file();
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| Error::io(format!("cannot open {}", lock_path.display()), e))?;
+        let _lock = Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, e)| {
+            Error::io(format!("cannot lock {}", lock_path.display()), e.into())
+        })?;
+        let path = self.path();
+        let mut sessions: Sessions = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+                Error::State(format!(
+                    "{} is corrupt ({e}); move it away to start a new registry",
+                    path.display()
+                ))
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Sessions::default(),
+            Err(e) => return Err(Error::io(format!("cannot read {}", path.display()), e)),
+        };
+        let before = serde_json::to_vec(&sessions).unwrap_or_default();
+        f(&mut sessions)?;
+        let after = serde_json::to_vec_pretty(&sessions)
+            .map_err(|e| Error::State(format!("cannot encode the registry: {e}")))?;
+        if serde_json::to_vec(&sessions).unwrap_or_default() != before {
+            let tmp = path.with_extension("json.tmp");
+            std::fs::write(&tmp, &after)
+                .and_then(|_| std::fs::rename(&tmp, &path))
+                .map_err(|e| Error::io(format!("cannot write {}", path.display()), e))?;
+        }
+        Ok(sessions)
+    }
+}

@@ -1,0 +1,282 @@
+//! One client connection: handshake, then requests, acknowledgements and cancels in any
+//! order. Anything malformed closes this connection only, with the reason logged.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use linger_proto::client::{ClientMsg, Hello, Invoke, NewSession, Request};
+use linger_proto::frame::{FrameReader, FrameWriter};
+use linger_proto::server::{Reply, ServerMsg, Welcome};
+use linger_proto::types::{ErrorBody, ErrorKind, SessionInfo};
+use linger_proto::PROTOCOL_VERSION;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
+
+use crate::session::{InvokeRequest, Session};
+use crate::Daemon;
+
+/// An unauthenticated connection must introduce itself within this time.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// Messages queued for one connection's writer.
+const OUTBOX: usize = 64;
+/// How long `remove` waits for a host to end its processes.
+const REMOVE_WAIT: Duration = Duration::from_secs(10);
+
+/// Who is on the other end, as the transport established it.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    pub principal: String,
+    /// For logs: where the connection comes from.
+    pub from: String,
+}
+
+struct Ctx {
+    daemon: Arc<Daemon>,
+    peer: Peer,
+    conn: u64,
+    client: Uuid,
+    tx: mpsc::Sender<ServerMsg>,
+    /// Invokes in flight: their session and, once started, their command.
+    invokes: Mutex<HashMap<u64, (Arc<Session>, Option<Uuid>, Duration)>>,
+}
+
+pub async fn serve<R, W>(daemon: Arc<Daemon>, r: R, w: W, peer: Peer)
+where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let mut reader = FrameReader::new(r);
+    let mut writer = FrameWriter::new(w);
+    let hello = match tokio::time::timeout(HELLO_TIMEOUT, reader.read::<ClientMsg>()).await {
+        Ok(Ok(Some(ClientMsg::Hello(h)))) => h,
+        Ok(Ok(None)) => return,
+        Ok(Ok(Some(_))) => {
+            return refuse(&mut writer, &peer, "the first message must be Hello").await;
+        }
+        Ok(Err(e)) => return refuse(&mut writer, &peer, &format!("bad handshake: {e}")).await,
+        Err(_) => return refuse(&mut writer, &peer, "no Hello in time").await,
+    };
+    if let Err(why) = check_hello(&hello) {
+        return refuse(&mut writer, &peer, &why).await;
+    }
+    let welcome = ServerMsg::Welcome(Welcome {
+        protocol_version: PROTOCOL_VERSION,
+        server_version: env!("CARGO_PKG_VERSION").to_string(),
+        computer_name: daemon.computer_name.clone(),
+        principal: peer.principal.clone(),
+    });
+    if writer.write(&welcome).await.is_err() {
+        return;
+    }
+    let conn = daemon.next_conn();
+    tracing::debug!(conn, principal = %peer.principal, from = %peer.from, client = %hello.client_id, program = %hello.client_name, "client connected");
+
+    let (tx, rx) = mpsc::channel(OUTBOX);
+    let writer_task = tokio::spawn(write_loop(writer, rx));
+    let ctx = Arc::new(Ctx {
+        daemon,
+        peer,
+        conn,
+        client: hello.client_id,
+        tx,
+        invokes: Mutex::new(HashMap::new()),
+    });
+    loop {
+        let msg = match reader.read::<ClientMsg>().await {
+            Ok(Some(m)) => m,
+            Ok(None) => break,
+            Err(e) => {
+                tracing::warn!(conn, from = %ctx.peer.from, "closing connection: {e}");
+                let _ = ctx
+                    .tx
+                    .send(ServerMsg::Goodbye {
+                        error: ErrorBody::new(ErrorKind::Protocol, e.to_string()),
+                    })
+                    .await;
+                break;
+            }
+        };
+        match msg {
+            ClientMsg::Hello(_) => {
+                tracing::warn!(conn, "second Hello ignored");
+            }
+            ClientMsg::Request { rid, request } => {
+                let ctx = ctx.clone();
+                tokio::spawn(async move { ctx.handle(rid, request).await });
+            }
+            ClientMsg::Ack { rid, seq } => {
+                let session = ctx.invokes_lock().get(&rid).map(|(s, _, _)| s.clone());
+                if let Some(s) = session {
+                    s.ack(seq);
+                }
+            }
+            ClientMsg::Cancel { rid } => {
+                let target = ctx.invokes_lock().get(&rid).cloned();
+                if let Some((s, Some(cmd), cancel_timeout)) = target {
+                    tracing::info!(session = %s.id(), command = %cmd, principal = %ctx.peer.principal, "command cancelled");
+                    s.interrupt(cmd, cancel_timeout);
+                }
+            }
+            ClientMsg::Ping { nonce } => {
+                let _ = ctx.tx.send(ServerMsg::Pong { nonce }).await;
+            }
+        }
+    }
+    let sessions: Vec<Arc<Session>> = ctx.invokes_lock().values().map(|(s, _, _)| s.clone()).collect();
+    for s in sessions {
+        s.unsubscribe(conn);
+    }
+    drop(ctx);
+    let _ = writer_task.await;
+    tracing::debug!(conn, "client disconnected");
+}
+
+fn check_hello(h: &Hello) -> Result<(), String> {
+    if h.protocol_version != PROTOCOL_VERSION {
+        return Err(format!(
+            "protocol version {} is not supported (this server speaks {PROTOCOL_VERSION})",
+            h.protocol_version
+        ));
+    }
+    Ok(())
+}
+
+async fn refuse<W: AsyncWrite + Unpin>(writer: &mut FrameWriter<W>, peer: &Peer, why: &str) {
+    tracing::warn!(from = %peer.from, "refusing connection: {why}");
+    let _ = writer
+        .write(&ServerMsg::Goodbye {
+            error: ErrorBody::new(ErrorKind::Protocol, why),
+        })
+        .await;
+}
+
+async fn write_loop<W: AsyncWrite + Unpin>(mut writer: FrameWriter<W>, mut rx: mpsc::Receiver<ServerMsg>) {
+    while let Some(msg) = rx.recv().await {
+        if writer.feed(&msg).await.is_err() {
+            return;
+        }
+        // Batch whatever is already queued into one flush.
+        while let Ok(more) = rx.try_recv() {
+            if writer.feed(&more).await.is_err() {
+                return;
+            }
+        }
+        if writer.flush().await.is_err() {
+            return;
+        }
+    }
+}
+
+impl Ctx {
+    fn invokes_lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, (Arc<Session>, Option<Uuid>, Duration)>> {
+        self.invokes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    async fn handle(self: Arc<Self>, rid: u64, request: Request) {
+        let result = match request {
+            Request::NewSession(req) => self.new_session(req).await.map(Reply::Session),
+            Request::ListSessions(req) => Ok(Reply::Sessions(self.list(&req.instance_ids))),
+            Request::RemoveSession { instance_id } => self.remove(instance_id).await.map(Reply::Session),
+            Request::Invoke(req) => match self.clone().invoke(rid, req).await {
+                Ok(()) => return,
+                Err(e) => Err(e),
+            },
+        };
+        let msg = match result {
+            Ok(reply) => ServerMsg::Reply { rid, reply },
+            Err(error) => ServerMsg::Error { rid, error },
+        };
+        let _ = self.tx.send(msg).await;
+    }
+
+    fn not_found(&self, id: Uuid) -> ErrorBody {
+        ErrorBody::new(ErrorKind::NotFound, format!("no session {id} on {}", self.daemon.computer_name))
+            .with_hint("`linger get --computer HOST` lists the sessions there")
+    }
+
+    async fn new_session(&self, req: NewSession) -> Result<SessionInfo, ErrorBody> {
+        let session = self
+            .daemon
+            .create_session(&self.peer, self.client, req)
+            .await?;
+        Ok(session.info(self.client))
+    }
+
+    fn list(&self, ids: &[Uuid]) -> Vec<SessionInfo> {
+        let reg = &self.daemon.registry;
+        if ids.is_empty() {
+            return reg
+                .owned_by(&self.peer.principal)
+                .iter()
+                .map(|s| s.info(self.client))
+                .collect();
+        }
+        ids.iter()
+            .filter_map(|&id| match reg.get(&self.peer.principal, id) {
+                Some(s) => Some(s.info(self.client)),
+                None => reg.ended(&self.peer.principal, id),
+            })
+            .collect()
+    }
+
+    async fn remove(&self, id: Uuid) -> Result<SessionInfo, ErrorBody> {
+        let reg = &self.daemon.registry;
+        let Some(session) = reg.get(&self.peer.principal, id) else {
+            return reg.ended(&self.peer.principal, id).ok_or_else(|| self.not_found(id));
+        };
+        tracing::info!(session = %id, name = %session.meta.name, principal = %self.peer.principal, from = %self.peer.from, "session removed");
+        session.terminate("removed by its owner");
+        if !session.wait_closed(REMOVE_WAIT).await {
+            tracing::warn!(session = %id, "host did not exit after terminate");
+        }
+        reg.retire(id);
+        Ok(reg.ended(&self.peer.principal, id).unwrap_or_else(|| session.info(self.client)))
+    }
+
+    async fn invoke(self: Arc<Self>, rid: u64, req: Invoke) -> Result<(), ErrorBody> {
+        let reg = &self.daemon.registry;
+        let Some(session) = reg.get(&self.peer.principal, req.instance_id) else {
+            return Err(match reg.ended(&self.peer.principal, req.instance_id) {
+                Some(info) => ErrorBody::new(
+                    ErrorKind::Closed,
+                    format!(
+                        "session {} is closed: {}",
+                        info.name,
+                        info.closed_reason.unwrap_or_else(|| "it ended".into())
+                    ),
+                )
+                .with_hint("create a new one with `linger new`"),
+                None => self.not_found(req.instance_id),
+            });
+        };
+        let cancel_timeout = Duration::from_millis(req.cancel_timeout_ms);
+        self.invokes_lock().insert(rid, (session.clone(), None, cancel_timeout));
+        let (started_tx, started_rx) = oneshot::channel();
+        let me = self.clone();
+        let note_started = async move {
+            if let Ok(cmd) = started_rx.await {
+                if let Some(entry) = me.invokes_lock().get_mut(&rid) {
+                    entry.1 = Some(cmd);
+                }
+                tracing::info!(session = %req.instance_id, command = %cmd, principal = %me.peer.principal, from = %me.peer.from, "command");
+            }
+        };
+        let run = session.invoke(
+            InvokeRequest {
+                conn: self.conn,
+                rid,
+                client: self.client,
+                script: req.script,
+                args: req.args,
+                wait: Duration::from_millis(req.wait_ms),
+                tx: self.tx.clone(),
+            },
+            started_tx,
+        );
+        let (result, ()) = tokio::join!(run, note_started);
+        self.invokes_lock().remove(&rid);
+        result
+    }
+}

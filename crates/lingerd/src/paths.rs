@@ -1,0 +1,69 @@
+//! Where a per-user daemon keeps its socket, state and configuration (SPEC §2).
+
+use std::path::{Path, PathBuf};
+
+fn env_dir(var: &str) -> Option<PathBuf> {
+    std::env::var_os(var)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+}
+
+fn home() -> PathBuf {
+    env_dir("HOME").unwrap_or_else(|| PathBuf::from("/"))
+}
+
+pub use linger_proto::local::{default_socket, runtime_dir};
+
+/// `$XDG_STATE_HOME/linger/server`, else `~/.local/state/linger/server`.
+pub fn default_state_dir() -> PathBuf {
+    env_dir("XDG_STATE_HOME")
+        .unwrap_or_else(|| home().join(".local/state"))
+        .join("linger/server")
+}
+
+/// `$XDG_CONFIG_HOME/linger/lingerd.toml`, else `~/.config/linger/lingerd.toml`.
+pub fn default_config() -> PathBuf {
+    env_dir("XDG_CONFIG_HOME")
+        .unwrap_or_else(|| home().join(".config"))
+        .join("linger/lingerd.toml")
+}
+
+/// The daemon's files beside its socket and in its state directory.
+#[derive(Debug, Clone)]
+pub struct DaemonPaths {
+    pub socket: PathBuf,
+    pub state_dir: PathBuf,
+}
+
+impl DaemonPaths {
+    pub fn lock_file(&self) -> PathBuf {
+        self.socket.with_extension("lock")
+    }
+    pub fn pid_file(&self) -> PathBuf {
+        self.socket.with_extension("pid")
+    }
+    /// Session hosts' sockets live beside the daemon's (short paths: sun_path is 108 bytes).
+    pub fn hosts_dir(&self) -> PathBuf {
+        self.socket
+            .parent()
+            .unwrap_or(Path::new("/"))
+            .join("hosts")
+    }
+    pub fn sessions_dir(&self) -> PathBuf {
+        self.state_dir.join("sessions")
+    }
+    pub fn log_file(&self) -> PathBuf {
+        self.state_dir.join("lingerd.log")
+    }
+}
+
+/// Creates `dir` (and parents) readable by its owner only.
+pub fn private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+}
