@@ -1,1 +1,37 @@
-fn main(){}
+//! `linger`: the command-line client. A thin layer over the `linger` library: it parses
+//! flags, calls the library, and prints tables, JSON lines and one-line errors.
+
+mod cli;
+mod commands;
+mod output;
+mod report;
+
+use clap::Parser;
+
+fn main() {
+    let cli = cli::Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("linger: error: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    let json = cli.json;
+    let code = runtime.block_on(async move {
+        match commands::run(cli).await {
+            Ok(code) => {
+                if json {
+                    println!("{}", serde_json::json!({ "exit_code": code }));
+                }
+                code
+            }
+            Err(e) => report::error(&e, json),
+        }
+    });
+    // The runtime may hold a blocked stdin reader; do not wait for it.
+    std::process::exit(code);
+}

@@ -10,6 +10,7 @@ pub mod frame;
 pub mod host;
 pub mod local;
 pub mod server;
+pub mod text;
 pub mod types;
 
 pub use frame::{FrameError, FramedConn, MAX_FRAME_LEN};

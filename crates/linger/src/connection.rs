@@ -12,7 +12,7 @@ use linger_proto::server::{Reply, ServerMsg, Welcome};
 use linger_proto::types::{SessionInfo, StreamKind};
 use linger_proto::PROTOCOL_VERSION;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
@@ -22,9 +22,21 @@ const ACK_EVERY: usize = 128 * 1024;
 
 type Routes = Arc<Mutex<HashMap<u64, mpsc::UnboundedSender<ServerMsg>>>>;
 
+/// A message for the writer task; `flushed` hears once it is on the wire.
+struct Outgoing {
+    msg: ClientMsg,
+    flushed: Option<oneshot::Sender<()>>,
+}
+
+impl From<ClientMsg> for Outgoing {
+    fn from(msg: ClientMsg) -> Self {
+        Outgoing { msg, flushed: None }
+    }
+}
+
 struct Shared {
     computer: String,
-    out: mpsc::UnboundedSender<ClientMsg>,
+    out: mpsc::UnboundedSender<Outgoing>,
     routes: Routes,
     next_rid: AtomicU64,
     /// Why the connection ended, once it has.
@@ -117,7 +129,7 @@ impl Connection {
         let rid = self.shared.next_rid.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::unbounded_channel();
         lock(&self.shared.routes).insert(rid, tx);
-        if self.shared.out.send(ClientMsg::Request { rid, request }).is_err() {
+        if self.shared.out.send(ClientMsg::Request { rid, request }.into()).is_err() {
             lock(&self.shared.routes).remove(&rid);
             return Err(self.lost());
         }
@@ -207,19 +219,23 @@ impl Connection {
 
 async fn write_loop<W: AsyncWrite + Unpin>(
     mut writer: FrameWriter<W>,
-    mut rx: mpsc::UnboundedReceiver<ClientMsg>,
+    mut rx: mpsc::UnboundedReceiver<Outgoing>,
 ) {
-    while let Some(msg) = rx.recv().await {
-        if writer.feed(&msg).await.is_err() {
-            return;
-        }
-        while let Ok(more) = rx.try_recv() {
-            if writer.feed(&more).await.is_err() {
+    let mut waiting = Vec::new();
+    while let Some(first) = rx.recv().await {
+        let mut next = Some(first);
+        while let Some(out) = next {
+            if writer.feed(&out.msg).await.is_err() {
                 return;
             }
+            waiting.extend(out.flushed);
+            next = rx.try_recv().ok();
         }
         if writer.flush().await.is_err() {
             return;
+        }
+        for done in waiting.drain(..) {
+            let _ = done.send(());
         }
     }
 }
@@ -298,7 +314,7 @@ impl CommandStream {
         self.conn
             .shared
             .out
-            .send(ClientMsg::Cancel { rid: self.rid })
+            .send(ClientMsg::Cancel { rid: self.rid }.into())
             .map_err(|_| self.conn.lost())
     }
 
@@ -310,14 +326,27 @@ impl CommandStream {
         }
     }
 
-    fn ack(&mut self) {
-        if self.last_seq > 0 {
-            let _ = self.conn.shared.out.send(ClientMsg::Ack {
-                rid: self.rid,
-                seq: self.last_seq,
-            });
-        }
+    /// Acknowledges what was received; the returned receiver hears when the
+    /// acknowledgement is on the wire.
+    fn ack(&mut self) -> Option<oneshot::Receiver<()>> {
         self.unacked_bytes = 0;
+        if self.last_seq == 0 {
+            return None;
+        }
+        let (tx, rx) = oneshot::channel();
+        let msg = ClientMsg::Ack {
+            rid: self.rid,
+            seq: self.last_seq,
+        };
+        self.conn
+            .shared
+            .out
+            .send(Outgoing {
+                msg,
+                flushed: Some(tx),
+            })
+            .ok()
+            .map(|_| rx)
     }
 
     /// The next event; `None` after `Finished`.
@@ -328,7 +357,7 @@ impl CommandStream {
         // Acknowledge once caught up (or every ACK_EVERY bytes), so that however small
         // the session's buffer is, the server can always make progress.
         if self.unacked_bytes > 0 && (self.unacked_bytes >= ACK_EVERY || self.rx.is_empty()) {
-            self.ack();
+            let _ = self.ack();
         }
         loop {
             let Some(msg) = self.rx.recv().await else {
@@ -360,7 +389,12 @@ impl CommandStream {
                     self.last_seq = seq;
                     self.unacked_bytes += 1;
                     if command_id == self.command_id {
-                        self.ack();
+                        // The server holds the session for us until it has this
+                        // acknowledgement, and a CLI may exit right after: make sure it
+                        // is sent.
+                        if let Some(sent) = self.ack() {
+                            let _ = sent.await;
+                        }
                         self.done = true;
                         lock(&self.conn.shared.routes).remove(&self.rid);
                         return Ok(Some(Event::Finished { status }));
@@ -395,7 +429,7 @@ impl Canceller {
         self.conn
             .shared
             .out
-            .send(ClientMsg::Cancel { rid: self.rid })
+            .send(ClientMsg::Cancel { rid: self.rid }.into())
             .map_err(|_| self.conn.lost())
     }
 }

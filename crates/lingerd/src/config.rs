@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use linger_proto::types::BufferingMode;
+use linger_proto::text::{parse_duration, parse_size};
 use serde::Deserialize;
 
 #[derive(Debug, thiserror::Error)]
@@ -185,44 +186,12 @@ fn duration(field: &str, v: &str) -> Result<Duration, String> {
     parse_duration(v).map_err(|e| format!("{field}: {e}"))
 }
 
-/// "90", "90s", "5m", "2h 30m", "250ms". A bare number is seconds.
-pub fn parse_duration(v: &str) -> Result<Duration, String> {
-    let v = v.trim();
-    if let Ok(secs) = v.parse::<u64>() {
-        return Ok(Duration::from_secs(secs));
-    }
-    humantime::parse_duration(v).map_err(|e| format!("invalid duration '{v}': {e}"))
-}
-
 fn size(field: &str, v: &toml::Value) -> Result<u64, String> {
     match v {
         toml::Value::Integer(n) if *n > 0 => Ok(*n as u64),
         toml::Value::String(s) => parse_size(s).map_err(|e| format!("{field}: {e}")),
         _ => Err(format!("{field}: expected a positive size such as 1048576 or \"1MiB\"")),
     }
-}
-
-/// "1048576", "64KiB", "1MiB", "1GiB" (also KB/MB/GB, as powers of 1000).
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("invalid size '{s}' (expected e.g. 1048576 or 1MiB)"))?;
-    let mult: u64 = match unit.trim() {
-        "" | "B" => 1,
-        "KiB" | "K" => 1 << 10,
-        "MiB" | "M" => 1 << 20,
-        "GiB" | "G" => 1 << 30,
-        "KB" => 1_000,
-        "MB" => 1_000_000,
-        "GB" => 1_000_000_000,
-        u => return Err(format!("invalid size unit '{u}' in '{s}' (use KiB, MiB or GiB)")),
-    };
-    n.checked_mul(mult)
-        .filter(|&n| n > 0)
-        .ok_or_else(|| format!("invalid size '{s}'"))
 }
 
 #[cfg(test)]

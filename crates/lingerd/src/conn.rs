@@ -227,7 +227,7 @@ impl Ctx {
             return reg.ended(&self.peer.principal, id).ok_or_else(|| self.not_found(id));
         };
         tracing::info!(session = %id, name = %session.meta.name, principal = %self.peer.principal, from = %self.peer.from, "session removed");
-        session.terminate("removed by its owner");
+        session.terminate("it was removed");
         if !session.wait_closed(REMOVE_WAIT).await {
             tracing::warn!(session = %id, "host did not exit after terminate");
         }

@@ -28,6 +28,8 @@ struct Subscriber {
 
 struct Inner {
     attached_to: Option<Uuid>,
+    /// Why the daemon asked the host to end, once it has.
+    terminating: Option<String>,
     closed: Option<String>,
     status: HostStatus,
     subscriber: Option<Subscriber>,
@@ -111,6 +113,7 @@ impl Session {
             meta,
             inner: Mutex::new(Inner {
                 attached_to,
+                terminating: None,
                 closed: status.shell_exited.clone(),
                 status,
                 subscriber: None,
@@ -135,6 +138,7 @@ impl Session {
         let me = session.clone();
         tokio::spawn(async move {
             let why = me.relay(&mut reader).await;
+            let why = me.lock().terminating.clone().unwrap_or(why);
             me.close(why);
             let _ = on_close.send(me.meta.instance_id);
         });
@@ -248,7 +252,7 @@ impl Session {
                 }
             }
         }
-        "its session host exited".to_string()
+        "its session host exited unexpectedly".to_string()
     }
 
     async fn forward(&self, seq: u64, finished: Option<Uuid>, make: impl FnOnce(u64) -> ServerMsg) {
@@ -307,6 +311,7 @@ impl Session {
     }
 
     pub fn terminate(&self, reason: &str) {
+        self.lock().terminating.get_or_insert_with(|| reason.to_string());
         self.send(DaemonToHost::Terminate {
             reason: reason.to_string(),
         });

@@ -1,0 +1,317 @@
+//! `linger invoke`: one script on one or many targets, output streamed as it comes.
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use linger::{Client, Entry, Event, InvokeOptions, NewOptions, StreamKind, DEFAULT_CANCEL_TIMEOUT};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{watch, Mutex, Semaphore};
+
+use super::{expand_computers, new_options, parse_duration};
+use crate::cli::InvokeArgs;
+use crate::report::{self, usage, usage_hint};
+
+enum Where {
+    Session(Entry),
+    /// A temporary session on this computer, removed afterwards.
+    AdHoc(String),
+}
+
+struct Target {
+    label: String,
+    place: Where,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// One target: bytes pass through untouched.
+    Raw,
+    /// Several targets: each line prefixed `[computer] `.
+    Prefixed,
+    /// JSON lines.
+    Json,
+}
+
+pub async fn run(client: &Client, args: InvokeArgs, json: bool) -> Result<i32> {
+    let script = read_script(&args).await?;
+    let opts = InvokeOptions {
+        args: args.args.clone(),
+        wait: parse_duration("--wait", &args.wait)?,
+        cancel_timeout: DEFAULT_CANCEL_TIMEOUT,
+    };
+    if args.throttle == 0 {
+        return Err(usage("--throttle must be at least 1"));
+    }
+    let targets = targets(client, &args)?;
+    let new_opts = new_options(&args.session)?;
+    let mode = match (json, targets.len()) {
+        (true, _) => Mode::Json,
+        (false, 1) => Mode::Raw,
+        (false, _) => Mode::Prefixed,
+    };
+
+    let (cancel_tx, cancel_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("linger: stopping the command (Ctrl-C again leaves it running)");
+            let _ = cancel_tx.send(true);
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!("linger: left the command running");
+                std::process::exit(130);
+            }
+        }
+    });
+
+    let out = Arc::new(Mutex::new(tokio::io::stdout()));
+    let err = Arc::new(Mutex::new(tokio::io::stderr()));
+    let throttle = Arc::new(Semaphore::new(args.throttle));
+    let runs = targets.into_iter().map(|target| {
+        let (script, opts, new_opts) = (&script, &opts, &new_opts);
+        let (out, err, throttle, cancel) = (out.clone(), err.clone(), throttle.clone(), cancel_rx.clone());
+        async move {
+            let _permit = throttle.acquire().await;
+            let mut sink = Sink::new(mode, target.label.clone(), out, err);
+            let result = run_one(client, &target, script, opts, new_opts, &mut sink, cancel).await;
+            (target.label, result)
+        }
+    });
+    let results = futures_util::future::join_all(runs).await;
+
+    if results.len() == 1 {
+        let (_, result) = results.into_iter().next().context("no target ran")?;
+        return result;
+    }
+    let mut first: Option<i32> = None;
+    let mut failures = Vec::new();
+    for (label, result) in &results {
+        let code = match result {
+            Ok(status) => *status,
+            Err(e) => {
+                eprintln!("linger: error: [{label}] {}", report::line(e));
+                report::kind_of(e).exit_code()
+            }
+        };
+        if code != 0 {
+            first.get_or_insert(code);
+            failures.push(format!("[{label}] {code}"));
+        }
+    }
+    if !failures.is_empty() {
+        eprintln!(
+            "linger: {} of {} targets failed: {}",
+            failures.len(),
+            results.len(),
+            failures.join(", ")
+        );
+    }
+    Ok(first.unwrap_or(0))
+}
+
+async fn read_script(args: &InvokeArgs) -> Result<String> {
+    match (&args.file, args.script.is_empty()) {
+        (Some(_), false) => Err(usage("give the script after -- or with --file, not both")),
+        (Some(path), true) => std::fs::read_to_string(path)
+            .map_err(|e| usage(format!("cannot read the script {}: {e}", path.display()))),
+        (None, false) => Ok(args.script.join(" ")),
+        (None, true) => {
+            let mut text = String::new();
+            tokio::io::stdin()
+                .read_to_string(&mut text)
+                .await
+                .map_err(|e| usage(format!("cannot read the script from standard input: {e}")))?;
+            Ok(text)
+        }
+    }
+}
+
+fn targets(client: &Client, args: &InvokeArgs) -> Result<Vec<Target>> {
+    match (args.selectors.is_empty(), args.computer.is_empty()) {
+        (true, true) => Err(usage_hint(
+            "say where to run the script",
+            "name sessions (Id, Name or InstanceId), or use --computer for a temporary session",
+        )),
+        (false, false) => Err(usage("give either sessions (SEL) or --computer, not both")),
+        (false, true) => {
+            let s = &args.session;
+            if s.name.is_some() || s.configuration.is_some() || s.idle_timeout.is_some() || s.buffering.is_some() {
+                return Err(usage(
+                    "--name, --configuration, --idle-timeout and --buffering apply only when invoke creates sessions (--computer)",
+                ));
+            }
+            Ok(client
+                .select(&args.selectors)?
+                .into_iter()
+                .map(|e| Target {
+                    label: e.computer_name.clone(),
+                    place: Where::Session(e),
+                })
+                .collect())
+        }
+        (true, false) => Ok(expand_computers(&args.computer)?
+            .into_iter()
+            .map(|c| Target {
+                label: linger::display_computer(&c),
+                place: Where::AdHoc(c),
+            })
+            .collect()),
+    }
+}
+
+async fn run_one(
+    client: &Client,
+    target: &Target,
+    script: &str,
+    opts: &InvokeOptions,
+    new_opts: &NewOptions,
+    sink: &mut Sink,
+    cancel: watch::Receiver<bool>,
+) -> Result<i32> {
+    let (entry, temporary) = match &target.place {
+        Where::Session(e) => (e.clone(), false),
+        Where::AdHoc(computer) => (client.new_session(computer, new_opts).await?.entry, true),
+    };
+    let result = stream(client, &entry, script, opts, sink, cancel).await;
+    if temporary {
+        if let Err(e) = client.remove(&entry).await {
+            eprintln!(
+                "linger: warning: could not remove the temporary session {}: {e}",
+                entry.name
+            );
+        }
+        let forget = entry.instance_id;
+        client.registry().update(|s| {
+            s.forget(forget);
+            Ok(())
+        })?;
+    }
+    result
+}
+
+async fn stream(
+    client: &Client,
+    entry: &Entry,
+    script: &str,
+    opts: &InvokeOptions,
+    sink: &mut Sink,
+    mut cancel: watch::Receiver<bool>,
+) -> Result<i32> {
+    let mut cmd = client.invoke(entry, script, opts).await?;
+    let mut cancelled = *cancel.borrow();
+    if cancelled {
+        cmd.cancel()?;
+    }
+    loop {
+        tokio::select! {
+            event = cmd.next() => match event? {
+                Some(Event::Output { stream, data, .. }) => sink.write(stream, &data).await?,
+                Some(Event::Finished { status }) => {
+                    sink.finish().await?;
+                    return Ok(status);
+                }
+                None => {
+                    sink.finish().await?;
+                    anyhow::bail!(linger::Error::ConnectionLost { computer: entry.computer_name.clone() });
+                }
+            },
+            changed = cancel.changed(), if !cancelled => {
+                if changed.is_ok() && *cancel.borrow() {
+                    cancelled = true;
+                    cmd.cancel()?;
+                }
+            }
+        }
+    }
+}
+
+/// Where one target's output goes.
+struct Sink {
+    mode: Mode,
+    label: String,
+    out: Arc<Mutex<tokio::io::Stdout>>,
+    err: Arc<Mutex<tokio::io::Stderr>>,
+    /// Incomplete last lines, per stream (prefixed mode).
+    partial: [Vec<u8>; 2],
+}
+
+impl Sink {
+    fn new(
+        mode: Mode,
+        label: String,
+        out: Arc<Mutex<tokio::io::Stdout>>,
+        err: Arc<Mutex<tokio::io::Stderr>>,
+    ) -> Sink {
+        Sink {
+            mode,
+            label,
+            out,
+            err,
+            partial: [Vec::new(), Vec::new()],
+        }
+    }
+
+    async fn emit(&self, stream: StreamKind, bytes: &[u8]) -> Result<()> {
+        match stream {
+            StreamKind::Stdout => put(&mut *self.out.lock().await, bytes).await,
+            StreamKind::Stderr => put(&mut *self.err.lock().await, bytes).await,
+        }
+    }
+
+    async fn write(&mut self, stream: StreamKind, data: &[u8]) -> Result<()> {
+        match self.mode {
+            Mode::Raw => self.emit(stream, data).await,
+            Mode::Json => {
+                let line = serde_json::json!({
+                    "computer_name": self.label,
+                    "stream": match stream { StreamKind::Stdout => "stdout", StreamKind::Stderr => "stderr" },
+                    "data": String::from_utf8_lossy(data),
+                });
+                self.emit(StreamKind::Stdout, format!("{line}\n").as_bytes()).await
+            }
+            Mode::Prefixed => {
+                let idx = stream as usize;
+                let mut buf = std::mem::take(&mut self.partial[idx]);
+                buf.extend_from_slice(data);
+                let Some(last_nl) = buf.iter().rposition(|&b| b == b'\n') else {
+                    self.partial[idx] = buf;
+                    return Ok(());
+                };
+                self.partial[idx] = buf.split_off(last_nl + 1);
+                let text = self.prefix_lines(&buf);
+                self.emit(stream, &text).await
+            }
+        }
+    }
+
+    fn prefix_lines(&self, buf: &[u8]) -> Vec<u8> {
+        let prefix = format!("[{}] ", self.label);
+        let mut text = Vec::with_capacity(buf.len() + 32);
+        for line in buf.split_inclusive(|&b| b == b'\n') {
+            text.extend_from_slice(prefix.as_bytes());
+            text.extend_from_slice(line);
+        }
+        if !text.ends_with(b"\n") {
+            text.push(b'\n');
+        }
+        text
+    }
+
+    /// Ends the target's output: an incomplete last line gets its newline.
+    async fn finish(&mut self) -> Result<()> {
+        if self.mode == Mode::Prefixed {
+            for stream in [StreamKind::Stdout, StreamKind::Stderr] {
+                let rest = std::mem::take(&mut self.partial[stream as usize]);
+                if !rest.is_empty() {
+                    let text = self.prefix_lines(&rest);
+                    self.emit(stream, &text).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn put<W: AsyncWrite + Unpin>(w: &mut W, bytes: &[u8]) -> Result<()> {
+    w.write_all(bytes).await.context("cannot write the output")?;
+    w.flush().await.context("cannot write the output")?;
+    Ok(())
+}

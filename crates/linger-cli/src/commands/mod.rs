@@ -1,0 +1,68 @@
+//! One module per subcommand; each returns the process exit code.
+
+mod get;
+mod invoke;
+mod new;
+mod remove;
+
+use anyhow::Result;
+use linger::{BufferingMode, Client, NewOptions};
+
+use crate::cli::{Cli, Command, SessionFlags};
+use crate::report::usage;
+
+pub async fn run(cli: Cli) -> Result<i32> {
+    let client = Client::from_env()?;
+    match cli.command {
+        Command::New(args) => new::run(&client, args, cli.json).await,
+        Command::Get(args) => get::run(&client, args, cli.json).await,
+        Command::Remove(args) => remove::run(&client, args, cli.json).await,
+        Command::Invoke(args) => invoke::run(&client, args, cli.json).await,
+    }
+}
+
+pub fn parse_duration(flag: &str, v: &str) -> Result<std::time::Duration> {
+    linger_proto::text::parse_duration(v).map_err(|e| usage(format!("{flag}: {e}")))
+}
+
+/// The options a session is created with, from the flags.
+pub fn new_options(flags: &SessionFlags) -> Result<NewOptions> {
+    Ok(NewOptions {
+        name: flags.name.clone(),
+        configuration: flags.configuration.clone(),
+        idle_timeout: flags
+            .idle_timeout
+            .as_deref()
+            .map(|v| parse_duration("--idle-timeout", v))
+            .transpose()?,
+        buffering: flags
+            .buffering
+            .as_deref()
+            .map(|v| {
+                v.parse::<BufferingMode>()
+                    .map_err(|e| usage(format!("--buffering: {e}")))
+            })
+            .transpose()?,
+    })
+}
+
+/// Computer lists: comma-separated (clap splits those) and `@FILE` with one per line.
+pub fn expand_computers(list: &[String]) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for item in list {
+        let item = item.trim();
+        if let Some(path) = item.strip_prefix('@') {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| usage(format!("cannot read the computer list {path}: {e}")))?;
+            out.extend(
+                text.lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                    .map(String::from),
+            );
+        } else if !item.is_empty() {
+            out.push(item.to_string());
+        }
+    }
+    Ok(out)
+}

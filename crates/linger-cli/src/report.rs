@@ -1,0 +1,79 @@
+//! Errors as users see them: one line, `linger: error: WHAT (HINT)`, and the exit code of
+//! its kind (SPEC §13). With `--json`, a final `{"error": …}` record instead.
+
+use linger::Kind;
+
+/// The library error inside `e`, if any, decides kind and hint.
+fn classify(e: &anyhow::Error) -> (Kind, Option<String>) {
+    for cause in e.chain() {
+        if let Some(le) = cause.downcast_ref::<linger::Error>() {
+            return (le.kind(), le.hint());
+        }
+        if let Some(u) = cause.downcast_ref::<Usage>() {
+            return (Kind::Usage, u.hint.clone());
+        }
+    }
+    (Kind::Other, None)
+}
+
+/// A mistake in how linger was called (exit 2).
+#[derive(Debug)]
+pub struct Usage {
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+impl std::fmt::Display for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Usage {}
+
+pub fn usage(message: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(Usage {
+        message: message.into(),
+        hint: None,
+    })
+}
+
+pub fn usage_hint(message: impl Into<String>, hint: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(Usage {
+        message: message.into(),
+        hint: Some(hint.into()),
+    })
+}
+
+/// One line for an error: the whole chain, newlines folded.
+pub fn line(e: &anyhow::Error) -> String {
+    let (_, hint) = classify(e);
+    let what = format!("{e:#}").replace('\n', " ");
+    match hint {
+        Some(h) => format!("{what} ({h})"),
+        None => what,
+    }
+}
+
+/// Prints the error and returns the exit code.
+pub fn error(e: &anyhow::Error, json: bool) -> i32 {
+    let (kind, hint) = classify(e);
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({ "error": {
+                "kind": kind.as_str(),
+                "message": format!("{e:#}").replace('\n', " "),
+                "hint": hint,
+                "exit_code": kind.exit_code(),
+            }})
+        );
+    } else {
+        eprintln!("linger: error: {}", line(e));
+    }
+    kind.exit_code()
+}
+
+pub fn kind_of(e: &anyhow::Error) -> Kind {
+    classify(e).0
+}

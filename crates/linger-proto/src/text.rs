@@ -1,0 +1,52 @@
+//! Textual forms shared by the daemon's configuration, the client's options and the CLI's
+//! flags, so that "90s" or "1MiB" mean the same everywhere.
+
+use std::time::Duration;
+
+/// "90", "90s", "5m", "2h 30m", "250ms". A bare number is seconds.
+pub fn parse_duration(v: &str) -> Result<Duration, String> {
+    let v = v.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    humantime::parse_duration(v)
+        .map_err(|e| format!("invalid duration '{v}' ({e}); write e.g. 90s, 5m or 2h"))
+}
+
+/// "1048576", "64KiB", "1MiB", "1GiB" (also KB/MB/GB, as powers of 1000).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("invalid size '{s}' (write e.g. 1048576 or 1MiB)"))?;
+    let mult: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" | "K" => 1 << 10,
+        "MiB" | "M" => 1 << 20,
+        "GiB" | "G" => 1 << 30,
+        "KB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        u => return Err(format!("invalid size unit '{u}' in '{s}' (use KiB, MiB or GiB)")),
+    };
+    n.checked_mul(mult)
+        .filter(|&n| n > 0)
+        .ok_or_else(|| format!("invalid size '{s}'"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_and_sizes() {
+        assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("4m").unwrap(), Duration::from_secs(240));
+        assert!(parse_duration("soon").is_err());
+        assert_eq!(parse_size("1MiB").unwrap(), 1 << 20);
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("3 parsecs").is_err());
+    }
+}
