@@ -34,7 +34,14 @@ pub fn session_json(v: &SessionView) -> Value {
 
 /// The table of the seeds: Id and Availability right-aligned.
 pub fn session_table(views: &[SessionView]) -> String {
-    let headers = ["Id", "Name", "ComputerName", "State", "ConfigurationName", "Availability"];
+    let headers = [
+        "Id",
+        "Name",
+        "ComputerName",
+        "State",
+        "ConfigurationName",
+        "Availability",
+    ];
     let rows: Vec<[String; 6]> = views
         .iter()
         .map(|v| {
@@ -125,8 +132,17 @@ mod tests {
         };
         let t = session_table(&[v]);
         let lines: Vec<&str> = t.lines().collect();
-        assert_eq!(lines[0], " Id Name      ComputerName  State         ConfigurationName  Availability");
-        assert_eq!(lines[1], " -- ----      ------------  -----         -----------------  ------------");
-        assert_eq!(lines[2], "  2 Session2  web01         Opened        default               Available");
+        assert_eq!(
+            lines[0],
+            " Id Name      ComputerName  State         ConfigurationName  Availability"
+        );
+        assert_eq!(
+            lines[1],
+            " -- ----      ------------  -----         -----------------  ------------"
+        );
+        assert_eq!(
+            lines[2],
+            "  2 Session2  web01         Opened        default               Available"
+        );
     }
 }

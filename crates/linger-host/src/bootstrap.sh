@@ -7,6 +7,8 @@ __linger_nonce=$__LINGER_NONCE
 unset __LINGER_NONCE
 __linger_pid=$$
 exec 251>&1 252>&2
+# Aliases defined by one command are used by the next, as in an interactive shell.
+shopt -s expand_aliases
 
 # Unwinding: `exit` and Ctrl-C must end the whole command but not the shell. In extdebug
 # mode a DEBUG trap returning 2 makes the current function or sourced file return, so

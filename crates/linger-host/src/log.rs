@@ -189,10 +189,7 @@ mod tests {
             .await;
         log.push_finished(id, 3);
         let all = log.read_from(1, u64::MAX);
-        assert_eq!(
-            all.iter().map(|e| e.seq).collect::<Vec<_>>(),
-            vec![1, 2, 3]
-        );
+        assert_eq!(all.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2, 3]);
         assert_eq!(log.pending_bytes(), 3);
         log.ack(2);
         assert_eq!(log.first_unacked(), 3);

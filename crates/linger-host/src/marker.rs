@@ -177,7 +177,10 @@ mod tests {
     fn other_nonce_is_data() {
         let mut s = MarkerScanner::stderr("good");
         let got = run(&mut s, &[b"x\0\x01LINGER:evil\x01\0y"]);
-        assert_eq!(got, vec![Piece::Data(b"x\0\x01LINGER:evil\x01\0y".to_vec())]);
+        assert_eq!(
+            got,
+            vec![Piece::Data(b"x\0\x01LINGER:evil\x01\0y".to_vec())]
+        );
     }
 
     #[test]

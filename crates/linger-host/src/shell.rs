@@ -114,7 +114,9 @@ fn io(e: nix::Error) -> HostError {
 /// Encodes one command for the bootstrap's reader: NUL-terminated fields.
 pub fn encode_command(script: &str, args: &[String]) -> Result<Vec<u8>, String> {
     if script.contains('\0') || args.iter().any(|a| a.contains('\0')) {
-        return Err("the script or an argument contains a NUL byte, which a shell cannot hold".into());
+        return Err(
+            "the script or an argument contains a NUL byte, which a shell cannot hold".into(),
+        );
     }
     let mut out = Vec::with_capacity(script.len() + 16);
     out.extend_from_slice(args.len().to_string().as_bytes());

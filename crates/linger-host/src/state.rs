@@ -295,14 +295,13 @@ async fn write_commands(fd: OwnedFd, mut rx: mpsc::UnboundedReceiver<Vec<u8>>) {
 
 /// Reaps every child (the host is a subreaper) and notices when the shell itself exits.
 async fn reap(state: Arc<HostState>) {
-    let mut sigchld =
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child()) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!("cannot watch for SIGCHLD: {e}");
-                return;
-            }
-        };
+    let mut sigchld = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("cannot watch for SIGCHLD: {e}");
+            return;
+        }
+    };
     loop {
         loop {
             match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {

@@ -11,7 +11,9 @@ use crate::types::{BufferingMode, StreamKind};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum DaemonToHost {
-    Hello { protocol_version: u32 },
+    Hello {
+        protocol_version: u32,
+    },
     /// Run a script in the shell. Refused (as `RunRefused`) while another runs.
     Run {
         command_id: Uuid,
@@ -26,9 +28,13 @@ pub enum DaemonToHost {
     /// (Re)send log entries from the oldest unacknowledged one.
     Replay,
     /// Forget log entries up to and including `seq`.
-    Ack { seq: u64 },
+    Ack {
+        seq: u64,
+    },
     /// End the shell and every process of the session, then exit.
-    Terminate { reason: String },
+    Terminate {
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -10,9 +10,15 @@ pub enum ServerMsg {
     /// Answer to `Hello`.
     Welcome(Welcome),
     /// The final or first answer to request `rid`.
-    Reply { rid: u64, reply: Reply },
+    Reply {
+        rid: u64,
+        reply: Reply,
+    },
     /// Request `rid` failed; nothing more comes for it.
-    Error { rid: u64, error: ErrorBody },
+    Error {
+        rid: u64,
+        error: ErrorBody,
+    },
     /// A chunk of command output for request `rid`; `seq` increases by one per entry.
     Output {
         rid: u64,
@@ -29,9 +35,13 @@ pub enum ServerMsg {
         command_id: Uuid,
         status: i32,
     },
-    Pong { nonce: u64 },
+    Pong {
+        nonce: u64,
+    },
     /// The connection is being closed for this reason (sent at most once, last).
-    Goodbye { error: ErrorBody },
+    Goodbye {
+        error: ErrorBody,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -49,5 +59,7 @@ pub enum Reply {
     Session(SessionInfo),
     Sessions(Vec<SessionInfo>),
     /// The command of an `Invoke` started; output and `Finished` follow.
-    Started { command_id: Uuid },
+    Started {
+        command_id: Uuid,
+    },
 }

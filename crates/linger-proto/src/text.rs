@@ -29,7 +29,11 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         "KB" => 1_000,
         "MB" => 1_000_000,
         "GB" => 1_000_000_000,
-        u => return Err(format!("invalid size unit '{u}' in '{s}' (use KiB, MiB or GiB)")),
+        u => {
+            return Err(format!(
+                "invalid size unit '{u}' in '{s}' (use KiB, MiB or GiB)"
+            ))
+        }
     };
     n.checked_mul(mult)
         .filter(|&n| n > 0)

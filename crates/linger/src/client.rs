@@ -170,6 +170,8 @@ pub fn display_computer(computer: &str) -> String {
 pub struct Client {
     home: ClientHome,
     id: Uuid,
+    /// The local daemon's socket, when not the per-user default.
+    local_socket: Option<std::path::PathBuf>,
     registry: Registry,
     conns: Mutex<HashMap<String, Connection>>,
 }
@@ -186,8 +188,15 @@ impl Client {
             registry: Registry::new(home.clone()),
             home,
             id,
+            local_socket: None,
             conns: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Uses this socket for `localhost` instead of the per-user default.
+    pub fn with_local_socket(mut self, socket: impl Into<std::path::PathBuf>) -> Client {
+        self.local_socket = Some(socket.into());
+        self
     }
 
     pub fn id(&self) -> Uuid {
@@ -211,7 +220,10 @@ impl Client {
         }
         let conn = match Target::parse(computer)? {
             Target::Local => {
-                let socket = linger_proto::local::default_socket();
+                let socket = self
+                    .local_socket
+                    .clone()
+                    .unwrap_or_else(linger_proto::local::default_socket);
                 let stream = autostart::connect_or_start(&socket).await?;
                 let (r, w) = stream.into_split();
                 Connection::handshake(&key, r, w, self.id).await?
@@ -358,21 +370,22 @@ impl Client {
         let shown = display_computer(computer);
         let mut views = Vec::new();
         let mut stored: Sessions = Sessions::default();
-        self.registry.update(|s| {
-            for info in &infos {
-                s.remember(Entry {
-                    id: 0,
-                    instance_id: info.instance_id,
-                    name: info.name.clone(),
-                    computer_name: shown.clone(),
-                    configuration_name: info.configuration_name.clone(),
-                    created_at_ms: info.created_at_ms,
-                    closed_reason: None,
-                });
-            }
-            Ok(())
-        })
-        .map(|s| stored = s)?;
+        self.registry
+            .update(|s| {
+                for info in &infos {
+                    s.remember(Entry {
+                        id: 0,
+                        instance_id: info.instance_id,
+                        name: info.name.clone(),
+                        computer_name: shown.clone(),
+                        configuration_name: info.configuration_name.clone(),
+                        created_at_ms: info.created_at_ms,
+                        closed_reason: None,
+                    });
+                }
+                Ok(())
+            })
+            .map(|s| stored = s)?;
         for info in infos {
             if let Some(entry) = stored.by_instance(info.instance_id) {
                 views.push(SessionView::from_info(entry.clone(), info));

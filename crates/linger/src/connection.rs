@@ -129,7 +129,12 @@ impl Connection {
         let rid = self.shared.next_rid.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::unbounded_channel();
         lock(&self.shared.routes).insert(rid, tx);
-        if self.shared.out.send(ClientMsg::Request { rid, request }.into()).is_err() {
+        if self
+            .shared
+            .out
+            .send(ClientMsg::Request { rid, request }.into())
+            .is_err()
+        {
             lock(&self.shared.routes).remove(&rid);
             return Err(self.lost());
         }

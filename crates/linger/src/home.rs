@@ -79,8 +79,7 @@ impl ClientHome {
     }
 
     pub fn ensure(&self) -> Result<()> {
-        std::fs::create_dir_all(&self.state_dir).map_err(|e| {
-            Error::io(format!("cannot create {}", self.state_dir.display()), e)
-        })
+        std::fs::create_dir_all(&self.state_dir)
+            .map_err(|e| Error::io(format!("cannot create {}", self.state_dir.display()), e))
     }
 }

@@ -24,8 +24,8 @@ mod registry;
 
 pub use autostart::daemon_program;
 pub use client::{
-    display_computer, Availability, Client, InvokeOptions, NewOptions, SessionView, State,
-    Target, DEFAULT_CANCEL_TIMEOUT, DEFAULT_WAIT,
+    display_computer, Availability, Client, InvokeOptions, NewOptions, SessionView, State, Target,
+    DEFAULT_CANCEL_TIMEOUT, DEFAULT_WAIT,
 };
 pub use connection::{Canceller, CommandStream, Connection, Event};
 pub use error::{Error, Kind, Result};

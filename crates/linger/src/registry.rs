@@ -47,7 +47,11 @@ impl Sessions {
 
     /// Records a session, keeping its Id if already known; returns its entry.
     pub fn remember(&mut self, mut entry: Entry) -> Entry {
-        if let Some(known) = self.entries.iter_mut().find(|e| e.instance_id == entry.instance_id) {
+        if let Some(known) = self
+            .entries
+            .iter_mut()
+            .find(|e| e.instance_id == entry.instance_id)
+        {
             known.name = entry.name;
             known.configuration_name = entry.configuration_name;
             known.closed_reason = entry.closed_reason;
@@ -77,9 +81,17 @@ impl Sessions {
     /// Sessions matching one selector: an Id, an InstanceId, or a Name (wildcards allowed).
     pub fn select(&self, sel: &str) -> Result<Vec<Entry>> {
         let found: Vec<Entry> = if let Ok(id) = sel.parse::<u32>() {
-            self.entries.iter().filter(|e| e.id == id).cloned().collect()
+            self.entries
+                .iter()
+                .filter(|e| e.id == id)
+                .cloned()
+                .collect()
         } else if let Ok(uuid) = Uuid::parse_str(sel) {
-            self.entries.iter().filter(|e| e.instance_id == uuid).cloned().collect()
+            self.entries
+                .iter()
+                .filter(|e| e.instance_id == uuid)
+                .cloned()
+                .collect()
         } else {
             let pattern = glob::Pattern::new(sel)
                 .map_err(|e| Error::Usage(format!("invalid name pattern '{sel}': {e}")))?;

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use linger_proto::types::BufferingMode;
 use linger_proto::text::{parse_duration, parse_size};
+use linger_proto::types::BufferingMode;
 use serde::Deserialize;
 
 #[derive(Debug, thiserror::Error)]
@@ -190,7 +190,9 @@ fn size(field: &str, v: &toml::Value) -> Result<u64, String> {
     match v {
         toml::Value::Integer(n) if *n > 0 => Ok(*n as u64),
         toml::Value::String(s) => parse_size(s).map_err(|e| format!("{field}: {e}")),
-        _ => Err(format!("{field}: expected a positive size such as 1048576 or \"1MiB\"")),
+        _ => Err(format!(
+            "{field}: expected a positive size such as 1048576 or \"1MiB\""
+        )),
     }
 }
 

@@ -124,7 +124,11 @@ where
             }
         }
     }
-    let sessions: Vec<Arc<Session>> = ctx.invokes_lock().values().map(|(s, _, _)| s.clone()).collect();
+    let sessions: Vec<Arc<Session>> = ctx
+        .invokes_lock()
+        .values()
+        .map(|(s, _, _)| s.clone())
+        .collect();
     for s in sessions {
         s.unsubscribe(conn);
     }
@@ -152,7 +156,10 @@ async fn refuse<W: AsyncWrite + Unpin>(writer: &mut FrameWriter<W>, peer: &Peer,
         .await;
 }
 
-async fn write_loop<W: AsyncWrite + Unpin>(mut writer: FrameWriter<W>, mut rx: mpsc::Receiver<ServerMsg>) {
+async fn write_loop<W: AsyncWrite + Unpin>(
+    mut writer: FrameWriter<W>,
+    mut rx: mpsc::Receiver<ServerMsg>,
+) {
     while let Some(msg) = rx.recv().await {
         if writer.feed(&msg).await.is_err() {
             return;
@@ -170,7 +177,9 @@ async fn write_loop<W: AsyncWrite + Unpin>(mut writer: FrameWriter<W>, mut rx: m
 }
 
 impl Ctx {
-    fn invokes_lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, (Arc<Session>, Option<Uuid>, Duration)>> {
+    fn invokes_lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<u64, (Arc<Session>, Option<Uuid>, Duration)>> {
         self.invokes.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -178,7 +187,9 @@ impl Ctx {
         let result = match request {
             Request::NewSession(req) => self.new_session(req).await.map(Reply::Session),
             Request::ListSessions(req) => Ok(Reply::Sessions(self.list(&req.instance_ids))),
-            Request::RemoveSession { instance_id } => self.remove(instance_id).await.map(Reply::Session),
+            Request::RemoveSession { instance_id } => {
+                self.remove(instance_id).await.map(Reply::Session)
+            }
             Request::Invoke(req) => match self.clone().invoke(rid, req).await {
                 Ok(()) => return,
                 Err(e) => Err(e),
@@ -192,8 +203,11 @@ impl Ctx {
     }
 
     fn not_found(&self, id: Uuid) -> ErrorBody {
-        ErrorBody::new(ErrorKind::NotFound, format!("no session {id} on {}", self.daemon.computer_name))
-            .with_hint("`linger get --computer HOST` lists the sessions there")
+        ErrorBody::new(
+            ErrorKind::NotFound,
+            format!("no session {id} on {}", self.daemon.computer_name),
+        )
+        .with_hint("`linger get --computer HOST` lists the sessions there")
     }
 
     async fn new_session(&self, req: NewSession) -> Result<SessionInfo, ErrorBody> {
@@ -224,7 +238,9 @@ impl Ctx {
     async fn remove(&self, id: Uuid) -> Result<SessionInfo, ErrorBody> {
         let reg = &self.daemon.registry;
         let Some(session) = reg.get(&self.peer.principal, id) else {
-            return reg.ended(&self.peer.principal, id).ok_or_else(|| self.not_found(id));
+            return reg
+                .ended(&self.peer.principal, id)
+                .ok_or_else(|| self.not_found(id));
         };
         tracing::info!(session = %id, name = %session.meta.name, principal = %self.peer.principal, from = %self.peer.from, "session removed");
         session.terminate("it was removed");
@@ -232,7 +248,9 @@ impl Ctx {
             tracing::warn!(session = %id, "host did not exit after terminate");
         }
         reg.retire(id);
-        Ok(reg.ended(&self.peer.principal, id).unwrap_or_else(|| session.info(self.client)))
+        Ok(reg
+            .ended(&self.peer.principal, id)
+            .unwrap_or_else(|| session.info(self.client)))
     }
 
     async fn invoke(self: Arc<Self>, rid: u64, req: Invoke) -> Result<(), ErrorBody> {
@@ -252,7 +270,8 @@ impl Ctx {
             });
         };
         let cancel_timeout = Duration::from_millis(req.cancel_timeout_ms);
-        self.invokes_lock().insert(rid, (session.clone(), None, cancel_timeout));
+        self.invokes_lock()
+            .insert(rid, (session.clone(), None, cancel_timeout));
         let (started_tx, started_rx) = oneshot::channel();
         let me = self.clone();
         let note_started = async move {

@@ -21,8 +21,8 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-pub use conn::Peer;
 use config::Config;
+pub use conn::Peer;
 use paths::DaemonPaths;
 use registry::Registry;
 use session::Session;
@@ -86,7 +86,11 @@ impl Daemon {
             return;
         };
         for entry in dir.flatten() {
-            let Some(id) = entry.file_name().to_str().and_then(|n| Uuid::parse_str(n).ok()) else {
+            let Some(id) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| Uuid::parse_str(n).ok())
+            else {
                 continue;
             };
             let socket = self.host_socket(id);
@@ -115,7 +119,10 @@ impl Daemon {
         let config = self.config.configurations.get(config_name).ok_or_else(|| {
             ErrorBody::new(
                 ErrorKind::NotFound,
-                format!("no session configuration named '{config_name}' on {}", self.computer_name),
+                format!(
+                    "no session configuration named '{config_name}' on {}",
+                    self.computer_name
+                ),
             )
             .with_hint("`linger config list --computer HOST` shows them")
         })?;
@@ -147,11 +154,16 @@ impl Daemon {
         if !self.registry.reserve(&peer.principal, &req.name) {
             return Err(ErrorBody::new(
                 ErrorKind::InvalidRequest,
-                format!("a session named '{}' already exists on {}", req.name, self.computer_name),
+                format!(
+                    "a session named '{}' already exists on {}",
+                    req.name, self.computer_name
+                ),
             )
             .with_hint("choose another --name, or remove the old one"));
         }
-        let result = self.spawn_session(peer, client, &req, config, idle_timeout).await;
+        let result = self
+            .spawn_session(peer, client, &req, config, idle_timeout)
+            .await;
         self.registry.unreserve(&peer.principal, &req.name);
         let session = result?;
         self.registry.insert(session.clone());
@@ -173,7 +185,8 @@ impl Daemon {
             ErrorBody::new(ErrorKind::Internal, format!("{what}: {e}"))
         };
         let session_dir = self.paths.sessions_dir().join(id.to_string());
-        paths::private_dir(&session_dir).map_err(|e| internal("cannot create the session directory", &e))?;
+        paths::private_dir(&session_dir)
+            .map_err(|e| internal("cannot create the session directory", &e))?;
         let socket = self.host_socket(id);
         let home = std::env::var("HOME").unwrap_or_else(|_| "/".into());
         let cwd = config
@@ -184,7 +197,12 @@ impl Daemon {
         let mut environment: Vec<(String, String)> = std::env::vars()
             .filter(|(k, _)| !k.starts_with("LINGER_") && k != "RUST_LOG")
             .collect();
-        environment.extend(config.environment.iter().map(|(k, v)| (k.clone(), v.clone())));
+        environment.extend(
+            config
+                .environment
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone())),
+        );
         environment.push(("LINGER_SESSION_ID".into(), id.to_string()));
         environment.push(("LINGER_SESSION_NAME".into(), req.name.clone()));
         let created_at_ms = SystemTime::now()
@@ -242,7 +260,10 @@ fn validate_name(name: &str) -> Result<(), ErrorBody> {
     if name.len() > MAX_NAME_LEN {
         return bad("it is longer than 64 characters");
     }
-    if name.chars().any(|c| c.is_whitespace() || c.is_control() || "*?[]/,@".contains(c)) {
+    if name
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || "*?[]/,@".contains(c))
+    {
         return bad("use letters, digits and . _ - only (no spaces, wildcards, / , or @)");
     }
     if name.parse::<u64>().is_ok() {

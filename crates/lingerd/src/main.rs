@@ -12,7 +12,11 @@ use lingerd::paths::{self, DaemonPaths};
 use tokio::net::UnixListener;
 
 #[derive(Parser)]
-#[command(name = "lingerd", version, about = "linger daemon: keeps persistent shell sessions")]
+#[command(
+    name = "lingerd",
+    version,
+    about = "linger daemon: keeps persistent shell sessions"
+)]
 struct Args {
     /// Configuration file (default: $XDG_CONFIG_HOME/linger/lingerd.toml).
     #[arg(long, value_name = "FILE")]
@@ -59,8 +63,7 @@ fn main() {
 fn init_stderr_logging() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
         .with_ansi(false)
@@ -86,8 +89,12 @@ fn run(args: Args) -> Result<()> {
         paths::private_dir(dir)
             .with_context(|| format!("cannot create the socket directory {}", dir.display()))?;
     }
-    paths::private_dir(&paths.state_dir)
-        .with_context(|| format!("cannot create the state directory {}", paths.state_dir.display()))?;
+    paths::private_dir(&paths.state_dir).with_context(|| {
+        format!(
+            "cannot create the state directory {}",
+            paths.state_dir.display()
+        )
+    })?;
     let _lock = lingerd::instance::acquire(&paths)?;
 
     let log_path = paths.log_file();
@@ -98,8 +105,7 @@ fn run(args: Args) -> Result<()> {
         .with_context(|| format!("cannot open the log {}", log_path.display()))?;
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::sync::Mutex::new(log))
         .with_ansi(false)
@@ -128,8 +134,10 @@ fn run(args: Args) -> Result<()> {
 
 async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
-    else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         return std::future::pending().await;
     };
     tokio::select! {

@@ -45,10 +45,7 @@ impl DaemonPaths {
     }
     /// Session hosts' sockets live beside the daemon's (short paths: sun_path is 108 bytes).
     pub fn hosts_dir(&self) -> PathBuf {
-        self.socket
-            .parent()
-            .unwrap_or(Path::new("/"))
-            .join("hosts")
+        self.socket.parent().unwrap_or(Path::new("/")).join("hosts")
     }
     pub fn sessions_dir(&self) -> PathBuf {
         self.state_dir.join("sessions")

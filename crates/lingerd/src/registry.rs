@@ -33,11 +33,10 @@ impl Registry {
     /// Reserves `name` for `owner`, or says it is taken.
     pub fn reserve(&self, owner: &str, name: &str) -> bool {
         let mut g = self.lock();
-        let taken = g
-            .live
-            .values()
-            .any(|s| s.meta.owner == owner && s.meta.name == name && s.closed_reason().is_none())
-            || g.reserved.iter().any(|(o, n)| o == owner && n == name);
+        let taken =
+            g.live.values().any(|s| {
+                s.meta.owner == owner && s.meta.name == name && s.closed_reason().is_none()
+            }) || g.reserved.iter().any(|(o, n)| o == owner && n == name);
         if !taken {
             g.reserved.push((owner.to_string(), name.to_string()));
         }
@@ -45,7 +44,9 @@ impl Registry {
     }
 
     pub fn unreserve(&self, owner: &str, name: &str) {
-        self.lock().reserved.retain(|(o, n)| !(o == owner && n == name));
+        self.lock()
+            .reserved
+            .retain(|(o, n)| !(o == owner && n == name));
     }
 
     pub fn insert(&self, session: Arc<Session>) {

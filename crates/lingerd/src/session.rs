@@ -93,11 +93,9 @@ impl Session {
             }) if protocol_version == HOST_PROTOCOL_VERSION => (meta, status),
             Some(HostToDaemon::Hello {
                 protocol_version, ..
-            }) => {
-                return Err(AdoptError::Handshake(format!(
-                    "it speaks host protocol {protocol_version}, this daemon {HOST_PROTOCOL_VERSION}"
-                )))
-            }
+            }) => return Err(AdoptError::Handshake(format!(
+                "it speaks host protocol {protocol_version}, this daemon {HOST_PROTOCOL_VERSION}"
+            ))),
             _ => return Err(AdoptError::Handshake("unexpected first message".into())),
         };
         writer
@@ -268,7 +266,10 @@ impl Session {
         };
         if tx.send(make(rid)).await.is_err() {
             let mut g = self.lock();
-            if g.subscriber.as_ref().is_some_and(|s| s.rid == rid && s.tx.same_channel(&tx)) {
+            if g.subscriber
+                .as_ref()
+                .is_some_and(|s| s.rid == rid && s.tx.same_channel(&tx))
+            {
                 g.subscriber = None;
             }
             drop(g);
@@ -311,7 +312,9 @@ impl Session {
     }
 
     pub fn terminate(&self, reason: &str) {
-        self.lock().terminating.get_or_insert_with(|| reason.to_string());
+        self.lock()
+            .terminating
+            .get_or_insert_with(|| reason.to_string());
         self.send(DaemonToHost::Terminate {
             reason: reason.to_string(),
         });
@@ -343,8 +346,7 @@ impl Session {
         started: oneshot::Sender<Uuid>,
     ) -> Result<(), ErrorBody> {
         self.check_usable(req.client)?;
-        let permit = match tokio::time::timeout(req.wait, self.slot.clone().acquire_owned()).await
-        {
+        let permit = match tokio::time::timeout(req.wait, self.slot.clone().acquire_owned()).await {
             Ok(Ok(p)) => p,
             Ok(Err(_)) => return Err(self.closed_error()),
             Err(_) => {
@@ -358,7 +360,7 @@ impl Session {
                 return Err(ErrorBody::new(
                     ErrorKind::Busy,
                     format!(
-                        "session {} is busy running `{running}`",
+                        "session busy: {} is still running `{running}`",
                         self.meta.name
                     ),
                 )
@@ -417,13 +419,22 @@ impl Session {
                     .running
                     .as_ref()
                     .is_some_and(|(id, _)| *id == command_id);
-                let subscribed = g.subscriber.as_ref().is_some_and(|s| s.rid == req.rid && s.conn == req.conn);
-                let delivered = g.finished.get(&command_id).is_some_and(|&seq| g.acked >= seq);
+                let subscribed = g
+                    .subscriber
+                    .as_ref()
+                    .is_some_and(|s| s.rid == req.rid && s.conn == req.conn);
+                let delivered = g
+                    .finished
+                    .get(&command_id)
+                    .is_some_and(|&seq| g.acked >= seq);
                 if let Some(why) = &g.closed {
                     if !delivered {
                         return Err(ErrorBody::new(
                             ErrorKind::Closed,
-                            format!("session {} ended while the command ran: {why}", self.meta.name),
+                            format!(
+                                "session {} ended while the command ran: {why}",
+                                self.meta.name
+                            ),
                         ));
                     }
                     break;
@@ -438,7 +449,10 @@ impl Session {
         }
         let mut g = self.lock();
         g.finished.remove(&command_id);
-        if g.subscriber.as_ref().is_some_and(|s| s.rid == req.rid && s.conn == req.conn) {
+        if g.subscriber
+            .as_ref()
+            .is_some_and(|s| s.rid == req.rid && s.conn == req.conn)
+        {
             g.subscriber = None;
         }
         drop(g);

@@ -67,7 +67,12 @@ pub async fn run(client: &Client, args: InvokeArgs, json: bool) -> Result<i32> {
     let throttle = Arc::new(Semaphore::new(args.throttle));
     let runs = targets.into_iter().map(|target| {
         let (script, opts, new_opts) = (&script, &opts, &new_opts);
-        let (out, err, throttle, cancel) = (out.clone(), err.clone(), throttle.clone(), cancel_rx.clone());
+        let (out, err, throttle, cancel) = (
+            out.clone(),
+            err.clone(),
+            throttle.clone(),
+            cancel_rx.clone(),
+        );
         async move {
             let _permit = throttle.acquire().await;
             let mut sink = Sink::new(mode, target.label.clone(), out, err);
@@ -133,7 +138,11 @@ fn targets(client: &Client, args: &InvokeArgs) -> Result<Vec<Target>> {
         (false, false) => Err(usage("give either sessions (SEL) or --computer, not both")),
         (false, true) => {
             let s = &args.session;
-            if s.name.is_some() || s.configuration.is_some() || s.idle_timeout.is_some() || s.buffering.is_some() {
+            if s.name.is_some()
+                || s.configuration.is_some()
+                || s.idle_timeout.is_some()
+                || s.buffering.is_some()
+            {
                 return Err(usage(
                     "--name, --configuration, --idle-timeout and --buffering apply only when invoke creates sessions (--computer)",
                 ));
@@ -265,7 +274,8 @@ impl Sink {
                     "stream": match stream { StreamKind::Stdout => "stdout", StreamKind::Stderr => "stderr" },
                     "data": String::from_utf8_lossy(data),
                 });
-                self.emit(StreamKind::Stdout, format!("{line}\n").as_bytes()).await
+                self.emit(StreamKind::Stdout, format!("{line}\n").as_bytes())
+                    .await
             }
             Mode::Prefixed => {
                 let idx = stream as usize;
@@ -311,7 +321,9 @@ impl Sink {
 }
 
 async fn put<W: AsyncWrite + Unpin>(w: &mut W, bytes: &[u8]) -> Result<()> {
-    w.write_all(bytes).await.context("cannot write the output")?;
+    w.write_all(bytes)
+        .await
+        .context("cannot write the output")?;
     w.flush().await.context("cannot write the output")?;
     Ok(())
 }

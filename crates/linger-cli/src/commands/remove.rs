@@ -17,7 +17,9 @@ pub async fn run(client: &Client, args: RemoveArgs, json: bool) -> Result<i32> {
         client.select(&args.selectors)?
     } else {
         if args.name.is_none() && args.id.is_none() && args.instance_id.is_none() {
-            return Err(usage("with --computer, say which session: --name, --id or --instance-id"));
+            return Err(usage(
+                "with --computer, say which session: --name, --id or --instance-id",
+            ));
         }
         let name = args
             .name

@@ -1,0 +1,389 @@
+//! The `linger` binary against a real, auto-started `lingerd`.
+
+mod common;
+
+use std::io::Write;
+use std::process::Stdio;
+
+use common::{eventually, World};
+
+fn stdout(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn json_lines(text: &str) -> Vec<serde_json::Value> {
+    text.lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect()
+}
+
+#[test]
+fn new_get_remove_with_tables_and_json() {
+    let w = World::new();
+    let table = w.ok(&["new", "localhost"]);
+    assert!(
+        table.contains(" Id Name      ComputerName  State         ConfigurationName  Availability"),
+        "{table}"
+    );
+    assert!(
+        table.contains("  1 Session1  localhost     Opened        default               Available"),
+        "{table}"
+    );
+    assert!(w.daemon_pid().is_some(), "the daemon was started on demand");
+    assert!(w.daemon_log().contains("session started"));
+
+    w.ok(&["new", ".", "--name", "web"]);
+    let lines = json_lines(&w.ok(&["get", "--json"]));
+    assert_eq!(lines.len(), 3, "two sessions and the exit record");
+    let web = &lines[1];
+    for field in [
+        "id",
+        "name",
+        "instance_id",
+        "computer_name",
+        "configuration_name",
+        "state",
+        "availability",
+        "owner",
+        "created_at",
+        "idle_timeout_s",
+        "output_buffering_mode",
+        "disconnected_at",
+        "expires_at",
+        "running_command",
+        "pending_output_bytes",
+        "dropped_output_bytes",
+        "jobs",
+    ] {
+        assert!(web.get(field).is_some(), "missing {field} in {web}");
+    }
+    assert_eq!(web["name"], "web");
+    assert_eq!(web["computer_name"], "localhost");
+    assert_eq!(lines[2], serde_json::json!({"exit_code": 0}));
+
+    // Selection by Id, Name wildcard and InstanceId.
+    let instance = web["instance_id"].as_str().expect("uuid").to_string();
+    assert!(w.ok(&["get", "2"]).contains("web"));
+    assert!(w.ok(&["get", "w*"]).contains("web"));
+    assert!(w.ok(&["get", &instance]).contains("web"));
+
+    w.ok(&["remove", "web"]);
+    let after = w.ok(&["get", "web"]);
+    assert!(
+        after.contains("Closed") && after.contains("None"),
+        "{after}"
+    );
+    let o = w.run(&["invoke", "web", "--", "true"]);
+    assert_eq!(o.status.code(), Some(3));
+    assert!(
+        stderr(&o).starts_with("linger: error: session web is closed"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(stderr(&o).lines().count(), 1);
+    // Removing a closed session forgets it.
+    w.ok(&["remove", "web"]);
+    assert!(!w.ok(&["get"]).contains("web"));
+}
+
+#[test]
+fn commands_share_state() {
+    let w = World::new();
+    w.ok(&["new", "localhost"]);
+    w.ok(&[
+        "invoke",
+        "1",
+        "--",
+        "x=42; f() { echo \"f:$1\"; }; alias hi='echo alias-ok'; cd /tmp; export EXP=yes",
+    ]);
+    let out = w.ok(&[
+        "invoke",
+        "1",
+        "--",
+        "echo $x; f a; hi; pwd; bash -c 'echo $EXP'",
+    ]);
+    assert_eq!(out, "42\nf:a\nalias-ok\n/tmp\nyes\n");
+}
+
+#[test]
+fn streams_status_exit_args_stdin_and_file() {
+    let w = World::new();
+    w.ok(&["new", "localhost"]);
+    let o = w.run(&[
+        "invoke",
+        "1",
+        "--",
+        "echo out; echo err >&2; exit 7; echo never",
+    ]);
+    assert_eq!(o.status.code(), Some(7));
+    assert_eq!(stdout(&o), "out\n");
+    assert_eq!(stderr(&o), "err\n");
+    // `exit` ended only the command: the session lives on, also after exit in a function.
+    w.ok(&["invoke", "1", "--", "y=1"]);
+    let o = w.run(&["invoke", "1", "--", "f() { exit 3; }; f; echo never"]);
+    assert_eq!(o.status.code(), Some(3));
+    assert_eq!(
+        w.ok(&["invoke", "1", "--", "echo $y; (exit 9); echo sub=$?"]),
+        "1\nsub=9\n"
+    );
+
+    assert_eq!(
+        w.ok(&[
+            "invoke",
+            "1",
+            "--arg",
+            "a b",
+            "--arg",
+            "c",
+            "--",
+            "echo \"$#|$1|$2\""
+        ]),
+        "2|a b|c\n"
+    );
+
+    let mut child = w
+        .linger(&["invoke", "1"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"echo from-stdin\nexit 5\n")
+        .expect("write");
+    let o = child.wait_with_output().expect("wait");
+    assert_eq!(o.status.code(), Some(5));
+    assert_eq!(stdout(&o), "from-stdin\n");
+
+    let script = w.path("script.sh");
+    std::fs::write(&script, "for i in 1 2 3; do echo $i; done\n").expect("write");
+    assert_eq!(
+        w.ok(&["invoke", "1", "--file", script.to_str().expect("utf-8")]),
+        "1\n2\n3\n"
+    );
+}
+
+#[test]
+fn awkward_commands_end_correctly() {
+    let w = World::new();
+    w.ok(&["new", "localhost"]);
+    assert_eq!(
+        w.ok(&["invoke", "1", "--", "printf no-newline"]),
+        "no-newline"
+    );
+    let o = w.run(&["invoke", "1", "--", "printf '\\x00\\x01\\xff\\x00'"]);
+    assert_eq!(o.stdout, vec![0u8, 1, 0xff, 0]);
+    // A background process keeps the output pipe open; the command still ends.
+    let o = w.run(&["invoke", "1", "--", "sleep 300 & echo started"]);
+    assert_eq!(stdout(&o), "started\n");
+    let o = w.run(&["invoke", "1", "--", "echo 'unclosed"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("unexpected EOF"), "{}", stderr(&o));
+    // Output that looks like an end marker with a wrong nonce is just output.
+    let o = w.run(&[
+        "invoke",
+        "1",
+        "--",
+        "printf '\\x00\\x01LINGER:forged:0\\x01\\x00'; echo after",
+    ]);
+    assert_eq!(o.stdout, b"\x00\x01LINGER:forged:0\x01\x00after\n".to_vec());
+    assert_eq!(
+        w.ok(&["invoke", "1", "--", "echo still-alive"]),
+        "still-alive\n"
+    );
+}
+
+#[test]
+fn a_gigabyte_of_output_arrives_whole() {
+    let w = World::new();
+    w.ok(&["new", "localhost"]);
+    let o = w
+        .linger(&[
+            "invoke",
+            "1",
+            "--",
+            "head -c 1073741824 /dev/zero; echo done >&2",
+        ])
+        .stdout(Stdio::piped())
+        .output()
+        .expect("run");
+    assert!(o.status.success());
+    assert_eq!(o.stdout.len(), 1 << 30);
+    assert!(o.stdout.iter().all(|&b| b == 0));
+    assert_eq!(stderr(&o), "done\n");
+}
+
+#[test]
+fn second_invoke_waits_then_fails_busy() {
+    let w = World::new();
+    w.ok(&["new", "localhost"]);
+    let first = w
+        .linger(&["invoke", "1", "--", "touch started; sleep 3; echo first"])
+        .current_dir(w.dir.path())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    eventually("the first command to run", || {
+        w.ok(&["get", "1", "--json"])
+            .contains("\"availability\":\"Busy\"")
+    });
+    let o = w.run(&["invoke", "1", "--wait", "1s", "--", "echo second"]);
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    assert!(stderr(&o).contains("session busy"), "{}", stderr(&o));
+    // A waiting invoke runs once the first is done, and each gets only its own output.
+    let waiting = w.run(&["invoke", "1", "--wait", "1m", "--", "echo third"]);
+    assert_eq!(stdout(&waiting), "third\n");
+    let o = first.wait_with_output().expect("first");
+    assert_eq!(stdout(&o), "first\n");
+}
+
+#[test]
+fn ctrl_c_stops_the_command_and_keeps_the_session() {
+    let w = World::new();
+    w.ok(&["new", "localhost"]);
+    w.ok(&["invoke", "1", "--", "kept=yes"]);
+    let child = w
+        .linger(&["invoke", "1", "--", "sleep 300; echo not-reached"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    eventually("the command to run", || {
+        w.ok(&["get", "1", "--json"]).contains("sleep 300")
+    });
+    common::kill(child.id() as i32, nix::sys::signal::Signal::SIGINT);
+    let o = child.wait_with_output().expect("wait");
+    assert_eq!(o.status.code(), Some(130), "{}", stderr(&o));
+    assert!(!stdout(&o).contains("not-reached"));
+    assert_eq!(w.ok(&["invoke", "1", "--", "echo $kept"]), "yes\n");
+}
+
+#[test]
+fn ad_hoc_and_several_sessions() {
+    let w = World::new();
+    let o = w.run(&[
+        "invoke",
+        "--computer",
+        "localhost",
+        "--",
+        "echo adhoc; exit 3",
+    ]);
+    assert_eq!(o.status.code(), Some(3));
+    assert_eq!(stdout(&o), "adhoc\n");
+    // The temporary session is gone, on the server and in the registry.
+    assert_eq!(w.ok(&["get", "--computer", "localhost"]), "");
+    assert_eq!(w.ok(&["get"]), "");
+
+    w.ok(&["new", "localhost", "--name", "a"]);
+    w.ok(&["new", "localhost", "--name", "b"]);
+    let o = w.run(&[
+        "invoke",
+        "a",
+        "b",
+        "--",
+        "echo $LINGER_SESSION_NAME; printf partial; [ $LINGER_SESSION_NAME = b ] && exit 4; true",
+    ]);
+    assert_eq!(o.status.code(), Some(4));
+    let mut lines: Vec<String> = stdout(&o).lines().map(String::from).collect();
+    lines.sort();
+    assert_eq!(
+        lines,
+        vec![
+            "[localhost] a",
+            "[localhost] b",
+            "[localhost] partial",
+            "[localhost] partial"
+        ]
+    );
+    assert!(
+        stderr(&o).contains("1 of 2 targets failed"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn errors_are_one_line_with_their_exit_code() {
+    let w = World::new();
+    let o = w.run(&["get", "nosuch"]);
+    assert_eq!(o.status.code(), Some(3));
+    assert!(stderr(&o).starts_with("linger: error: no session matches 'nosuch'"));
+    assert_eq!(stderr(&o).lines().count(), 1);
+
+    let o = w.run(&["new", "localhost", "--idle-timeout", "soon"]);
+    assert_eq!(o.status.code(), Some(2));
+    let o = w.run(&["frobnicate"]);
+    assert_eq!(o.status.code(), Some(2));
+
+    let o = w.run(&["--json", "get", "nosuch"]);
+    let last = json_lines(&stdout(&o)).pop().expect("a record");
+    assert_eq!(last["error"]["kind"], "not_found");
+    assert_eq!(last["error"]["exit_code"], 3);
+
+    // The idle timeout must respect the server's limits, named in the error.
+    let o = w.run(&["new", "localhost", "--idle-timeout", "5s"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("minimum of 1m"), "{}", stderr(&o));
+
+    // A daemon that cannot be started: exit 6, one line.
+    let o = w
+        .linger(&["new", "localhost"])
+        .env("LINGERD", "/nonexistent/lingerd")
+        .output()
+        .expect("run");
+    // The daemon from the earlier calls is still up, so stop it first for this check.
+    if w.daemon_pid().is_some() {
+        assert!(o.status.success());
+    }
+    let w2 = World::new();
+    let o = w2
+        .linger(&["get", "--computer", "localhost"])
+        .env("LINGERD", "/nonexistent/lingerd")
+        .output()
+        .expect("run");
+    assert_eq!(o.status.code(), Some(6), "{}", stderr(&o));
+    assert!(
+        stderr(&o).starts_with("linger: error: cannot start lingerd"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(stderr(&o).lines().count(), 1);
+
+    let o = w.run(&["get", "--computer", "web01.example"]);
+    assert_eq!(o.status.code(), Some(6));
+}
+
+#[test]
+fn a_killed_session_host_shows_closed() {
+    let w = World::new();
+    w.ok(&["new", "localhost"]);
+    w.ok(&["new", "localhost", "--name", "other"]);
+    let pids = w.host_pids();
+    assert_eq!(pids.len(), 2);
+    let first = json_lines(&w.ok(&["get", "1", "--json"]))[0]["instance_id"].clone();
+    let meta = std::fs::read_to_string(
+        w.state_dir()
+            .join("sessions")
+            .join(first.as_str().expect("id"))
+            .join("meta.json"),
+    )
+    .expect("meta");
+    let host: serde_json::Value = serde_json::from_str(&meta).expect("json");
+    common::kill(
+        host["host_pid"].as_i64().expect("pid") as i32,
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    eventually("the session to close", || {
+        w.ok(&["get", "1"]).contains("Closed")
+    });
+    assert!(w
+        .ok(&["get", "1", "--json"])
+        .contains("exited unexpectedly"));
+    assert_eq!(w.ok(&["invoke", "other", "--", "echo fine"]), "fine\n");
+}

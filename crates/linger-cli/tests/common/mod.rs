@@ -1,0 +1,194 @@
+//! Test harness: a private world of temporary XDG directories, the real `linger` and
+//! `lingerd` binaries, and a teardown that ends every process the test started, by pid.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct World {
+    pub dir: tempfile::TempDir,
+}
+
+pub fn linger_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_linger"))
+}
+
+/// `lingerd` is built beside `linger` (the lingerd package's own integration tests make
+/// cargo build it for every workspace test run).
+pub fn lingerd_bin() -> PathBuf {
+    let p = linger_bin().with_file_name("lingerd");
+    assert!(
+        p.is_file(),
+        "{} is missing: run the tests with `cargo test --workspace`",
+        p.display()
+    );
+    p
+}
+
+impl World {
+    pub fn new() -> World {
+        let dir = tempfile::Builder::new()
+            .prefix("lgt")
+            .tempdir_in("/tmp")
+            .expect("temp dir");
+        for sub in ["run", "state", "config/linger", "homeA", "homeB"] {
+            std::fs::create_dir_all(dir.path().join(sub)).expect("mkdir");
+        }
+        World { dir }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.path("run/linger/lingerd.sock")
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.path("state/linger/server")
+    }
+
+    /// Writes the daemon's configuration file (read at its next start).
+    pub fn write_config(&self, text: &str) {
+        std::fs::write(self.path("config/linger/lingerd.toml"), text).expect("config");
+    }
+
+    fn env(&self, cmd: &mut Command, home: &str) {
+        cmd.env_remove("LINGER_HOME")
+            .env("XDG_RUNTIME_DIR", self.path("run"))
+            .env("XDG_STATE_HOME", self.path("state"))
+            .env("XDG_CONFIG_HOME", self.path("config"))
+            .env("LINGER_HOME", self.path(home))
+            .env("LINGERD", lingerd_bin())
+            .env("HOME", self.dir.path());
+    }
+
+    /// `linger ARGS` as client "homeA".
+    pub fn linger(&self, args: &[&str]) -> Command {
+        self.linger_as("homeA", args)
+    }
+
+    /// `linger ARGS` as another client (a second machine).
+    pub fn linger_as(&self, home: &str, args: &[&str]) -> Command {
+        let mut cmd = Command::new(linger_bin());
+        cmd.args(args).stdin(Stdio::null());
+        self.env(&mut cmd, home);
+        cmd
+    }
+
+    pub fn lingerd(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(lingerd_bin());
+        cmd.args(args).stdin(Stdio::null());
+        self.env(&mut cmd, "homeA");
+        cmd
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.linger(args).output().expect("run linger")
+    }
+
+    /// Runs and requires success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "linger {args:?} failed with {:?}\nstdout: {}\nstderr: {}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf-8 stdout")
+    }
+
+    pub fn daemon_pid(&self) -> Option<i32> {
+        std::fs::read_to_string(self.path("run/linger/lingerd.pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// Session host pids, from the meta.json each host writes.
+    pub fn host_pids(&self) -> Vec<i32> {
+        let Ok(dir) = std::fs::read_dir(self.state_dir().join("sessions")) else {
+            return Vec::new();
+        };
+        dir.flatten()
+            .filter_map(|e| std::fs::read_to_string(e.path().join("meta.json")).ok())
+            .filter_map(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .filter_map(|v| v["host_pid"].as_i64())
+            .map(|p| p as i32)
+            .collect()
+    }
+
+    pub fn daemon_log(&self) -> String {
+        std::fs::read_to_string(self.state_dir().join("lingerd.log")).unwrap_or_default()
+    }
+}
+
+/// Every process whose Unix session is `sid` (a session host and all it started).
+fn session_members(sid: i32) -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| {
+                    let rest = &s[s.rfind(')')? + 2..];
+                    rest.split(' ').nth(3)?.parse::<i32>().ok()
+                })
+                == Some(sid)
+        })
+        .collect()
+}
+
+pub fn kill(pid: i32, sig: nix::sys::signal::Signal) {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
+}
+
+pub fn alive(pid: i32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| s.contains(") Z "))
+            .unwrap_or(true)
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        use nix::sys::signal::Signal;
+        let hosts = self.host_pids();
+        let daemon = self.daemon_pid();
+        for h in &hosts {
+            for p in session_members(*h) {
+                kill(p, Signal::SIGKILL);
+            }
+        }
+        if let Some(d) = daemon {
+            kill(d, Signal::SIGTERM);
+            let start = Instant::now();
+            while alive(d) && start.elapsed() < Duration::from_secs(3) {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            kill(d, Signal::SIGKILL);
+        }
+    }
+}
+
+/// Polls `f` until it returns true (tests never assert on wall-clock speed; this only
+/// bounds how long a broken build takes to fail).
+pub fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(30) {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("timed out waiting for {what}");
+}
