@@ -1,1 +1,195 @@
-fn main() {}
+//! `linger-tour`: a short guided tour of linger against a private, auto-started local
+//! daemon. It runs the real `linger` binary (built beside this one) and shows each
+//! command with its output. Everything lives in a temporary directory and every process
+//! the tour started is ended before it exits.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{bail, Context, Result};
+
+struct Tour {
+    dir: PathBuf,
+    linger: PathBuf,
+}
+
+impl Tour {
+    fn cmd(&self, client: &str, args: &[&str]) -> Command {
+        let mut c = Command::new(&self.linger);
+        c.args(args)
+            .env("XDG_RUNTIME_DIR", self.dir.join("run"))
+            .env("XDG_STATE_HOME", self.dir.join("state"))
+            .env("XDG_CONFIG_HOME", self.dir.join("config"))
+            .env("LINGER_HOME", self.dir.join(client))
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// Shows and runs `linger ARGS` as `client`; returns its exit code.
+    fn run(&self, client: &str, args: &[&str]) -> Result<i32> {
+        let shown: Vec<String> = args
+            .iter()
+            .map(|a| {
+                if a.contains(' ') || a.contains(';') || a.contains('$') {
+                    format!("'{a}'")
+                } else {
+                    a.to_string()
+                }
+            })
+            .collect();
+        let line = format!("[{client}]$ linger {}", shown.join(" "));
+        if std::io::stdout().is_terminal() {
+            println!("\x1b[1m{line}\x1b[0m");
+        } else {
+            println!("{line}");
+        }
+        let status = self
+            .cmd(client, args)
+            .status()
+            .with_context(|| format!("cannot run {}", self.linger.display()))?;
+        let code = status.code().unwrap_or(1);
+        if code != 0 {
+            println!("(exit code {code})");
+        }
+        println!();
+        Ok(code)
+    }
+
+    fn say(&self, text: &str) {
+        println!("# {text}");
+    }
+}
+
+fn sibling(name: &str) -> Result<PathBuf> {
+    let exe = std::env::current_exe().context("cannot find this program")?;
+    let p = exe.with_file_name(name);
+    if !p.is_file() {
+        bail!(
+            "{} is missing: build the workspace first (`cargo build --release`)",
+            p.display()
+        );
+    }
+    Ok(p)
+}
+
+fn main() {
+    if let Err(e) = tour() {
+        eprintln!("linger-tour: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn tour() -> Result<()> {
+    let linger = sibling("linger")?;
+    sibling("lingerd")?;
+    let dir = std::env::temp_dir().join(format!("linger-tour-{}", std::process::id()));
+    for sub in ["run", "state", "config", "laptop", "desktop"] {
+        std::fs::create_dir_all(dir.join(sub)).context("cannot create the tour directory")?;
+    }
+    let t = Tour {
+        dir: dir.clone(),
+        linger,
+    };
+    let result = steps(&t);
+    cleanup(&dir);
+    result
+}
+
+fn steps(t: &Tour) -> Result<()> {
+    t.say("Two client machines, 'laptop' and 'desktop', share one host: this one.");
+    t.say("The first command starts lingerd on demand and creates a session holding a bash.");
+    t.run("laptop", &["new", "localhost", "--name", "build"])?;
+    t.say("Commands in a session share variables, functions, the working directory.");
+    t.run(
+        "laptop",
+        &[
+            "invoke",
+            "build",
+            "--",
+            "cd /tmp; greeting=hello; shout() { echo \"$1!\"; }",
+        ],
+    )?;
+    t.run(
+        "laptop",
+        &["invoke", "build", "--", "shout $greeting from $(pwd)"],
+    )?;
+    t.say("stdout and stderr stay apart; the remote status is the exit code; the session survives `exit`.");
+    t.run(
+        "laptop",
+        &[
+            "invoke",
+            "build",
+            "--",
+            "echo to-stdout; echo to-stderr >&2; exit 3",
+        ],
+    )?;
+    t.run(
+        "laptop",
+        &[
+            "invoke",
+            "build",
+            "--arg",
+            "world",
+            "--",
+            "echo \"$greeting, $1\"",
+        ],
+    )?;
+    t.say("The session lives in the daemon, not in this client: the desktop sees it, attached elsewhere.");
+    t.run("desktop", &["get", "--computer", "localhost"])?;
+    t.say("An ad hoc command runs in a temporary session that is removed afterwards.");
+    t.run(
+        "desktop",
+        &[
+            "invoke",
+            "--computer",
+            "localhost",
+            "--",
+            "echo \"ad hoc in $LINGER_SESSION_NAME\"",
+        ],
+    )?;
+    t.say("Several sessions at once: each line is prefixed with its computer.");
+    t.run("laptop", &["new", "localhost", "--name", "logs"])?;
+    t.run(
+        "laptop",
+        &["invoke", "build", "logs", "--", "echo $LINGER_SESSION_NAME"],
+    )?;
+    t.say("Removing a session ends its processes; its record shows Closed.");
+    t.run("laptop", &["remove", "build", "logs"])?;
+    t.run("laptop", &["get"])?;
+    t.run("laptop", &["invoke", "build", "--", "true"])?;
+    t.say("That was the tour. `linger --help` lists every command.");
+    Ok(())
+}
+
+/// Ends the daemon and every session host the tour started, by pid, then deletes the
+/// tour's directory.
+fn cleanup(dir: &Path) {
+    let pid_file = dir.join("run/linger/lingerd.pid");
+    if let Some(pid) = std::fs::read_to_string(pid_file)
+        .ok()
+        .and_then(|s| s.trim().parse::<i32>().ok())
+    {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+    }
+    if let Ok(sessions) = std::fs::read_dir(dir.join("state/linger/server/sessions")) {
+        for s in sessions.flatten() {
+            let meta = std::fs::read_to_string(s.path().join("meta.json")).unwrap_or_default();
+            if let Some(pid) = serde_json::from_str::<serde_json::Value>(&meta)
+                .ok()
+                .and_then(|v| v["host_pid"].as_i64())
+            {
+                // The host's Unix session holds the shell and all it started.
+                let _ = nix::sys::signal::killpg(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+    }
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -32,6 +32,13 @@ pub struct Peer {
     pub from: String,
 }
 
+/// An invoke in flight: its session, its command once started, its cancel timeout.
+struct InFlight {
+    session: Arc<Session>,
+    command: Option<Uuid>,
+    cancel_timeout: Duration,
+}
+
 struct Ctx {
     daemon: Arc<Daemon>,
     peer: Peer,
@@ -39,7 +46,7 @@ struct Ctx {
     client: Uuid,
     tx: mpsc::Sender<ServerMsg>,
     /// Invokes in flight: their session and, once started, their command.
-    invokes: Mutex<HashMap<u64, (Arc<Session>, Option<Uuid>, Duration)>>,
+    invokes: Mutex<HashMap<u64, InFlight>>,
 }
 
 pub async fn serve<R, W>(daemon: Arc<Daemon>, r: R, w: W, peer: Peer)
@@ -107,14 +114,17 @@ where
                 tokio::spawn(async move { ctx.handle(rid, request).await });
             }
             ClientMsg::Ack { rid, seq } => {
-                let session = ctx.invokes_lock().get(&rid).map(|(s, _, _)| s.clone());
+                let session = ctx.invokes_lock().get(&rid).map(|f| f.session.clone());
                 if let Some(s) = session {
                     s.ack(seq);
                 }
             }
             ClientMsg::Cancel { rid } => {
-                let target = ctx.invokes_lock().get(&rid).cloned();
-                if let Some((s, Some(cmd), cancel_timeout)) = target {
+                let target = ctx
+                    .invokes_lock()
+                    .get(&rid)
+                    .and_then(|f| Some((f.session.clone(), f.command?, f.cancel_timeout)));
+                if let Some((s, cmd, cancel_timeout)) = target {
                     tracing::info!(session = %s.id(), command = %cmd, principal = %ctx.peer.principal, "command cancelled");
                     s.interrupt(cmd, cancel_timeout);
                 }
@@ -127,7 +137,7 @@ where
     let sessions: Vec<Arc<Session>> = ctx
         .invokes_lock()
         .values()
-        .map(|(s, _, _)| s.clone())
+        .map(|f| f.session.clone())
         .collect();
     for s in sessions {
         s.unsubscribe(conn);
@@ -177,9 +187,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
 }
 
 impl Ctx {
-    fn invokes_lock(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<u64, (Arc<Session>, Option<Uuid>, Duration)>> {
+    fn invokes_lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, InFlight>> {
         self.invokes.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -270,14 +278,20 @@ impl Ctx {
             });
         };
         let cancel_timeout = Duration::from_millis(req.cancel_timeout_ms);
-        self.invokes_lock()
-            .insert(rid, (session.clone(), None, cancel_timeout));
+        self.invokes_lock().insert(
+            rid,
+            InFlight {
+                session: session.clone(),
+                command: None,
+                cancel_timeout,
+            },
+        );
         let (started_tx, started_rx) = oneshot::channel();
         let me = self.clone();
         let note_started = async move {
             if let Ok(cmd) = started_rx.await {
                 if let Some(entry) = me.invokes_lock().get_mut(&rid) {
-                    entry.1 = Some(cmd);
+                    entry.command = Some(cmd);
                 }
                 tracing::info!(session = %req.instance_id, command = %cmd, principal = %me.peer.principal, from = %me.peer.from, "command");
             }

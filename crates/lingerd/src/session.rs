@@ -93,9 +93,11 @@ impl Session {
             }) if protocol_version == HOST_PROTOCOL_VERSION => (meta, status),
             Some(HostToDaemon::Hello {
                 protocol_version, ..
-            }) => return Err(AdoptError::Handshake(format!(
+            }) => {
+                return Err(AdoptError::Handshake(format!(
                 "it speaks host protocol {protocol_version}, this daemon {HOST_PROTOCOL_VERSION}"
-            ))),
+            )))
+            }
             _ => return Err(AdoptError::Handshake("unexpected first message".into())),
         };
         writer

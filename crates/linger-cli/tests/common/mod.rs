@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 pub struct World {
     pub dir: tempfile::TempDir,
+    /// A daemon this test started in the foreground, reaped at the end.
+    daemon: Option<std::process::Child>,
 }
 
 pub fn linger_bin() -> PathBuf {
@@ -36,7 +38,7 @@ impl World {
         for sub in ["run", "state", "config/linger", "homeA", "homeB"] {
             std::fs::create_dir_all(dir.path().join(sub)).expect("mkdir");
         }
-        World { dir }
+        World { dir, daemon: None }
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {
@@ -177,6 +179,10 @@ impl Drop for World {
             }
             kill(d, Signal::SIGKILL);
         }
+        if let Some(mut child) = self.daemon.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
@@ -191,4 +197,28 @@ pub fn eventually(what: &str, mut f: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(20));
     }
     panic!("timed out waiting for {what}");
+}
+
+impl World {
+    /// Starts `lingerd` in the foreground (as systemd would) and waits for its socket.
+    pub fn start_daemon(&mut self) {
+        let child = self
+            .lingerd(&[
+                "--socket",
+                self.socket().to_str().expect("utf-8 path"),
+                "--state-dir",
+                self.state_dir().to_str().expect("utf-8 path"),
+            ])
+            .spawn()
+            .expect("start lingerd");
+        self.daemon = Some(child);
+        eventually("lingerd's socket", || self.socket().exists());
+    }
+
+    /// A library client playing the client machine `home`.
+    pub fn client(&self, home: &str) -> linger::Client {
+        linger::Client::open(linger::ClientHome::at(&self.path(home)))
+            .expect("client")
+            .with_local_socket(self.socket())
+    }
 }

@@ -1,0 +1,129 @@
+//! The public library API against a real `lingerd`.
+
+mod common;
+
+use common::World;
+use linger::{Event, InvokeOptions, NewOptions, StreamKind};
+use sha2::{Digest, Sha256};
+
+async fn run(
+    client: &linger::Client,
+    entry: &linger::Entry,
+    script: &str,
+) -> (Vec<u8>, Vec<u8>, i32) {
+    let mut cmd = client
+        .invoke(entry, script, &InvokeOptions::default())
+        .await
+        .expect("invoke");
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    while let Some(ev) = cmd.next().await.expect("stream") {
+        match ev {
+            Event::Output {
+                stream: StreamKind::Stdout,
+                data,
+                ..
+            } => out.extend(data),
+            Event::Output {
+                stream: StreamKind::Stderr,
+                data,
+                ..
+            } => err.extend(data),
+            Event::Finished { status } => return (out, err, status),
+        }
+    }
+    panic!("stream ended without Finished");
+}
+
+#[tokio::test]
+async fn random_binary_output_arrives_byte_for_byte() {
+    let mut w = World::new();
+    w.start_daemon();
+    let client = w.client("homeA");
+    let s = client
+        .new_session("localhost", &NewOptions::default())
+        .await
+        .expect("new");
+    let file = w.path("random.bin");
+    let mut data = vec![0u8; 48 << 20];
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    for chunk in data.chunks_mut(8) {
+        // xorshift64: fast, and every byte value appears, NULs and marker bytes included.
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        chunk.copy_from_slice(&state.to_le_bytes()[..chunk.len()]);
+    }
+    std::fs::write(&file, &data).expect("write");
+    let (out, err, status) = run(&client, &s.entry, &format!("cat '{}'", file.display())).await;
+    assert_eq!(status, 0);
+    assert!(err.is_empty());
+    assert_eq!(out.len(), data.len());
+    assert_eq!(Sha256::digest(&out), Sha256::digest(&data), "bytes differ");
+}
+
+#[tokio::test]
+async fn api_sessions_share_state_and_cancel() {
+    let mut w = World::new();
+    w.start_daemon();
+    let client = w.client("homeA");
+    let s = client
+        .new_session(
+            "localhost",
+            &NewOptions {
+                name: Some("api".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("new");
+    assert_eq!(s.entry.name, "api");
+    let (_, _, st) = run(
+        &client,
+        &s.entry,
+        "counter=1; inc() { counter=$((counter+1)); }",
+    )
+    .await;
+    assert_eq!(st, 0);
+    run(&client, &s.entry, "inc; inc").await;
+    let (out, _, _) = run(&client, &s.entry, "echo $counter").await;
+    assert_eq!(out, b"3\n");
+
+    let mut cmd = client
+        .invoke(
+            &s.entry,
+            "echo go; sleep 300; echo never",
+            &InvokeOptions::default(),
+        )
+        .await
+        .expect("invoke");
+    match cmd.next().await.expect("event") {
+        Some(Event::Output { data, .. }) => assert_eq!(data, b"go\n"),
+        other => panic!("unexpected {other:?}"),
+    }
+    cmd.cancel().expect("cancel");
+    let mut status = None;
+    while let Some(ev) = cmd.next().await.expect("stream") {
+        if let Event::Finished { status: s } = ev {
+            status = Some(s);
+        }
+    }
+    assert_eq!(status, Some(130));
+    let (out, _, _) = run(&client, &s.entry, "echo $counter").await;
+    assert_eq!(out, b"3\n");
+
+    // Another client machine sees the session attached elsewhere.
+    let other = w.client("homeB");
+    let views = other.get_remote("localhost").await.expect("get");
+    assert_eq!(views.len(), 1);
+    assert_eq!(views[0].state, linger::State::Disconnected);
+    assert_eq!(views[0].availability, linger::Availability::Busy);
+
+    let removed = client.remove(&s.entry).await.expect("remove");
+    assert_eq!(removed.state, linger::State::Closed);
+    let err = client
+        .invoke(&removed.entry, "true", &InvokeOptions::default())
+        .await
+        .err()
+        .expect("closed");
+    assert_eq!(err.kind(), linger::Kind::NotFound);
+}
