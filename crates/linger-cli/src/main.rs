@@ -9,6 +9,15 @@ mod report;
 use clap::Parser;
 
 fn main() {
+    // Like other Unix filters, end quietly when the reader of our output goes away
+    // (`linger get | head -1`).
+    // SAFETY: setting a signal disposition before any thread exists.
+    let _ = unsafe {
+        nix::sys::signal::signal(
+            nix::sys::signal::Signal::SIGPIPE,
+            nix::sys::signal::SigHandler::SigDfl,
+        )
+    };
     let cli = cli::Cli::parse();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

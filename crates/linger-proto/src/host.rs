@@ -103,7 +103,8 @@ pub struct HostStatus {
     pub shell_exited: Option<String>,
 }
 
-/// How the daemon asks for a new session host: written as one frame on the host's stdin.
+/// How the daemon asks for a new session host: written as bare MessagePack (no length
+/// prefix) on the host's stdin, which is then closed.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HostSpec {
     /// `host_pid` and `shell_pid` are filled in by the host.

@@ -2,8 +2,9 @@
 //! `lingerd` (module [`client`]/[`server`]) and between `lingerd` and a session host
 //! (module [`host`]).
 //!
-//! This crate is the only place where types are serializable: a type here is an IPC boundary
-//! and changing it is a protocol change (see docs/PROTOCOL.md, which must change with it).
+//! Every type that crosses a process boundary lives here: changing one is a protocol change
+//! (see docs/PROTOCOL.md, which must change with it). The only other serializable types are
+//! on-disk formats owned by one program (the client's registry, the daemon's config file).
 
 pub mod client;
 pub mod frame;

@@ -37,6 +37,8 @@ struct InFlight {
     session: Arc<Session>,
     command: Option<Uuid>,
     cancel_timeout: Duration,
+    /// A cancel that arrived before the command was recorded as started.
+    cancel_early: bool,
 }
 
 struct Ctx {
@@ -120,10 +122,11 @@ where
                 }
             }
             ClientMsg::Cancel { rid } => {
-                let target = ctx
-                    .invokes_lock()
-                    .get(&rid)
-                    .and_then(|f| Some((f.session.clone(), f.command?, f.cancel_timeout)));
+                let target = ctx.invokes_lock().get_mut(&rid).and_then(|f| {
+                    // Not started yet: the cancel applies as soon as it is.
+                    f.cancel_early = f.command.is_none();
+                    Some((f.session.clone(), f.command?, f.cancel_timeout))
+                });
                 if let Some((s, cmd, cancel_timeout)) = target {
                     tracing::info!(session = %s.id(), command = %cmd, principal = %ctx.peer.principal, "command cancelled");
                     s.interrupt(cmd, cancel_timeout);
@@ -277,6 +280,12 @@ impl Ctx {
                 None => self.not_found(req.instance_id),
             });
         };
+        if req.script.contains('\0') || req.args.iter().any(|a| a.contains('\0')) {
+            return Err(ErrorBody::new(
+                ErrorKind::InvalidRequest,
+                "the script or an argument contains a NUL byte, which a shell cannot hold",
+            ));
+        }
         let cancel_timeout = Duration::from_millis(req.cancel_timeout_ms);
         self.invokes_lock().insert(
             rid,
@@ -284,14 +293,21 @@ impl Ctx {
                 session: session.clone(),
                 command: None,
                 cancel_timeout,
+                cancel_early: false,
             },
         );
         let (started_tx, started_rx) = oneshot::channel();
         let me = self.clone();
         let note_started = async move {
             if let Ok(cmd) = started_rx.await {
-                if let Some(entry) = me.invokes_lock().get_mut(&rid) {
+                let early = me.invokes_lock().get_mut(&rid).and_then(|entry| {
                     entry.command = Some(cmd);
+                    entry
+                        .cancel_early
+                        .then(|| (entry.session.clone(), entry.cancel_timeout))
+                });
+                if let Some((session, cancel_timeout)) = early {
+                    session.interrupt(cmd, cancel_timeout);
                 }
                 tracing::info!(session = %req.instance_id, command = %cmd, principal = %me.peer.principal, from = %me.peer.from, "command");
             }

@@ -311,6 +311,16 @@ async fn serve_local(daemon: Arc<Daemon>, stream: UnixStream) {
     };
     if uid != me {
         tracing::warn!(uid, "refused a local connection from another user");
+        let (_, w) = stream.into_split();
+        let mut writer = linger_proto::frame::FrameWriter::new(w);
+        let _ = writer
+            .write(&linger_proto::server::ServerMsg::Goodbye {
+                error: ErrorBody::new(
+                    ErrorKind::Auth,
+                    "this daemon serves only its own user; start your own lingerd",
+                ),
+            })
+            .await;
         return;
     }
     let principal = nix::unistd::User::from_uid(uid.into())

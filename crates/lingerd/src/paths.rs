@@ -55,12 +55,15 @@ impl DaemonPaths {
     }
 }
 
-/// Creates `dir` (and parents) readable by its owner only.
+/// Creates `dir` (and parents) readable by its owner only. An existing directory is left as
+/// it is: it may be a shared one the administrator chose (`--socket /run/x.sock`).
 pub fn private_dir(dir: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    use std::os::unix::fs::DirBuilderExt;
+    if dir.is_dir() {
+        return Ok(());
+    }
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
-        .create(dir)?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .create(dir)
 }

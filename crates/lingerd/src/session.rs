@@ -30,6 +30,8 @@ struct Inner {
     attached_to: Option<Uuid>,
     /// Why the daemon asked the host to end, once it has.
     terminating: Option<String>,
+    /// The host connection is gone: nothing more will come from it.
+    host_gone: bool,
     closed: Option<String>,
     status: HostStatus,
     subscriber: Option<Subscriber>,
@@ -114,6 +116,7 @@ impl Session {
             inner: Mutex::new(Inner {
                 attached_to,
                 terminating: None,
+                host_gone: false,
                 closed: status.shell_exited.clone(),
                 status,
                 subscriber: None,
@@ -138,7 +141,11 @@ impl Session {
         let me = session.clone();
         tokio::spawn(async move {
             let why = me.relay(&mut reader).await;
-            let why = me.lock().terminating.clone().unwrap_or(why);
+            let why = {
+                let mut g = me.lock();
+                g.host_gone = true;
+                g.terminating.clone().unwrap_or(why)
+            };
             me.close(why);
             let _ = on_close.send(me.meta.instance_id);
         });
@@ -450,7 +457,9 @@ impl Session {
             }
         }
         let mut g = self.lock();
-        g.finished.remove(&command_id);
+        // Only one command runs at a time, so no other requester needs these.
+        g.finished.clear();
+        let shell_gone = g.closed.is_some() && !g.host_gone;
         if g.subscriber
             .as_ref()
             .is_some_and(|s| s.rid == req.rid && s.conn == req.conn)
@@ -458,6 +467,11 @@ impl Session {
             g.subscriber = None;
         }
         drop(g);
+        if shell_gone {
+            // The shell exited during this command and its requester has the end: let
+            // the host go.
+            self.terminate("its shell exited");
+        }
         drop(permit);
         Ok(())
     }

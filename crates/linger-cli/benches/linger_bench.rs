@@ -1,0 +1,659 @@
+//! End-to-end benchmark of linger against the release binaries, each measurement beside a
+//! floor (what the same work costs without linger). It only reports; nothing here fails on
+//! wall-clock numbers.
+//!
+//! Run with `bash bench/run.sh`, or `cargo build --release --workspace` and then
+//! `cargo bench -p linger-cli --bench linger_bench`.
+//!
+//! Everything runs in a fresh temporary directory (XDG_RUNTIME_DIR, XDG_STATE_HOME,
+//! XDG_CONFIG_HOME and LINGER_HOME point inside it), with a daemon of its own started on
+//! first use; at the end every session made here is removed and the daemon and any session
+//! host still alive are killed.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use linger::{Client, ClientHome, Entry, Event, InvokeOptions, NewOptions, StreamKind};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const API_WARMUP: usize = 100;
+const API_RUNS: usize = 2000;
+const PINGPONG_WARMUP: usize = 100;
+const PINGPONG_RUNS: usize = 2000;
+const SPAWN_WARMUP: usize = 10;
+const SPAWN_RUNS: usize = 200;
+const CLI_WARMUP: usize = 10;
+const CLI_RUNS: usize = 200;
+const CREATE_RUNS: usize = 50;
+const THROUGHPUT_BYTES: u64 = 1 << 30;
+
+const TARGET_CLI_MS: f64 = 5.0;
+const TARGET_API_MS: f64 = 0.3;
+const TARGET_CREATE_MS: f64 = 20.0;
+const TARGET_GBPS: f64 = 1.5;
+
+type BoxError = Box<dyn std::error::Error>;
+
+fn main() {
+    // `cargo bench` passes `--bench`; there are no options to read.
+    let bins = match release_binaries() {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("linger_bench: {e}");
+            std::process::exit(2);
+        }
+    };
+    let env = match BenchEnv::new(bins) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("linger_bench: cannot prepare the temporary directory: {e}");
+            std::process::exit(1);
+        }
+    };
+    let code = {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("tokio runtime");
+        let result = runtime.block_on(run(&env));
+        // Connections and their tasks go before the daemon does.
+        drop(runtime);
+        match result {
+            Ok(report) => {
+                report.print();
+                0
+            }
+            Err(e) => {
+                eprintln!("linger_bench: failed: {e}");
+                env.print_log_tail();
+                1
+            }
+        }
+    };
+    // Kills the daemon and any session host left, then deletes the directory (this also
+    // happens if a measurement panics).
+    drop(env);
+    std::process::exit(code);
+}
+
+struct Binaries {
+    linger: PathBuf,
+    lingerd: PathBuf,
+}
+
+/// target/release/{linger,lingerd} of this workspace.
+fn release_binaries() -> Result<Binaries, String> {
+    let release = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/release");
+    let release = release.canonicalize().unwrap_or(release);
+    let bins = Binaries {
+        linger: release.join("linger"),
+        lingerd: release.join("lingerd"),
+    };
+    for b in [&bins.linger, &bins.lingerd] {
+        if !b.is_file() {
+            return Err(format!(
+                "{} is missing: run `cargo build --release --workspace` first (or use bench/run.sh)",
+                b.display()
+            ));
+        }
+    }
+    Ok(bins)
+}
+
+/// The temporary world the benchmark runs in.
+struct BenchEnv {
+    dir: tempfile::TempDir,
+    runtime: PathBuf,
+    state: PathBuf,
+    config: PathBuf,
+    home: PathBuf,
+    bins: Binaries,
+}
+
+impl BenchEnv {
+    fn new(bins: Binaries) -> std::io::Result<BenchEnv> {
+        // Short paths: session hosts put Unix sockets under XDG_RUNTIME_DIR.
+        let dir = tempfile::Builder::new().prefix("lgb").tempdir()?;
+        let env = BenchEnv {
+            runtime: dir.path().join("run"),
+            state: dir.path().join("state"),
+            config: dir.path().join("config"),
+            home: dir.path().join("home"),
+            dir,
+            bins,
+        };
+        for d in [&env.runtime, &env.state, &env.config, &env.home] {
+            std::fs::create_dir_all(d)?;
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o700))?;
+        }
+        // This process is the client that autostarts the daemon, which inherits these.
+        for (k, v) in env.vars() {
+            std::env::set_var(k, v);
+        }
+        Ok(env)
+    }
+
+    fn vars(&self) -> Vec<(&'static str, &Path)> {
+        vec![
+            ("XDG_RUNTIME_DIR", &self.runtime),
+            ("XDG_STATE_HOME", &self.state),
+            ("XDG_CONFIG_HOME", &self.config),
+            ("LINGER_HOME", &self.home),
+            ("LINGERD", &self.bins.lingerd),
+        ]
+    }
+
+    fn command(&self, program: &Path) -> Command {
+        let mut cmd = Command::new(program);
+        cmd.envs(self.vars());
+        cmd
+    }
+
+    fn pid_file(&self) -> PathBuf {
+        self.runtime.join("linger/lingerd.pid")
+    }
+
+    fn sessions_dir(&self) -> PathBuf {
+        self.state.join("linger/server/sessions")
+    }
+
+    fn print_log_tail(&self) {
+        let log = self.state.join("linger/server/lingerd.log");
+        if let Ok(text) = std::fs::read_to_string(&log) {
+            let lines: Vec<&str> = text.lines().collect();
+            eprintln!("last lines of {}:", log.display());
+            for l in &lines[lines.len().saturating_sub(20)..] {
+                eprintln!("  {l}");
+            }
+        }
+    }
+
+    /// Kills the daemon (by its pid file) and every session host (by meta.json) still
+    /// alive. Sessions should have been removed before.
+    fn cleanup(&self) {
+        if let Some(pid) = read_pid(&self.pid_file()) {
+            terminate(pid, "lingerd");
+        }
+        let mut shells = Vec::new();
+        if let Ok(dirs) = std::fs::read_dir(self.sessions_dir()) {
+            for d in dirs.flatten() {
+                let Ok(text) = std::fs::read_to_string(d.path().join("meta.json")) else {
+                    continue;
+                };
+                let Ok(meta) = serde_json::from_str::<serde_json::Value>(&text) else {
+                    continue;
+                };
+                let pid = |k: &str| meta.get(k).and_then(|v| v.as_i64()).filter(|p| *p > 0);
+                if let Some(host) = pid("host_pid") {
+                    terminate(host as i32, "lingerd");
+                }
+                if let Some(shell) = pid("shell_pid") {
+                    shells.push(shell as i32);
+                }
+            }
+        }
+        // A host takes its shell with it; anything left behind goes too.
+        for shell in shells {
+            if alive(shell, "bash") {
+                let _ = kill(Pid::from_raw(shell), Signal::SIGKILL);
+            }
+        }
+    }
+}
+
+impl Drop for BenchEnv {
+    fn drop(&mut self) {
+        self.cleanup();
+    }
+}
+
+fn read_pid(path: &Path) -> Option<i32> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// Whether `pid` is alive and its command line mentions `what` (guards against pid reuse).
+fn alive(pid: i32, what: &str) -> bool {
+    if kill(Pid::from_raw(pid), None).is_err() {
+        return false;
+    }
+    match std::fs::read(format!("/proc/{pid}/cmdline")) {
+        Ok(cmdline) => !cmdline.is_empty() && String::from_utf8_lossy(&cmdline).contains(what),
+        Err(_) => false,
+    }
+}
+
+/// SIGTERM, then SIGKILL if still there after two seconds.
+fn terminate(pid: i32, what: &str) {
+    if !alive(pid, what) {
+        return;
+    }
+    let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < deadline {
+        if !alive(pid, what) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+}
+
+/// Sorted samples.
+struct Samples(Vec<Duration>);
+
+impl Samples {
+    fn new(mut v: Vec<Duration>) -> Samples {
+        v.sort();
+        Samples(v)
+    }
+    fn quantile(&self, q: f64) -> Duration {
+        let n = self.0.len();
+        let i = ((q * n as f64).ceil() as usize).clamp(1, n) - 1;
+        self.0[i]
+    }
+    fn median(&self) -> Duration {
+        self.quantile(0.5)
+    }
+    fn p99(&self) -> Duration {
+        self.quantile(0.99)
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn gbps(bytes: u64, d: Duration) -> f64 {
+    bytes as f64 / d.as_secs_f64() / 1e9
+}
+
+/// Runs a process to completion, failing unless it exits 0.
+fn run_process(cmd: &mut Command) -> Result<(), BoxError> {
+    let out = cmd.stdin(Stdio::null()).output()?;
+    if !out.status.success() {
+        return Err(format!(
+            "{:?} exited with {}: {}",
+            cmd,
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )
+        .into());
+    }
+    Ok(())
+}
+
+fn time_process(
+    warmup: usize,
+    runs: usize,
+    mut make: impl FnMut() -> Command,
+) -> Result<Samples, BoxError> {
+    let mut times = Vec::with_capacity(runs);
+    for i in 0..warmup + runs {
+        let mut cmd = make();
+        let start = Instant::now();
+        run_process(&mut cmd)?;
+        if i >= warmup {
+            times.push(start.elapsed());
+        }
+    }
+    Ok(Samples::new(times))
+}
+
+/// Runs `script` in the session and waits for it to finish; returns the stdout byte count.
+async fn invoke_drain(client: &Client, entry: &Entry, script: &str) -> Result<u64, BoxError> {
+    let mut stream = client
+        .invoke(entry, script, &InvokeOptions::default())
+        .await?;
+    let mut stdout = 0u64;
+    while let Some(event) = stream.next().await? {
+        match event {
+            Event::Output {
+                stream: StreamKind::Stdout,
+                data,
+                ..
+            } => stdout += data.len() as u64,
+            Event::Output {
+                stream: StreamKind::Stderr,
+                data,
+                ..
+            } => eprint!("{}", String::from_utf8_lossy(&data)),
+            Event::Finished { status } => {
+                if status != 0 {
+                    return Err(format!("`{script}` exited with status {status}").into());
+                }
+                return Ok(stdout);
+            }
+        }
+    }
+    Err(format!("`{script}`: the stream ended without Finished").into())
+}
+
+/// One byte each way over a Unix socket pair, the far end echoing on another thread.
+async fn socket_pingpong() -> Result<Samples, BoxError> {
+    let (near, far) = std::os::unix::net::UnixStream::pair()?;
+    near.set_nonblocking(true)?;
+    far.set_nonblocking(true)?;
+    let echo = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("tokio runtime");
+        rt.block_on(async move {
+            let mut far = tokio::net::UnixStream::from_std(far).expect("register socket");
+            let mut b = [0u8; 1];
+            while let Ok(1) = far.read(&mut b).await {
+                if far.write_all(&b).await.is_err() {
+                    break;
+                }
+            }
+        });
+    });
+    let mut near = tokio::net::UnixStream::from_std(near)?;
+    let mut times = Vec::with_capacity(PINGPONG_RUNS);
+    let mut b = [0u8; 1];
+    for i in 0..PINGPONG_WARMUP + PINGPONG_RUNS {
+        let start = Instant::now();
+        near.write_all(b"x").await?;
+        near.read_exact(&mut b).await?;
+        if i >= PINGPONG_WARMUP {
+            times.push(start.elapsed());
+        }
+    }
+    drop(near);
+    let _ = echo.join();
+    Ok(Samples::new(times))
+}
+
+/// Reads everything a process writes to its stdout, 256 KiB at a time.
+fn pipe_throughput(script: &str) -> Result<(u64, Duration), BoxError> {
+    let start = Instant::now();
+    let mut child = Command::new("bash")
+        .arg("-c")
+        .arg(script)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let mut out = child.stdout.take().expect("piped stdout");
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut total = 0u64;
+    loop {
+        match out.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => total += n as u64,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let status = child.wait()?;
+    let elapsed = start.elapsed();
+    if !status.success() {
+        return Err(format!("bash -c '{script}' exited with {status}").into());
+    }
+    Ok((total, elapsed))
+}
+
+struct Report {
+    api: Samples,
+    cli: Samples,
+    create: Samples,
+    spawn_true: Samples,
+    spawn_bare: Samples,
+    pingpong: Samples,
+    api_bytes_time: Duration,
+    floor_bytes_time: Duration,
+}
+
+async fn run(env: &BenchEnv) -> Result<Report, BoxError> {
+    let client = Client::open(ClientHome::at(&env.home))?;
+    let mut made: Vec<Entry> = Vec::new();
+    let result = measure(env, &client, &mut made).await;
+    eprintln!("removing {} sessions", made.len());
+    let mut removal_error = None;
+    for entry in &made {
+        if let Err(e) = client.remove(entry).await {
+            removal_error.get_or_insert(e);
+        }
+    }
+    let report = result?;
+    if let Some(e) = removal_error {
+        return Err(format!("removing a session failed: {e}").into());
+    }
+    Ok(report)
+}
+
+async fn measure(
+    env: &BenchEnv,
+    client: &Client,
+    made: &mut Vec<Entry>,
+) -> Result<Report, BoxError> {
+    eprintln!("bench dir: {}", env.dir.path().display());
+    eprintln!("lingerd:   {}", env.bins.lingerd.display());
+    eprintln!("linger:    {}", env.bins.linger.display());
+
+    // Floors that need no daemon.
+    eprintln!("floor: `bash -c true` x{SPAWN_RUNS}");
+    let spawn_true = time_process(SPAWN_WARMUP, SPAWN_RUNS, || {
+        let mut c = Command::new("bash");
+        c.args(["-c", "true"]);
+        c
+    })?;
+    eprintln!("floor: `bash --noprofile --norc -c true` x{SPAWN_RUNS}");
+    let spawn_bare = time_process(SPAWN_WARMUP, SPAWN_RUNS, || {
+        let mut c = Command::new("bash");
+        c.args(["--noprofile", "--norc", "-c", "true"]);
+        c
+    })?;
+    eprintln!("floor: unix socket pair ping-pong x{PINGPONG_RUNS}");
+    let pingpong = socket_pingpong().await?;
+
+    // The first session starts the daemon.
+    eprintln!("starting the daemon and the benchmark session");
+    let view = client
+        .new_session("localhost", &NewOptions::default())
+        .await?;
+    let entry = view.entry.clone();
+    made.push(entry.clone());
+
+    eprintln!("API round trip: invoke `true` x{API_RUNS} (after {API_WARMUP} warm-up)");
+    let mut times = Vec::with_capacity(API_RUNS);
+    for i in 0..API_WARMUP + API_RUNS {
+        let start = Instant::now();
+        invoke_drain(client, &entry, "true").await?;
+        if i >= API_WARMUP {
+            times.push(start.elapsed());
+        }
+    }
+    let api = Samples::new(times);
+
+    eprintln!(
+        "CLI round trip: `linger invoke {} -- true` x{CLI_RUNS}",
+        entry.id
+    );
+    let id = entry.id.to_string();
+    let cli = time_process(CLI_WARMUP, CLI_RUNS, || {
+        let mut c = env.command(&env.bins.linger);
+        c.args(["invoke", &id, "--", "true"]);
+        c
+    })?;
+
+    eprintln!("session creation x{CREATE_RUNS}");
+    let mut times = Vec::with_capacity(CREATE_RUNS);
+    for _ in 0..CREATE_RUNS {
+        let start = Instant::now();
+        let view = client
+            .new_session("localhost", &NewOptions::default())
+            .await?;
+        times.push(start.elapsed());
+        made.push(view.entry);
+    }
+    let create = Samples::new(times);
+    // Removed now (untimed) so the throughput run does not share the machine with them.
+    eprintln!("removing the {CREATE_RUNS} created sessions");
+    while made.len() > 1 {
+        let e = made.pop().expect("non-empty");
+        client.remove(&e).await?;
+    }
+
+    let script = format!("head -c {THROUGHPUT_BYTES} /dev/zero");
+    eprintln!("throughput: `{script}` through the API");
+    let start = Instant::now();
+    let bytes = invoke_drain(client, &entry, &script).await?;
+    let api_bytes_time = start.elapsed();
+    assert_eq!(bytes, THROUGHPUT_BYTES, "bytes received through linger");
+
+    eprintln!("floor: `bash -c '{script}'` read through a pipe");
+    let (floor_bytes, floor_bytes_time) = pipe_throughput(&script)?;
+    assert_eq!(floor_bytes, THROUGHPUT_BYTES, "bytes read from the pipe");
+
+    Ok(Report {
+        api,
+        cli,
+        create,
+        spawn_true,
+        spawn_bare,
+        pingpong,
+        api_bytes_time,
+        floor_bytes_time,
+    })
+}
+
+impl Report {
+    fn print(&self) {
+        let fmt_ms = |d: Duration| format!("{:.3} ms", ms(d));
+        println!();
+        println!(
+            "linger benchmark (medians unless noted; ratio = how many times slower than the floor)"
+        );
+        println!();
+        println!(
+            "  API invoke `true`:       median {}  p99 {}  (n={})",
+            fmt_ms(self.api.median()),
+            fmt_ms(self.api.p99()),
+            self.api.0.len()
+        );
+        println!(
+            "  CLI `linger invoke`:     median {}  p99 {}  (n={})",
+            fmt_ms(self.cli.median()),
+            fmt_ms(self.cli.p99()),
+            self.cli.0.len()
+        );
+        println!(
+            "  session creation:        median {}  p99 {}  (n={})",
+            fmt_ms(self.create.median()),
+            fmt_ms(self.create.p99()),
+            self.create.0.len()
+        );
+        println!(
+            "  floor `bash -c true`:    median {}  p99 {}  (n={})",
+            fmt_ms(self.spawn_true.median()),
+            fmt_ms(self.spawn_true.p99()),
+            self.spawn_true.0.len()
+        );
+        println!(
+            "  floor bare bash spawn:   median {}  p99 {}  (n={})",
+            fmt_ms(self.spawn_bare.median()),
+            fmt_ms(self.spawn_bare.p99()),
+            self.spawn_bare.0.len()
+        );
+        println!(
+            "  floor socket ping-pong:  median {}  p99 {}  (n={})",
+            fmt_ms(self.pingpong.median()),
+            fmt_ms(self.pingpong.p99()),
+            self.pingpong.0.len()
+        );
+        println!();
+
+        let api = ms(self.api.median());
+        let cli = ms(self.cli.median());
+        let create = ms(self.create.median());
+        let api_gbps = gbps(THROUGHPUT_BYTES, self.api_bytes_time);
+        let floor_gbps = gbps(THROUGHPUT_BYTES, self.floor_bytes_time);
+        let met = |ok: bool| if ok { "met" } else { "NOT met" };
+        let rows: Vec<[String; 6]> = vec![
+            [
+                "API round trip (vs `bash -c true` process)".into(),
+                format!("{api:.3} ms"),
+                format!("{:.3} ms", ms(self.spawn_true.median())),
+                format!("{:.2}x", api / ms(self.spawn_true.median())),
+                format!("<= {TARGET_API_MS} ms"),
+                met(api <= TARGET_API_MS).into(),
+            ],
+            [
+                "API round trip (vs unix socket ping-pong)".into(),
+                format!("{api:.3} ms"),
+                format!("{:.3} ms", ms(self.pingpong.median())),
+                format!("{:.1}x", api / ms(self.pingpong.median())),
+                String::new(),
+                String::new(),
+            ],
+            [
+                "CLI round trip (vs `bash -c true` process)".into(),
+                format!("{cli:.3} ms"),
+                format!("{:.3} ms", ms(self.spawn_true.median())),
+                format!("{:.2}x", cli / ms(self.spawn_true.median())),
+                format!("<= {TARGET_CLI_MS} ms"),
+                met(cli <= TARGET_CLI_MS).into(),
+            ],
+            [
+                "session creation (vs bare bash spawn)".into(),
+                format!("{create:.3} ms"),
+                format!("{:.3} ms", ms(self.spawn_bare.median())),
+                format!("{:.2}x", create / ms(self.spawn_bare.median())),
+                format!("<= {TARGET_CREATE_MS} ms"),
+                met(create <= TARGET_CREATE_MS).into(),
+            ],
+            [
+                "throughput, 1 GiB stdout (vs pipe read)".into(),
+                format!("{api_gbps:.2} GB/s"),
+                format!("{floor_gbps:.2} GB/s"),
+                format!("{:.2}x", floor_gbps / api_gbps),
+                format!(">= {TARGET_GBPS} GB/s"),
+                met(api_gbps >= TARGET_GBPS).into(),
+            ],
+        ];
+        let header = [
+            "measurement",
+            "linger",
+            "floor",
+            "ratio",
+            "target",
+            "target met",
+        ];
+        let mut widths = header.map(str::len);
+        for row in &rows {
+            for (w, cell) in widths.iter_mut().zip(row) {
+                *w = (*w).max(cell.len());
+            }
+        }
+        let line = |cells: &[&str]| {
+            let parts: Vec<String> = cells
+                .iter()
+                .zip(widths)
+                .enumerate()
+                .map(|(i, (c, w))| {
+                    if i == 0 {
+                        format!("{c:<w$}")
+                    } else {
+                        format!("{c:>w$}")
+                    }
+                })
+                .collect();
+            println!("| {} |", parts.join(" | "));
+        };
+        line(&header);
+        let rule: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
+        println!("|-{}-|", rule.join("-|-"));
+        for row in &rows {
+            let cells: Vec<&str> = row.iter().map(String::as_str).collect();
+            line(&cells);
+        }
+        println!();
+        println!("GB/s = 10^9 bytes per second. Throughput: one run each, wall time from invoke");
+        println!("(or spawn) to the last byte and the exit status.");
+    }
+}
