@@ -65,15 +65,8 @@ pub struct GetArgs {
     /// Ask these computers for every session you own there.
     #[arg(long, value_name = "C", value_delimiter = ',')]
     pub computer: Vec<String>,
-    /// Only sessions with this name (wildcards allowed).
-    #[arg(long, value_name = "N")]
-    pub name: Option<String>,
-    /// Only the session with this Id.
-    #[arg(long, value_name = "I")]
-    pub id: Option<u32>,
-    /// Only the session with this InstanceId.
-    #[arg(long, value_name = "G")]
-    pub instance_id: Option<String>,
+    #[command(flatten)]
+    pub filter: SessionFilter,
     /// Only sessions in this state (Opened, Disconnected, Closed, Broken).
     #[arg(long, value_name = "S")]
     pub state: Option<String>,
@@ -87,10 +80,20 @@ pub struct RemoveArgs {
     /// Remove on this computer the session named by --name, --id or --instance-id.
     #[arg(long, value_name = "C", value_delimiter = ',')]
     pub computer: Vec<String>,
+    #[command(flatten)]
+    pub filter: SessionFilter,
+}
+
+/// Picks sessions by property (`get`, and `remove --computer`).
+#[derive(Args, Clone, Default)]
+pub struct SessionFilter {
+    /// Only sessions with this name (wildcards allowed).
     #[arg(long, value_name = "N")]
     pub name: Option<String>,
+    /// Only the session with this Id.
     #[arg(long, value_name = "I")]
     pub id: Option<u32>,
+    /// Only the session with this InstanceId.
     #[arg(long, value_name = "G")]
     pub instance_id: Option<String>,
 }

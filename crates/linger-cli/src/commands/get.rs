@@ -1,7 +1,7 @@
 use anyhow::Result;
 use linger::{Client, SessionView};
 
-use super::expand_computers;
+use super::{expand_computers, Filter};
 use crate::cli::GetArgs;
 use crate::output::print_sessions;
 use crate::report::usage;
@@ -19,22 +19,9 @@ pub async fn run(client: &Client, args: GetArgs, json: bool) -> Result<i32> {
             views.extend(client.get_remote(&computer).await?);
         }
     }
-    let name = args
-        .name
-        .as_deref()
-        .map(glob::Pattern::new)
-        .transpose()
-        .map_err(|e| usage(format!("--name: {e}")))?;
-    let instance = args
-        .instance_id
-        .as_deref()
-        .map(uuid::Uuid::parse_str)
-        .transpose()
-        .map_err(|e| usage(format!("--instance-id: {e}")))?;
+    let filter = Filter::new(&args.filter)?;
     views.retain(|v| {
-        name.as_ref().is_none_or(|p| p.matches(&v.entry.name))
-            && args.id.is_none_or(|i| v.entry.id == i)
-            && instance.is_none_or(|g| v.entry.instance_id == g)
+        filter.matches(&v.entry)
             && args
                 .state
                 .as_deref()

@@ -6,9 +6,9 @@ mod new;
 mod remove;
 
 use anyhow::Result;
-use linger::{BufferingMode, Client, NewOptions};
+use linger::{BufferingMode, Client, Entry, NewOptions};
 
-use crate::cli::{Cli, Command, SessionFlags};
+use crate::cli::{Cli, Command, SessionFilter, SessionFlags};
 use crate::report::usage;
 
 pub async fn run(cli: Cli) -> Result<i32> {
@@ -65,4 +65,41 @@ pub fn expand_computers(list: &[String]) -> Result<Vec<String>> {
         }
     }
     Ok(out)
+}
+
+/// A [`SessionFilter`] with its pattern and id parsed.
+pub struct Filter {
+    name: Option<glob::Pattern>,
+    id: Option<u32>,
+    instance_id: Option<uuid::Uuid>,
+}
+
+impl Filter {
+    pub fn new(f: &SessionFilter) -> Result<Filter> {
+        Ok(Filter {
+            name: f
+                .name
+                .as_deref()
+                .map(glob::Pattern::new)
+                .transpose()
+                .map_err(|e| usage(format!("--name: {e}")))?,
+            id: f.id,
+            instance_id: f
+                .instance_id
+                .as_deref()
+                .map(uuid::Uuid::parse_str)
+                .transpose()
+                .map_err(|e| usage(format!("--instance-id: {e}")))?,
+        })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.name.is_none() && self.id.is_none() && self.instance_id.is_none()
+    }
+
+    pub fn matches(&self, e: &Entry) -> bool {
+        self.name.as_ref().is_none_or(|p| p.matches(&e.name))
+            && self.id.is_none_or(|i| e.id == i)
+            && self.instance_id.is_none_or(|g| e.instance_id == g)
+    }
 }

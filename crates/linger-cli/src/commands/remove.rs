@@ -1,7 +1,7 @@
 use anyhow::Result;
 use linger::{Client, Entry};
 
-use super::expand_computers;
+use super::{expand_computers, Filter};
 use crate::cli::RemoveArgs;
 use crate::output::session_json;
 use crate::report::{self, usage, usage_hint};
@@ -16,40 +16,24 @@ pub async fn run(client: &Client, args: RemoveArgs, json: bool) -> Result<i32> {
         }
         client.select(&args.selectors)?
     } else {
-        if args.name.is_none() && args.id.is_none() && args.instance_id.is_none() {
+        let filter = Filter::new(&args.filter)?;
+        if filter.is_empty() {
             return Err(usage(
                 "with --computer, say which session: --name, --id or --instance-id",
             ));
         }
-        let name = args
-            .name
-            .as_deref()
-            .map(glob::Pattern::new)
-            .transpose()
-            .map_err(|e| usage(format!("--name: {e}")))?;
         let mut found = Vec::new();
         for computer in expand_computers(&args.computer)? {
             for v in client.get_remote(&computer).await? {
-                let e = v.entry;
-                if name.as_ref().is_none_or(|p| p.matches(&e.name))
-                    && args.id.is_none_or(|i| e.id == i)
-                    && args
-                        .instance_id
-                        .as_deref()
-                        .is_none_or(|g| e.instance_id.to_string() == g.to_ascii_lowercase())
-                {
-                    found.push(e);
+                if filter.matches(&v.entry) {
+                    found.push(v.entry);
                 }
             }
         }
         if found.is_empty() {
-            return Err(linger::Error::NoMatch(
-                args.name
-                    .or(args.instance_id)
-                    .or(args.id.map(|i| i.to_string()))
-                    .unwrap_or_default(),
-            )
-            .into());
+            let f = args.filter;
+            let what = f.name.or(f.instance_id).or(f.id.map(|i| i.to_string()));
+            return Err(linger::Error::NoMatch(what.unwrap_or_default()).into());
         }
         found
     };
