@@ -127,3 +127,123 @@ async fn api_sessions_share_state_and_cancel() {
         .expect("closed");
     assert_eq!(err.kind(), linger::Kind::NotFound);
 }
+
+/// Reads frames until the daemon closes the connection; returns the Goodbye's text, if any.
+async fn goodbye(stream: &mut tokio::net::UnixStream) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    let mut all = Vec::new();
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        stream.read_to_end(&mut all),
+    )
+    .await;
+    assert!(read.is_ok(), "the daemon kept a bad connection open");
+    let text = String::from_utf8_lossy(&all).into_owned();
+    text.contains("Goodbye").then_some(text)
+}
+
+#[tokio::test]
+async fn hostile_input_closes_only_that_connection() {
+    use tokio::io::AsyncWriteExt;
+    let mut w = World::new();
+    w.start_daemon();
+    let client = w.client("homeA");
+    let s = client
+        .new_session("localhost", &NewOptions::default())
+        .await
+        .expect("new");
+
+    // Garbage that is not MessagePack.
+    let mut bad = tokio::net::UnixStream::connect(w.socket())
+        .await
+        .expect("connect");
+    bad.write_all(&[0, 0, 0, 4, 0xc1, 0xc1, 0xc1, 0xc1])
+        .await
+        .expect("write");
+    assert!(goodbye(&mut bad).await.is_some());
+
+    // A frame announcing more than the maximum.
+    let mut big = tokio::net::UnixStream::connect(w.socket())
+        .await
+        .expect("connect");
+    big.write_all(&u32::MAX.to_be_bytes()).await.expect("write");
+    goodbye(&mut big).await;
+
+    // A truncated frame, then the writer goes away (a half-open connection).
+    let mut cut = tokio::net::UnixStream::connect(w.socket())
+        .await
+        .expect("connect");
+    cut.write_all(&[0, 0, 1, 0, 0x81]).await.expect("write");
+    cut.shutdown().await.expect("shutdown");
+    goodbye(&mut cut).await;
+
+    // An unknown protocol version is refused with a reason.
+    let (r, wr) = tokio::net::UnixStream::connect(w.socket())
+        .await
+        .expect("connect")
+        .into_split();
+    let mut writer = linger_proto::frame::FrameWriter::new(wr);
+    writer
+        .write(&linger_proto::client::ClientMsg::Hello(
+            linger_proto::client::Hello {
+                protocol_version: 999,
+                client_id: uuid::Uuid::new_v4(),
+                client_name: "test".into(),
+            },
+        ))
+        .await
+        .expect("hello");
+    let mut reader = linger_proto::frame::FrameReader::new(r);
+    match reader.read::<linger_proto::server::ServerMsg>().await {
+        Ok(Some(linger_proto::server::ServerMsg::Goodbye { error })) => {
+            assert!(
+                error.message.contains("protocol version 999"),
+                "{}",
+                error.message
+            )
+        }
+        other => panic!("expected Goodbye, got {other:?}"),
+    }
+
+    // Garbage after a good handshake.
+    let (r, wr) = tokio::net::UnixStream::connect(w.socket())
+        .await
+        .expect("connect")
+        .into_split();
+    let mut writer = linger_proto::frame::FrameWriter::new(wr);
+    writer
+        .write(&linger_proto::client::ClientMsg::Hello(
+            linger_proto::client::Hello {
+                protocol_version: linger_proto::PROTOCOL_VERSION,
+                client_id: uuid::Uuid::new_v4(),
+                client_name: "test".into(),
+            },
+        ))
+        .await
+        .expect("hello");
+    let mut reader = linger_proto::frame::FrameReader::new(r);
+    assert!(matches!(
+        reader.read::<linger_proto::server::ServerMsg>().await,
+        Ok(Some(linger_proto::server::ServerMsg::Welcome(_)))
+    ));
+    writer.write(&"not a message").await.expect("write");
+    assert!(matches!(
+        reader.read::<linger_proto::server::ServerMsg>().await,
+        Ok(Some(linger_proto::server::ServerMsg::Goodbye { .. }))
+    ));
+    assert!(matches!(
+        reader.read::<linger_proto::server::ServerMsg>().await,
+        Ok(None)
+    ));
+
+    // The daemon and the session carry on.
+    let (out, _, status) = run(&client, &s.entry, "echo fine").await;
+    assert_eq!((out.as_slice(), status), (&b"fine\n"[..], 0));
+    let log = w.daemon_log();
+    assert!(log.contains("refusing connection: bad handshake"), "{log}");
+    assert!(log.contains("protocol version 999"), "{log}");
+    assert!(
+        log.contains("closing connection: malformed message"),
+        "{log}"
+    );
+}

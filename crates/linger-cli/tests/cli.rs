@@ -387,3 +387,17 @@ fn a_killed_session_host_shows_closed() {
         .contains("exited unexpectedly"));
     assert_eq!(w.ok(&["invoke", "other", "--", "echo fine"]), "fine\n");
 }
+
+#[test]
+fn a_corrupt_registry_is_one_clear_error() {
+    let w = World::new();
+    std::fs::write(w.path("homeA/sessions.json"), b"{not json").expect("write");
+    let o = w.run(&["get"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(
+        err.starts_with("linger: error: ") && err.contains("sessions.json is corrupt"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1);
+}

@@ -79,6 +79,7 @@ async fn connection(stream: UnixStream, state: Arc<HostState>) {
     // Nothing is sent until the daemon asks for a replay: it may not want output yet.
     let mut cursor: Option<u64> = None;
     let mut changed = state.changed.subscribe();
+    let mut told_exit = false;
     loop {
         let appended = state.log.appended();
         if let Some(from) = cursor {
@@ -119,7 +120,8 @@ async fn connection(stream: UnixStream, state: Arc<HostState>) {
                 if writer.write(&HostToDaemon::Status(state.status())).await.is_err() {
                     return;
                 }
-                if let Some(reason) = state.shell_exited() {
+                if let (false, Some(reason)) = (told_exit, state.shell_exited()) {
+                    told_exit = true;
                     if writer.write(&HostToDaemon::ShellExited { reason }).await.is_err() {
                         return;
                     }

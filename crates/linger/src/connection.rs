@@ -90,6 +90,15 @@ impl Connection {
             }
             Ok(None) => return Err(lost()),
         };
+        if welcome.protocol_version != PROTOCOL_VERSION {
+            return Err(Error::Protocol {
+                computer: computer.to_string(),
+                reason: format!(
+                    "it answered with protocol version {}, this client speaks {PROTOCOL_VERSION}",
+                    welcome.protocol_version
+                ),
+            });
+        }
         let (out, rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             computer: computer.to_string(),
@@ -316,11 +325,7 @@ impl CommandStream {
     /// Asks the server to stop the command (as Ctrl-C does); output continues to arrive
     /// until it has ended.
     pub fn cancel(&self) -> Result<()> {
-        self.conn
-            .shared
-            .out
-            .send(ClientMsg::Cancel { rid: self.rid }.into())
-            .map_err(|_| self.conn.lost())
+        self.canceller().cancel()
     }
 
     /// A handle that can cancel the command from another task.

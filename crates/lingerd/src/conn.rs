@@ -118,7 +118,7 @@ where
             ClientMsg::Ack { rid, seq } => {
                 let session = ctx.invokes_lock().get(&rid).map(|f| f.session.clone());
                 if let Some(s) = session {
-                    s.ack(seq);
+                    s.ack(conn, rid, seq);
                 }
             }
             ClientMsg::Cancel { rid } => {

@@ -99,10 +99,15 @@ impl Daemon {
                     tracing::info!(session = %id, name = %session.meta.name, "re-adopted session host");
                     self.registry.insert(session);
                 }
-                Err(e) => {
+                Err(session::AdoptError::Io(e)) => {
                     tracing::warn!(session = %id, "session host is gone ({e}); forgetting it");
                     let _ = std::fs::remove_dir_all(entry.path());
                     let _ = std::fs::remove_file(&socket);
+                }
+                // It answered: it lives, but cannot be driven by this daemon. Its files stay
+                // so that a matching daemon can adopt it again.
+                Err(e) => {
+                    tracing::error!(session = %id, "cannot adopt a running session host: {e}")
                 }
             }
         }
@@ -257,7 +262,7 @@ fn validate_name(name: &str) -> Result<(), ErrorBody> {
     if name.is_empty() {
         return bad("it is empty");
     }
-    if name.len() > MAX_NAME_LEN {
+    if name.chars().count() > MAX_NAME_LEN {
         return bad("it is longer than 64 characters");
     }
     if name

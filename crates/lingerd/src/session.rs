@@ -24,6 +24,8 @@ struct Subscriber {
     conn: u64,
     rid: u64,
     tx: mpsc::Sender<ServerMsg>,
+    /// Highest entry relayed to it: it cannot acknowledge more.
+    relayed: u64,
 }
 
 struct Inner {
@@ -264,14 +266,21 @@ impl Session {
 
     async fn forward(&self, seq: u64, finished: Option<Uuid>, make: impl FnOnce(u64) -> ServerMsg) {
         let (tx, rid) = {
-            let g = self.lock();
+            let mut g = self.lock();
             if g.replays_pending > 0 {
                 return;
             }
-            match &g.subscriber {
-                Some(s) => (s.tx.clone(), s.rid),
-                None => return,
+            let Some(s) = g.subscriber.as_mut() else {
+                return;
+            };
+            // Recorded before sending: the requester's acknowledgement may come back
+            // before this task runs again.
+            s.relayed = seq;
+            let out = (s.tx.clone(), s.rid);
+            if let Some(cmd) = finished {
+                g.finished.insert(cmd, seq);
             }
+            out
         };
         if tx.send(make(rid)).await.is_err() {
             let mut g = self.lock();
@@ -281,19 +290,24 @@ impl Session {
             {
                 g.subscriber = None;
             }
-            drop(g);
-            self.bump();
+        } else if finished.is_none() {
+            // Plain output changes nothing an invoke waits for: no wake-up.
             return;
         }
-        if let Some(cmd) = finished {
-            self.lock().finished.insert(cmd, seq);
-            self.bump();
-        }
+        self.bump();
     }
 
-    pub fn ack(&self, seq: u64) {
+    /// Request `rid` of connection `conn` has received everything up to `seq`. Only the
+    /// current subscriber may acknowledge, and only what was relayed to it: anything else
+    /// would make the host forget output nobody has seen.
+    pub fn ack(&self, conn: u64, rid: u64, seq: u64) {
         {
             let mut g = self.lock();
+            let relayed = match &g.subscriber {
+                Some(s) if s.conn == conn && s.rid == rid => s.relayed,
+                _ => return,
+            };
+            let seq = seq.min(relayed);
             if seq <= g.acked {
                 return;
             }
@@ -359,19 +373,14 @@ impl Session {
             Ok(Ok(p)) => p,
             Ok(Err(_)) => return Err(self.closed_error()),
             Err(_) => {
-                let running = self
-                    .lock()
-                    .status
-                    .running
-                    .as_ref()
-                    .map(|(_, s)| s.clone())
-                    .unwrap_or_default();
+                let what = match &self.lock().status.running {
+                    Some((_, cmd)) => format!("is still running `{cmd}`"),
+                    // The command ended but its requester has not received all of it yet.
+                    None => "is still delivering the previous command's output".to_string(),
+                };
                 return Err(ErrorBody::new(
                     ErrorKind::Busy,
-                    format!(
-                        "session busy: {} is still running `{running}`",
-                        self.meta.name
-                    ),
+                    format!("session busy: {} {what}", self.meta.name),
                 )
                 .with_hint("wait for it to finish, raise --wait, or press Ctrl-C in the invoke that runs it"));
             }
@@ -386,6 +395,7 @@ impl Session {
                 conn: req.conn,
                 rid: req.rid,
                 tx: req.tx.clone(),
+                relayed: 0,
             });
             g.replays_pending += 1;
             g.pending_runs.insert(command_id, run_tx);
