@@ -322,11 +322,14 @@ async fn invoke_drain(client: &Client, entry: &Entry, script: &str) -> Result<u6
                 data,
                 ..
             } => eprint!("{}", String::from_utf8_lossy(&data)),
-            Event::Finished { status } => {
+            Event::Finished { status, .. } => {
                 if status != 0 {
                     return Err(format!("`{script}` exited with status {status}").into());
                 }
                 return Ok(stdout);
+            }
+            Event::Dropped { bytes } => {
+                return Err(format!("`{script}`: {bytes} bytes dropped under block").into())
             }
         }
     }

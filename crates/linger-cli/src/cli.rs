@@ -29,6 +29,64 @@ pub enum Command {
     Remove(RemoveArgs),
     /// Run a script in sessions (or in temporary ones with --computer).
     Invoke(InvokeArgs),
+    /// Detach sessions from this client; their commands keep running.
+    Disconnect(DisconnectArgs),
+    /// Attach sessions to this client, from this or any other machine.
+    Connect(ConnectArgs),
+    /// Get what sessions produced while nobody was attached, then follow their commands.
+    Receive(ReceiveArgs),
+}
+
+/// Sessions named by SEL, or on --computer by --name, --id or --instance-id.
+#[derive(Args, Clone, Default)]
+pub struct Targets {
+    /// Sessions (Id, Name or InstanceId).
+    #[arg(value_name = "SEL")]
+    pub selectors: Vec<String>,
+    /// Find the session on this computer (with --name, --id or --instance-id), from any client.
+    #[arg(long, value_name = "C", value_delimiter = ',')]
+    pub computer: Vec<String>,
+    #[command(flatten)]
+    pub filter: SessionFilter,
+}
+
+#[derive(Args)]
+pub struct DisconnectArgs {
+    #[command(flatten)]
+    pub targets: Targets,
+    /// How long the session may stay unattached before it is removed, from now.
+    #[arg(long, value_name = "D")]
+    pub idle_timeout: Option<String>,
+    /// What happens when the output buffer is full: block, drop or spool.
+    #[arg(long, value_name = "MODE")]
+    pub buffering: Option<String>,
+}
+
+#[derive(Args)]
+pub struct ConnectArgs {
+    #[command(flatten)]
+    pub targets: Targets,
+    /// What happens when the output buffer is full: block, drop or spool.
+    #[arg(long, value_name = "MODE")]
+    pub buffering: Option<String>,
+    /// Refused: the idle timeout is set at `new` and at `disconnect`.
+    #[arg(long, value_name = "D", hide = true)]
+    pub idle_timeout: Option<String>,
+}
+
+#[derive(Args)]
+pub struct ReceiveArgs {
+    #[command(flatten)]
+    pub targets: Targets,
+    /// Leave the delivered output on the server, and do not follow running commands.
+    #[arg(long)]
+    pub keep: bool,
+    /// What happens when the output buffer is full: block, drop or spool.
+    #[arg(long, value_name = "MODE")]
+    pub buffering: Option<String>,
+    /// Refused: the idle timeout is set at `new` and at `disconnect`.
+    #[arg(long, value_name = "D", hide = true)]
+    pub idle_timeout: Option<String>,
 }
 
 /// Flags that shape a new session (`new`, and `invoke` when it creates sessions).
@@ -74,14 +132,8 @@ pub struct GetArgs {
 
 #[derive(Args)]
 pub struct RemoveArgs {
-    /// Sessions to remove.
-    #[arg(value_name = "SEL")]
-    pub selectors: Vec<String>,
-    /// Remove on this computer the session named by --name, --id or --instance-id.
-    #[arg(long, value_name = "C", value_delimiter = ',')]
-    pub computer: Vec<String>,
     #[command(flatten)]
-    pub filter: SessionFilter,
+    pub targets: Targets,
 }
 
 /// Picks sessions by property (`get`, and `remove --computer`).
@@ -118,6 +170,10 @@ pub struct InvokeArgs {
     /// A positional parameter for the script ($1, $2, …); repeatable.
     #[arg(long = "arg", value_name = "V")]
     pub args: Vec<String>,
+    /// Keep the session (made with --computer): start the script, disconnect at once, and
+    /// print the session table; `linger receive` gets the output later.
+    #[arg(long)]
+    pub in_disconnected_session: bool,
     #[command(flatten)]
     pub session: SessionFlags,
     /// The script (words are joined with spaces); read from stdin when absent.

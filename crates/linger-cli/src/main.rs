@@ -5,6 +5,7 @@ mod cli;
 mod commands;
 mod output;
 mod report;
+mod sink;
 
 use clap::Parser;
 

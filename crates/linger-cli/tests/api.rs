@@ -28,7 +28,8 @@ async fn run(
                 data,
                 ..
             } => err.extend(data),
-            Event::Finished { status } => return (out, err, status),
+            Event::Finished { status, .. } => return (out, err, status),
+            Event::Dropped { bytes } => panic!("{bytes} bytes dropped under block"),
         }
     }
     panic!("stream ended without Finished");
@@ -103,7 +104,7 @@ async fn api_sessions_share_state_and_cancel() {
     cmd.cancel().expect("cancel");
     let mut status = None;
     while let Some(ev) = cmd.next().await.expect("stream") {
-        if let Event::Finished { status: s } = ev {
+        if let Event::Finished { status: s, .. } = ev {
             status = Some(s);
         }
     }

@@ -10,11 +10,13 @@ use linger_proto::HOST_PROTOCOL_VERSION;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::task::JoinHandle;
 
-use crate::log::EntryKind;
+use crate::log::{Entry, EntryKind};
 use crate::state::HostState;
 
 /// Output sent per batch before flushing.
 const BATCH_BYTES: u64 = 1 << 20;
+/// How often changed byte counts are reported to the daemon.
+const STATUS_EVERY: Duration = Duration::from_millis(250);
 /// How long the session's processes get between SIGTERM and SIGKILL at the end.
 const TERMINATE_GRACE: Duration = Duration::from_secs(2);
 
@@ -72,6 +74,7 @@ async fn connection(stream: UnixStream, state: Arc<HostState>) {
         protocol_version: HOST_PROTOCOL_VERSION,
         meta: state.spec.meta.clone(),
         status: state.status(),
+        settings: state.settings(),
     };
     if writer.write(&hello).await.is_err() {
         return;
@@ -80,31 +83,26 @@ async fn connection(stream: UnixStream, state: Arc<HostState>) {
     let mut cursor: Option<u64> = None;
     let mut changed = state.changed.subscribe();
     let mut told_exit = false;
+    let mut status_tick = tokio::time::interval(STATUS_EVERY);
+    status_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_status = state.status();
     loop {
         let appended = state.log.appended();
         if let Some(from) = cursor {
-            let entries = state.log.read_from(from, BATCH_BYTES);
+            let entries = match state.log.read_from(from, BATCH_BYTES) {
+                Ok(e) => e,
+                Err(e) => {
+                    // The spool cannot be read back: keep the entries (nothing is
+                    // acknowledged) and try again rather than skip them.
+                    tracing::error!("reading the spooled output failed: {e}");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
             if let Some(last) = entries.last() {
                 cursor = Some(last.seq + 1);
                 for e in entries {
-                    let msg = match e.kind {
-                        EntryKind::Output {
-                            command_id,
-                            stream,
-                            data,
-                        } => HostToDaemon::Output {
-                            seq: e.seq,
-                            command_id,
-                            stream,
-                            data: data.to_vec(),
-                        },
-                        EntryKind::Finished { command_id, status } => HostToDaemon::Finished {
-                            seq: e.seq,
-                            command_id,
-                            status,
-                        },
-                    };
-                    if writer.feed(&msg).await.is_err() {
+                    if writer.feed(&entry_message(e)).await.is_err() {
                         return;
                     }
                 }
@@ -116,8 +114,20 @@ async fn connection(stream: UnixStream, state: Arc<HostState>) {
         }
         tokio::select! {
             _ = appended => {}
+            _ = status_tick.tick() => {
+                // Byte counts change with every chunk; the daemon hears them at this pace
+                // rather than per chunk.
+                let now = state.status();
+                if now != last_status {
+                    last_status = now.clone();
+                    if writer.write(&HostToDaemon::Status(now)).await.is_err() {
+                        return;
+                    }
+                }
+            }
             _ = changed.changed() => {
-                if writer.write(&HostToDaemon::Status(state.status())).await.is_err() {
+                last_status = state.status();
+                if writer.write(&HostToDaemon::Status(last_status.clone())).await.is_err() {
                     return;
                 }
                 if let (false, Some(reason)) = (told_exit, state.shell_exited()) {
@@ -157,8 +167,9 @@ async fn connection(stream: UnixStream, state: Arc<HostState>) {
                     }
                     DaemonToHost::Replay => {
                         let from = state.log.first_unacked();
+                        let last = state.log.last_seq();
                         cursor = Some(from);
-                        if writer.write(&HostToDaemon::Replaying { from }).await.is_err() {
+                        if writer.write(&HostToDaemon::Replaying { from, last }).await.is_err() {
                             return;
                         }
                     }
@@ -168,9 +179,41 @@ async fn connection(stream: UnixStream, state: Arc<HostState>) {
                             finish(&state, "shell exited and its output was delivered").await;
                         }
                     }
+                    DaemonToHost::Settings(settings) => {
+                        tracing::info!(buffering = settings.buffering.as_str(), attached = ?settings.attached_to, "settings changed");
+                        state.set_settings(settings);
+                    }
                     DaemonToHost::Terminate { reason } => finish(&state, &reason).await,
                 }
             }
         }
+    }
+}
+
+fn entry_message(e: Entry) -> HostToDaemon {
+    match e.kind {
+        EntryKind::Output {
+            command_id,
+            stream,
+            data,
+        } => HostToDaemon::Output {
+            seq: e.seq,
+            command_id,
+            stream,
+            data: data.to_vec(),
+        },
+        EntryKind::Finished { command_id, status } => HostToDaemon::Finished {
+            seq: e.seq,
+            command_id,
+            status,
+        },
+        EntryKind::Dropped {
+            from_total,
+            to_total,
+        } => HostToDaemon::Dropped {
+            seq: e.seq,
+            from_total,
+            to_total,
+        },
     }
 }

@@ -11,6 +11,7 @@ mod log;
 mod marker;
 mod procs;
 mod shell;
+mod spool;
 mod state;
 
 use std::io::{Read, Write};

@@ -1,15 +1,38 @@
 //! The session's output log: every chunk of output and every command end, numbered, kept
-//! until the daemon acknowledges it. Its byte size is bounded by the session's output buffer
-//! size; what happens at the bound is the buffering mode's business (`block` makes the pipe
-//! readers wait, which in turn makes the command's writes block).
+//! until the daemon acknowledges it. What happens when output arrives faster than the daemon
+//! takes it is the buffering mode's business:
+//!
+//! - `block`: once memory holds the session's output buffer size, the pipe readers wait,
+//!   which in turn makes the command's writes block.
+//! - `drop`: the oldest unacknowledged output is discarded to make room; a `Dropped` entry
+//!   takes its place, so the reader learns, in position, that (and how much) output is missing.
+//! - `spool`: output that does not fit in memory goes to a file in the session directory,
+//!   up to the spool limit; beyond that, it blocks.
+//!
+//! Command ends (`Finished`) are never dropped and never wait: a full log must not hide that a
+//! command ended.
 
 use std::collections::VecDeque;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
-use linger_proto::types::StreamKind;
+use linger_proto::types::{BufferingMode, StreamKind};
 use tokio::sync::Notify;
 use uuid::Uuid;
+
+use crate::spool::Spool;
+
+/// How a session's log is bounded, from its settings and limits.
+pub struct LogSettings {
+    pub mode: BufferingMode,
+    /// Bytes of output kept in memory (the session's output_buffer_size; >= 1).
+    pub memory_cap: u64,
+    /// File used by spool mode (created on first use, in the session's state directory).
+    pub spool_path: PathBuf,
+    /// Most bytes the spool file may hold at once.
+    pub spool_limit: u64,
+}
 
 #[derive(Debug, Clone)]
 pub enum EntryKind {
@@ -22,6 +45,12 @@ pub enum EntryKind {
         command_id: Uuid,
         status: i32,
     },
+    /// Stands, in position, for output discarded under `drop`. The log keeps a cumulative
+    /// counter of dropped bytes; this entry covers the counter's range (from_total, to_total].
+    Dropped {
+        from_total: u64,
+        to_total: u64,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -30,22 +59,318 @@ pub struct Entry {
     pub kind: EntryKind,
 }
 
-impl Entry {
+/// Where an output entry's bytes are.
+enum Data {
+    Memory(Bytes),
+    /// In the spool file, at `offset`.
+    Spooled {
+        offset: u64,
+        len: u64,
+    },
+}
+
+/// An entry as the log keeps it: an [`EntryKind`] whose output may be in the spool file.
+enum Kept {
+    Output {
+        command_id: Uuid,
+        stream: StreamKind,
+        data: Data,
+    },
+    Finished {
+        command_id: Uuid,
+        status: i32,
+    },
+    Dropped {
+        from_total: u64,
+        to_total: u64,
+    },
+}
+
+struct Record {
+    seq: u64,
+    kept: Kept,
+}
+
+impl Record {
+    /// Bytes of output, wherever they are; markers count 0.
     fn len(&self) -> u64 {
-        match &self.kind {
-            EntryKind::Output { data, .. } => data.len() as u64,
-            EntryKind::Finished { .. } => 0,
+        match &self.kept {
+            Kept::Output {
+                data: Data::Memory(b),
+                ..
+            } => b.len() as u64,
+            Kept::Output {
+                data: Data::Spooled { len, .. },
+                ..
+            } => *len,
+            Kept::Finished { .. } | Kept::Dropped { .. } => 0,
+        }
+    }
+
+    /// Bytes of output held in memory (what `drop` may discard to make room).
+    fn memory_len(&self) -> Option<u64> {
+        match &self.kept {
+            Kept::Output {
+                data: Data::Memory(b),
+                ..
+            } => Some(b.len() as u64),
+            _ => None,
         }
     }
 }
 
 struct Inner {
-    entries: VecDeque<Entry>,
+    mode: BufferingMode,
+    /// Seqs strictly increase along the queue but have gaps where `Dropped` entries merged.
+    entries: VecDeque<Record>,
     /// Sequence number the next entry gets; entries are numbered from 1.
     next_seq: u64,
-    bytes: u64,
-    cap: u64,
+    /// Output bytes held in memory.
+    memory: u64,
+    memory_cap: u64,
+    spool: Spool,
+    /// Output bytes discarded since the session started: the counter `Dropped` ranges refer to.
     dropped: u64,
+    /// No entry before this index holds output in memory. Dropping starts its search for the
+    /// oldest such entry here, so it stays cheap behind a long run of `Finished` or spooled
+    /// entries. Entries before it never change back into droppable ones.
+    drop_from: usize,
+}
+
+impl Inner {
+    fn take_seq(&mut self) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        seq
+    }
+
+    fn append(&mut self, kept: Kept) {
+        let seq = self.take_seq();
+        self.entries.push_back(Record { seq, kept });
+    }
+
+    fn append_in_memory(&mut self, command_id: Uuid, stream: StreamKind, data: Bytes) {
+        self.memory += data.len() as u64;
+        self.append(Kept::Output {
+            command_id,
+            stream,
+            data: Data::Memory(data),
+        });
+    }
+
+    /// Appends output if the mode lets it in now; `false` means wait for space and retry.
+    fn try_push(&mut self, command_id: Uuid, stream: StreamKind, data: &Bytes) -> bool {
+        match self.mode {
+            BufferingMode::Block => self.push_blocking(command_id, stream, data),
+            BufferingMode::Drop => {
+                self.push_dropping(command_id, stream, data.clone());
+                true
+            }
+            BufferingMode::Spool => self.push_spooling(command_id, stream, data),
+        }
+    }
+
+    /// `block`: admits a chunk while memory is below the cap, so memory may exceed it by at
+    /// most one chunk, and a chunk larger than the cap still gets through.
+    fn push_blocking(&mut self, command_id: Uuid, stream: StreamKind, data: &Bytes) -> bool {
+        if self.memory >= self.memory_cap {
+            return false;
+        }
+        self.append_in_memory(command_id, stream, data.clone());
+        true
+    }
+
+    /// `drop`: discards the oldest output in memory until the chunk fits, so memory never
+    /// exceeds the cap. Output spooled before a switch from `spool` stays: it costs no memory,
+    /// and its room in the file was granted already.
+    fn push_dropping(&mut self, command_id: Uuid, stream: StreamKind, mut data: Bytes) {
+        let len = data.len() as u64;
+        let excess = len.saturating_sub(self.memory_cap);
+        if excess > 0 {
+            // Only the chunk's tail can be kept. Copied, because a slice would keep the whole
+            // chunk's allocation alive and memory would exceed the cap after all.
+            data = Bytes::copy_from_slice(&data[excess as usize..]);
+        }
+        while self.memory + data.len() as u64 > self.memory_cap {
+            if !self.drop_oldest() {
+                break;
+            }
+        }
+        if excess > 0 {
+            // Counted after the older output, so that ranges grow along the log.
+            self.append_dropped(excess);
+        }
+        self.append_in_memory(command_id, stream, data);
+    }
+
+    /// Replaces the oldest output held in memory, in place, by a `Dropped` entry, merged into
+    /// an immediately preceding `Dropped` one so that endless dropping keeps the log short.
+    /// `false` if memory holds no output.
+    fn drop_oldest(&mut self) -> bool {
+        let Some((i, len)) = (self.drop_from..self.entries.len())
+            .find_map(|i| self.entries[i].memory_len().map(|len| (i, len)))
+        else {
+            return false;
+        };
+        self.memory -= len;
+        let mut from_total = self.dropped;
+        self.dropped += len;
+        let mut at = i;
+        let previous = i.checked_sub(1).and_then(|p| match self.entries[p].kept {
+            Kept::Dropped { from_total, .. } => Some(from_total),
+            _ => None,
+        });
+        if let Some(previous_from) = previous {
+            // The previous range ends where this one starts (drops happen oldest first), so
+            // the merged entry covers exactly both. It keeps this entry's (later) seq: a reader
+            // that already passed the earlier one must still see the wider range.
+            from_total = previous_from;
+            self.entries.remove(i - 1);
+            at = i - 1;
+        }
+        self.entries[at].kept = Kept::Dropped {
+            from_total,
+            to_total: self.dropped,
+        };
+        self.drop_from = at + 1;
+        true
+    }
+
+    /// Appends a `Dropped` entry for `len` bytes discarded now, merged into the last entry if
+    /// that is a `Dropped` one (which then takes the new, later seq).
+    fn append_dropped(&mut self, len: u64) {
+        let from_total = self.dropped;
+        self.dropped += len;
+        let to_total = self.dropped;
+        let seq = self.take_seq();
+        match self.entries.back_mut() {
+            Some(Record {
+                seq: last_seq,
+                kept: Kept::Dropped { to_total: t, .. },
+            }) => {
+                *last_seq = seq;
+                *t = to_total;
+            }
+            _ => self.entries.push_back(Record {
+                seq,
+                kept: Kept::Dropped {
+                    from_total,
+                    to_total,
+                },
+            }),
+        }
+    }
+
+    /// `spool`: memory while the chunk fits there, then the spool file while it fits there,
+    /// then as `block` (which is also the way out when the file cannot be written).
+    fn push_spooling(&mut self, command_id: Uuid, stream: StreamKind, data: &Bytes) -> bool {
+        let len = data.len() as u64;
+        if self.memory + len <= self.memory_cap {
+            self.append_in_memory(command_id, stream, data.clone());
+            return true;
+        }
+        if self.spool.has_room(len) {
+            if let Some(offset) = self.spool.append(data) {
+                self.append(Kept::Output {
+                    command_id,
+                    stream,
+                    data: Data::Spooled { offset, len },
+                });
+                return true;
+            }
+        }
+        self.push_blocking(command_id, stream, data)
+    }
+
+    fn ack(&mut self, seq: u64) {
+        let mut popped = 0;
+        while self.entries.front().is_some_and(|e| e.seq <= seq) {
+            let Some(e) = self.entries.pop_front() else {
+                break;
+            };
+            popped += 1;
+            match &e.kept {
+                Kept::Output {
+                    data: Data::Memory(b),
+                    ..
+                } => self.memory -= b.len() as u64,
+                Kept::Output {
+                    data: Data::Spooled { len, .. },
+                    ..
+                } => self.spool.release(*len),
+                Kept::Finished { .. } | Kept::Dropped { .. } => {}
+            }
+        }
+        self.drop_from = self.drop_from.saturating_sub(popped);
+        self.spool.reclaim();
+    }
+
+    fn read_from(&self, from: u64, max_bytes: u64) -> std::io::Result<Vec<Entry>> {
+        // Seqs have gaps after merges: search, never subtract.
+        let start = self.entries.partition_point(|e| e.seq < from);
+        let mut end = start;
+        let mut bytes = 0u64;
+        while let Some(e) = self.entries.get(end) {
+            let len = e.len();
+            if end > start && bytes.saturating_add(len) > max_bytes {
+                break;
+            }
+            bytes += len;
+            end += 1;
+        }
+        let picked = self.entries.range(start..end);
+
+        // The spooled entries among them are adjacent in the file (appended in entry order,
+        // removed only from the front), so one read fetches them all.
+        let mut spooled = picked.clone().filter_map(|e| match e.kept {
+            Kept::Output {
+                data: Data::Spooled { offset, len },
+                ..
+            } => Some((offset, len)),
+            _ => None,
+        });
+        let (span_start, span) = match spooled.next() {
+            Some((first, len)) => {
+                let end = spooled.last().map_or(first + len, |(o, l)| o + l);
+                (first, Bytes::from(self.spool.read(first, end - first)?))
+            }
+            None => (0, Bytes::new()),
+        };
+
+        Ok(picked
+            .map(|e| Entry {
+                seq: e.seq,
+                kind: match &e.kept {
+                    Kept::Output {
+                        command_id,
+                        stream,
+                        data,
+                    } => EntryKind::Output {
+                        command_id: *command_id,
+                        stream: *stream,
+                        data: match data {
+                            Data::Memory(b) => b.clone(),
+                            Data::Spooled { offset, len } => {
+                                let at = (offset - span_start) as usize;
+                                span.slice(at..at + *len as usize)
+                            }
+                        },
+                    },
+                    Kept::Finished { command_id, status } => EntryKind::Finished {
+                        command_id: *command_id,
+                        status: *status,
+                    },
+                    Kept::Dropped {
+                        from_total,
+                        to_total,
+                    } => EntryKind::Dropped {
+                        from_total: *from_total,
+                        to_total: *to_total,
+                    },
+                },
+            })
+            .collect())
+    }
 }
 
 #[derive(Clone)]
@@ -53,19 +378,22 @@ pub struct OutputLog {
     inner: Arc<Mutex<Inner>>,
     /// Signalled when entries are appended.
     appended: Arc<Notify>,
-    /// Signalled when entries are acknowledged (space freed).
+    /// Signalled when writers may be able to go on: space freed, or the mode changed.
     freed: Arc<Notify>,
 }
 
 impl OutputLog {
-    pub fn new(cap: u64) -> Self {
+    pub fn new(settings: LogSettings) -> Self {
         OutputLog {
             inner: Arc::new(Mutex::new(Inner {
+                mode: settings.mode,
                 entries: VecDeque::new(),
                 next_seq: 1,
-                bytes: 0,
-                cap: cap.max(1),
+                memory: 0,
+                memory_cap: settings.memory_cap.max(1),
+                spool: Spool::new(settings.spool_path, settings.spool_limit),
                 dropped: 0,
+                drop_from: 0,
             })),
             appended: Arc::new(Notify::new()),
             freed: Arc::new(Notify::new()),
@@ -78,26 +406,25 @@ impl OutputLog {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Appends output, waiting while the log is full (block mode).
+    /// Changes the policy for future output; wakes writers blocked under the old policy if
+    /// the new one lets them go on.
+    pub fn set_mode(&self, mode: BufferingMode) {
+        self.lock().mode = mode;
+        // Blocked writers re-check under the new mode and wait again if it still says so.
+        self.freed.notify_waiters();
+    }
+
+    pub fn mode(&self) -> BufferingMode {
+        self.lock().mode
+    }
+
+    /// Appends output, waiting if the mode says so (see the module documentation).
     pub async fn push_output(&self, command_id: Uuid, stream: StreamKind, data: Bytes) {
         loop {
+            // Created before checking, so that an ack in between is not missed.
             let freed = self.freed.notified();
-            {
-                let mut g = self.lock();
-                if g.bytes < g.cap {
-                    let seq = g.next_seq;
-                    g.next_seq += 1;
-                    g.bytes += data.len() as u64;
-                    g.entries.push_back(Entry {
-                        seq,
-                        kind: EntryKind::Output {
-                            command_id,
-                            stream,
-                            data,
-                        },
-                    });
-                    break;
-                }
+            if self.lock().try_push(command_id, stream, &data) {
+                break;
             }
             freed.await;
         }
@@ -106,28 +433,13 @@ impl OutputLog {
 
     /// Appends a command end; never waits, so a full log cannot hide an ended command.
     pub fn push_finished(&self, command_id: Uuid, status: i32) {
-        {
-            let mut g = self.lock();
-            let seq = g.next_seq;
-            g.next_seq += 1;
-            g.entries.push_back(Entry {
-                seq,
-                kind: EntryKind::Finished { command_id, status },
-            });
-        }
+        self.lock().append(Kept::Finished { command_id, status });
         self.appended.notify_waiters();
     }
 
-    /// Forgets every entry up to and including `seq`.
+    /// Forgets every entry up to and including `seq`, freeing its memory or spool space.
     pub fn ack(&self, seq: u64) {
-        {
-            let mut g = self.lock();
-            while g.entries.front().is_some_and(|e| e.seq <= seq) {
-                if let Some(e) = g.entries.pop_front() {
-                    g.bytes -= e.len();
-                }
-            }
-        }
+        self.lock().ack(seq);
         self.freed.notify_waiters();
     }
 
@@ -137,23 +449,17 @@ impl OutputLog {
         g.entries.front().map_or(g.next_seq, |e| e.seq)
     }
 
-    /// Entries from `from` on, at most `max_bytes` of output (at least one entry).
-    pub fn read_from(&self, from: u64, max_bytes: u64) -> Vec<Entry> {
-        let g = self.lock();
-        let start = match g.entries.front() {
-            Some(first) if from > first.seq => (from - first.seq) as usize,
-            _ => 0,
-        };
-        let mut out = Vec::new();
-        let mut bytes = 0;
-        for e in g.entries.iter().skip(start) {
-            if !out.is_empty() && bytes + e.len() > max_bytes {
-                break;
-            }
-            bytes += e.len();
-            out.push(e.clone());
-        }
-        out
+    /// Sequence number of the newest entry ever appended (0 if none). Seqs have gaps where
+    /// `Dropped` entries merged: positions cannot be computed from them.
+    pub fn last_seq(&self) -> u64 {
+        self.lock().next_seq - 1
+    }
+
+    /// Entries with seq >= `from`, at most `max_bytes` of output (but at least one entry, if
+    /// any). Fails only if spooled output cannot be read back; nothing is lost then, and the
+    /// read can be retried.
+    pub fn read_from(&self, from: u64, max_bytes: u64) -> std::io::Result<Vec<Entry>> {
+        self.lock().read_from(from, max_bytes)
     }
 
     /// A future that completes after the next append; create it before checking for new
@@ -162,10 +468,13 @@ impl OutputLog {
         self.appended.notified()
     }
 
+    /// Output bytes kept, in memory and in the spool file.
     pub fn pending_bytes(&self) -> u64 {
-        self.lock().bytes
+        let g = self.lock();
+        g.memory + g.spool.held()
     }
 
+    /// Output bytes discarded since the session started.
     pub fn dropped_bytes(&self) -> u64 {
         self.lock().dropped
     }
@@ -177,29 +486,126 @@ impl OutputLog {
 
 #[cfg(test)]
 mod tests {
+    use std::future::Future;
+    use std::path::Path;
+    use std::pin::pin;
+    use std::task::{Context, Poll, Wake, Waker};
+
     use super::*;
+
+    fn settings(mode: BufferingMode, memory_cap: u64, dir: &Path) -> LogSettings {
+        LogSettings {
+            mode,
+            memory_cap,
+            spool_path: dir.join("spool"),
+            spool_limit: 100 << 20,
+        }
+    }
+
+    fn tempdir() -> tempfile::TempDir {
+        tempfile::tempdir().expect("temporary directory")
+    }
+
+    /// Runs a future that must not wait: polls it once and fails the test if it is pending.
+    fn ready<F: Future>(f: F) -> F::Output {
+        struct Noop;
+        impl Wake for Noop {
+            fn wake(self: Arc<Self>) {}
+        }
+        let waker = Waker::from(Arc::new(Noop));
+        match pin!(f).poll(&mut Context::from_waker(&waker)) {
+            Poll::Ready(v) => v,
+            Poll::Pending => panic!("the push waited"),
+        }
+    }
+
+    fn push(log: &OutputLog, data: &[u8]) {
+        ready(log.push_output(
+            Uuid::nil(),
+            StreamKind::Stdout,
+            Bytes::copy_from_slice(data),
+        ));
+    }
+
+    /// Deterministic pseudo-random numbers (xorshift64), to vary chunk sizes and contents.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        /// Between 1 and `max` random bytes.
+        fn chunk(&mut self, max: u64) -> Vec<u8> {
+            let len = 1 + self.next() % max;
+            (0..len).map(|_| self.next() as u8).collect()
+        }
+    }
+
+    fn all(log: &OutputLog) -> Vec<Entry> {
+        log.read_from(0, u64::MAX).expect("read")
+    }
+
+    fn seqs(entries: &[Entry]) -> Vec<u64> {
+        entries.iter().map(|e| e.seq).collect()
+    }
+
+    fn output(e: &Entry) -> &[u8] {
+        match &e.kind {
+            EntryKind::Output { data, .. } => data,
+            other => panic!("expected output, got {other:?}"),
+        }
+    }
+
+    /// Reads every entry from `from` on in batches, as the connection does.
+    fn read_all_output(log: &OutputLog, mut from: u64) -> Vec<u8> {
+        let mut out = Vec::new();
+        loop {
+            let batch = log.read_from(from, 1 << 20).expect("read");
+            let Some(last) = batch.last() else {
+                return out;
+            };
+            from = last.seq + 1;
+            for e in &batch {
+                out.extend_from_slice(output(e));
+            }
+        }
+    }
+
+    fn spool_len(dir: &Path) -> u64 {
+        std::fs::metadata(dir.join("spool"))
+            .expect("spool file")
+            .len()
+    }
 
     #[tokio::test]
     async fn numbered_in_order_and_trimmed_by_ack() {
-        let log = OutputLog::new(1 << 20);
+        let dir = tempdir();
+        let log = OutputLog::new(settings(BufferingMode::Block, 1 << 20, dir.path()));
         let id = Uuid::new_v4();
+        assert_eq!((log.first_unacked(), log.last_seq()), (1, 0));
         log.push_output(id, StreamKind::Stdout, Bytes::from_static(b"a"))
             .await;
         log.push_output(id, StreamKind::Stderr, Bytes::from_static(b"bc"))
             .await;
         log.push_finished(id, 3);
-        let all = log.read_from(1, u64::MAX);
-        assert_eq!(all.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2, 3]);
+        assert_eq!(seqs(&all(&log)), vec![1, 2, 3]);
+        assert_eq!(log.last_seq(), 3);
         assert_eq!(log.pending_bytes(), 3);
         log.ack(2);
         assert_eq!(log.first_unacked(), 3);
         assert_eq!(log.pending_bytes(), 0);
-        assert_eq!(log.read_from(1, u64::MAX).len(), 1);
+        assert_eq!(all(&log).len(), 1);
+        log.ack(3);
+        assert!(log.is_empty());
+        assert_eq!(log.first_unacked(), 4);
     }
 
     #[tokio::test]
     async fn full_log_blocks_until_acked() {
-        let log = OutputLog::new(4);
+        let dir = tempdir();
+        let log = OutputLog::new(settings(BufferingMode::Block, 4, dir.path()));
         let id = Uuid::new_v4();
         log.push_output(id, StreamKind::Stdout, Bytes::from_static(b"12345"))
             .await;
@@ -213,5 +619,308 @@ mod tests {
         log.ack(1);
         writer.await.expect("writer task");
         assert_eq!(log.pending_bytes(), 1);
+    }
+
+    #[test]
+    fn read_from_honours_max_bytes_but_returns_at_least_one_entry() {
+        let dir = tempdir();
+        let log = OutputLog::new(settings(BufferingMode::Block, 1 << 20, dir.path()));
+        push(&log, b"aaaa");
+        push(&log, b"bbbb");
+        push(&log, b"cccc");
+        assert_eq!(seqs(&log.read_from(1, 0).expect("read")), vec![1]);
+        assert_eq!(seqs(&log.read_from(1, 8).expect("read")), vec![1, 2]);
+        assert_eq!(seqs(&log.read_from(2, 9).expect("read")), vec![2, 3]);
+        assert!(log.read_from(4, 100).expect("read").is_empty());
+    }
+
+    #[test]
+    fn drop_bounds_memory_and_accounts_for_every_byte() {
+        let dir = tempdir();
+        let cap = 4096;
+        let log = OutputLog::new(settings(BufferingMode::Drop, cap, dir.path()));
+        let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+        let mut pushed = Vec::new();
+        let mut ends = 0;
+        for i in 0..2000 {
+            let chunk = rng.chunk(3000);
+            push(&log, &chunk);
+            pushed.extend_from_slice(&chunk);
+            assert!(log.pending_bytes() <= cap, "memory over the cap");
+            if i % 50 == 49 {
+                log.push_finished(Uuid::nil(), ends);
+                ends += 1;
+            }
+        }
+        assert!(log.dropped_bytes() > 0);
+        assert_eq!(
+            log.pending_bytes() + log.dropped_bytes(),
+            pushed.len() as u64
+        );
+
+        // Walking the log in order replays the pushed stream: dropped ranges skip exactly the
+        // discarded bytes, follow one another without gaps, and every command end is there.
+        let entries = all(&log);
+        assert!(entries.windows(2).all(|w| w[0].seq < w[1].seq));
+        let (mut at, mut dropped, mut finished) = (0usize, 0u64, 0);
+        for e in &entries {
+            match &e.kind {
+                EntryKind::Output { data, .. } => {
+                    assert_eq!(&pushed[at..at + data.len()], &data[..]);
+                    at += data.len();
+                }
+                EntryKind::Dropped {
+                    from_total,
+                    to_total,
+                } => {
+                    assert_eq!(*from_total, dropped);
+                    assert!(to_total > from_total);
+                    at += (to_total - from_total) as usize;
+                    dropped = *to_total;
+                }
+                EntryKind::Finished { status, .. } => {
+                    assert_eq!(*status, finished);
+                    finished += 1;
+                }
+            }
+        }
+        assert_eq!(at, pushed.len());
+        assert_eq!(dropped, log.dropped_bytes());
+        assert_eq!(finished, ends);
+    }
+
+    #[test]
+    fn drop_merging_keeps_the_log_short() {
+        let dir = tempdir();
+        let log = OutputLog::new(settings(BufferingMode::Drop, 1024, dir.path()));
+        let mut longest = 0;
+        for _ in 0..100_000 {
+            push(&log, b"0123456789");
+            longest = longest.max(log.lock().entries.len());
+        }
+        // At most 102 chunks fit in memory, plus one merged `Dropped` entry before them.
+        assert!(longest <= 103, "the log grew to {longest} entries");
+        assert_eq!(log.dropped_bytes() + log.pending_bytes(), 1_000_000);
+        let entries = all(&log);
+        assert!(matches!(
+            entries[0].kind,
+            EntryKind::Dropped { from_total: 0, to_total } if to_total == log.dropped_bytes()
+        ));
+        assert_eq!(log.last_seq(), 100_000);
+    }
+
+    #[test]
+    fn drop_keeps_the_tail_of_a_chunk_larger_than_memory() {
+        let dir = tempdir();
+        let log = OutputLog::new(settings(BufferingMode::Drop, 4, dir.path()));
+        push(&log, b"ab");
+        push(&log, b"0123456789");
+        let entries = all(&log);
+        // "ab" (seq 1) and the chunk's first 6 bytes (seq 2) merged into one entry, seq 2.
+        assert_eq!(seqs(&entries), vec![2, 3]);
+        assert!(matches!(
+            entries[0].kind,
+            EntryKind::Dropped {
+                from_total: 0,
+                to_total: 8
+            }
+        ));
+        assert_eq!(output(&entries[1]), b"6789");
+        assert_eq!((log.pending_bytes(), log.dropped_bytes()), (4, 8));
+    }
+
+    #[test]
+    fn read_from_finds_entries_across_seq_gaps() {
+        let dir = tempdir();
+        let log = OutputLog::new(settings(BufferingMode::Drop, 4, dir.path()));
+        log.push_finished(Uuid::nil(), 0); // 1
+        push(&log, b"ab"); // 2
+        push(&log, b"cd"); // 3
+        push(&log, b"0123456789"); // drops 2, 3 and 6 bytes (merged as 4); "6789" is 5
+        log.push_finished(Uuid::nil(), 1); // 6
+        push(&log, b"xy"); // drops 5, merged with 4 and keeping seq 5; "xy" is 7
+        let entries = all(&log);
+        assert_eq!(seqs(&entries), vec![1, 5, 6, 7]);
+        assert!(matches!(
+            entries[1].kind,
+            EntryKind::Dropped {
+                from_total: 0,
+                to_total: 14
+            }
+        ));
+        assert_eq!(log.last_seq(), 7);
+        for (from, expected) in [
+            (2, vec![5, 6, 7]),
+            (5, vec![5, 6, 7]),
+            (6, vec![6, 7]),
+            (7, vec![7]),
+            (8, vec![]),
+        ] {
+            assert_eq!(
+                seqs(&log.read_from(from, u64::MAX).expect("read")),
+                expected
+            );
+        }
+        // From 5 with no room for output: the marker alone, then the command end (0 bytes).
+        assert_eq!(seqs(&log.read_from(5, 0).expect("read")), vec![5, 6]);
+        log.ack(4);
+        assert_eq!(log.first_unacked(), 5);
+        log.ack(5);
+        assert_eq!(log.first_unacked(), 6);
+        assert_eq!(log.pending_bytes(), 2);
+    }
+
+    #[test]
+    fn spool_takes_everything_and_reads_it_back_in_order() {
+        let dir = tempdir();
+        let log = OutputLog::new(settings(BufferingMode::Spool, 64 << 10, dir.path()));
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let mut pushed = Vec::new();
+        while pushed.len() < 10 << 20 {
+            let chunk = rng.chunk(65536);
+            push(&log, &chunk); // never waits: the spool has room
+            pushed.extend_from_slice(&chunk);
+            assert!(log.lock().memory <= 64 << 10);
+        }
+        assert_eq!(log.pending_bytes(), pushed.len() as u64);
+        assert_eq!(log.dropped_bytes(), 0);
+        assert!(spool_len(dir.path()) > 9 << 20);
+        assert!(read_all_output(&log, 1) == pushed, "spooled output differs");
+
+        log.ack(log.last_seq());
+        assert_eq!(log.pending_bytes(), 0);
+        assert!(log.is_empty());
+        assert_eq!(spool_len(dir.path()), 0);
+    }
+
+    #[test]
+    fn spool_keeps_the_rest_readable_after_a_partial_ack() {
+        let dir = tempdir();
+        let log = OutputLog::new(settings(BufferingMode::Spool, 64 << 10, dir.path()));
+        let mut rng = Rng(0x1234_5678_9abc_def1);
+        let mut pushed = Vec::new();
+        let mut ends = Vec::new(); // (seq, stream offset after it)
+        for _ in 0..2 {
+            while pushed.len() < 4 << 20 {
+                let chunk = rng.chunk(20000);
+                push(&log, &chunk);
+                pushed.extend_from_slice(&chunk);
+                ends.push((log.last_seq(), pushed.len()));
+            }
+            // Acknowledge about half (this punches holes in the file), then push more: memory
+            // entries now come after spooled ones.
+            let (seq, upto) = ends[ends.len() / 2];
+            log.ack(seq);
+            pushed.drain(..upto);
+            ends = ends
+                .into_iter()
+                .filter(|(s, _)| *s > seq)
+                .map(|(s, e)| (s, e - upto))
+                .collect();
+            assert_eq!(log.pending_bytes(), pushed.len() as u64);
+            assert!(read_all_output(&log, 1) == pushed, "spooled output differs");
+            if log.lock().spool.can_punch {
+                // The acknowledged half went back to the filesystem (give or take a few blocks
+                // of alignment and metadata).
+                let meta = std::fs::metadata(dir.path().join("spool")).expect("spool file");
+                let allocated = std::os::unix::fs::MetadataExt::blocks(&meta) * 512;
+                assert!(meta.len() > 3 << 20);
+                assert!(
+                    allocated <= log.pending_bytes() + (256 << 10),
+                    "{allocated} bytes allocated for {} pending",
+                    log.pending_bytes()
+                );
+            }
+        }
+        log.ack(log.last_seq());
+        assert_eq!(spool_len(dir.path()), 0);
+    }
+
+    #[tokio::test]
+    async fn spool_at_its_limit_blocks_until_acked() {
+        let dir = tempdir();
+        let log = OutputLog::new(LogSettings {
+            spool_limit: 8,
+            ..settings(BufferingMode::Spool, 4, dir.path())
+        });
+        push(&log, b"abcdefgh"); // too big for memory: spooled, and the spool is full
+        push(&log, b"ijkl"); // memory, now full too
+        let log2 = log.clone();
+        let writer = tokio::spawn(async move {
+            log2.push_output(Uuid::nil(), StreamKind::Stdout, Bytes::from_static(b"m"))
+                .await;
+        });
+        tokio::task::yield_now().await;
+        assert!(!writer.is_finished());
+        log.ack(1); // frees the spool (memory stays full): the file is emptied and reused
+        writer.await.expect("writer task");
+        let entries = all(&log);
+        assert_eq!(seqs(&entries), vec![2, 3]);
+        assert_eq!(output(&entries[1]), b"m");
+        assert_eq!(spool_len(dir.path()), 1);
+    }
+
+    #[tokio::test]
+    async fn unwritable_spool_behaves_as_block() {
+        let dir = tempdir();
+        let log = OutputLog::new(LogSettings {
+            spool_path: dir.path().join("missing").join("spool"),
+            ..settings(BufferingMode::Spool, 4, dir.path())
+        });
+        push(&log, b"abcdef"); // the spool fails; memory is below the cap, so it goes there
+        let log2 = log.clone();
+        let writer = tokio::spawn(async move {
+            log2.push_output(Uuid::nil(), StreamKind::Stdout, Bytes::from_static(b"g"))
+                .await;
+        });
+        tokio::task::yield_now().await;
+        assert!(!writer.is_finished());
+        log.ack(1);
+        writer.await.expect("writer task");
+        assert_eq!(output(&all(&log)[0]), b"g");
+    }
+
+    #[tokio::test]
+    async fn switching_from_block_to_drop_releases_a_blocked_writer() {
+        let dir = tempdir();
+        let log = OutputLog::new(settings(BufferingMode::Block, 4, dir.path()));
+        push(&log, b"12345");
+        let log2 = log.clone();
+        let writer = tokio::spawn(async move {
+            log2.push_output(Uuid::nil(), StreamKind::Stdout, Bytes::from_static(b"6"))
+                .await;
+        });
+        tokio::task::yield_now().await;
+        assert!(!writer.is_finished());
+        log.set_mode(BufferingMode::Drop);
+        assert_eq!(log.mode(), BufferingMode::Drop);
+        writer.await.expect("writer task");
+        let entries = all(&log);
+        assert_eq!(seqs(&entries), vec![1, 2]);
+        assert!(matches!(
+            entries[0].kind,
+            EntryKind::Dropped {
+                from_total: 0,
+                to_total: 5
+            }
+        ));
+        assert_eq!(output(&entries[1]), b"6");
+        assert_eq!((log.pending_bytes(), log.dropped_bytes()), (1, 5));
+    }
+
+    #[test]
+    fn drop_after_spool_discards_memory_only() {
+        let dir = tempdir();
+        let log = OutputLog::new(settings(BufferingMode::Spool, 4, dir.path()));
+        push(&log, b"abcd"); // memory
+        push(&log, b"efgh"); // spool
+        log.set_mode(BufferingMode::Drop);
+        push(&log, b"ij"); // drops "abcd", not the spooled output
+        let entries = all(&log);
+        assert_eq!(seqs(&entries), vec![1, 2, 3]);
+        assert!(matches!(entries[0].kind, EntryKind::Dropped { .. }));
+        assert_eq!(output(&entries[1]), b"efgh");
+        assert_eq!(output(&entries[2]), b"ij");
+        assert_eq!((log.pending_bytes(), log.dropped_bytes()), (6, 4));
     }
 }

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
-use linger_proto::host::{HostSpec, HostStatus};
+use linger_proto::host::{HostSpec, HostStatus, SessionSettings};
 use linger_proto::types::StreamKind;
 use nix::sys::signal::{killpg, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
@@ -16,7 +16,7 @@ use tokio::net::unix::pipe;
 use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
 
-use crate::log::OutputLog;
+use crate::log::{LogSettings, OutputLog};
 use crate::marker::{MarkerScanner, Piece};
 use crate::procs;
 use crate::shell::{self, Shell};
@@ -48,6 +48,8 @@ pub struct HostState {
     pub shell_pid: i32,
     pub log: OutputLog,
     inner: Mutex<Inner>,
+    /// Kept for the daemon, which may restart; only the buffering mode matters here.
+    settings: Mutex<SessionSettings>,
     commands: mpsc::UnboundedSender<Vec<u8>>,
     commands_rx: Mutex<Option<mpsc::UnboundedReceiver<Vec<u8>>>>,
     /// Bumped on every change the daemon should hear about (start, end, shell exit).
@@ -57,11 +59,17 @@ pub struct HostState {
 impl HostState {
     pub fn new(spec: HostSpec, shell_pid: i32) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        let cap = spec.meta.output_buffer_size;
+        let log = OutputLog::new(LogSettings {
+            mode: spec.settings.buffering,
+            memory_cap: spec.meta.output_buffer_size,
+            spool_path: std::path::Path::new(&spec.session_dir).join("spool"),
+            spool_limit: spec.meta.spool_limit,
+        });
         HostState {
+            settings: Mutex::new(spec.settings.clone()),
             spec,
             shell_pid,
-            log: OutputLog::new(cap),
+            log,
             inner: Mutex::new(Inner {
                 running: None,
                 current: Uuid::nil(),
@@ -88,7 +96,20 @@ impl HostState {
             pending_output_bytes: self.log.pending_bytes(),
             dropped_output_bytes: self.log.dropped_bytes(),
             shell_exited: g.shell_exited.clone(),
+            last_seq: self.log.last_seq(),
         }
+    }
+
+    pub fn settings(&self) -> SessionSettings {
+        self.settings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn set_settings(&self, settings: SessionSettings) {
+        self.log.set_mode(settings.buffering);
+        *self.settings.lock().unwrap_or_else(|p| p.into_inner()) = settings;
     }
 
     pub fn shell_exited(&self) -> Option<String> {
@@ -178,22 +199,23 @@ impl HostState {
             StreamKind::Stderr => r.stderr_end = true,
         }
         if let (Some(status), true) = (r.stdout_end, r.stderr_end) {
-            let id = r.id;
+            // The end goes into the log before the command stops showing as running, so a
+            // status that says "nothing running" always counts the end in `last_seq`.
+            self.log.push_finished(r.id, status);
             g.running = None;
             drop(g);
-            self.log.push_finished(id, status);
             self.bump();
         }
     }
 
     fn shell_gone(&self, reason: String, status: i32) {
         let mut g = self.lock();
-        let running = g.running.take();
-        g.shell_exited = Some(reason);
-        drop(g);
-        if let Some(r) = running {
+        if let Some(r) = &g.running {
             self.log.push_finished(r.id, status);
         }
+        g.running = None;
+        g.shell_exited = Some(reason);
+        drop(g);
         self.bump();
     }
 }

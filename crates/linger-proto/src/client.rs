@@ -33,8 +33,43 @@ pub struct Hello {
 pub enum Request {
     NewSession(NewSession),
     ListSessions(ListSessions),
-    RemoveSession { instance_id: Uuid },
+    RemoveSession {
+        instance_id: Uuid,
+    },
     Invoke(Invoke),
+    /// Attach the session to this client (SPEC §6 connect). Refused while it is attached to
+    /// another client.
+    Connect(Connect),
+    /// Detach the session from this client; its commands keep running and its idle-timeout
+    /// clock starts.
+    Disconnect(Disconnect),
+    /// Attach if needed, then deliver the output kept while nobody read it and follow the
+    /// running command to its end.
+    Receive(Receive),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Connect {
+    pub instance_id: Uuid,
+    /// The buffering mode from now on (`None`: unchanged).
+    pub buffering: Option<BufferingMode>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Disconnect {
+    pub instance_id: Uuid,
+    /// A new idle timeout (`None`: unchanged); checked against the server's limits.
+    pub idle_timeout_ms: Option<u64>,
+    pub buffering: Option<BufferingMode>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Receive {
+    pub instance_id: Uuid,
+    /// Deliver what is kept now without acknowledging it (it stays on the server) and do
+    /// not follow the running command.
+    pub keep: bool,
+    pub buffering: Option<BufferingMode>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -64,4 +99,8 @@ pub struct Invoke {
     pub wait_ms: u64,
     /// After a cancel, how long until the command's processes are killed.
     pub cancel_timeout_ms: u64,
+    /// Start the command and detach the session at once (`invoke --in-disconnected-session`):
+    /// the answer is `Started` alone and the output waits for a `Receive`.
+    #[serde(default)]
+    pub disconnected: bool,
 }

@@ -31,6 +31,9 @@ pub enum DaemonToHost {
     Ack {
         seq: u64,
     },
+    /// The session's changeable settings; the host applies the buffering mode and keeps the
+    /// rest for a restarted daemon.
+    Settings(SessionSettings),
     /// End the shell and every process of the session, then exit.
     Terminate {
         reason: String,
@@ -43,6 +46,7 @@ pub enum HostToDaemon {
         protocol_version: u32,
         meta: HostMeta,
         status: HostStatus,
+        settings: SessionSettings,
     },
     Started {
         command_id: Uuid,
@@ -72,6 +76,16 @@ pub enum HostToDaemon {
     /// `Replay` and its `Replaying` are stale and the daemon ignores them.
     Replaying {
         from: u64,
+        /// The newest entry at that moment (`from - 1` when none is kept).
+        last: u64,
+    },
+    /// Output was discarded under `drop`; the entry covers the host's cumulative dropped
+    /// counter range `(from_total, to_total]`, so a receiver that saw part of it can count
+    /// only what is new to it.
+    Dropped {
+        seq: u64,
+        from_total: u64,
+        to_total: u64,
     },
 }
 
@@ -88,6 +102,8 @@ pub struct HostMeta {
     pub idle_timeout_ms: u64,
     pub buffering: BufferingMode,
     pub output_buffer_size: u64,
+    /// Most bytes `spool` keeps on disk.
+    pub spool_limit: u64,
     pub host_pid: u32,
     pub shell_pid: u32,
 }
@@ -101,6 +117,20 @@ pub struct HostStatus {
     pub dropped_output_bytes: u64,
     /// Set when the shell has exited.
     pub shell_exited: Option<String>,
+    /// The newest log entry's seq (0 before the first).
+    pub last_seq: u64,
+}
+
+/// What the daemon may change about a session after creation. The host is its durable
+/// keeper: it outlives the daemon and hands the settings back in `Hello`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionSettings {
+    pub buffering: BufferingMode,
+    pub idle_timeout_ms: u64,
+    /// The client the session is attached to.
+    pub attached_to: Option<Uuid>,
+    /// When it was last detached (Unix ms); the idle-timeout clock runs from here.
+    pub disconnected_at_ms: Option<i64>,
 }
 
 /// How the daemon asks for a new session host: written as bare MessagePack (no length
@@ -109,6 +139,8 @@ pub struct HostStatus {
 pub struct HostSpec {
     /// `host_pid` and `shell_pid` are filled in by the host.
     pub meta: HostMeta,
+    /// The settings the session starts with.
+    pub settings: SessionSettings,
     /// The shell's argv; the bootstrap is appended as `-c SCRIPT linger`.
     pub shell: Vec<String>,
     /// The shell's whole environment.

@@ -35,6 +35,12 @@ pub enum ServerMsg {
         command_id: Uuid,
         status: i32,
     },
+    /// Under `drop`, `bytes` of output were discarded at this point of the stream.
+    Dropped {
+        rid: u64,
+        seq: u64,
+        bytes: u64,
+    },
     Pong {
         nonce: u64,
     },
@@ -52,6 +58,10 @@ pub struct Welcome {
     pub computer_name: String,
     /// Who the server authenticated the client as.
     pub principal: String,
+    /// How often the client should show a sign of life while the connection is open.
+    pub heartbeat_interval_ms: u64,
+    /// After this long without a sign of life the server drops the client's attachments.
+    pub heartbeat_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -62,4 +72,16 @@ pub enum Reply {
     Started {
         command_id: Uuid,
     },
+    /// A `Receive` has delivered everything; nothing more comes for it.
+    Received(ReceiveSummary),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReceiveSummary {
+    /// Commands whose end was delivered.
+    pub commands_finished: u32,
+    /// Output bytes lost under `drop` that this delivery reported.
+    pub dropped_output_bytes: u64,
+    /// A command still running (only when `keep` stopped early).
+    pub running_command: Option<String>,
 }

@@ -91,6 +91,9 @@ pub enum ErrorKind {
     Busy,
     /// The session has ended.
     Closed,
+    /// The session was detached from this client while the request ran (a `disconnect`
+    /// elsewhere, or no sign of life for the heartbeat timeout); its command keeps running.
+    Detached,
     /// The request is malformed or a value is out of range.
     InvalidRequest,
     /// A server limit refuses the request.

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use linger_proto::client::{Invoke, NewSession};
+use linger_proto::client::{Disconnect, Invoke, NewSession, Receive};
 use linger_proto::types::{Attachment, BufferingMode, ErrorKind, SessionInfo};
 use tokio::sync::Mutex;
 use uuid::Uuid;
@@ -126,6 +126,9 @@ pub struct InvokeOptions {
     pub args: Vec<String>,
     pub wait: Duration,
     pub cancel_timeout: Duration,
+    /// Start the command and detach the session at once (`--in-disconnected-session`); the
+    /// stream then ends right away and `receive` gets the output later.
+    pub disconnected: bool,
 }
 
 impl Default for InvokeOptions {
@@ -134,8 +137,25 @@ impl Default for InvokeOptions {
             args: Vec::new(),
             wait: DEFAULT_WAIT,
             cancel_timeout: DEFAULT_CANCEL_TIMEOUT,
+            disconnected: false,
         }
     }
+}
+
+/// How to disconnect a session.
+#[derive(Debug, Clone, Default)]
+pub struct DisconnectOptions {
+    /// A new idle timeout, counted from now.
+    pub idle_timeout: Option<Duration>,
+    pub buffering: Option<BufferingMode>,
+}
+
+/// How to receive a session's output.
+#[derive(Debug, Clone, Default)]
+pub struct ReceiveOptions {
+    /// Leave the delivered output on the server and do not follow the running command.
+    pub keep: bool,
+    pub buffering: Option<BufferingMode>,
 }
 
 /// A computer name as written by the user, resolved to a transport.
@@ -421,6 +441,44 @@ impl Client {
         Ok(SessionView::closed(closed))
     }
 
+    /// Attaches a session to this client (`connect`), from this or any other machine.
+    pub async fn connect_session(
+        &self,
+        entry: &Entry,
+        buffering: Option<BufferingMode>,
+    ) -> Result<SessionView> {
+        let conn = self.open_session_conn(entry).await?;
+        let result = conn.connect_session(entry.instance_id, buffering).await;
+        let info = self.note_closed(entry, result)?;
+        Ok(SessionView::from_info(entry.clone(), info))
+    }
+
+    /// Detaches a session from this client; its commands keep running and its idle-timeout
+    /// clock starts.
+    pub async fn disconnect(&self, entry: &Entry, opts: &DisconnectOptions) -> Result<SessionView> {
+        let conn = self.open_session_conn(entry).await?;
+        let result = conn
+            .disconnect_session(Disconnect {
+                instance_id: entry.instance_id,
+                idle_timeout_ms: opts.idle_timeout.map(|d| d.as_millis() as u64),
+                buffering: opts.buffering,
+            })
+            .await;
+        let info = self.note_closed(entry, result)?;
+        Ok(SessionView::from_info(entry.clone(), info))
+    }
+
+    /// Connects if needed and streams what the session kept while nobody read it, then
+    /// what its running command still produces, to the end.
+    pub async fn receive(&self, entry: &Entry, opts: &ReceiveOptions) -> Result<CommandStream> {
+        let conn = self.open_session_conn(entry).await?;
+        conn.receive(Receive {
+            instance_id: entry.instance_id,
+            keep: opts.keep,
+            buffering: opts.buffering,
+        })
+    }
+
     /// Runs `script` in a session; output and the status arrive through the stream.
     pub async fn invoke(
         &self,
@@ -428,13 +486,7 @@ impl Client {
         script: &str,
         opts: &InvokeOptions,
     ) -> Result<CommandStream> {
-        if let Some(reason) = &entry.closed_reason {
-            return Err(Error::Closed {
-                name: entry.name.clone(),
-                reason: reason.clone(),
-            });
-        }
-        let conn = self.connect(&entry.computer_name).await?;
+        let conn = self.open_session_conn(entry).await?;
         let result = conn
             .invoke(Invoke {
                 instance_id: entry.instance_id,
@@ -442,8 +494,25 @@ impl Client {
                 args: opts.args.clone(),
                 wait_ms: opts.wait.as_millis() as u64,
                 cancel_timeout_ms: opts.cancel_timeout.as_millis() as u64,
+                disconnected: opts.disconnected,
             })
             .await;
+        self.note_closed(entry, result)
+    }
+
+    /// The connection to a session's server, unless the registry knows it is closed.
+    async fn open_session_conn(&self, entry: &Entry) -> Result<Connection> {
+        if let Some(reason) = &entry.closed_reason {
+            return Err(Error::Closed {
+                name: entry.name.clone(),
+                reason: reason.clone(),
+            });
+        }
+        self.connect(&entry.computer_name).await
+    }
+
+    /// Records in the registry a session the server says has ended.
+    pub fn note_closed<T>(&self, entry: &Entry, result: Result<T>) -> Result<T> {
         if let Err(Error::Server(e)) = &result {
             if matches!(e.kind, ErrorKind::Closed | ErrorKind::NotFound) {
                 let why = if e.kind == ErrorKind::Closed {

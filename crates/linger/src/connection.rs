@@ -6,10 +6,12 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use linger_proto::client::{ClientMsg, Hello, Invoke, ListSessions, NewSession, Request};
+use linger_proto::client::{
+    ClientMsg, Connect, Disconnect, Hello, Invoke, ListSessions, NewSession, Receive, Request,
+};
 use linger_proto::frame::{FrameReader, FrameWriter};
-use linger_proto::server::{Reply, ServerMsg, Welcome};
-use linger_proto::types::{SessionInfo, StreamKind};
+use linger_proto::server::{ReceiveSummary, Reply, ServerMsg, Welcome};
+use linger_proto::types::{BufferingMode, SessionInfo, StreamKind};
 use linger_proto::PROTOCOL_VERSION;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, oneshot};
@@ -108,6 +110,10 @@ impl Connection {
             ended: Arc::new(Mutex::new(None)),
         });
         tokio::spawn(write_loop(writer, rx));
+        tokio::spawn(heartbeat(
+            Arc::downgrade(&shared),
+            std::time::Duration::from_millis(welcome.heartbeat_interval_ms.max(100)),
+        ));
         tokio::spawn(read_loop(
             reader,
             shared.routes.clone(),
@@ -197,6 +203,48 @@ impl Connection {
         }
     }
 
+    pub async fn connect_session(
+        &self,
+        instance_id: Uuid,
+        buffering: Option<BufferingMode>,
+    ) -> Result<SessionInfo> {
+        match self
+            .call(Request::Connect(Connect {
+                instance_id,
+                buffering,
+            }))
+            .await?
+        {
+            Reply::Session(s) => Ok(s),
+            _ => Err(self.unexpected()),
+        }
+    }
+
+    pub async fn disconnect_session(&self, req: Disconnect) -> Result<SessionInfo> {
+        match self.call(Request::Disconnect(req)).await? {
+            Reply::Session(s) => Ok(s),
+            _ => Err(self.unexpected()),
+        }
+    }
+
+    /// Starts receiving a session's kept output; it arrives through the returned stream,
+    /// which ends with the server's summary.
+    pub fn receive(&self, req: Receive) -> Result<CommandStream> {
+        let keep = req.keep;
+        let (rid, rx) = self.start(Request::Receive(req))?;
+        Ok(CommandStream {
+            conn: self.clone(),
+            rid,
+            rx,
+            until: Until::Received,
+            ack: !keep,
+            summary: None,
+            unacked_bytes: 0,
+            last_seq: 0,
+            done: false,
+        })
+    }
+
     /// Starts a command; its output arrives through the returned stream.
     pub async fn invoke(&self, req: Invoke) -> Result<CommandStream> {
         let (rid, mut rx) = self.start(Request::Invoke(req))?;
@@ -223,7 +271,9 @@ impl Connection {
             conn: self.clone(),
             rid,
             rx,
-            command_id,
+            until: Until::Finished(command_id),
+            ack: true,
+            summary: None,
             unacked_bytes: 0,
             last_seq: 0,
             done: false,
@@ -254,6 +304,22 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     }
 }
 
+/// Shows a sign of life at the pace the server asked for, so that an open connection
+/// (a long, quiet command) keeps its attachments.
+async fn heartbeat(shared: std::sync::Weak<Shared>, every: std::time::Duration) {
+    let mut nonce = 0u64;
+    loop {
+        tokio::time::sleep(every).await;
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        nonce += 1;
+        if shared.out.send(ClientMsg::Ping { nonce }.into()).is_err() {
+            return;
+        }
+    }
+}
+
 async fn read_loop<R: AsyncRead + Unpin>(
     mut reader: FrameReader<R>,
     routes: Routes,
@@ -273,6 +339,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
             ServerMsg::Reply { rid, .. }
             | ServerMsg::Error { rid, .. }
             | ServerMsg::Output { rid, .. }
+            | ServerMsg::Dropped { rid, .. }
             | ServerMsg::Finished { rid, .. } => *rid,
             ServerMsg::Goodbye { error } => {
                 *lock(&ended) = Some(Error::Protocol {
@@ -301,25 +368,48 @@ pub enum Event {
         /// The command that wrote it (an earlier command's late output can arrive too).
         command_id: Uuid,
     },
-    /// The command ended with this status.
-    Finished { status: i32 },
+    /// A command ended with this status.
+    Finished { command_id: Uuid, status: i32 },
+    /// Under `drop`, this many bytes of output were discarded here while nobody read.
+    Dropped { bytes: u64 },
 }
 
-/// The output of one command, in order. Dropping it before the end leaves the command
-/// running on the server.
+/// When a stream is complete.
+enum Until {
+    /// An invoke: at its own command's end.
+    Finished(Uuid),
+    /// A receive: at the server's summary.
+    Received,
+}
+
+/// Output from a session, in order: one command's (an invoke) or whatever the session kept
+/// and still produces (a receive). Dropping it before the end leaves the command running on
+/// the server.
 pub struct CommandStream {
     conn: Connection,
     rid: u64,
     rx: mpsc::UnboundedReceiver<ServerMsg>,
-    command_id: Uuid,
+    until: Until,
+    /// Acknowledge what arrives (a `--keep` receive does not).
+    ack: bool,
+    summary: Option<ReceiveSummary>,
     unacked_bytes: usize,
     last_seq: u64,
     done: bool,
 }
 
 impl CommandStream {
+    /// The invoked command's id (nil for a receive).
     pub fn command_id(&self) -> Uuid {
-        self.command_id
+        match self.until {
+            Until::Finished(id) => id,
+            Until::Received => Uuid::nil(),
+        }
+    }
+
+    /// The server's summary, once a receive has ended.
+    pub fn summary(&self) -> Option<&ReceiveSummary> {
+        self.summary.as_ref()
     }
 
     /// Asks the server to stop the command (as Ctrl-C does); output continues to arrive
@@ -340,7 +430,7 @@ impl CommandStream {
     /// acknowledgement is on the wire.
     fn ack(&mut self) -> Option<oneshot::Receiver<()>> {
         self.unacked_bytes = 0;
-        if self.last_seq == 0 {
+        if self.last_seq == 0 || !self.ack {
             return None;
         }
         let (tx, rx) = oneshot::channel();
@@ -359,7 +449,12 @@ impl CommandStream {
             .map(|_| rx)
     }
 
-    /// The next event; `None` after `Finished`.
+    fn end(&mut self) {
+        self.done = true;
+        lock(&self.conn.shared.routes).remove(&self.rid);
+    }
+
+    /// The next event; `None` at the end.
     pub async fn next(&mut self) -> Result<Option<Event>> {
         if self.done {
             return Ok(None);
@@ -390,6 +485,11 @@ impl CommandStream {
                         command_id,
                     }));
                 }
+                ServerMsg::Dropped { seq, bytes, .. } => {
+                    self.last_seq = seq;
+                    self.unacked_bytes += 1;
+                    return Ok(Some(Event::Dropped { bytes }));
+                }
                 ServerMsg::Finished {
                     seq,
                     command_id,
@@ -398,21 +498,40 @@ impl CommandStream {
                 } => {
                     self.last_seq = seq;
                     self.unacked_bytes += 1;
-                    if command_id == self.command_id {
-                        // The server holds the session for us until it has this
-                        // acknowledgement, and a CLI may exit right after: make sure it
-                        // is sent.
+                    match self.until {
+                        Until::Finished(mine) if mine == command_id => {
+                            // The server holds the session for us until it has this
+                            // acknowledgement, and a CLI may exit right after: make sure
+                            // it is sent.
+                            if let Some(sent) = self.ack() {
+                                let _ = sent.await;
+                            }
+                            self.end();
+                            return Ok(Some(Event::Finished { command_id, status }));
+                        }
+                        Until::Finished(_) => {}
+                        Until::Received => {
+                            return Ok(Some(Event::Finished { command_id, status }));
+                        }
+                    }
+                }
+                ServerMsg::Reply {
+                    reply: Reply::Received(summary),
+                    ..
+                } => {
+                    self.summary = Some(summary);
+                    self.end();
+                    return Ok(None);
+                }
+                ServerMsg::Error { error, .. } => {
+                    if error.kind == linger_proto::types::ErrorKind::Detached {
+                        // Everything before this error reached us: say so, so the next
+                        // receiver does not get it again.
                         if let Some(sent) = self.ack() {
                             let _ = sent.await;
                         }
-                        self.done = true;
-                        lock(&self.conn.shared.routes).remove(&self.rid);
-                        return Ok(Some(Event::Finished { status }));
                     }
-                }
-                ServerMsg::Error { error, .. } => {
-                    self.done = true;
-                    lock(&self.conn.shared.routes).remove(&self.rid);
+                    self.end();
                     return Err(Error::Server(error));
                 }
                 _ => {}

@@ -12,6 +12,8 @@ pub enum Kind {
     Auth,
     Connection,
     Timeout,
+    /// The session was detached from this client while the request ran.
+    Disconnected,
     Other,
 }
 
@@ -24,7 +26,7 @@ impl Kind {
             Kind::Auth => 5,
             Kind::Connection => 6,
             Kind::Timeout => 7,
-            Kind::Other => 1,
+            Kind::Disconnected | Kind::Other => 1,
         }
     }
 
@@ -36,6 +38,7 @@ impl Kind {
             Kind::Auth => "auth",
             Kind::Connection => "connection",
             Kind::Timeout => "timeout",
+            Kind::Disconnected => "disconnected",
             Kind::Other => "other",
         }
     }
@@ -85,6 +88,7 @@ impl Error {
                 ServerKind::Auth => Kind::Auth,
                 ServerKind::InvalidRequest => Kind::Usage,
                 ServerKind::Protocol => Kind::Connection,
+                ServerKind::Detached => Kind::Disconnected,
                 ServerKind::Limit | ServerKind::Internal => Kind::Other,
             },
             Error::Unreachable { .. }
@@ -106,7 +110,7 @@ impl Error {
             }
             Error::Autostart(_) => Some("run `lingerd` by hand to see why".into()),
             Error::ConnectionLost { .. } => {
-                Some("the command may still be running; `linger get` shows the session".into())
+                Some("a running command keeps running and its session is left Disconnected; `linger receive` gets its output".into())
             }
             Error::NoMatch(_) => Some("`linger get` lists this client's sessions".into()),
             Error::Closed { .. } => Some("create a new one with `linger new`".into()),

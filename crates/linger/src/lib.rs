@@ -9,7 +9,7 @@
 //! let session = client.new_session("localhost", &NewOptions::default()).await?;
 //! let mut out = client.invoke(&session.entry, "x=42; echo $x", &InvokeOptions::default()).await?;
 //! while let Some(event) = out.next().await? {
-//!     if let Event::Finished { status } = event { assert_eq!(status, 0); }
+//!     if let Event::Finished { status, .. } = event { assert_eq!(status, 0); }
 //! }
 //! client.remove(&session.entry).await?;
 //! # Ok(()) }
@@ -24,11 +24,12 @@ mod registry;
 
 pub use autostart::daemon_program;
 pub use client::{
-    display_computer, Availability, Client, InvokeOptions, NewOptions, SessionView, State, Target,
-    DEFAULT_CANCEL_TIMEOUT, DEFAULT_WAIT,
+    display_computer, Availability, Client, DisconnectOptions, InvokeOptions, NewOptions,
+    ReceiveOptions, SessionView, State, Target, DEFAULT_CANCEL_TIMEOUT, DEFAULT_WAIT,
 };
 pub use connection::{Canceller, CommandStream, Connection, Event};
 pub use error::{Error, Kind, Result};
 pub use home::ClientHome;
+pub use linger_proto::server::ReceiveSummary;
 pub use linger_proto::types::{BufferingMode, SessionInfo, StreamKind};
 pub use registry::{Entry, Registry, Sessions};

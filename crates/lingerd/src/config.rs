@@ -39,6 +39,8 @@ pub struct Configuration {
     pub max_idle_timeout: Duration,
     pub output_buffering: BufferingMode,
     pub output_buffer_size: u64,
+    /// Most bytes `spool` keeps on disk per session.
+    pub spool_limit: u64,
 }
 
 impl Configuration {
@@ -52,6 +54,7 @@ impl Configuration {
             max_idle_timeout: Duration::from_secs(12 * 3600),
             output_buffering: BufferingMode::Block,
             output_buffer_size: 1 << 20,
+            spool_limit: 1 << 30,
         }
     }
 }
@@ -108,6 +111,7 @@ struct RawConfiguration {
     max_idle_timeout: Option<String>,
     output_buffering: Option<String>,
     output_buffer_size: Option<toml::Value>,
+    spool_limit: Option<toml::Value>,
 }
 
 impl Config {
@@ -143,6 +147,13 @@ impl Config {
         if let Some(v) = raw.server.heartbeat_timeout {
             s.heartbeat_timeout = duration("server.heartbeat_timeout", &v)?;
         }
+        if s.heartbeat_timeout <= s.heartbeat_interval {
+            return Err(format!(
+                "server.heartbeat_timeout: {} must be longer than heartbeat_interval {}",
+                humantime::format_duration(s.heartbeat_timeout),
+                humantime::format_duration(s.heartbeat_interval)
+            ));
+        }
         for rc in raw.configuration {
             let field = |f: &str| format!("configuration '{}': {f}", rc.name);
             let mut c = Configuration::default_named(&rc.name);
@@ -167,6 +178,9 @@ impl Config {
             }
             if let Some(v) = rc.output_buffer_size {
                 c.output_buffer_size = size(&field("output_buffer_size"), &v)?;
+            }
+            if let Some(v) = rc.spool_limit {
+                c.spool_limit = size(&field("spool_limit"), &v)?;
             }
             if c.idle_timeout > c.max_idle_timeout {
                 return Err(format!(

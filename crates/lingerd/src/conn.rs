@@ -5,7 +5,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use linger_proto::client::{ClientMsg, Hello, Invoke, NewSession, Request};
+use linger_proto::client::{
+    ClientMsg, Connect, Disconnect, Hello, Invoke, NewSession, Receive, Request,
+};
 use linger_proto::frame::{FrameReader, FrameWriter};
 use linger_proto::server::{Reply, ServerMsg, Welcome};
 use linger_proto::types::{ErrorBody, ErrorKind, SessionInfo};
@@ -14,7 +16,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-use crate::session::{InvokeRequest, Session};
+use crate::session::{InvokeRequest, ReceiveRequest, Session};
 use crate::Daemon;
 
 /// An unauthenticated connection must introduce itself within this time.
@@ -32,7 +34,8 @@ pub struct Peer {
     pub from: String,
 }
 
-/// An invoke in flight: its session, its command once started, its cancel timeout.
+/// A request receiving output (an invoke or a receive): its session, and for an invoke its
+/// command once started and its cancel timeout.
 struct InFlight {
     session: Arc<Session>,
     command: Option<Uuid>,
@@ -75,11 +78,14 @@ where
         server_version: env!("CARGO_PKG_VERSION").to_string(),
         computer_name: daemon.computer_name.clone(),
         principal: peer.principal.clone(),
+        heartbeat_interval_ms: daemon.config.server.heartbeat_interval.as_millis() as u64,
+        heartbeat_timeout_ms: daemon.config.server.heartbeat_timeout.as_millis() as u64,
     });
     if writer.write(&welcome).await.is_err() {
         return;
     }
     let conn = daemon.next_conn();
+    daemon.saw(hello.client_id);
     tracing::debug!(conn, principal = %peer.principal, from = %peer.from, client = %hello.client_id, program = %hello.client_name, "client connected");
 
     let (tx, rx) = mpsc::channel(OUTBOX);
@@ -107,6 +113,7 @@ where
                 break;
             }
         };
+        ctx.daemon.saw(ctx.client);
         match msg {
             ClientMsg::Hello(_) => {
                 tracing::warn!(conn, "second Hello ignored");
@@ -117,8 +124,15 @@ where
             }
             ClientMsg::Ack { rid, seq } => {
                 let session = ctx.invokes_lock().get(&rid).map(|f| f.session.clone());
-                if let Some(s) = session {
-                    s.ack(conn, rid, seq);
+                match session {
+                    Some(s) => s.ack(conn, rid, seq),
+                    // A request that ended (one detached mid-stream) may still acknowledge
+                    // what reached it; each session checks whether it is the one.
+                    None => {
+                        for s in ctx.daemon.registry.owned_by(&ctx.peer.principal) {
+                            s.ack(conn, rid, seq);
+                        }
+                    }
                 }
             }
             ClientMsg::Cancel { rid } => {
@@ -137,13 +151,15 @@ where
             }
         }
     }
+    // Requests still receiving output lose their reader: their sessions are left
+    // Disconnected, their commands running.
     let sessions: Vec<Arc<Session>> = ctx
         .invokes_lock()
         .values()
         .map(|f| f.session.clone())
         .collect();
     for s in sessions {
-        s.unsubscribe(conn);
+        s.connection_closed(conn);
     }
     drop(ctx);
     let _ = writer_task.await;
@@ -205,6 +221,9 @@ impl Ctx {
                 Ok(()) => return,
                 Err(e) => Err(e),
             },
+            Request::Connect(req) => self.connect(req).map(Reply::Session),
+            Request::Disconnect(req) => self.disconnect(req).map(Reply::Session),
+            Request::Receive(req) => self.receive(rid, req).await.map(Reply::Received),
         };
         let msg = match result {
             Ok(reply) => ServerMsg::Reply { rid, reply },
@@ -219,6 +238,75 @@ impl Ctx {
             format!("no session {id} on {}", self.daemon.computer_name),
         )
         .with_hint("`linger get --computer HOST` lists the sessions there")
+    }
+
+    /// The caller's live session `id`, or why it cannot be had.
+    fn session(&self, id: Uuid) -> Result<Arc<Session>, ErrorBody> {
+        let reg = &self.daemon.registry;
+        match reg.get(&self.peer.principal, id) {
+            Some(s) => Ok(s),
+            None => Err(match reg.ended(&self.peer.principal, id) {
+                Some(info) => ErrorBody::new(
+                    ErrorKind::Closed,
+                    format!(
+                        "session {} is closed: {}",
+                        info.name,
+                        info.closed_reason.unwrap_or_else(|| "it ended".into())
+                    ),
+                )
+                .with_hint("create a new one with `linger new`"),
+                None => self.not_found(id),
+            }),
+        }
+    }
+
+    fn connect(&self, req: Connect) -> Result<SessionInfo, ErrorBody> {
+        let session = self.session(req.instance_id)?;
+        session.connect(self.client, req.buffering)?;
+        tracing::info!(session = %session.id(), name = %session.meta.name, principal = %self.peer.principal, from = %self.peer.from, client = %self.client, "session connected");
+        Ok(session.info(self.client))
+    }
+
+    fn disconnect(&self, req: Disconnect) -> Result<SessionInfo, ErrorBody> {
+        let session = self.session(req.instance_id)?;
+        let idle_timeout = req.idle_timeout_ms.map(Duration::from_millis);
+        if let Some(t) = idle_timeout {
+            self.daemon
+                .check_idle_timeout(&session.meta.configuration_name, t)?;
+        }
+        session.disconnect(self.client, idle_timeout, req.buffering)?;
+        tracing::info!(session = %session.id(), name = %session.meta.name, principal = %self.peer.principal, from = %self.peer.from, client = %self.client, "session disconnected");
+        Ok(session.info(self.client))
+    }
+
+    async fn receive(
+        &self,
+        rid: u64,
+        req: Receive,
+    ) -> Result<linger_proto::server::ReceiveSummary, ErrorBody> {
+        let session = self.session(req.instance_id)?;
+        self.invokes_lock().insert(
+            rid,
+            InFlight {
+                session: session.clone(),
+                command: None,
+                cancel_timeout: Duration::ZERO,
+                cancel_early: false,
+            },
+        );
+        tracing::info!(session = %session.id(), name = %session.meta.name, principal = %self.peer.principal, from = %self.peer.from, keep = req.keep, "receive");
+        let result = session
+            .receive(ReceiveRequest {
+                conn: self.conn,
+                rid,
+                client: self.client,
+                keep: req.keep,
+                buffering: req.buffering,
+                tx: self.tx.clone(),
+            })
+            .await;
+        self.invokes_lock().remove(&rid);
+        result
     }
 
     async fn new_session(&self, req: NewSession) -> Result<SessionInfo, ErrorBody> {
@@ -265,21 +353,7 @@ impl Ctx {
     }
 
     async fn invoke(self: Arc<Self>, rid: u64, req: Invoke) -> Result<(), ErrorBody> {
-        let reg = &self.daemon.registry;
-        let Some(session) = reg.get(&self.peer.principal, req.instance_id) else {
-            return Err(match reg.ended(&self.peer.principal, req.instance_id) {
-                Some(info) => ErrorBody::new(
-                    ErrorKind::Closed,
-                    format!(
-                        "session {} is closed: {}",
-                        info.name,
-                        info.closed_reason.unwrap_or_else(|| "it ended".into())
-                    ),
-                )
-                .with_hint("create a new one with `linger new`"),
-                None => self.not_found(req.instance_id),
-            });
-        };
+        let session = self.session(req.instance_id)?;
         if req.script.contains('\0') || req.args.iter().any(|a| a.contains('\0')) {
             return Err(ErrorBody::new(
                 ErrorKind::InvalidRequest,
@@ -320,6 +394,7 @@ impl Ctx {
                 script: req.script,
                 args: req.args,
                 wait: Duration::from_millis(req.wait_ms),
+                disconnected: req.disconnected,
                 tx: self.tx.clone(),
             },
             started_tx,

@@ -10,12 +10,13 @@ mod registry;
 mod session;
 mod spawn;
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use linger_proto::client::NewSession;
-use linger_proto::host::{HostMeta, HostSpec};
+use linger_proto::host::{HostMeta, HostSpec, SessionSettings};
 use linger_proto::types::{ErrorBody, ErrorKind};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::mpsc;
@@ -29,6 +30,8 @@ use session::Session;
 
 /// Longest session name accepted.
 const MAX_NAME_LEN: usize = 64;
+/// How often attachments and idle timeouts are checked.
+const SWEEP_EVERY: Duration = Duration::from_millis(250);
 
 pub struct Daemon {
     pub config: Config,
@@ -37,6 +40,11 @@ pub struct Daemon {
     registry: Registry,
     closed_tx: mpsc::UnboundedSender<Uuid>,
     conns: AtomicU64,
+    /// When each client last showed a sign of life (any message).
+    clients: Mutex<HashMap<Uuid, Instant>>,
+    /// Clients not heard from since this daemon started get their heartbeat timeout from
+    /// here: a restart must not look like their silence.
+    started: Instant,
 }
 
 impl Daemon {
@@ -58,6 +66,8 @@ impl Daemon {
             registry: Registry::default(),
             closed_tx,
             conns: AtomicU64::new(0),
+            clients: Mutex::new(HashMap::new()),
+            started: Instant::now(),
         });
         let weak = Arc::downgrade(&daemon);
         tokio::spawn(async move {
@@ -69,7 +79,99 @@ impl Daemon {
             }
         });
         daemon.adopt_existing().await;
+        let weak = Arc::downgrade(&daemon);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(SWEEP_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                match weak.upgrade() {
+                    Some(d) => d.sweep(),
+                    None => return,
+                }
+            }
+        });
         Ok(daemon)
+    }
+
+    /// Drops the attachments of silent clients and removes sessions idle for longer than
+    /// their idle timeout.
+    fn sweep(&self) {
+        let now = session::now_ms();
+        for s in self.registry.all() {
+            if let Some(client) = s.attached_to() {
+                if let Some(why) = self.lapsed(client) {
+                    s.client_lapsed(client, &why);
+                }
+            }
+            s.expire_if_idle(now);
+        }
+    }
+
+    /// Why `client`'s attachments should be dropped, if it has been silent too long.
+    fn lapsed(&self, client: Uuid) -> Option<String> {
+        let timeout = self.config.server.heartbeat_timeout;
+        let last = self
+            .clients
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&client)
+            .copied()
+            .unwrap_or(self.started);
+        (last.elapsed() > timeout).then(|| {
+            format!(
+                "its client showed no sign of life for {}",
+                humantime::format_duration(timeout)
+            )
+        })
+    }
+
+    /// `client` showed a sign of life. If it had been silent past the heartbeat timeout,
+    /// its attachments are dropped first: the sweep may simply not have run yet.
+    fn saw(&self, client: Uuid) {
+        if let Some(why) = self.lapsed(client) {
+            for s in self.registry.all() {
+                s.client_lapsed(client, &why);
+            }
+        }
+        self.clients
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(client, Instant::now());
+    }
+
+    /// Checks an idle timeout against the server's minimum and the configuration's maximum.
+    fn check_idle_timeout(&self, configuration: &str, t: Duration) -> Result<(), ErrorBody> {
+        let min = self.config.server.min_idle_timeout;
+        if t < min {
+            return Err(ErrorBody::new(
+                ErrorKind::InvalidRequest,
+                format!(
+                    "idle timeout {} is below this server's minimum of {}",
+                    humantime::format_duration(t),
+                    humantime::format_duration(min)
+                ),
+            )
+            .with_hint("the minimum is [server] min_idle_timeout in lingerd.toml"));
+        }
+        let max = self
+            .config
+            .configurations
+            .get(configuration)
+            .or_else(|| self.config.configurations.get("default"))
+            .map(|c| c.max_idle_timeout)
+            .unwrap_or(Duration::MAX);
+        if t > max {
+            return Err(ErrorBody::new(
+                ErrorKind::InvalidRequest,
+                format!(
+                    "idle timeout {} exceeds the maximum of {} set by configuration '{configuration}'",
+                    humantime::format_duration(t),
+                    humantime::format_duration(max)
+                ),
+            ));
+        }
+        Ok(())
     }
 
     fn next_conn(&self) -> u64 {
@@ -94,7 +196,7 @@ impl Daemon {
                 continue;
             };
             let socket = self.host_socket(id);
-            match Session::adopt(&socket, None, self.closed_tx.clone()).await {
+            match Session::adopt(&socket, self.closed_tx.clone()).await {
                 Ok(session) => {
                     tracing::info!(session = %id, name = %session.meta.name, "re-adopted session host");
                     self.registry.insert(session);
@@ -135,27 +237,7 @@ impl Daemon {
             Some(ms) => Duration::from_millis(ms),
             None => config.idle_timeout,
         };
-        let min = self.config.server.min_idle_timeout;
-        if idle_timeout < min {
-            return Err(ErrorBody::new(
-                ErrorKind::InvalidRequest,
-                format!(
-                    "idle timeout {} is below this server's minimum of {}",
-                    humantime::format_duration(idle_timeout),
-                    humantime::format_duration(min)
-                ),
-            ));
-        }
-        if idle_timeout > config.max_idle_timeout {
-            return Err(ErrorBody::new(
-                ErrorKind::InvalidRequest,
-                format!(
-                    "idle timeout {} exceeds the maximum of {} set by configuration '{config_name}'",
-                    humantime::format_duration(idle_timeout),
-                    humantime::format_duration(config.max_idle_timeout)
-                ),
-            ));
-        }
+        self.check_idle_timeout(config_name, idle_timeout)?;
         if !self.registry.reserve(&peer.principal, &req.name) {
             return Err(ErrorBody::new(
                 ErrorKind::InvalidRequest,
@@ -210,10 +292,9 @@ impl Daemon {
         );
         environment.push(("LINGER_SESSION_ID".into(), id.to_string()));
         environment.push(("LINGER_SESSION_NAME".into(), req.name.clone()));
-        let created_at_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0);
+        let created_at_ms = session::now_ms();
+        let buffering = req.buffering.unwrap_or(config.output_buffering);
+        let idle_timeout_ms = idle_timeout.as_millis() as u64;
         let spec = HostSpec {
             meta: HostMeta {
                 instance_id: id,
@@ -222,11 +303,18 @@ impl Daemon {
                 owner_uid: nix::unistd::geteuid().as_raw(),
                 configuration_name: config.name.clone(),
                 created_at_ms,
-                idle_timeout_ms: idle_timeout.as_millis() as u64,
-                buffering: req.buffering.unwrap_or(config.output_buffering),
+                idle_timeout_ms,
+                buffering,
                 output_buffer_size: config.output_buffer_size,
+                spool_limit: config.spool_limit,
                 host_pid: 0,
                 shell_pid: 0,
+            },
+            settings: SessionSettings {
+                buffering,
+                idle_timeout_ms,
+                attached_to: Some(client),
+                disconnected_at_ms: None,
             },
             shell: config.shell.clone(),
             environment,
@@ -242,7 +330,7 @@ impl Daemon {
             cleanup();
             return Err(internal("cannot start the session", &e));
         }
-        match Session::adopt(&socket, Some(client), self.closed_tx.clone()).await {
+        match Session::adopt(&socket, self.closed_tx.clone()).await {
             Ok(s) => Ok(s),
             Err(e) => {
                 cleanup();

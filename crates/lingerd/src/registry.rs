@@ -74,6 +74,10 @@ impl Registry {
         v
     }
 
+    pub fn all(&self) -> Vec<Arc<Session>> {
+        self.lock().live.values().cloned().collect()
+    }
+
     /// The record of an ended session `id` of `owner`.
     pub fn ended(&self, owner: &str, id: Uuid) -> Option<SessionInfo> {
         self.lock()

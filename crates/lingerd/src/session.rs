@@ -1,48 +1,81 @@
-//! A session as the daemon sees it: the link to its host process, who it is attached to,
-//! the one-command-at-a-time slot, and the relay of its output to whichever client request
-//! currently subscribes to it.
+//! A session as the daemon sees it: the link to its host process, the client it is attached
+//! to, the one-command-at-a-time rule, and the relay of its output to the one request (an
+//! invoke or a receive) that currently subscribes to it.
 //!
 //! The daemon never buffers output: the host keeps every entry until a client acknowledges
-//! it, and the daemon only relays. Entries arriving while nobody subscribes are dropped
-//! here and replayed by the host to the next subscriber.
+//! it, and the daemon only relays. Entries arriving while nobody subscribes are dropped here
+//! and replayed by the host to the next subscriber. The host also keeps the session's
+//! changeable settings (attachment, idle timeout, buffering), so a restarted daemon finds
+//! them where it left them.
+//!
+//! Architecture invariant: a new command starts only when none runs and nobody subscribes,
+//! so a command's requester never has its output taken by the next one.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use linger_proto::frame::{FrameReader, FrameWriter};
-use linger_proto::host::{DaemonToHost, HostMeta, HostStatus, HostToDaemon};
-use linger_proto::server::{Reply, ServerMsg};
-use linger_proto::types::{Attachment, ErrorBody, ErrorKind, SessionInfo};
+use linger_proto::host::{DaemonToHost, HostMeta, HostStatus, HostToDaemon, SessionSettings};
+use linger_proto::server::{ReceiveSummary, Reply, ServerMsg};
+use linger_proto::types::{Attachment, BufferingMode, ErrorBody, ErrorKind, SessionInfo};
 use linger_proto::HOST_PROTOCOL_VERSION;
 use tokio::net::UnixStream;
-use tokio::sync::{mpsc, oneshot, watch, Semaphore};
+use tokio::sync::{mpsc, oneshot, watch};
 use uuid::Uuid;
+
+/// Why a subscriber was taken away, for the request it served.
+type Eviction = Arc<OnceLock<ErrorBody>>;
 
 /// Where one request wants the session's output to go.
 struct Subscriber {
     conn: u64,
     rid: u64,
+    client: Uuid,
     tx: mpsc::Sender<ServerMsg>,
     /// Highest entry relayed to it: it cannot acknowledge more.
     relayed: u64,
+    /// The host's dropped-bytes counter as far as this subscriber has been told.
+    dropped_seen_to: u64,
+    dropped_reported: u64,
+    /// Seq of each command end relayed to it.
+    finished: HashMap<Uuid, u64>,
+    /// The command an invoke subscribes for.
+    command: Option<Uuid>,
+    evicted: Eviction,
+}
+
+impl Subscriber {
+    fn is(&self, conn: u64, rid: u64) -> bool {
+        self.conn == conn && self.rid == rid
+    }
 }
 
 struct Inner {
-    attached_to: Option<Uuid>,
+    settings: SessionSettings,
     /// Why the daemon asked the host to end, once it has.
     terminating: Option<String>,
     /// The host connection is gone: nothing more will come from it.
     host_gone: bool,
     closed: Option<String>,
     status: HostStatus,
+    /// The command running, from the host's `Started` until a status without it.
+    running: Option<Uuid>,
+    /// A `Run` was sent and its answer has not come back.
+    starting: bool,
     subscriber: Option<Subscriber>,
+    /// The last subscriber taken away by a detach: (conn, rid, relayed). It still receives
+    /// what was relayed before its error, and may acknowledge that much until someone else
+    /// subscribes, so the next receiver does not get it twice.
+    evicted: Option<(u64, u64, u64)>,
     /// `Replay`s sent whose `Replaying` has not come back: entries until then are stale.
     replays_pending: u32,
-    /// Highest entry acknowledged by a client.
+    /// Where the last replay started.
+    replay_from: u64,
+    /// Highest entry acknowledged by a client (or known to be gone from the host).
     acked: u64,
-    /// Seq of each command's `Finished` entry, once relayed.
-    finished: HashMap<Uuid, u64>,
+    /// Highest entry known to exist in the host's log.
+    known_last: u64,
     pending_runs: HashMap<Uuid, oneshot::Sender<Result<(), String>>>,
 }
 
@@ -50,8 +83,7 @@ pub struct Session {
     pub meta: HostMeta,
     inner: Mutex<Inner>,
     to_host: mpsc::UnboundedSender<DaemonToHost>,
-    slot: Arc<Semaphore>,
-    /// Bumped on every change an `invoke` may be waiting for.
+    /// Bumped on every change a request may be waiting for.
     changed: watch::Sender<u64>,
 }
 
@@ -70,7 +102,38 @@ pub struct InvokeRequest {
     pub script: String,
     pub args: Vec<String>,
     pub wait: Duration,
+    /// Start, then detach at once: nobody receives the output now.
+    pub disconnected: bool,
     pub tx: mpsc::Sender<ServerMsg>,
+}
+
+pub struct ReceiveRequest {
+    pub conn: u64,
+    pub rid: u64,
+    pub client: Uuid,
+    pub keep: bool,
+    pub buffering: Option<BufferingMode>,
+    pub tx: mpsc::Sender<ServerMsg>,
+}
+
+/// An entry from the host, to relay.
+enum Relayed {
+    Output(ServerMsgMaker),
+    Finished(Uuid, ServerMsgMaker),
+    Dropped { from_total: u64, to_total: u64 },
+}
+
+type ServerMsgMaker = Box<dyn FnOnce(u64) -> ServerMsg + Send>;
+
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn human_ms(ms: u64) -> String {
+    humantime::format_duration(Duration::from_millis(ms)).to_string()
 }
 
 impl Session {
@@ -78,7 +141,6 @@ impl Session {
     /// once it has ended.
     pub async fn adopt(
         socket: &std::path::Path,
-        attached_to: Option<Uuid>,
         on_close: mpsc::UnboundedSender<Uuid>,
     ) -> Result<Arc<Session>, AdoptError> {
         let stream = UnixStream::connect(socket).await?;
@@ -89,12 +151,13 @@ impl Session {
             .await
             .map_err(|_| AdoptError::Handshake("timed out".into()))?
             .map_err(|e| AdoptError::Handshake(e.to_string()))?;
-        let (meta, status) = match hello {
+        let (meta, status, settings) = match hello {
             Some(HostToDaemon::Hello {
                 protocol_version,
                 meta,
                 status,
-            }) if protocol_version == HOST_PROTOCOL_VERSION => (meta, status),
+                settings,
+            }) if protocol_version == HOST_PROTOCOL_VERSION => (meta, status, settings),
             Some(HostToDaemon::Hello {
                 protocol_version, ..
             }) => {
@@ -112,23 +175,25 @@ impl Session {
             .map_err(|e| AdoptError::Handshake(e.to_string()))?;
 
         let (to_host, mut from_daemon) = mpsc::unbounded_channel::<DaemonToHost>();
-        let slot = Arc::new(Semaphore::new(1));
         let session = Arc::new(Session {
             meta,
             inner: Mutex::new(Inner {
-                attached_to,
+                settings,
                 terminating: None,
                 host_gone: false,
                 closed: status.shell_exited.clone(),
+                running: status.running.as_ref().map(|(id, _)| *id),
+                known_last: status.last_seq,
                 status,
+                starting: false,
                 subscriber: None,
+                evicted: None,
                 replays_pending: 0,
+                replay_from: 0,
                 acked: 0,
-                finished: HashMap::new(),
                 pending_runs: HashMap::new(),
             }),
             to_host,
-            slot,
             changed: watch::channel(0).0,
         });
 
@@ -181,6 +246,8 @@ impl Session {
             tracing::info!(session = %self.meta.instance_id, name = %self.meta.name, "session closed: {why}");
             g.closed = Some(why);
         }
+        g.running = None;
+        g.starting = false;
         for (_, run) in g.pending_runs.drain() {
             let _ = run.send(Err("the session has ended".into()));
         }
@@ -190,8 +257,6 @@ impl Session {
 
     /// Reads the host until it goes away; returns why the session ended.
     async fn relay(&self, reader: &mut FrameReader<tokio::net::unix::OwnedReadHalf>) -> String {
-        self.send(DaemonToHost::Replay);
-        self.lock().replays_pending += 1;
         loop {
             let msg = match reader.read::<HostToDaemon>().await {
                 Ok(Some(m)) => m,
@@ -208,45 +273,83 @@ impl Session {
                     stream,
                     data,
                 } => {
-                    self.forward(seq, None, |rid| ServerMsg::Output {
+                    let make = Box::new(move |rid| ServerMsg::Output {
                         rid,
                         seq,
                         command_id,
                         stream,
                         data,
-                    })
-                    .await
+                    });
+                    self.forward(seq, Relayed::Output(make)).await
                 }
                 HostToDaemon::Finished {
                     seq,
                     command_id,
                     status,
                 } => {
-                    self.forward(seq, Some(command_id), |rid| ServerMsg::Finished {
+                    let make = Box::new(move |rid| ServerMsg::Finished {
                         rid,
                         seq,
                         command_id,
                         status,
-                    })
+                    });
+                    self.forward(seq, Relayed::Finished(command_id, make)).await
+                }
+                HostToDaemon::Dropped {
+                    seq,
+                    from_total,
+                    to_total,
+                } => {
+                    self.forward(
+                        seq,
+                        Relayed::Dropped {
+                            from_total,
+                            to_total,
+                        },
+                    )
                     .await
                 }
-                HostToDaemon::Replaying { .. } => {
+                HostToDaemon::Replaying { from, last } => {
                     let mut g = self.lock();
                     g.replays_pending = g.replays_pending.saturating_sub(1);
+                    g.replay_from = from;
+                    // Whatever precedes `from` is gone from the host: acknowledged by a
+                    // client this daemon never saw (before a restart), or never written.
+                    g.acked = g.acked.max(from.saturating_sub(1));
+                    g.known_last = g.known_last.max(last);
+                    drop(g);
+                    self.bump();
                 }
                 HostToDaemon::Status(status) => {
-                    self.lock().status = status;
+                    let mut g = self.lock();
+                    g.known_last = g.known_last.max(status.last_seq);
+                    if let Some(id) = g.running {
+                        if status.running.as_ref().map(|(r, _)| *r) != Some(id) {
+                            g.running = None;
+                        }
+                    }
+                    g.status = status;
+                    drop(g);
                     self.bump();
                 }
                 HostToDaemon::Started { command_id } => {
-                    if let Some(tx) = self.lock().pending_runs.remove(&command_id) {
+                    let mut g = self.lock();
+                    g.running = Some(command_id);
+                    g.starting = false;
+                    if let Some(tx) = g.pending_runs.remove(&command_id) {
                         let _ = tx.send(Ok(()));
                     }
+                    drop(g);
+                    self.bump();
                 }
                 HostToDaemon::RunRefused { command_id, reason } => {
-                    if let Some(tx) = self.lock().pending_runs.remove(&command_id) {
+                    let mut g = self.lock();
+                    g.starting = false;
+                    if let Some(tx) = g.pending_runs.remove(&command_id) {
                         let _ = tx.send(Err(reason));
                     }
+                    drop(g);
+                    self.bump();
                 }
                 HostToDaemon::ShellExited { reason } => {
                     let orphaned = self.lock().subscriber.is_none();
@@ -264,9 +367,10 @@ impl Session {
         "its session host exited unexpectedly".to_string()
     }
 
-    async fn forward(&self, seq: u64, finished: Option<Uuid>, make: impl FnOnce(u64) -> ServerMsg) {
-        let (tx, rid) = {
+    async fn forward(&self, seq: u64, entry: Relayed) {
+        let (tx, msg) = {
             let mut g = self.lock();
+            g.known_last = g.known_last.max(seq);
             if g.replays_pending > 0 {
                 return;
             }
@@ -276,22 +380,36 @@ impl Session {
             // Recorded before sending: the requester's acknowledgement may come back
             // before this task runs again.
             s.relayed = seq;
-            let out = (s.tx.clone(), s.rid);
-            if let Some(cmd) = finished {
-                g.finished.insert(cmd, seq);
-            }
-            out
+            let rid = s.rid;
+            let msg = match entry {
+                Relayed::Output(make) => make(rid),
+                Relayed::Finished(cmd, make) => {
+                    s.finished.insert(cmd, seq);
+                    make(rid)
+                }
+                Relayed::Dropped {
+                    from_total,
+                    to_total,
+                } => {
+                    let bytes = to_total.saturating_sub(from_total.max(s.dropped_seen_to));
+                    s.dropped_seen_to = s.dropped_seen_to.max(to_total);
+                    s.dropped_reported += bytes;
+                    ServerMsg::Dropped { rid, seq, bytes }
+                }
+            };
+            (s.tx.clone(), msg)
         };
-        if tx.send(make(rid)).await.is_err() {
+        let finished = matches!(msg, ServerMsg::Finished { .. });
+        if tx.send(msg).await.is_err() {
             let mut g = self.lock();
             if g.subscriber
                 .as_ref()
-                .is_some_and(|s| s.rid == rid && s.tx.same_channel(&tx))
+                .is_some_and(|s| s.tx.same_channel(&tx))
             {
                 g.subscriber = None;
             }
-        } else if finished.is_none() {
-            // Plain output changes nothing an invoke waits for: no wake-up.
+        } else if !finished {
+            // Plain output changes nothing a request waits for: no wake-up.
             return;
         }
         self.bump();
@@ -303,8 +421,9 @@ impl Session {
     pub fn ack(&self, conn: u64, rid: u64, seq: u64) {
         {
             let mut g = self.lock();
-            let relayed = match &g.subscriber {
-                Some(s) if s.conn == conn && s.rid == rid => s.relayed,
+            let relayed = match (&g.subscriber, g.evicted) {
+                (Some(s), _) if s.is(conn, rid) => s.relayed,
+                (None, Some((c, r, relayed))) if c == conn && r == rid => relayed,
                 _ => return,
             };
             let seq = seq.min(relayed);
@@ -317,14 +436,176 @@ impl Session {
         self.bump();
     }
 
-    /// A client connection went away: its requests no longer receive output.
-    pub fn unsubscribe(&self, conn: u64) {
+    fn push_settings(&self, g: &Inner) {
+        self.send(DaemonToHost::Settings(g.settings.clone()));
+    }
+
+    fn attach(&self, g: &mut Inner, client: Uuid) {
+        if g.settings.attached_to != Some(client) {
+            tracing::info!(session = %self.meta.instance_id, name = %self.meta.name, %client, "session attached");
+            g.settings.attached_to = Some(client);
+            g.settings.disconnected_at_ms = None;
+            self.push_settings(g);
+        }
+    }
+
+    /// Detaches the session; whoever was receiving its output is told why. The idle-timeout
+    /// clock starts now.
+    fn detach(&self, g: &mut Inner, why: &str) {
+        if let Some(client) = g.settings.attached_to.take() {
+            tracing::info!(session = %self.meta.instance_id, name = %self.meta.name, %client, "session disconnected: {why}");
+            g.settings.disconnected_at_ms = Some(now_ms());
+        } else if g.settings.disconnected_at_ms.is_none() {
+            g.settings.disconnected_at_ms = Some(now_ms());
+        }
+        if let Some(s) = g.subscriber.take() {
+            g.evicted = Some((s.conn, s.rid, s.relayed));
+            let _ = s.evicted.set(
+                ErrorBody::new(
+                    ErrorKind::Detached,
+                    format!("session {} was disconnected: {why}", self.meta.name),
+                )
+                .with_hint(format!(
+                    "its commands keep running; `linger receive {}` gets their output",
+                    self.meta.name
+                )),
+            );
+        }
+        self.push_settings(g);
+    }
+
+    fn set_buffering(&self, g: &mut Inner, mode: Option<BufferingMode>) {
+        if let Some(mode) = mode {
+            if g.settings.buffering != mode {
+                g.settings.buffering = mode;
+                self.push_settings(g);
+            }
+        }
+    }
+
+    fn attached_elsewhere(&self, g: &Inner, client: Uuid) -> Option<ErrorBody> {
+        match g.settings.attached_to {
+            Some(other) if other != client => Some(
+                ErrorBody::new(
+                    ErrorKind::Busy,
+                    format!("session {} is attached to another client", self.meta.name),
+                )
+                .with_hint("disconnect it there first (`linger disconnect`), or wait until that client has been silent for the heartbeat timeout"),
+            ),
+            _ => None,
+        }
+    }
+
+    /// Refuses a session that has ended or is ending.
+    fn check_open(&self, g: &Inner) -> Result<(), ErrorBody> {
+        if g.closed.is_some() || g.terminating.is_some() {
+            let why = g
+                .terminating
+                .clone()
+                .or_else(|| g.closed.clone())
+                .unwrap_or_else(|| "it ended".into());
+            return Err(closed_error(&self.meta.name, &why));
+        }
+        Ok(())
+    }
+
+    /// `connect`: attaches the session to `client`.
+    pub fn connect(&self, client: Uuid, buffering: Option<BufferingMode>) -> Result<(), ErrorBody> {
         let mut g = self.lock();
-        if g.subscriber.as_ref().is_some_and(|s| s.conn == conn) {
+        self.check_open(&g)?;
+        if let Some(e) = self.attached_elsewhere(&g, client) {
+            return Err(e);
+        }
+        self.attach(&mut g, client);
+        self.set_buffering(&mut g, buffering);
+        drop(g);
+        self.bump();
+        Ok(())
+    }
+
+    /// `disconnect`: detaches the session from `client`, with new settings.
+    pub fn disconnect(
+        &self,
+        client: Uuid,
+        idle_timeout: Option<Duration>,
+        buffering: Option<BufferingMode>,
+    ) -> Result<(), ErrorBody> {
+        let mut g = self.lock();
+        self.check_open(&g)?;
+        if let Some(e) = self.attached_elsewhere(&g, client) {
+            return Err(e);
+        }
+        if let Some(t) = idle_timeout {
+            g.settings.idle_timeout_ms = t.as_millis() as u64;
+        }
+        g.settings.buffering = buffering.unwrap_or(g.settings.buffering);
+        self.detach(&mut g, "disconnected by its client");
+        drop(g);
+        self.bump();
+        Ok(())
+    }
+
+    /// The attached client has shown no sign of life for too long.
+    pub fn client_lapsed(&self, client: Uuid, why: &str) {
+        let mut g = self.lock();
+        if g.settings.attached_to == Some(client) && g.closed.is_none() {
+            self.detach(&mut g, why);
+            drop(g);
+            self.bump();
+        }
+    }
+
+    pub fn attached_to(&self) -> Option<Uuid> {
+        self.lock().settings.attached_to
+    }
+
+    /// A client connection went away. If it was receiving this session's output, its
+    /// client died during a command: the command keeps running and the session is left
+    /// Disconnected for anyone to reconnect.
+    pub fn connection_closed(&self, conn: u64) {
+        let mut g = self.lock();
+        if let Some(s) = g.subscriber.as_ref().filter(|s| s.conn == conn) {
+            // An invoke whose end was acknowledged just before its client left (the CLI
+            // exits right after acknowledging) got everything: nothing to disconnect.
+            let acked = g.acked;
+            let delivered = s
+                .command
+                .and_then(|c| s.finished.get(&c))
+                .is_some_and(|&seq| acked >= seq);
             g.subscriber = None;
+            if g.closed.is_none() && !delivered {
+                self.detach(&mut g, "its client went away while receiving output");
+            }
         }
         drop(g);
         self.bump();
+    }
+
+    /// Ends the session if it has been unattached for longer than its idle timeout.
+    /// Returns true when it did.
+    pub fn expire_if_idle(&self, now_ms: i64) -> bool {
+        let g = self.lock();
+        if g.terminating.is_some() || g.settings.attached_to.is_some() {
+            return false;
+        }
+        let Some(since) = g.settings.disconnected_at_ms else {
+            return false;
+        };
+        if now_ms < since.saturating_add(g.settings.idle_timeout_ms as i64) {
+            return false;
+        }
+        let idle = human_ms(g.settings.idle_timeout_ms);
+        let pending = g.status.pending_output_bytes;
+        drop(g);
+        tracing::info!(
+            session = %self.meta.instance_id,
+            name = %self.meta.name,
+            owner = %self.meta.owner,
+            discarded_output_bytes = pending,
+            "idle timeout of {idle} expired: removing the session, ending its processes and discarding its buffered output"
+        );
+        self.terminate(&format!("its idle timeout of {idle} expired"));
+        true
     }
 
     pub fn interrupt(&self, command_id: Uuid, escalate_after: Duration) {
@@ -341,6 +622,7 @@ impl Session {
         self.send(DaemonToHost::Terminate {
             reason: reason.to_string(),
         });
+        self.bump();
     }
 
     /// Waits until the host has gone (after `terminate`), at most `limit`.
@@ -348,7 +630,7 @@ impl Session {
         let mut rx = self.changed.subscribe();
         let done = tokio::time::timeout(limit, async {
             loop {
-                if self.lock().closed.is_some() {
+                if self.lock().host_gone {
                     return;
                 }
                 if rx.changed().await.is_err() {
@@ -360,46 +642,79 @@ impl Session {
         done.is_ok()
     }
 
+    /// Makes `req` the subscriber and asks the host to replay what is kept.
+    fn subscribe(
+        &self,
+        g: &mut Inner,
+        conn: u64,
+        rid: u64,
+        client: Uuid,
+        command: Option<Uuid>,
+        tx: &mpsc::Sender<ServerMsg>,
+    ) -> Eviction {
+        let evicted: Eviction = Arc::new(OnceLock::new());
+        g.evicted = None;
+        g.subscriber = Some(Subscriber {
+            conn,
+            rid,
+            client,
+            tx: tx.clone(),
+            relayed: 0,
+            dropped_seen_to: 0,
+            dropped_reported: 0,
+            finished: HashMap::new(),
+            command,
+            evicted: evicted.clone(),
+        });
+        g.replays_pending += 1;
+        self.send(DaemonToHost::Replay);
+        evicted
+    }
+
     /// Runs one command for a client request and relays its output until it has finished
-    /// and been acknowledged (or the requester went away). Returns the command's id once
-    /// started via `started`.
+    /// and been acknowledged (or the requester went away). Sends the command's id through
+    /// `started` once the host has it.
     pub async fn invoke(
         self: &Arc<Self>,
         req: InvokeRequest,
         started: oneshot::Sender<Uuid>,
     ) -> Result<(), ErrorBody> {
-        self.check_usable(req.client)?;
-        let permit = match tokio::time::timeout(req.wait, self.slot.clone().acquire_owned()).await {
-            Ok(Ok(p)) => p,
-            Ok(Err(_)) => return Err(self.closed_error()),
-            Err(_) => {
-                let what = match &self.lock().status.running {
-                    Some((_, cmd)) => format!("is still running `{cmd}`"),
-                    // The command ended but its requester has not received all of it yet.
-                    None => "is still delivering the previous command's output".to_string(),
-                };
-                return Err(ErrorBody::new(
-                    ErrorKind::Busy,
-                    format!("session busy: {} {what}", self.meta.name),
-                )
-                .with_hint("wait for it to finish, raise --wait, or press Ctrl-C in the invoke that runs it"));
-            }
-        };
-        self.check_usable(req.client)?;
         let command_id = Uuid::new_v4();
         let (run_tx, run_rx) = oneshot::channel();
-        {
-            let mut g = self.lock();
-            g.attached_to = Some(req.client);
-            g.subscriber = Some(Subscriber {
-                conn: req.conn,
-                rid: req.rid,
-                tx: req.tx.clone(),
-                relayed: 0,
-            });
-            g.replays_pending += 1;
-            g.pending_runs.insert(command_id, run_tx);
-        }
+        let deadline = tokio::time::Instant::now() + req.wait;
+        let mut changed = self.changed.subscribe();
+        let evicted = loop {
+            {
+                let mut g = self.lock();
+                self.check_open(&g)?;
+                if let Some(e) = self.attached_elsewhere(&g, req.client) {
+                    return Err(e);
+                }
+                if g.running.is_none() && !g.starting && g.subscriber.is_none() {
+                    g.starting = true;
+                    g.pending_runs.insert(command_id, run_tx);
+                    let evicted = if req.disconnected {
+                        self.detach(&mut g, "started in a disconnected session");
+                        None
+                    } else {
+                        self.attach(&mut g, req.client);
+                        Some(self.subscribe(
+                            &mut g,
+                            req.conn,
+                            req.rid,
+                            req.client,
+                            Some(command_id),
+                            &req.tx,
+                        ))
+                    };
+                    break evicted;
+                }
+            }
+            tokio::select! {
+                r = changed.changed() => if r.is_err() { return Err(self.closed_error()) },
+                _ = tokio::time::sleep_until(deadline) => return Err(self.busy_error()),
+            }
+        };
         // Started goes out before anything the replay or the command produce.
         let _ = req
             .tx
@@ -409,7 +724,6 @@ impl Session {
             })
             .await;
         let _ = started.send(command_id);
-        self.send(DaemonToHost::Replay);
         self.send(DaemonToHost::Run {
             command_id,
             script: req.script,
@@ -419,120 +733,200 @@ impl Session {
         match run_rx.await {
             Ok(Ok(())) => {}
             Ok(Err(reason)) => {
+                self.unsubscribe(req.conn, req.rid);
                 return Err(ErrorBody::new(
                     ErrorKind::Busy,
                     format!("session {} refused the command: {reason}", self.meta.name),
-                ))
+                ));
             }
             Err(_) => return Err(self.closed_error()),
         }
+        let Some(evicted) = evicted else {
+            return Ok(());
+        };
 
-        // Hold the slot until the command ended and its requester has it all (or is gone),
-        // so the next command's requester never takes over this one's output.
-        let mut changed = self.changed.subscribe();
         loop {
             {
-                let g = self.lock();
-                let running = g
-                    .status
-                    .running
-                    .as_ref()
-                    .is_some_and(|(id, _)| *id == command_id);
-                let subscribed = g
-                    .subscriber
-                    .as_ref()
-                    .is_some_and(|s| s.rid == req.rid && s.conn == req.conn);
-                let delivered = g
+                let mut g = self.lock();
+                let Some(s) = g.subscriber.as_ref().filter(|s| s.is(req.conn, req.rid)) else {
+                    return match evicted.get() {
+                        Some(e) => Err(e.clone()),
+                        // Its connection is gone: nobody to answer.
+                        None => Ok(()),
+                    };
+                };
+                let delivered = s
                     .finished
                     .get(&command_id)
                     .is_some_and(|&seq| g.acked >= seq);
-                if let Some(why) = &g.closed {
-                    if !delivered {
-                        return Err(ErrorBody::new(
-                            ErrorKind::Closed,
-                            format!(
-                                "session {} ended while the command ran: {why}",
-                                self.meta.name
-                            ),
-                        ));
+                if delivered {
+                    g.subscriber = None;
+                    let shell_gone = g.closed.is_some() && !g.host_gone;
+                    drop(g);
+                    self.bump();
+                    if shell_gone {
+                        // The shell exited during this command and its requester has the
+                        // end: let the host go.
+                        self.terminate("its shell exited");
                     }
-                    break;
+                    return Ok(());
                 }
-                if !running && (delivered || !subscribed) {
-                    break;
+                if g.host_gone {
+                    let why = g.closed.clone().unwrap_or_else(|| "it ended".into());
+                    g.subscriber = None;
+                    return Err(ErrorBody::new(
+                        ErrorKind::Closed,
+                        format!(
+                            "session {} ended while the command ran: {why}",
+                            self.meta.name
+                        ),
+                    ));
                 }
             }
             if changed.changed().await.is_err() {
-                break;
+                return Err(self.closed_error());
             }
         }
+    }
+
+    fn unsubscribe(&self, conn: u64, rid: u64) {
         let mut g = self.lock();
-        // Only one command runs at a time, so no other requester needs these.
-        g.finished.clear();
-        let shell_gone = g.closed.is_some() && !g.host_gone;
-        if g.subscriber
-            .as_ref()
-            .is_some_and(|s| s.rid == req.rid && s.conn == req.conn)
-        {
+        if g.subscriber.as_ref().is_some_and(|s| s.is(conn, rid)) {
             g.subscriber = None;
         }
         drop(g);
-        if shell_gone {
-            // The shell exited during this command and its requester has the end: let
-            // the host go.
-            self.terminate("its shell exited");
-        }
-        drop(permit);
-        Ok(())
+        self.bump();
     }
 
-    fn check_usable(&self, client: Uuid) -> Result<(), ErrorBody> {
+    /// `receive`: attaches if needed, delivers what the host kept, then follows the running
+    /// command to its end (unless `keep`, which delivers a snapshot and acknowledges
+    /// nothing).
+    pub async fn receive(
+        self: &Arc<Self>,
+        req: ReceiveRequest,
+    ) -> Result<ReceiveSummary, ErrorBody> {
+        let mut changed = self.changed.subscribe();
+        let evicted = {
+            let mut g = self.lock();
+            // A session whose shell exited may still hold output to deliver.
+            if g.terminating.is_some() || g.host_gone {
+                self.check_open(&g)?;
+            }
+            if let Some(e) = self.attached_elsewhere(&g, req.client) {
+                return Err(e);
+            }
+            if let Some(s) = &g.subscriber {
+                if s.client == req.client {
+                    return Err(ErrorBody::new(
+                        ErrorKind::Busy,
+                        format!(
+                            "session {}'s output is being delivered to another request of this client",
+                            self.meta.name
+                        ),
+                    )
+                    .with_hint("wait for that invoke or receive to finish, or stop it"));
+                }
+            }
+            self.attach(&mut g, req.client);
+            self.set_buffering(&mut g, req.buffering);
+            self.subscribe(&mut g, req.conn, req.rid, req.client, None, &req.tx)
+        };
+        let mut until: Option<u64> = None;
+        loop {
+            {
+                let mut g = self.lock();
+                let Some(s) = g.subscriber.as_ref().filter(|s| s.is(req.conn, req.rid)) else {
+                    return match evicted.get() {
+                        Some(e) => Err(e.clone()),
+                        None => Err(ErrorBody::new(
+                            ErrorKind::Internal,
+                            "the receive was abandoned",
+                        )),
+                    };
+                };
+                if g.replays_pending == 0 {
+                    let until = *until.get_or_insert(g.known_last);
+                    let done = if req.keep {
+                        until < g.replay_from || s.relayed >= until || g.host_gone
+                    } else {
+                        let idle = g.running.is_none() && !g.starting;
+                        (idle && g.acked >= g.known_last) || g.host_gone
+                    };
+                    if done {
+                        let summary = ReceiveSummary {
+                            commands_finished: s.finished.len() as u32,
+                            dropped_output_bytes: s.dropped_reported,
+                            running_command: g.status.running.as_ref().map(|(_, c)| c.clone()),
+                        };
+                        g.subscriber = None;
+                        drop(g);
+                        self.bump();
+                        return Ok(summary);
+                    }
+                }
+            }
+            if changed.changed().await.is_err() {
+                return Err(self.closed_error());
+            }
+        }
+    }
+
+    fn busy_error(&self) -> ErrorBody {
         let g = self.lock();
-        if g.closed.is_some() {
-            drop(g);
-            return Err(self.closed_error());
-        }
-        match g.attached_to {
-            Some(other) if other != client => Err(ErrorBody::new(
-                ErrorKind::Busy,
-                format!("session {} is attached to another client", self.meta.name),
-            )
-            .with_hint("disconnect it there first")),
-            _ => Ok(()),
-        }
+        let what = match (&g.status.running, &g.subscriber) {
+            (Some((_, cmd)), _) => format!("is still running `{cmd}`"),
+            (None, Some(_)) => "is still delivering output to another request".to_string(),
+            (None, None) => "is starting another command".to_string(),
+        };
+        ErrorBody::new(
+            ErrorKind::Busy,
+            format!("session busy: {} {what}", self.meta.name),
+        )
+        .with_hint(
+            "wait for it to finish, raise --wait, or press Ctrl-C in the invoke that runs it",
+        )
     }
 
     fn closed_error(&self) -> ErrorBody {
         let why = self.closed_reason().unwrap_or_else(|| "it ended".into());
-        ErrorBody::new(
-            ErrorKind::Closed,
-            format!("session {} is closed: {why}", self.meta.name),
-        )
-        .with_hint("create a new one with `linger new`")
+        closed_error(&self.meta.name, &why)
     }
 
     pub fn info(&self, asking: Uuid) -> SessionInfo {
         let g = self.lock();
+        let s = &g.settings;
+        let unattached = s.attached_to.is_none() && g.closed.is_none();
         SessionInfo {
             instance_id: self.meta.instance_id,
             name: self.meta.name.clone(),
             configuration_name: self.meta.configuration_name.clone(),
             owner: self.meta.owner.clone(),
             created_at_ms: self.meta.created_at_ms,
-            attachment: match g.attached_to {
+            attachment: match s.attached_to {
                 Some(c) if c == asking => Attachment::You,
                 Some(_) => Attachment::Other,
                 None => Attachment::None,
             },
-            closed_reason: g.closed.clone(),
+            closed_reason: g.terminating.clone().or_else(|| g.closed.clone()),
             running_command: g.status.running.as_ref().map(|(_, s)| s.clone()),
-            idle_timeout_ms: self.meta.idle_timeout_ms,
-            output_buffering_mode: self.meta.buffering,
-            disconnected_at_ms: None,
-            expires_at_ms: None,
+            idle_timeout_ms: s.idle_timeout_ms,
+            output_buffering_mode: s.buffering,
+            disconnected_at_ms: s.disconnected_at_ms.filter(|_| unattached),
+            expires_at_ms: s
+                .disconnected_at_ms
+                .filter(|_| unattached)
+                .map(|t| t.saturating_add(s.idle_timeout_ms as i64)),
             pending_output_bytes: g.status.pending_output_bytes,
             dropped_output_bytes: g.status.dropped_output_bytes,
             jobs: 0,
         }
     }
+}
+
+fn closed_error(name: &str, why: &str) -> ErrorBody {
+    ErrorBody::new(
+        ErrorKind::Closed,
+        format!("session {name} is closed: {why}"),
+    )
+    .with_hint("create a new one with `linger new`")
 }

@@ -3,13 +3,17 @@
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use linger::{Client, Entry, Event, InvokeOptions, NewOptions, StreamKind, DEFAULT_CANCEL_TIMEOUT};
-use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use linger::{
+    Client, Entry, Event, InvokeOptions, NewOptions, SessionView, DEFAULT_CANCEL_TIMEOUT,
+};
+use tokio::io::AsyncReadExt;
 use tokio::sync::{watch, Mutex, Semaphore};
 
 use super::{expand_computers, new_options, parse_duration};
 use crate::cli::InvokeArgs;
+use crate::output::print_sessions;
 use crate::report::{self, usage, usage_hint};
+use crate::sink::{Mode, Sink};
 
 enum Where {
     Session(Entry),
@@ -22,33 +26,23 @@ struct Target {
     place: Where,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Mode {
-    /// One target: bytes pass through untouched.
-    Raw,
-    /// Several targets: each line prefixed `[computer] `.
-    Prefixed,
-    /// JSON lines.
-    Json,
-}
-
 pub async fn run(client: &Client, args: InvokeArgs, json: bool) -> Result<i32> {
     let script = read_script(&args).await?;
     let opts = InvokeOptions {
         args: args.args.clone(),
         wait: parse_duration("--wait", &args.wait)?,
         cancel_timeout: DEFAULT_CANCEL_TIMEOUT,
+        disconnected: args.in_disconnected_session,
     };
     if args.throttle == 0 {
         return Err(usage("--throttle must be at least 1"));
     }
     let targets = targets(client, &args)?;
     let new_opts = new_options(&args.session)?;
-    let mode = match (json, targets.len()) {
-        (true, _) => Mode::Json,
-        (false, 1) => Mode::Raw,
-        (false, _) => Mode::Prefixed,
-    };
+    if args.in_disconnected_session {
+        return start_disconnected(client, targets, &script, &opts, &new_opts, json).await;
+    }
+    let mode = Mode::pick(json, targets.len());
 
     let (cancel_tx, cancel_rx) = watch::channel(false);
     tokio::spawn(async move {
@@ -112,6 +106,49 @@ pub async fn run(client: &Client, args: InvokeArgs, json: bool) -> Result<i32> {
     Ok(first.unwrap_or(0))
 }
 
+/// `--in-disconnected-session`: on each computer, a session that keeps running the script
+/// with nobody attached; the table shows them Disconnected.
+async fn start_disconnected(
+    client: &Client,
+    targets: Vec<Target>,
+    script: &str,
+    opts: &InvokeOptions,
+    new_opts: &NewOptions,
+    json: bool,
+) -> Result<i32> {
+    let several = targets.len() > 1;
+    let mut entries = Vec::new();
+    let mut first_error: Option<anyhow::Error> = None;
+    for target in &targets {
+        let Where::AdHoc(computer) = &target.place else {
+            continue;
+        };
+        let started = async {
+            let entry = client.new_session(computer, new_opts).await?.entry;
+            // The stream ends at once: the command's output waits on the server.
+            client.invoke(&entry, script, opts).await?;
+            Ok::<_, linger::Error>(entry)
+        };
+        match started.await {
+            Ok(entry) => entries.push(entry),
+            Err(e) => {
+                let e = anyhow::Error::new(e);
+                if several {
+                    eprintln!("linger: error: [{}] {}", target.label, report::line(&e));
+                }
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    let views: Vec<SessionView> = client.refresh(entries).await?;
+    print_sessions(&views, json);
+    match first_error {
+        None => Ok(0),
+        Some(e) if !several => Err(e),
+        Some(e) => Ok(report::kind_of(&e).exit_code()),
+    }
+}
+
 async fn read_script(args: &InvokeArgs) -> Result<String> {
     match (&args.file, args.script.is_empty()) {
         (Some(_), false) => Err(usage("give the script after -- or with --file, not both")),
@@ -136,6 +173,10 @@ fn targets(client: &Client, args: &InvokeArgs) -> Result<Vec<Target>> {
             "name sessions (Id, Name or InstanceId), or use --computer for a temporary session",
         )),
         (false, false) => Err(usage("give either sessions (SEL) or --computer, not both")),
+        (false, true) if args.in_disconnected_session => Err(usage_hint(
+            "--in-disconnected-session creates its sessions: use it with --computer",
+            "to leave an existing session running a command, invoke it and then `linger disconnect` it",
+        )),
         (false, true) => {
             let s = &args.session;
             if s.name.is_some()
@@ -213,7 +254,8 @@ async fn stream(
         tokio::select! {
             event = cmd.next() => match event? {
                 Some(Event::Output { stream, data, .. }) => sink.write(stream, &data).await?,
-                Some(Event::Finished { status }) => {
+                Some(Event::Dropped { bytes }) => sink.dropped(bytes).await?,
+                Some(Event::Finished { status, .. }) => {
                     sink.finish().await?;
                     return Ok(status);
                 }
@@ -230,100 +272,4 @@ async fn stream(
             }
         }
     }
-}
-
-/// Where one target's output goes.
-struct Sink {
-    mode: Mode,
-    label: String,
-    out: Arc<Mutex<tokio::io::Stdout>>,
-    err: Arc<Mutex<tokio::io::Stderr>>,
-    /// Incomplete last lines, per stream (prefixed mode).
-    partial: [Vec<u8>; 2],
-}
-
-impl Sink {
-    fn new(
-        mode: Mode,
-        label: String,
-        out: Arc<Mutex<tokio::io::Stdout>>,
-        err: Arc<Mutex<tokio::io::Stderr>>,
-    ) -> Sink {
-        Sink {
-            mode,
-            label,
-            out,
-            err,
-            partial: [Vec::new(), Vec::new()],
-        }
-    }
-
-    async fn emit(&self, stream: StreamKind, bytes: &[u8]) -> Result<()> {
-        match stream {
-            StreamKind::Stdout => put(&mut *self.out.lock().await, bytes).await,
-            StreamKind::Stderr => put(&mut *self.err.lock().await, bytes).await,
-        }
-    }
-
-    async fn write(&mut self, stream: StreamKind, data: &[u8]) -> Result<()> {
-        match self.mode {
-            Mode::Raw => self.emit(stream, data).await,
-            Mode::Json => {
-                let line = serde_json::json!({
-                    "computer_name": self.label,
-                    "stream": match stream { StreamKind::Stdout => "stdout", StreamKind::Stderr => "stderr" },
-                    "data": String::from_utf8_lossy(data),
-                });
-                self.emit(StreamKind::Stdout, format!("{line}\n").as_bytes())
-                    .await
-            }
-            Mode::Prefixed => {
-                let idx = stream as usize;
-                let mut buf = std::mem::take(&mut self.partial[idx]);
-                buf.extend_from_slice(data);
-                let Some(last_nl) = buf.iter().rposition(|&b| b == b'\n') else {
-                    self.partial[idx] = buf;
-                    return Ok(());
-                };
-                self.partial[idx] = buf.split_off(last_nl + 1);
-                let text = self.prefix_lines(&buf);
-                self.emit(stream, &text).await
-            }
-        }
-    }
-
-    fn prefix_lines(&self, buf: &[u8]) -> Vec<u8> {
-        let prefix = format!("[{}] ", self.label);
-        let mut text = Vec::with_capacity(buf.len() + 32);
-        for line in buf.split_inclusive(|&b| b == b'\n') {
-            text.extend_from_slice(prefix.as_bytes());
-            text.extend_from_slice(line);
-        }
-        if !text.ends_with(b"\n") {
-            text.push(b'\n');
-        }
-        text
-    }
-
-    /// Ends the target's output: an incomplete last line gets its newline.
-    async fn finish(&mut self) -> Result<()> {
-        if self.mode == Mode::Prefixed {
-            for stream in [StreamKind::Stdout, StreamKind::Stderr] {
-                let rest = std::mem::take(&mut self.partial[stream as usize]);
-                if !rest.is_empty() {
-                    let text = self.prefix_lines(&rest);
-                    self.emit(stream, &text).await?;
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
-async fn put<W: AsyncWrite + Unpin>(w: &mut W, bytes: &[u8]) -> Result<()> {
-    w.write_all(bytes)
-        .await
-        .context("cannot write the output")?;
-    w.flush().await.context("cannot write the output")?;
-    Ok(())
 }

@@ -1,15 +1,17 @@
 //! One module per subcommand; each returns the process exit code.
 
+mod attach;
 mod get;
 mod invoke;
 mod new;
+mod receive;
 mod remove;
 
 use anyhow::Result;
 use linger::{BufferingMode, Client, Entry, NewOptions};
 
-use crate::cli::{Cli, Command, SessionFilter, SessionFlags};
-use crate::report::usage;
+use crate::cli::{Cli, Command, SessionFilter, SessionFlags, Targets};
+use crate::report::{usage, usage_hint};
 
 pub async fn run(cli: Cli) -> Result<i32> {
     let client = Client::from_env()?;
@@ -18,7 +20,70 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Get(args) => get::run(&client, args, cli.json).await,
         Command::Remove(args) => remove::run(&client, args, cli.json).await,
         Command::Invoke(args) => invoke::run(&client, args, cli.json).await,
+        Command::Disconnect(args) => attach::disconnect(&client, args, cli.json).await,
+        Command::Connect(args) => attach::connect(&client, args, cli.json).await,
+        Command::Receive(args) => receive::run(&client, args, cli.json).await,
     }
+}
+
+pub fn parse_buffering(v: Option<&str>) -> Result<Option<BufferingMode>> {
+    v.map(|v| {
+        v.parse::<BufferingMode>()
+            .map_err(|e| usage(format!("--buffering: {e}")))
+    })
+    .transpose()
+}
+
+/// Refuses `--idle-timeout` where the seeds do not allow changing it.
+pub fn refuse_idle_timeout(given: &Option<String>, verb: &str) -> Result<()> {
+    match given {
+        None => Ok(()),
+        Some(_) => Err(usage_hint(
+            format!("--idle-timeout cannot be changed by `{verb}`"),
+            "a session's idle timeout is set when it is created (`linger new --idle-timeout`) or disconnected (`linger disconnect --idle-timeout`)",
+        )),
+    }
+}
+
+/// The sessions a command acts on: SELs from this client's registry, or, with --computer,
+/// the sessions there that --name, --id or --instance-id pick (new ones join the registry).
+pub async fn resolve(client: &Client, t: &Targets, verb: &str) -> Result<Vec<Entry>> {
+    if t.computer.is_empty() {
+        if t.selectors.is_empty() {
+            return Err(usage_hint(
+                format!("name the sessions to {verb}"),
+                format!("`linger {verb} SEL…`, or --computer C with --name, --id or --instance-id"),
+            ));
+        }
+        return Ok(client.select(&t.selectors)?);
+    }
+    if !t.selectors.is_empty() {
+        return Err(usage("give either SEL or --computer, not both"));
+    }
+    let filter = Filter::new(&t.filter)?;
+    if filter.is_empty() {
+        return Err(usage(
+            "with --computer, say which session: --name, --id or --instance-id",
+        ));
+    }
+    let mut found = Vec::new();
+    for computer in expand_computers(&t.computer)? {
+        for v in client.get_remote(&computer).await? {
+            if filter.matches(&v.entry) {
+                found.push(v.entry);
+            }
+        }
+    }
+    if found.is_empty() {
+        let f = &t.filter;
+        let what = f
+            .name
+            .clone()
+            .or(f.instance_id.clone())
+            .or(f.id.map(|i| i.to_string()));
+        return Err(linger::Error::NoMatch(what.unwrap_or_default()).into());
+    }
+    Ok(found)
 }
 
 pub fn parse_duration(flag: &str, v: &str) -> Result<std::time::Duration> {
@@ -35,14 +100,7 @@ pub fn new_options(flags: &SessionFlags) -> Result<NewOptions> {
             .as_deref()
             .map(|v| parse_duration("--idle-timeout", v))
             .transpose()?,
-        buffering: flags
-            .buffering
-            .as_deref()
-            .map(|v| {
-                v.parse::<BufferingMode>()
-                    .map_err(|e| usage(format!("--buffering: {e}")))
-            })
-            .transpose()?,
+        buffering: parse_buffering(flags.buffering.as_deref())?,
     })
 }
 

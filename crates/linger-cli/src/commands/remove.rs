@@ -1,42 +1,13 @@
 use anyhow::Result;
 use linger::{Client, Entry};
 
-use super::{expand_computers, Filter};
+use super::resolve;
 use crate::cli::RemoveArgs;
 use crate::output::session_json;
-use crate::report::{self, usage, usage_hint};
+use crate::report;
 
 pub async fn run(client: &Client, args: RemoveArgs, json: bool) -> Result<i32> {
-    let entries: Vec<Entry> = if args.computer.is_empty() {
-        if args.selectors.is_empty() {
-            return Err(usage_hint(
-                "name the sessions to remove",
-                "`linger remove SEL…`, or --computer C with --name, --id or --instance-id",
-            ));
-        }
-        client.select(&args.selectors)?
-    } else {
-        let filter = Filter::new(&args.filter)?;
-        if filter.is_empty() {
-            return Err(usage(
-                "with --computer, say which session: --name, --id or --instance-id",
-            ));
-        }
-        let mut found = Vec::new();
-        for computer in expand_computers(&args.computer)? {
-            for v in client.get_remote(&computer).await? {
-                if filter.matches(&v.entry) {
-                    found.push(v.entry);
-                }
-            }
-        }
-        if found.is_empty() {
-            let f = args.filter;
-            let what = f.name.or(f.instance_id).or(f.id.map(|i| i.to_string()));
-            return Err(linger::Error::NoMatch(what.unwrap_or_default()).into());
-        }
-        found
-    };
+    let entries: Vec<Entry> = resolve(client, &args.targets, "remove").await?;
     let mut first_error: Option<anyhow::Error> = None;
     for entry in &entries {
         match client.remove(entry).await {

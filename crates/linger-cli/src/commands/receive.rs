@@ -1,0 +1,86 @@
+//! `linger receive`: what sessions produced while nobody was attached, then what their
+//! running commands still produce, to the end.
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use linger::{Client, Entry, Event, ReceiveOptions};
+use tokio::sync::Mutex;
+
+use super::{parse_buffering, refuse_idle_timeout, resolve};
+use crate::cli::ReceiveArgs;
+use crate::report;
+use crate::sink::{Mode, Sink};
+
+pub async fn run(client: &Client, args: ReceiveArgs, json: bool) -> Result<i32> {
+    refuse_idle_timeout(&args.idle_timeout, "receive")?;
+    let opts = ReceiveOptions {
+        keep: args.keep,
+        buffering: parse_buffering(args.buffering.as_deref())?,
+    };
+    let entries = resolve(client, &args.targets, "receive").await?;
+    let mode = Mode::pick(json, entries.len());
+    let out = Arc::new(Mutex::new(tokio::io::stdout()));
+    let err = Arc::new(Mutex::new(tokio::io::stderr()));
+    let runs = entries.iter().map(|entry| {
+        let mut sink = Sink::new(mode, entry.computer_name.clone(), out.clone(), err.clone());
+        let opts = &opts;
+        async move { (entry, receive_one(client, entry, opts, &mut sink).await) }
+    });
+    let results = futures_util::future::join_all(runs).await;
+    if results.len() == 1 {
+        let (_, result) = results.into_iter().next().context("nothing to receive")?;
+        return result;
+    }
+    let mut first: Option<i32> = None;
+    for (entry, result) in &results {
+        let code = match result {
+            Ok(status) => *status,
+            Err(e) => {
+                eprintln!("linger: error: [{}] {}", entry.name, report::line(e));
+                report::kind_of(e).exit_code()
+            }
+        };
+        if code != 0 {
+            first.get_or_insert(code);
+        }
+    }
+    Ok(first.unwrap_or(0))
+}
+
+/// Streams one session's kept output; returns the status of the last command whose end
+/// it delivered (0 when none ended).
+async fn receive_one(
+    client: &Client,
+    entry: &Entry,
+    opts: &ReceiveOptions,
+    sink: &mut Sink,
+) -> Result<i32> {
+    let mut stream = client.receive(entry, opts).await?;
+    let mut last_status = 0;
+    loop {
+        let event = match client.note_closed(entry, stream.next().await) {
+            Ok(e) => e,
+            Err(e) => {
+                sink.finish().await?;
+                return Err(e.into());
+            }
+        };
+        match event {
+            Some(Event::Output { stream, data, .. }) => sink.write(stream, &data).await?,
+            Some(Event::Dropped { bytes }) => sink.dropped(bytes).await?,
+            Some(Event::Finished { status, .. }) => last_status = status,
+            None => break,
+        }
+    }
+    sink.finish().await?;
+    if let Some(cmd) = stream.summary().and_then(|s| s.running_command.as_ref()) {
+        if opts.keep {
+            eprintln!(
+                "linger: note: [{}] `{cmd}` is still running; what it wrote so far was shown and kept",
+                entry.name
+            );
+        }
+    }
+    Ok(last_status)
+}

@@ -1,0 +1,656 @@
+//! Disconnected sessions (SPEC §3, §6, §8, §9; seed 004): attachment across clients,
+//! disconnect / connect / receive, the three buffering policies, idle timeout, heartbeat
+//! timeout, and survival of daemon restarts. Two client homes play two machines.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Output, Stdio};
+use std::time::Duration;
+
+use common::{alive, eventually, kill, World};
+use nix::sys::signal::Signal;
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Runs `linger` as client `home` and requires success.
+fn ok_as(w: &World, home: &str, args: &[&str]) -> String {
+    let o = w.linger_as(home, args).output().expect("run linger");
+    assert!(
+        o.status.success(),
+        "[{home}] linger {args:?} failed with {:?}\nstdout: {}\nstderr: {}",
+        o.status.code(),
+        stdout(&o),
+        stderr(&o)
+    );
+    stdout(&o)
+}
+
+fn run_as(w: &World, home: &str, args: &[&str]) -> Output {
+    w.linger_as(home, args).output().expect("run linger")
+}
+
+/// The table's data rows, each split into its columns.
+fn rows(table: &str) -> Vec<Vec<String>> {
+    table
+        .lines()
+        .skip(2)
+        .map(|l| l.split_whitespace().map(String::from).collect())
+        .collect()
+}
+
+/// (Id, State, Availability) of the one row named `name`.
+fn row(table: &str, name: &str) -> (String, String, String) {
+    let r = rows(table)
+        .into_iter()
+        .find(|r| r.get(1).map(String::as_str) == Some(name))
+        .unwrap_or_else(|| panic!("no row {name} in\n{table}"));
+    (r[0].clone(), r[3].clone(), r[5].clone())
+}
+
+fn session_json(w: &World, home: &str, sel: &str) -> serde_json::Value {
+    let out = ok_as(w, home, &["get", sel, "--json"]);
+    let first = out.lines().next().expect("a session line");
+    serde_json::from_str(first).expect("JSON")
+}
+
+/// The seed's two-window example ("State and Availability properties"), step by step.
+#[test]
+fn seed_004_two_windows_state_and_availability() {
+    let w = World::new();
+    // Session 1
+    let t = ok_as(&w, "homeA", &["new", "localhost", "--name", "Test"]);
+    assert_eq!(
+        row(&t, "Test"),
+        ("1".into(), "Opened".into(), "Available".into()),
+        "{t}"
+    );
+    // Session 2
+    let t = ok_as(
+        &w,
+        "homeB",
+        &["get", "--computer", "localhost", "--name", "Test"],
+    );
+    assert_eq!(
+        row(&t, "Test"),
+        ("1".into(), "Disconnected".into(), "Busy".into()),
+        "{t}"
+    );
+    // A Busy session cannot be connected: the reason is named.
+    let o = run_as(
+        &w,
+        "homeB",
+        &["connect", "--computer", "localhost", "--name", "Test"],
+    );
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("attached to another client"),
+        "{}",
+        stderr(&o)
+    );
+    // Session 1
+    let t = ok_as(&w, "homeA", &["disconnect", "Test"]);
+    assert_eq!(
+        row(&t, "Test"),
+        ("1".into(), "Disconnected".into(), "None".into()),
+        "{t}"
+    );
+    // Session 2
+    let t = ok_as(&w, "homeB", &["get", "--computer", "localhost"]);
+    assert_eq!(
+        row(&t, "Test"),
+        ("1".into(), "Disconnected".into(), "None".into()),
+        "{t}"
+    );
+    // --idle-timeout is refused at connect, with the reason.
+    let o = run_as(&w, "homeB", &["connect", "Test", "--idle-timeout", "1h"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("--idle-timeout cannot be changed"),
+        "{}",
+        stderr(&o)
+    );
+    // Session 2
+    let t = ok_as(
+        &w,
+        "homeB",
+        &["connect", "--computer", "localhost", "--name", "Test"],
+    );
+    assert_eq!(
+        row(&t, "Test"),
+        ("1".into(), "Opened".into(), "Available".into()),
+        "{t}"
+    );
+    // Session 1
+    let t = ok_as(&w, "homeA", &["get", "--computer", "localhost"]);
+    assert_eq!(
+        row(&t, "Test"),
+        ("1".into(), "Disconnected".into(), "Busy".into()),
+        "{t}"
+    );
+    // And the JSON says the same, with the disconnect times cleared while attached.
+    let j = session_json(&w, "homeB", "Test");
+    assert_eq!(j["state"], "Opened");
+    assert!(
+        j["disconnected_at"].is_null() && j["expires_at"].is_null(),
+        "{j}"
+    );
+    // Session 1 cannot run commands in it, and is told why.
+    let o = run_as(
+        &w,
+        "homeA",
+        &["invoke", "Test", "--wait", "1s", "--", "true"],
+    );
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("attached to another client"),
+        "{}",
+        stderr(&o)
+    );
+    // Session 2 can, sharing the state session 1 left.
+    ok_as(&w, "homeB", &["invoke", "Test", "--", "cd /tmp"]);
+    assert_eq!(
+        ok_as(&w, "homeB", &["invoke", "Test", "--", "pwd"]),
+        "/tmp\n"
+    );
+}
+
+/// `invoke --in-disconnected-session` returns at once; another client receives everything,
+/// stdout and stderr apart, with the command's status, exactly once.
+#[test]
+fn in_disconnected_session_then_receive_elsewhere() {
+    let w = World::new();
+    let script = "for i in 1 2 3 4 5; do echo out$i; echo err$i >&2; sleep 0.05; done; exit 7";
+    let t = ok_as(
+        &w,
+        "homeA",
+        &[
+            "invoke",
+            "--computer",
+            "localhost",
+            "--in-disconnected-session",
+            "--name",
+            "bg",
+            "--",
+            script,
+        ],
+    );
+    assert_eq!(row(&t, "bg").1, "Disconnected", "{t}");
+    assert_eq!(row(&t, "bg").2, "None", "{t}");
+
+    let o = run_as(
+        &w,
+        "homeB",
+        &["receive", "--computer", "localhost", "--name", "bg"],
+    );
+    assert_eq!(o.status.code(), Some(7), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "out1\nout2\nout3\nout4\nout5\n");
+    assert_eq!(stderr(&o), "err1\nerr2\nerr3\nerr4\nerr5\n");
+    // Delivered output is gone from the server.
+    let again = run_as(&w, "homeB", &["receive", "bg"]);
+    assert_eq!(again.status.code(), Some(0), "{}", stderr(&again));
+    assert_eq!(stdout(&again), "");
+    // receive connected B; A sees it Busy.
+    assert_eq!(row(&ok_as(&w, "homeB", &["get", "bg"]), "bg").1, "Opened");
+    assert_eq!(
+        row(&ok_as(&w, "homeA", &["get", "bg"]), "bg"),
+        ("1".into(), "Disconnected".into(), "Busy".into())
+    );
+    // The ad hoc session was kept, and --in-disconnected-session needs --computer.
+    let o = run_as(
+        &w,
+        "homeB",
+        &["invoke", "bg", "--in-disconnected-session", "--", "true"],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+}
+
+/// `receive --keep` leaves the output on the server; the next receive gets it again.
+#[test]
+fn receive_keep_leaves_the_output() {
+    let w = World::new();
+    ok_as(
+        &w,
+        "homeA",
+        &[
+            "invoke",
+            "--computer",
+            "localhost",
+            "--in-disconnected-session",
+            "--name",
+            "k",
+            "--",
+            "echo one; echo two",
+        ],
+    );
+    eventually("the command to end", || {
+        session_json(&w, "homeA", "k")["running_command"].is_null()
+    });
+    let first = run_as(&w, "homeA", &["receive", "k", "--keep"]);
+    assert_eq!(stdout(&first), "one\ntwo\n", "{}", stderr(&first));
+    let second = run_as(&w, "homeA", &["receive", "k"]);
+    assert_eq!(stdout(&second), "one\ntwo\n", "{}", stderr(&second));
+    let third = run_as(&w, "homeA", &["receive", "k"]);
+    assert_eq!(stdout(&third), "");
+}
+
+/// `disconnect` from another process of the same client while a command streams: the
+/// streaming invoke says so and ends; the command keeps running; another client receives
+/// the rest, and nothing is delivered twice.
+#[test]
+fn disconnect_while_a_command_runs() {
+    let w = World::new();
+    ok_as(&w, "homeA", &["new", "localhost", "--name", "long"]);
+    let script = "echo first; while [ ! -e \"$HOME/go\" ]; do sleep 0.02; done; for i in 1 2 3; do echo line$i; done; exit 4";
+    let mut child = w
+        .linger_as("homeA", &["invoke", "long", "--", script])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn invoke");
+    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    out.read_line(&mut line).expect("first line");
+    assert_eq!(line, "first\n");
+    let t = ok_as(&w, "homeA", &["disconnect", "long"]);
+    assert_eq!(row(&t, "long").1, "Disconnected", "{t}");
+    let status = child.wait().expect("invoke ends");
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut err)
+        .expect("stderr");
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("was disconnected") && err.contains("linger receive"),
+        "{err}"
+    );
+    // The command is still running, unattached.
+    let j = session_json(&w, "homeA", "long");
+    assert_eq!(j["availability"], "None");
+    assert!(j["running_command"].is_string(), "{j}");
+    std::fs::write(w.dir.path().join("go"), "").expect("go file");
+    let o = run_as(
+        &w,
+        "homeB",
+        &["receive", "--computer", "localhost", "--name", "long"],
+    );
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    assert_eq!(
+        stdout(&o),
+        "line1\nline2\nline3\n",
+        "`first` was delivered once, to A"
+    );
+}
+
+/// A client killed during a command leaves it running and the session Disconnected.
+#[test]
+fn a_client_that_dies_leaves_the_session_disconnected() {
+    let w = World::new();
+    ok_as(&w, "homeA", &["new", "localhost", "--name", "d"]);
+    let script =
+        "echo started; while [ ! -e \"$HOME/go\" ]; do sleep 0.02; done; echo after; exit 5";
+    let mut child = w
+        .linger_as("homeA", &["invoke", "d", "--", script])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn invoke");
+    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    out.read_line(&mut line).expect("first line");
+    assert_eq!(line, "started\n");
+    kill(child.id() as i32, Signal::SIGKILL);
+    let _ = child.wait();
+    eventually("the session to be left Disconnected", || {
+        let j = session_json(&w, "homeA", "d");
+        j["state"] == "Disconnected" && j["availability"] == "None"
+    });
+    assert!(session_json(&w, "homeA", "d")["running_command"].is_string());
+    std::fs::write(w.dir.path().join("go"), "").expect("go file");
+    let o = run_as(&w, "homeA", &["receive", "d"]);
+    assert_eq!(o.status.code(), Some(5), "{}", stderr(&o));
+    assert!(stdout(&o).ends_with("after\n"), "{}", stdout(&o));
+    assert!(w.daemon_log().contains("went away"), "the daemon logs why");
+}
+
+const SMALL_BUFFER: &str = "[server]\nmin_idle_timeout = \"1s\"\n[[configuration]]\nname = \"default\"\noutput_buffer_size = \"64KiB\"\nspool_limit = \"64MiB\"\n";
+
+/// Bytes `seq 1 N` prints.
+fn seq_bytes(n: u64) -> u64 {
+    (1..=n).map(|i| i.to_string().len() as u64 + 1).sum()
+}
+
+fn expected_seq(n: u64) -> String {
+    let mut s = String::with_capacity(seq_bytes(n) as usize);
+    for i in 1..=n {
+        s.push_str(&i.to_string());
+        s.push('\n');
+    }
+    s
+}
+
+const LINES: u64 = 2_000_000;
+
+fn start_flood(w: &World, name: &str, mode: &str) {
+    let script = format!("seq 1 {LINES}");
+    ok_as(
+        w,
+        "homeA",
+        &[
+            "invoke",
+            "--computer",
+            "localhost",
+            "--in-disconnected-session",
+            "--name",
+            name,
+            "--buffering",
+            mode,
+            "--",
+            &script,
+        ],
+    );
+}
+
+/// block: the command is suspended while the buffer is full and resumes when read;
+/// nothing is lost.
+#[test]
+fn buffering_block_suspends_and_loses_nothing() {
+    let w = World::new();
+    w.write_config(SMALL_BUFFER);
+    start_flood(&w, "blk", "block");
+    eventually("the buffer to fill", || {
+        session_json(&w, "homeA", "blk")["pending_output_bytes"].as_u64() >= Some(60 * 1024)
+    });
+    let j = session_json(&w, "homeA", "blk");
+    assert!(
+        j["running_command"].is_string(),
+        "suspended, not finished: {j}"
+    );
+    assert!(
+        j["pending_output_bytes"].as_u64() <= Some(64 * 1024 + 256 * 1024),
+        "{j}"
+    );
+    assert_eq!(j["output_buffering_mode"], "block");
+    let o = run_as(
+        &w,
+        "homeB",
+        &["receive", "--computer", "localhost", "--name", "blk"],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stdout(&o) == expected_seq(LINES),
+        "{} bytes received",
+        o.stdout.len()
+    );
+}
+
+/// drop: the command runs to its end; the oldest output is discarded and the receiver is
+/// told exactly how much.
+#[test]
+fn buffering_drop_keeps_running_and_counts_what_it_lost() {
+    let w = World::new();
+    w.write_config(SMALL_BUFFER);
+    start_flood(&w, "drp", "drop");
+    eventually("the command to finish while disconnected", || {
+        session_json(&w, "homeA", "drp")["running_command"].is_null()
+    });
+    let j = session_json(&w, "homeA", "drp");
+    assert!(j["pending_output_bytes"].as_u64() <= Some(64 * 1024), "{j}");
+    let dropped_before = j["dropped_output_bytes"].as_u64().expect("dropped bytes");
+    assert!(dropped_before > 0, "{j}");
+    let o = run_as(&w, "homeA", &["receive", "drp", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let mut dropped = 0;
+    let mut data = String::new();
+    for line in stdout(&o).lines() {
+        let v: serde_json::Value = serde_json::from_str(line).expect("JSON line");
+        if let Some(d) = v["dropped_bytes"].as_u64() {
+            dropped += d;
+        } else if let Some(s) = v["data"].as_str() {
+            data.push_str(s);
+        }
+    }
+    assert_eq!(dropped, dropped_before);
+    assert_eq!(
+        dropped + data.len() as u64,
+        seq_bytes(LINES),
+        "kept + dropped = written"
+    );
+    assert!(
+        expected_seq(LINES).ends_with(&data),
+        "what is kept is the newest output, in order"
+    );
+    // Without --json the receiver is told on stderr.
+    start_flood(&w, "drp2", "drop");
+    eventually("the second flood to finish", || {
+        session_json(&w, "homeA", "drp2")["running_command"].is_null()
+    });
+    let o = run_as(&w, "homeA", &["receive", "drp2"]);
+    assert!(
+        stderr(&o).contains("bytes of output were dropped"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+/// spool: the buffer overflows to a file in the server's state directory; the command
+/// runs to its end and nothing is lost.
+#[test]
+fn buffering_spool_overflows_to_disk_and_loses_nothing() {
+    let w = World::new();
+    w.write_config(SMALL_BUFFER);
+    start_flood(&w, "spl", "spool");
+    eventually("the command to finish while disconnected", || {
+        session_json(&w, "homeA", "spl")["running_command"].is_null()
+    });
+    let j = session_json(&w, "homeA", "spl");
+    assert_eq!(
+        j["pending_output_bytes"].as_u64(),
+        Some(seq_bytes(LINES)),
+        "{j}"
+    );
+    let id = j["instance_id"].as_str().expect("id").to_string();
+    let spool = w.state_dir().join("sessions").join(&id).join("spool");
+    assert!(spool.is_file(), "{} holds the overflow", spool.display());
+    let o = run_as(
+        &w,
+        "homeB",
+        &["receive", "--computer", "localhost", "--name", "spl"],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stdout(&o) == expected_seq(LINES),
+        "{} bytes received",
+        o.stdout.len()
+    );
+    let j = session_json(&w, "homeB", "spl");
+    assert_eq!(j["pending_output_bytes"].as_u64(), Some(0), "{j}");
+}
+
+/// The idle timeout removes a session left unattached, even with a command running; its
+/// processes end and the daemon's log says so. Limits are enforced with the limit named.
+#[test]
+fn idle_timeout_reclaims_unattached_sessions() {
+    let w = World::new();
+    w.write_config("[server]\nmin_idle_timeout = \"1s\"\n");
+    // Limits, at new and at disconnect.
+    let o = run_as(
+        &w,
+        "homeA",
+        &["new", "localhost", "--idle-timeout", "500ms"],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("minimum of 1s"), "{}", stderr(&o));
+    ok_as(
+        &w,
+        "homeA",
+        &["new", "localhost", "--name", "kept", "--idle-timeout", "2s"],
+    );
+    let o = run_as(
+        &w,
+        "homeA",
+        &["disconnect", "kept", "--idle-timeout", "13h"],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("maximum of 12h"), "{}", stderr(&o));
+    let o = run_as(
+        &w,
+        "homeA",
+        &["disconnect", "kept", "--idle-timeout", "100ms"],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("minimum"), "{}", stderr(&o));
+    assert_eq!(
+        row(&ok_as(&w, "homeA", &["get", "kept"]), "kept").1,
+        "Opened",
+        "refused means unchanged"
+    );
+
+    let pidfile = w.dir.path().join("sleeper.pid");
+    let script = format!("sleep 600 & echo $! > {}; wait", pidfile.display());
+    ok_as(
+        &w,
+        "homeA",
+        &[
+            "invoke",
+            "--computer",
+            "localhost",
+            "--in-disconnected-session",
+            "--name",
+            "idle",
+            "--idle-timeout",
+            "2s",
+            "--",
+            &script,
+        ],
+    );
+    let j = session_json(&w, "homeA", "idle");
+    assert!(
+        j["expires_at"].is_string() && j["disconnected_at"].is_string(),
+        "{j}"
+    );
+    assert_eq!(j["idle_timeout_s"], 2);
+    eventually("the sleeper to start", || pidfile.exists());
+    let sleeper: i32 = std::fs::read_to_string(&pidfile)
+        .expect("pid")
+        .trim()
+        .parse()
+        .expect("a pid");
+    eventually("the idle session to be removed", || {
+        session_json(&w, "homeA", "idle")["state"] == "Closed"
+    });
+    let j = session_json(&w, "homeA", "idle");
+    assert!(
+        j["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("idle timeout of 2s expired")),
+        "{j}"
+    );
+    eventually("its processes to end", || !alive(sleeper));
+    assert!(
+        w.daemon_log().contains("idle timeout of 2s expired"),
+        "{}",
+        w.daemon_log()
+    );
+    let o = run_as(&w, "homeA", &["receive", "idle"]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    // The attached session is not idle: it is still there.
+    assert_eq!(
+        row(&ok_as(&w, "homeA", &["get", "kept"]), "kept").1,
+        "Opened"
+    );
+}
+
+/// A client silent for the heartbeat timeout loses its attachment; an open connection's
+/// heartbeats keep it through a long quiet command.
+#[test]
+fn heartbeat_timeout_drops_the_attachment() {
+    let w = World::new();
+    w.write_config("[server]\nheartbeat_interval = \"200ms\"\nheartbeat_timeout = \"1500ms\"\n");
+    ok_as(&w, "homeA", &["new", "localhost", "--name", "hb"]);
+    // A command quieter than the timeout: the invoke's heartbeats keep the attachment.
+    assert_eq!(
+        ok_as(&w, "homeA", &["invoke", "hb", "--", "sleep 2.5; echo done"]),
+        "done\n"
+    );
+    assert_eq!(row(&ok_as(&w, "homeA", &["get", "hb"]), "hb").1, "Opened");
+    std::thread::sleep(Duration::from_millis(2000));
+    let t = ok_as(&w, "homeA", &["get", "hb"]);
+    assert_eq!(row(&t, "hb").1, "Disconnected", "{t}");
+    assert_eq!(row(&t, "hb").2, "None", "{t}");
+    assert!(
+        w.daemon_log().contains("no sign of life"),
+        "{}",
+        w.daemon_log()
+    );
+    // Anyone may now connect; the first client can too (invoke attaches an unattached
+    // session).
+    assert_eq!(
+        ok_as(&w, "homeA", &["invoke", "hb", "--", "echo back"]),
+        "back\n"
+    );
+    assert_eq!(row(&ok_as(&w, "homeA", &["get", "hb"]), "hb").1, "Opened");
+}
+
+/// The daemon stopped (SIGTERM, then SIGKILL) and started again re-adopts its session
+/// hosts: shell state, a running command, attachment and buffered output all survive.
+#[test]
+fn sessions_survive_daemon_restarts() {
+    let w = World::new();
+    ok_as(&w, "homeA", &["new", "localhost", "--name", "state"]);
+    ok_as(&w, "homeA", &["invoke", "state", "--", "v=kept; cd /tmp"]);
+    for (round, sig) in [Signal::SIGTERM, Signal::SIGKILL].into_iter().enumerate() {
+        let name = format!("run{round}");
+        let script =
+            "echo before; while [ ! -e \"$HOME/go$R\" ]; do sleep 0.02; done; echo after; exit 9"
+                .replace("$R", &round.to_string());
+        ok_as(
+            &w,
+            "homeA",
+            &[
+                "invoke",
+                "--computer",
+                "localhost",
+                "--in-disconnected-session",
+                "--name",
+                &name,
+                "--",
+                &script,
+            ],
+        );
+        eventually("the first line to be buffered", || {
+            session_json(&w, "homeA", &name)["pending_output_bytes"].as_u64() > Some(0)
+        });
+        let daemon = w.daemon_pid().expect("daemon pid");
+        let hosts = w.host_pids();
+        kill(daemon, sig);
+        eventually("the daemon to exit", || !alive(daemon));
+        assert!(
+            hosts.iter().all(|&h| alive(h)),
+            "session hosts outlive the daemon"
+        );
+        // The next command starts a new daemon, which re-adopts them.
+        let t = ok_as(&w, "homeA", &["get"]);
+        assert_ne!(w.daemon_pid(), Some(daemon));
+        assert_eq!(row(&t, "state").1, "Opened", "attachment survives: {t}");
+        assert_eq!(row(&t, &name).1, "Disconnected", "{t}");
+        assert_eq!(row(&t, &name).2, "None", "{t}");
+        assert_eq!(
+            ok_as(&w, "homeA", &["invoke", "state", "--", "echo $v; pwd"]),
+            "kept\n/tmp\n"
+        );
+        std::fs::write(w.dir.path().join(format!("go{round}")), "").expect("go file");
+        let o = run_as(
+            &w,
+            "homeB",
+            &["receive", "--computer", "localhost", "--name", &name],
+        );
+        assert_eq!(o.status.code(), Some(9), "{}", stderr(&o));
+        assert_eq!(stdout(&o), "before\nafter\n");
+    }
+    assert!(w.daemon_log().contains("re-adopted session host"));
+}
