@@ -28,6 +28,20 @@ impl Tour {
 
     /// Shows and runs `linger ARGS` as `client`; returns its exit code.
     fn run(&self, client: &str, args: &[&str]) -> Result<i32> {
+        self.show(client, args);
+        let status = self
+            .cmd(client, args)
+            .status()
+            .with_context(|| format!("cannot run {}", self.linger.display()))?;
+        let code = status.code().unwrap_or(1);
+        if code != 0 {
+            println!("(exit code {code})");
+        }
+        println!();
+        Ok(code)
+    }
+
+    fn show(&self, client: &str, args: &[&str]) {
         let shown: Vec<String> = args
             .iter()
             .map(|a| {
@@ -44,16 +58,14 @@ impl Tour {
         } else {
             println!("{line}");
         }
-        let status = self
-            .cmd(client, args)
-            .status()
-            .with_context(|| format!("cannot run {}", self.linger.display()))?;
-        let code = status.code().unwrap_or(1);
-        if code != 0 {
-            println!("(exit code {code})");
-        }
-        println!();
-        Ok(code)
+    }
+
+    /// Shows and starts `linger ARGS` as `client` in the background.
+    fn start(&self, client: &str, args: &[&str]) -> Result<std::process::Child> {
+        self.show(client, args);
+        self.cmd(client, args)
+            .spawn()
+            .with_context(|| format!("cannot run {}", self.linger.display()))
     }
 
     fn say(&self, text: &str) {
@@ -137,6 +149,52 @@ fn steps(t: &Tour) -> Result<()> {
     )?;
     t.say("The session lives in the daemon, not in this client: the desktop sees it, attached elsewhere.");
     t.run("desktop", &["get", "--computer", "localhost"])?;
+    t.say("A long command starts on the laptop, which disconnects while it runs.");
+    let long =
+        "for i in 1 2 3 4; do echo \"step $i in $(pwd)\"; sleep 0.5; done; echo done; exit 3";
+    let mut running = t.start("laptop", &["invoke", "build", "--", long])?;
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    t.run("laptop", &["disconnect", "build"])?;
+    let code = running
+        .wait()
+        .context("the long invoke")?
+        .code()
+        .unwrap_or(1);
+    println!("(the laptop's invoke ended with exit code {code}; the command kept running)\n");
+    t.say("The desktop finds it Disconnected and available, connects, and receives what ran meanwhile.");
+    t.run(
+        "desktop",
+        &["get", "--computer", "localhost", "--name", "build"],
+    )?;
+    t.run(
+        "desktop",
+        &["connect", "--computer", "localhost", "--name", "build"],
+    )?;
+    t.run("desktop", &["receive", "build"])?;
+    t.say("Same shell, same state, now from the desktop; the laptop sees it Busy elsewhere.");
+    t.run(
+        "desktop",
+        &["invoke", "build", "--", "shout $greeting from $(pwd)"],
+    )?;
+    t.run("laptop", &["get"])?;
+    t.say("A command can start in a session that is disconnected from the outset; anyone receives it later.");
+    t.run(
+        "desktop",
+        &[
+            "invoke",
+            "--computer",
+            "localhost",
+            "--in-disconnected-session",
+            "--name",
+            "nightly",
+            "--",
+            "sleep 1; echo report ready",
+        ],
+    )?;
+    t.run(
+        "laptop",
+        &["receive", "--computer", "localhost", "--name", "nightly"],
+    )?;
     t.say("An ad hoc command runs in a temporary session that is removed afterwards.");
     t.run(
         "desktop",
@@ -148,16 +206,11 @@ fn steps(t: &Tour) -> Result<()> {
             "echo \"ad hoc in $LINGER_SESSION_NAME\"",
         ],
     )?;
-    t.say("Several sessions at once: each line is prefixed with its computer.");
-    t.run("laptop", &["new", "localhost", "--name", "logs"])?;
-    t.run(
-        "laptop",
-        &["invoke", "build", "logs", "--", "echo $LINGER_SESSION_NAME"],
-    )?;
     t.say("Removing a session ends its processes; its record shows Closed.");
-    t.run("laptop", &["remove", "build", "logs"])?;
-    t.run("laptop", &["get"])?;
-    t.run("laptop", &["invoke", "build", "--", "true"])?;
+    t.run("desktop", &["remove", "build"])?;
+    t.run("laptop", &["remove", "nightly"])?;
+    t.run("desktop", &["get"])?;
+    t.run("desktop", &["invoke", "build", "--", "true"])?;
     t.say("That was the tour. `linger --help` lists every command.");
     Ok(())
 }

@@ -654,3 +654,73 @@ fn sessions_survive_daemon_restarts() {
     }
     assert!(w.daemon_log().contains("re-adopted session host"));
 }
+
+/// The client's options file gives `new` its idle timeout and buffering mode; flags win;
+/// the server's configuration fills in the rest. `connect` may change the buffering mode.
+#[test]
+fn options_file_defaults_and_flag_precedence() {
+    let w = World::new();
+    w.write_config("[server]\nmin_idle_timeout = \"1s\"\n");
+    std::fs::write(
+        w.path("homeA/options.toml"),
+        "idle_timeout = \"90m\"\noutput_buffering = \"spool\"\n",
+    )
+    .expect("options file");
+    ok_as(&w, "homeA", &["new", "localhost", "--name", "opt"]);
+    let j = session_json(&w, "homeA", "opt");
+    assert_eq!(j["idle_timeout_s"], 90 * 60);
+    assert_eq!(j["output_buffering_mode"], "spool");
+    ok_as(
+        &w,
+        "homeA",
+        &[
+            "new",
+            "localhost",
+            "--name",
+            "flag",
+            "--idle-timeout",
+            "5m",
+            "--buffering",
+            "drop",
+        ],
+    );
+    let j = session_json(&w, "homeA", "flag");
+    assert_eq!(j["idle_timeout_s"], 300);
+    assert_eq!(j["output_buffering_mode"], "drop");
+    // Client B has no options file: the configuration's defaults.
+    ok_as(&w, "homeB", &["new", "localhost", "--name", "plain"]);
+    let j = session_json(&w, "homeB", "plain");
+    assert_eq!(j["idle_timeout_s"], 2 * 3600);
+    assert_eq!(j["output_buffering_mode"], "block");
+    // The buffering mode changes at disconnect and at connect.
+    ok_as(
+        &w,
+        "homeB",
+        &[
+            "disconnect",
+            "plain",
+            "--buffering",
+            "drop",
+            "--idle-timeout",
+            "30m",
+        ],
+    );
+    let j = session_json(&w, "homeB", "plain");
+    assert_eq!(j["output_buffering_mode"], "drop");
+    assert_eq!(j["idle_timeout_s"], 30 * 60);
+    ok_as(&w, "homeB", &["connect", "plain", "--buffering", "spool"]);
+    assert_eq!(
+        session_json(&w, "homeB", "plain")["output_buffering_mode"],
+        "spool"
+    );
+    // A mistake in the options file is one clear usage error naming file and key.
+    std::fs::write(w.path("homeB/options.toml"), "idle_timout = \"1h\"\n").expect("options");
+    let o = run_as(&w, "homeB", &["get"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("options.toml") && err.contains("unknown option 'idle_timout'"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+}

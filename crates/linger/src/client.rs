@@ -13,6 +13,7 @@ use crate::autostart;
 use crate::connection::{CommandStream, Connection};
 use crate::error::{Error, Result};
 use crate::home::ClientHome;
+use crate::options::Options;
 use crate::registry::{Entry, Registry, Sessions};
 
 /// Default time a synchronous invoke waits for a busy session (the seeds' four minutes).
@@ -193,6 +194,7 @@ pub struct Client {
     /// The local daemon's socket, when not the per-user default.
     local_socket: Option<std::path::PathBuf>,
     registry: Registry,
+    options: Options,
     conns: Mutex<HashMap<String, Connection>>,
 }
 
@@ -204,8 +206,10 @@ impl Client {
 
     pub fn open(home: ClientHome) -> Result<Client> {
         let id = home.client_id()?;
+        let options = Options::load(&home.options_file())?;
         Ok(Client {
             registry: Registry::new(home.clone()),
+            options,
             home,
             id,
             local_socket: None,
@@ -225,6 +229,11 @@ impl Client {
 
     pub fn home(&self) -> &ClientHome {
         &self.home
+    }
+
+    /// The defaults from this client's options file.
+    pub fn options(&self) -> &Options {
+        &self.options
     }
 
     pub fn registry(&self) -> &Registry {

@@ -51,6 +51,11 @@ impl ClientHome {
         self.state_dir.join("sessions.json")
     }
 
+    /// The client's default options (SPEC §11).
+    pub fn options_file(&self) -> PathBuf {
+        self.config_dir.join("options.toml")
+    }
+
     pub fn lock_file(&self) -> PathBuf {
         self.state_dir.join("sessions.lock")
     }

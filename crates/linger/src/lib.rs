@@ -20,6 +20,7 @@ mod client;
 mod connection;
 mod error;
 mod home;
+mod options;
 mod registry;
 
 pub use autostart::daemon_program;
@@ -32,4 +33,5 @@ pub use error::{Error, Kind, Result};
 pub use home::ClientHome;
 pub use linger_proto::server::ReceiveSummary;
 pub use linger_proto::types::{BufferingMode, SessionInfo, StreamKind};
+pub use options::Options;
 pub use registry::{Entry, Registry, Sessions};

@@ -539,7 +539,7 @@ impl Session {
             g.settings.idle_timeout_ms = t.as_millis() as u64;
         }
         g.settings.buffering = buffering.unwrap_or(g.settings.buffering);
-        self.detach(&mut g, "disconnected by its client");
+        self.detach(&mut g, "its client asked for it");
         drop(g);
         self.bump();
         Ok(())

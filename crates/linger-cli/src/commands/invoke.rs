@@ -3,9 +3,7 @@
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use linger::{
-    Client, Entry, Event, InvokeOptions, NewOptions, SessionView, DEFAULT_CANCEL_TIMEOUT,
-};
+use linger::{Client, Entry, Event, InvokeOptions, NewOptions, SessionView};
 use tokio::io::AsyncReadExt;
 use tokio::sync::{watch, Mutex, Semaphore};
 
@@ -31,14 +29,14 @@ pub async fn run(client: &Client, args: InvokeArgs, json: bool) -> Result<i32> {
     let opts = InvokeOptions {
         args: args.args.clone(),
         wait: parse_duration("--wait", &args.wait)?,
-        cancel_timeout: DEFAULT_CANCEL_TIMEOUT,
+        cancel_timeout: client.options().cancel_timeout,
         disconnected: args.in_disconnected_session,
     };
     if args.throttle == 0 {
         return Err(usage("--throttle must be at least 1"));
     }
     let targets = targets(client, &args)?;
-    let new_opts = new_options(&args.session)?;
+    let new_opts = new_options(client, &args.session)?;
     if args.in_disconnected_session {
         return start_disconnected(client, targets, &script, &opts, &new_opts, json).await;
     }

@@ -90,8 +90,10 @@ pub fn parse_duration(flag: &str, v: &str) -> Result<std::time::Duration> {
     linger_proto::text::parse_duration(v).map_err(|e| usage(format!("{flag}: {e}")))
 }
 
-/// The options a session is created with, from the flags.
-pub fn new_options(flags: &SessionFlags) -> Result<NewOptions> {
+/// The options a session is created with: the flags, else the client's options file,
+/// else (left unset) the server's session configuration.
+pub fn new_options(client: &Client, flags: &SessionFlags) -> Result<NewOptions> {
+    let defaults = client.options();
     Ok(NewOptions {
         name: flags.name.clone(),
         configuration: flags.configuration.clone(),
@@ -99,8 +101,9 @@ pub fn new_options(flags: &SessionFlags) -> Result<NewOptions> {
             .idle_timeout
             .as_deref()
             .map(|v| parse_duration("--idle-timeout", v))
-            .transpose()?,
-        buffering: parse_buffering(flags.buffering.as_deref())?,
+            .transpose()?
+            .or(defaults.idle_timeout),
+        buffering: parse_buffering(flags.buffering.as_deref())?.or(defaults.output_buffering),
     })
 }
 

@@ -7,7 +7,7 @@ use crate::output::print_sessions;
 use crate::report;
 
 pub async fn run(client: &Client, args: NewArgs, json: bool) -> Result<i32> {
-    let opts = new_options(&args.session)?;
+    let opts = new_options(client, &args.session)?;
     let computers = expand_computers(&args.computers)?;
     let mut views = Vec::new();
     let mut first_error: Option<anyhow::Error> = None;

@@ -1,0 +1,165 @@
+//! The client's default options (`options.toml` in the client's config directory; SPEC
+//! §11, the seeds' `$PSSessionOption`). Flags given to a command override them; they
+//! override the server's session configuration.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use linger_proto::text::{parse_duration, parse_size};
+use linger_proto::types::BufferingMode;
+
+use crate::error::{Error, Result};
+
+/// Every key the options file accepts.
+pub const KEYS: &[&str] = &[
+    "open_timeout",
+    "operation_timeout",
+    "cancel_timeout",
+    "idle_timeout",
+    "output_buffering",
+    "max_received_data_per_command",
+    "heartbeat_interval",
+    "heartbeat_timeout",
+    "reconnect_window",
+    "max_connection_retry",
+    "compression",
+    "identity_file",
+    "host_key_checking",
+    "ssh_command",
+    "ssh_remote_command",
+];
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Options {
+    pub open_timeout: Duration,
+    pub operation_timeout: Duration,
+    pub cancel_timeout: Duration,
+    /// `None`: the session configuration's.
+    pub idle_timeout: Option<Duration>,
+    /// `None`: the session configuration's.
+    pub output_buffering: Option<BufferingMode>,
+    pub max_received_data_per_command: Option<u64>,
+    pub heartbeat_interval: Duration,
+    pub heartbeat_timeout: Duration,
+    pub reconnect_window: Duration,
+    pub max_connection_retry: u32,
+    pub compression: bool,
+    pub identity_file: Option<PathBuf>,
+    pub host_key_checking: Option<String>,
+    pub ssh_command: String,
+    pub ssh_remote_command: String,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            open_timeout: Duration::from_secs(180),
+            operation_timeout: Duration::from_secs(180),
+            cancel_timeout: Duration::from_secs(60),
+            idle_timeout: None,
+            output_buffering: None,
+            max_received_data_per_command: None,
+            heartbeat_interval: Duration::from_secs(180),
+            heartbeat_timeout: Duration::from_secs(240),
+            reconnect_window: Duration::from_secs(240),
+            max_connection_retry: 5,
+            compression: true,
+            identity_file: None,
+            host_key_checking: None,
+            ssh_command: "ssh".into(),
+            ssh_remote_command: "lingerd --stdio".into(),
+        }
+    }
+}
+
+impl Options {
+    /// Reads `path`; a missing file means the defaults.
+    pub fn load(path: &Path) -> Result<Options> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Options::default()),
+            Err(e) => return Err(Error::io(format!("cannot read {}", path.display()), e)),
+        };
+        Options::parse(&text).map_err(|why| Error::Usage(format!("{}: {why}", path.display())))
+    }
+
+    pub fn parse(text: &str) -> std::result::Result<Options, String> {
+        let table: toml::Table = toml::from_str(text).map_err(|e| e.message().to_string())?;
+        let mut o = Options::default();
+        for (key, value) in &table {
+            o.set(key, value)?;
+        }
+        Ok(o)
+    }
+
+    /// Sets one option from a TOML value (strings are accepted for every kind, so that
+    /// `--option KEY=VALUE` can share this).
+    pub fn set(&mut self, key: &str, value: &toml::Value) -> std::result::Result<(), String> {
+        let text = match value {
+            toml::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        let bad = |why: String| format!("option {key}: {why}");
+        let duration = || parse_duration(&text).map_err(bad);
+        match key {
+            "open_timeout" => self.open_timeout = duration()?,
+            "operation_timeout" => self.operation_timeout = duration()?,
+            "cancel_timeout" => self.cancel_timeout = duration()?,
+            "idle_timeout" => self.idle_timeout = Some(duration()?),
+            "output_buffering" => self.output_buffering = Some(text.parse().map_err(bad)?),
+            "max_received_data_per_command" => {
+                self.max_received_data_per_command = Some(parse_size(&text).map_err(bad)?)
+            }
+            "heartbeat_interval" => self.heartbeat_interval = duration()?,
+            "heartbeat_timeout" => self.heartbeat_timeout = duration()?,
+            "reconnect_window" => self.reconnect_window = duration()?,
+            "max_connection_retry" => {
+                self.max_connection_retry = text
+                    .parse()
+                    .map_err(|_| bad(format!("'{text}' is not a count")))?
+            }
+            "compression" => {
+                self.compression = match text.as_str() {
+                    "true" | "on" | "yes" => true,
+                    "false" | "off" | "no" => false,
+                    _ => return Err(bad(format!("'{text}' is not on or off"))),
+                }
+            }
+            "identity_file" => self.identity_file = Some(PathBuf::from(text)),
+            "host_key_checking" => match text.as_str() {
+                "ask" | "accept-new" | "strict" => self.host_key_checking = Some(text),
+                _ => return Err(bad(format!("'{text}' is not ask, accept-new or strict"))),
+            },
+            "ssh_command" => self.ssh_command = text,
+            "ssh_remote_command" => self.ssh_remote_command = text,
+            _ => {
+                return Err(format!(
+                    "unknown option '{key}' (known: {})",
+                    KEYS.join(", ")
+                ))
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_values_and_unknown_keys() {
+        let o = Options::parse(
+            "idle_timeout = \"48h\"\noutput_buffering = \"drop\"\ncancel_timeout = 5\n",
+        )
+        .expect("valid");
+        assert_eq!(o.idle_timeout, Some(Duration::from_secs(48 * 3600)));
+        assert_eq!(o.output_buffering, Some(BufferingMode::Drop));
+        assert_eq!(o.cancel_timeout, Duration::from_secs(5));
+        assert_eq!(o.open_timeout, Duration::from_secs(180));
+        let err = Options::parse("idle_timout = \"1h\"\n").expect_err("typo");
+        assert!(err.contains("unknown option 'idle_timout'"), "{err}");
+        let err = Options::parse("output_buffering = \"sometimes\"\n").expect_err("bad mode");
+        assert!(err.contains("output_buffering"), "{err}");
+    }
+}
