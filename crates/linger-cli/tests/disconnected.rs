@@ -724,3 +724,44 @@ fn options_file_defaults_and_flag_precedence() {
     );
     assert_eq!(err.lines().count(), 1, "{err}");
 }
+
+/// A shell that dies while nobody is attached shows its session Closed with the reason,
+/// but what it wrote is still delivered to the next receiver; then the session is gone.
+#[test]
+fn output_of_a_dead_shell_is_still_received() {
+    let w = World::new();
+    ok_as(
+        &w,
+        "homeA",
+        &[
+            "invoke",
+            "--computer",
+            "localhost",
+            "--in-disconnected-session",
+            "--name",
+            "dead",
+            "--",
+            "echo last words; kill -9 $$",
+        ],
+    );
+    eventually("the shell to die", || {
+        session_json(&w, "homeA", "dead")["state"] == "Closed"
+    });
+    let j = session_json(&w, "homeA", "dead");
+    assert!(
+        j["reason"].as_str().is_some_and(|r| r.contains("SIGKILL")),
+        "{j}"
+    );
+    let o = run_as(
+        &w,
+        "homeB",
+        &["receive", "--computer", "localhost", "--name", "dead"],
+    );
+    assert_eq!(stdout(&o), "last words\n", "{}", stderr(&o));
+    assert_eq!(o.status.code(), Some(137), "{}", stderr(&o));
+    eventually("the host to exit once its output was delivered", || {
+        w.host_pids().is_empty()
+    });
+    let o = run_as(&w, "homeB", &["receive", "dead"]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+}

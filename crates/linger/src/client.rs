@@ -480,7 +480,9 @@ impl Client {
     /// Connects if needed and streams what the session kept while nobody read it, then
     /// what its running command still produces, to the end.
     pub async fn receive(&self, entry: &Entry, opts: &ReceiveOptions) -> Result<CommandStream> {
-        let conn = self.open_session_conn(entry).await?;
+        // Not `open_session_conn`: a session whose shell exited shows Closed yet may still
+        // hold output to deliver; the server knows.
+        let conn = self.connect(&entry.computer_name).await?;
         conn.receive(Receive {
             instance_id: entry.instance_id,
             keep: opts.keep,

@@ -352,12 +352,17 @@ impl Session {
                     self.bump();
                 }
                 HostToDaemon::ShellExited { reason } => {
-                    let orphaned = self.lock().subscriber.is_none();
-                    self.close(reason.clone());
-                    if orphaned {
-                        // Nobody will read what is left: let the host go.
-                        self.send(DaemonToHost::Terminate { reason });
+                    {
+                        let mut g = self.lock();
+                        if g.subscriber.is_none() {
+                            // Nobody is reading. The host stays while it holds output (it
+                            // exits by itself once that is delivered), so a `receive` can
+                            // still fetch it; the idle clock starts now and reclaims it
+                            // otherwise.
+                            self.detach(&mut g, "its shell exited");
+                        }
                     }
+                    self.close(reason);
                 }
                 HostToDaemon::Hello { .. } => {
                     tracing::warn!(session = %self.meta.instance_id, "unexpected Hello from host");
