@@ -765,3 +765,61 @@ fn output_of_a_dead_shell_is_still_received() {
     let o = run_as(&w, "homeB", &["receive", "dead"]);
     assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
 }
+
+/// An invoke waiting for a busy session whose client dies is withdrawn: its command never
+/// runs. A shell killed during an invoke leaves the session Closed with that reason.
+#[test]
+fn a_waiting_invoke_of_a_dead_client_never_runs() {
+    let w = World::new();
+    ok_as(&w, "homeA", &["new", "localhost", "--name", "q"]);
+    let mut first = w
+        .linger_as(
+            "homeA",
+            &[
+                "invoke",
+                "q",
+                "--",
+                "while [ ! -e \"$HOME/go\" ]; do sleep 0.02; done",
+            ],
+        )
+        .spawn()
+        .expect("first invoke");
+    eventually("the first command to run", || {
+        session_json(&w, "homeA", "q")["running_command"].is_string()
+    });
+    let mut waiting = w
+        .linger_as("homeA", &["invoke", "q", "--", "touch \"$HOME/ran\""])
+        .spawn()
+        .expect("second invoke");
+    eventually("the second invoke to queue", || {
+        w.daemon_log()
+            .contains("command queued: the session is busy")
+    });
+    kill(waiting.id() as i32, Signal::SIGKILL);
+    let _ = waiting.wait();
+    eventually("the withdrawal to be logged", || {
+        w.daemon_log().contains("a waiting command was withdrawn")
+    });
+    std::fs::write(w.dir.path().join("go"), "").expect("go file");
+    assert!(first.wait().expect("first invoke").success());
+    // Anything queued would have run before this.
+    assert_eq!(
+        ok_as(&w, "homeA", &["invoke", "q", "--", "echo next"]),
+        "next\n"
+    );
+    assert!(
+        !w.dir.path().join("ran").exists(),
+        "the withdrawn command ran"
+    );
+
+    let o = run_as(&w, "homeA", &["invoke", "q", "--", "kill -9 $$"]);
+    assert_eq!(o.status.code(), Some(137), "{}", stderr(&o));
+    let j = session_json(&w, "homeA", "q");
+    assert_eq!(j["state"], "Closed");
+    assert!(
+        j["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("killed by SIGKILL")),
+        "{j}"
+    );
+}

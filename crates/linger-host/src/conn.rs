@@ -101,6 +101,7 @@ async fn connection(stream: UnixStream, state: Arc<HostState>) {
             };
             if let Some(last) = entries.last() {
                 cursor = Some(last.seq + 1);
+                state.log.sent_through(last.seq);
                 for e in entries {
                     if writer.feed(&entry_message(e)).await.is_err() {
                         return;
@@ -169,6 +170,7 @@ async fn connection(stream: UnixStream, state: Arc<HostState>) {
                         let from = state.log.first_unacked();
                         let last = state.log.last_seq();
                         cursor = Some(from);
+                        state.log.sent_through(from.saturating_sub(1));
                         if writer.write(&HostToDaemon::Replaying { from, last }).await.is_err() {
                             return;
                         }

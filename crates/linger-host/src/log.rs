@@ -131,6 +131,10 @@ struct Inner {
     spool: Spool,
     /// Output bytes discarded since the session started: the counter `Dropped` ranges refer to.
     dropped: u64,
+    /// Highest seq sent to the daemon's current reader. A `Dropped` entry at or below it
+    /// may have reached a receiver already, so later drops never merge into it: that
+    /// receiver would count the earlier bytes twice.
+    sent_through: u64,
     /// No entry before this index holds output in memory. Dropping starts its search for the
     /// oldest such entry here, so it stays cheap behind a long run of `Finished` or spooled
     /// entries. Entries before it never change back into droppable ones.
@@ -216,8 +220,12 @@ impl Inner {
         let mut from_total = self.dropped;
         self.dropped += len;
         let mut at = i;
-        let previous = i.checked_sub(1).and_then(|p| match self.entries[p].kept {
-            Kept::Dropped { from_total, .. } => Some(from_total),
+        let sent_through = self.sent_through;
+        let previous = i.checked_sub(1).and_then(|p| match self.entries[p] {
+            Record {
+                seq,
+                kept: Kept::Dropped { from_total, .. },
+            } if seq > sent_through => Some(from_total),
             _ => None,
         });
         if let Some(previous_from) = previous {
@@ -243,11 +251,12 @@ impl Inner {
         self.dropped += len;
         let to_total = self.dropped;
         let seq = self.take_seq();
+        let sent_through = self.sent_through;
         match self.entries.back_mut() {
             Some(Record {
                 seq: last_seq,
                 kept: Kept::Dropped { to_total: t, .. },
-            }) => {
+            }) if *last_seq > sent_through => {
                 *last_seq = seq;
                 *t = to_total;
             }
@@ -394,6 +403,7 @@ impl OutputLog {
                 spool: Spool::new(settings.spool_path, settings.spool_limit),
                 dropped: 0,
                 drop_from: 0,
+                sent_through: 0,
             })),
             appended: Arc::new(Notify::new()),
             freed: Arc::new(Notify::new()),
@@ -438,6 +448,12 @@ impl OutputLog {
     }
 
     /// Forgets every entry up to and including `seq`, freeing its memory or spool space.
+    /// The daemon's reader has been sent every entry up to `seq` (on a replay: up to the one
+    /// before where it starts again).
+    pub fn sent_through(&self, seq: u64) {
+        self.lock().sent_through = seq;
+    }
+
     pub fn ack(&self, seq: u64) {
         self.lock().ack(seq);
         self.freed.notify_waiters();
@@ -727,6 +743,33 @@ mod tests {
         ));
         assert_eq!(output(&entries[1]), b"6789");
         assert_eq!((log.pending_bytes(), log.dropped_bytes()), (4, 8));
+    }
+
+    #[test]
+    fn drops_never_merge_into_an_entry_already_sent() {
+        let dir = tempdir();
+        let log = OutputLog::new(settings(BufferingMode::Drop, 4, dir.path()));
+        push(&log, b"ab"); // 1
+        push(&log, b"cdef"); // drops 1 in place: Dropped(0, 2) at seq 1; "cdef" is 2
+        log.sent_through(1);
+        push(&log, b"gh"); // drops 2: a new Dropped(2, 6), not merged into the sent one
+        let entries = all(&log);
+        assert_eq!(seqs(&entries), vec![1, 2, 3]);
+        assert!(matches!(
+            entries[0].kind,
+            EntryKind::Dropped {
+                from_total: 0,
+                to_total: 2
+            }
+        ));
+        assert!(matches!(
+            entries[1].kind,
+            EntryKind::Dropped {
+                from_total: 2,
+                to_total: 6
+            }
+        ));
+        assert_eq!(output(&entries[2]), b"gh");
     }
 
     #[test]

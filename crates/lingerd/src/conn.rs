@@ -52,6 +52,8 @@ struct Ctx {
     tx: mpsc::Sender<ServerMsg>,
     /// Invokes in flight: their session and, once started, their command.
     invokes: Mutex<HashMap<u64, InFlight>>,
+    /// Set once the client's side of the connection has ended.
+    gone: tokio::sync::watch::Sender<bool>,
 }
 
 pub async fn serve<R, W>(daemon: Arc<Daemon>, r: R, w: W, peer: Peer)
@@ -97,6 +99,7 @@ where
         client: hello.client_id,
         tx,
         invokes: Mutex::new(HashMap::new()),
+        gone: tokio::sync::watch::channel(false).0,
     });
     loop {
         let msg = match reader.read::<ClientMsg>().await {
@@ -151,6 +154,7 @@ where
             }
         }
     }
+    ctx.gone.send_replace(true);
     // Requests still receiving output lose their reader: their sessions are left
     // Disconnected, their commands running.
     let sessions: Vec<Arc<Session>> = ctx
@@ -396,6 +400,7 @@ impl Ctx {
                 wait: Duration::from_millis(req.wait_ms),
                 disconnected: req.disconnected,
                 tx: self.tx.clone(),
+                gone: self.gone.subscribe(),
             },
             started_tx,
         );

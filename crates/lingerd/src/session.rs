@@ -105,6 +105,9 @@ pub struct InvokeRequest {
     /// Start, then detach at once: nobody receives the output now.
     pub disconnected: bool,
     pub tx: mpsc::Sender<ServerMsg>,
+    /// Turns true when the requester's connection has gone: a command still waiting for
+    /// the session then never starts.
+    pub gone: watch::Receiver<bool>,
 }
 
 pub struct ReceiveRequest {
@@ -505,9 +508,9 @@ impl Session {
     fn check_open(&self, g: &Inner) -> Result<(), ErrorBody> {
         if g.closed.is_some() || g.terminating.is_some() {
             let why = g
-                .terminating
+                .closed
                 .clone()
-                .or_else(|| g.closed.clone())
+                .or_else(|| g.terminating.clone())
                 .unwrap_or_else(|| "it ended".into());
             return Err(closed_error(&self.meta.name, &why));
         }
@@ -688,6 +691,7 @@ impl Session {
         let (run_tx, run_rx) = oneshot::channel();
         let deadline = tokio::time::Instant::now() + req.wait;
         let mut changed = self.changed.subscribe();
+        let mut queued = false;
         let evicted = loop {
             {
                 let mut g = self.lock();
@@ -715,9 +719,18 @@ impl Session {
                     break evicted;
                 }
             }
+            if !queued {
+                queued = true;
+                tracing::info!(session = %self.meta.instance_id, client = %req.client, "command queued: the session is busy");
+            }
+            let mut gone = req.gone.clone();
             tokio::select! {
                 r = changed.changed() => if r.is_err() { return Err(self.closed_error()) },
                 _ = tokio::time::sleep_until(deadline) => return Err(self.busy_error()),
+                _ = gone.wait_for(|g| *g) => {
+                    tracing::info!(session = %self.meta.instance_id, "a waiting command was withdrawn: its client went away");
+                    return Err(ErrorBody::new(ErrorKind::Internal, "the client went away"));
+                }
             }
         };
         // Started goes out before anything the replay or the command produce.
@@ -912,7 +925,7 @@ impl Session {
                 Some(_) => Attachment::Other,
                 None => Attachment::None,
             },
-            closed_reason: g.terminating.clone().or_else(|| g.closed.clone()),
+            closed_reason: g.closed.clone().or_else(|| g.terminating.clone()),
             running_command: g.status.running.as_ref().map(|(_, s)| s.clone()),
             idle_timeout_ms: s.idle_timeout_ms,
             output_buffering_mode: s.buffering,
