@@ -8,14 +8,19 @@
 //! Everything runs in a fresh temporary directory (XDG_RUNTIME_DIR, XDG_STATE_HOME,
 //! XDG_CONFIG_HOME and LINGER_HOME point inside it), with a daemon of its own started on
 //! first use; at the end every session made here is removed and the daemon and any session
-//! host still alive are killed.
+//! host still alive are killed. The daemon reads a `lingerd.toml` written here, which adds
+//! one configuration (`big`, a 128 MiB output buffer) for the receive-after-reconnect
+//! measurement and changes nothing else.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use linger::{Client, ClientHome, Entry, Event, InvokeOptions, NewOptions, StreamKind};
+use linger::{
+    BufferingMode, Client, ClientHome, CommandStream, Entry, Event, InvokeOptions, NewOptions,
+    ReceiveOptions, StreamKind,
+};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -30,11 +35,25 @@ const CLI_WARMUP: usize = 10;
 const CLI_RUNS: usize = 200;
 const CREATE_RUNS: usize = 50;
 const THROUGHPUT_BYTES: u64 = 1 << 30;
+/// Output produced while nobody is attached, then received by another client.
+const RECONNECT_BYTES: u64 = 100_000_000;
+const RECONNECT_RUNS: usize = 5;
+/// How long the detached command may take to have all its output buffered.
+const RECONNECT_PRODUCE_LIMIT: Duration = Duration::from_secs(120);
+/// The configuration, written to lingerd.toml, that keeps 100 MB in memory.
+const BIG_CONFIGURATION: &str = "big";
+const LINGERD_TOML: &str =
+    "# Written by linger_bench: the defaults, plus a configuration with an output\n\
+    # buffer large enough for the receive-after-reconnect measurement to stay in memory.\n\
+    [[configuration]]\n\
+    name = \"big\"\n\
+    output_buffer_size = \"128MiB\"\n";
 
 const TARGET_CLI_MS: f64 = 5.0;
 const TARGET_API_MS: f64 = 0.3;
 const TARGET_CREATE_MS: f64 = 20.0;
 const TARGET_GBPS: f64 = 1.5;
+const TARGET_RECONNECT_GBPS: f64 = 1.0;
 
 type BoxError = Box<dyn std::error::Error>;
 
@@ -131,6 +150,10 @@ impl BenchEnv {
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o700))?;
         }
+        // Read by the daemon when it starts (on the first session).
+        let toml = env.config.join("linger/lingerd.toml");
+        std::fs::create_dir_all(toml.parent().expect("has a parent"))?;
+        std::fs::write(&toml, LINGERD_TOML)?;
         // This process is the client that autostarts the daemon, which inherits these.
         for (k, v) in env.vars() {
             std::env::set_var(k, v);
@@ -156,6 +179,19 @@ impl BenchEnv {
 
     fn pid_file(&self) -> PathBuf {
         self.runtime.join("linger/lingerd.pid")
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.runtime.join("linger/lingerd.sock")
+    }
+
+    /// A fresh, empty client home: another client machine.
+    fn other_home(&self, name: &str) -> std::io::Result<PathBuf> {
+        let dir = self.dir.path().join(name);
+        std::fs::create_dir_all(&dir)?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+        Ok(dir)
     }
 
     fn sessions_dir(&self) -> PathBuf {
@@ -261,6 +297,12 @@ impl Samples {
     }
     fn p99(&self) -> Duration {
         self.quantile(0.99)
+    }
+    fn min(&self) -> Duration {
+        self.0[0]
+    }
+    fn max(&self) -> Duration {
+        self.0[self.0.len() - 1]
     }
 }
 
@@ -400,6 +442,238 @@ fn pipe_throughput(script: &str) -> Result<(u64, Duration), BoxError> {
     Ok((total, elapsed))
 }
 
+/// Where a disconnected session keeps the output it holds for the next receiver.
+#[derive(Clone, Copy)]
+enum Keeping {
+    /// `--buffering spool` with the default configuration: 1 MiB in memory, the rest in the
+    /// spool file in the session's state directory.
+    Spool,
+    /// The `big` configuration: everything in the host's memory.
+    Memory,
+}
+
+impl Keeping {
+    fn tag(self) -> &'static str {
+        match self {
+            Keeping::Spool => "spool",
+            Keeping::Memory => "memory",
+        }
+    }
+
+    fn new_options(self, name: String) -> NewOptions {
+        match self {
+            Keeping::Spool => NewOptions {
+                name: Some(name),
+                buffering: Some(BufferingMode::Spool),
+                ..Default::default()
+            },
+            Keeping::Memory => NewOptions {
+                name: Some(name),
+                configuration: Some(BIG_CONFIGURATION.into()),
+                ..Default::default()
+            },
+        }
+    }
+}
+
+/// Receive after reconnect, one way of keeping the output.
+struct Reconnect {
+    /// From the second client's `receive` call to the end of its stream.
+    receive: Samples,
+    /// The second client's first `get_remote` (connecting and handshaking included).
+    find: Samples,
+    /// From the detached invoke until the host reported all output buffered (polled).
+    produce: Samples,
+}
+
+/// Waits until the detached command in `entry` has ended with all of its output kept.
+async fn wait_buffered(client: &Client, entry: &Entry) -> Result<(), BoxError> {
+    let deadline = Instant::now() + RECONNECT_PRODUCE_LIMIT;
+    loop {
+        let views = client.refresh(vec![entry.clone()]).await?;
+        let view = views.first().ok_or("refresh returned no view")?;
+        let info = view.info.as_ref().ok_or_else(|| {
+            format!(
+                "session {} is {:?}: {:?}",
+                entry.name, view.state, view.reason
+            )
+        })?;
+        if let Some(why) = &info.closed_reason {
+            return Err(format!("session {} closed: {why}", entry.name).into());
+        }
+        if info.dropped_output_bytes > 0 {
+            return Err(format!(
+                "session {} dropped {} bytes while disconnected",
+                entry.name, info.dropped_output_bytes
+            )
+            .into());
+        }
+        if info.running_command.is_none() && info.pending_output_bytes == RECONNECT_BYTES {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "session {}: after {RECONNECT_PRODUCE_LIMIT:?}, running {:?} with {} bytes kept",
+                entry.name, info.running_command, info.pending_output_bytes
+            )
+            .into());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Drains a receive to its end; fails unless it holds exactly one command's
+/// `RECONNECT_BYTES` of stdout, ending with status 0, and nothing dropped.
+async fn drain_receive(stream: &mut CommandStream) -> Result<(), BoxError> {
+    let mut stdout = 0u64;
+    let mut stderr = 0u64;
+    let mut statuses = Vec::new();
+    while let Some(event) = stream.next().await? {
+        match event {
+            Event::Output {
+                stream: StreamKind::Stdout,
+                data,
+                ..
+            } => stdout += data.len() as u64,
+            Event::Output {
+                stream: StreamKind::Stderr,
+                data,
+                ..
+            } => {
+                stderr += data.len() as u64;
+                eprint!("{}", String::from_utf8_lossy(&data));
+            }
+            Event::Finished { status, .. } => statuses.push(status),
+            Event::Dropped { bytes } => {
+                return Err(format!("receive: {bytes} bytes reported dropped").into())
+            }
+        }
+    }
+    if stdout != RECONNECT_BYTES || stderr != 0 || statuses != [0] {
+        return Err(format!(
+            "receive got {stdout} bytes of stdout, {stderr} of stderr and statuses {statuses:?}; \
+             expected {RECONNECT_BYTES}, 0 and [0]"
+        )
+        .into());
+    }
+    Ok(())
+}
+
+/// Receive after reconnect: a detached command leaves `RECONNECT_BYTES` in a fresh session,
+/// then another client (its own home: another machine) finds the session and receives it.
+/// Fresh session each run, removed afterwards.
+async fn receive_after_reconnect(
+    env: &BenchEnv,
+    client: &Client,
+    keeping: Keeping,
+    made: &mut Vec<Entry>,
+) -> Result<Reconnect, BoxError> {
+    let script = format!("head -c {RECONNECT_BYTES} /dev/zero");
+    let (mut receive, mut find, mut produce) = (Vec::new(), Vec::new(), Vec::new());
+    for run in 1..=RECONNECT_RUNS {
+        let name = format!("reconnect-{}-{run}", keeping.tag());
+        let view = client
+            .new_session("localhost", &keeping.new_options(name))
+            .await?;
+        let entry = view.entry.clone();
+        made.push(entry.clone());
+
+        let start = Instant::now();
+        let opts = InvokeOptions {
+            disconnected: true,
+            ..Default::default()
+        };
+        // The stream ends at once: nobody is attached while the command runs.
+        drop(client.invoke(&entry, &script, &opts).await?);
+        wait_buffered(client, &entry).await?;
+        produce.push(start.elapsed());
+
+        let home = env.other_home(&format!("home-{}-{run}", keeping.tag()))?;
+        let other = Client::open(ClientHome::at(&home))?.with_local_socket(env.socket());
+        let start = Instant::now();
+        let views = other.get_remote("localhost").await?;
+        let found = views
+            .into_iter()
+            .find(|v| v.entry.instance_id == entry.instance_id)
+            .ok_or_else(|| format!("the second client does not see session {}", entry.name))?;
+        find.push(start.elapsed());
+
+        let start = Instant::now();
+        let mut stream = other
+            .receive(&found.entry, &ReceiveOptions::default())
+            .await?;
+        drain_receive(&mut stream).await?;
+        receive.push(start.elapsed());
+        drop(stream);
+
+        other.remove(&found.entry).await?;
+        made.retain(|e| e.instance_id != entry.instance_id);
+        eprintln!(
+            "  run {run}: buffered in {:.0} ms, found in {:.1} ms, received in {:.1} ms ({:.2} GB/s)",
+            ms(produce[run - 1]),
+            ms(find[run - 1]),
+            ms(receive[run - 1]),
+            gbps(RECONNECT_BYTES, receive[run - 1])
+        );
+    }
+    Ok(Reconnect {
+        receive: Samples::new(receive),
+        find: Samples::new(find),
+        produce: Samples::new(produce),
+    })
+}
+
+/// Floor: `cat` of a file in the page cache, read through a pipe.
+fn cached_file_floor(path: &Path) -> Result<Samples, BoxError> {
+    let script = format!("cat '{}'", path.display());
+    // Untimed once: the file was just written, but make sure it is all cached.
+    pipe_throughput(&script)?;
+    let mut times = Vec::with_capacity(RECONNECT_RUNS);
+    for _ in 0..RECONNECT_RUNS {
+        let (bytes, elapsed) = pipe_throughput(&script)?;
+        assert_eq!(bytes, RECONNECT_BYTES, "bytes read from `cat`");
+        times.push(elapsed);
+    }
+    Ok(Samples::new(times))
+}
+
+/// Floor: another thread writes `RECONNECT_BYTES` from memory into a Unix stream socket,
+/// 256 KiB per write; this one reads it all, 256 KiB at a time.
+fn socket_floor() -> Result<Samples, BoxError> {
+    use std::io::Write;
+    let data = std::sync::Arc::new(vec![0u8; RECONNECT_BYTES as usize]);
+    let mut times = Vec::with_capacity(RECONNECT_RUNS);
+    let mut buf = vec![0u8; 256 * 1024];
+    for i in 0..=RECONNECT_RUNS {
+        let (mut near, mut far) = std::os::unix::net::UnixStream::pair()?;
+        let data = data.clone();
+        let start = Instant::now();
+        let writer = std::thread::spawn(move || -> std::io::Result<()> {
+            for chunk in data.chunks(256 * 1024) {
+                far.write_all(chunk)?;
+            }
+            Ok(())
+        });
+        let mut total = 0u64;
+        loop {
+            match near.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => total += n as u64,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let elapsed = start.elapsed();
+        writer.join().map_err(|_| "socket writer panicked")??;
+        assert_eq!(total, RECONNECT_BYTES, "bytes read from the socket");
+        // The first run warms up.
+        if i > 0 {
+            times.push(elapsed);
+        }
+    }
+    Ok(Samples::new(times))
+}
+
 struct Report {
     api: Samples,
     cli: Samples,
@@ -409,6 +683,10 @@ struct Report {
     pingpong: Samples,
     api_bytes_time: Duration,
     floor_bytes_time: Duration,
+    reconnect_spool: Reconnect,
+    reconnect_memory: Reconnect,
+    floor_cat: Samples,
+    floor_socket: Samples,
 }
 
 async fn run(env: &BenchEnv) -> Result<Report, BoxError> {
@@ -513,6 +791,28 @@ async fn measure(
     let (floor_bytes, floor_bytes_time) = pipe_throughput(&script)?;
     assert_eq!(floor_bytes, THROUGHPUT_BYTES, "bytes read from the pipe");
 
+    eprintln!(
+        "receive after reconnect: {RECONNECT_BYTES} bytes kept by a disconnected session \
+         (spool), received by a second client, x{RECONNECT_RUNS}"
+    );
+    let reconnect_spool = receive_after_reconnect(env, client, Keeping::Spool, made).await?;
+    eprintln!(
+        "receive after reconnect: the same, kept in memory (configuration `{BIG_CONFIGURATION}`), \
+         x{RECONNECT_RUNS}"
+    );
+    let reconnect_memory = receive_after_reconnect(env, client, Keeping::Memory, made).await?;
+
+    let file = env.dir.path().join("cached-100MB");
+    std::fs::write(&file, vec![0u8; RECONNECT_BYTES as usize])?;
+    eprintln!(
+        "floor: `cat` of a cached {RECONNECT_BYTES}-byte file through a pipe x{RECONNECT_RUNS}"
+    );
+    let floor_cat = cached_file_floor(&file);
+    let _ = std::fs::remove_file(&file);
+    let floor_cat = floor_cat?;
+    eprintln!("floor: {RECONNECT_BYTES} bytes from memory through a unix socket x{RECONNECT_RUNS}");
+    let floor_socket = socket_floor()?;
+
     Ok(Report {
         api,
         cli,
@@ -522,6 +822,10 @@ async fn measure(
         pingpong,
         api_bytes_time,
         floor_bytes_time,
+        reconnect_spool,
+        reconnect_memory,
+        floor_cat,
+        floor_socket,
     })
 }
 
@@ -569,6 +873,43 @@ impl Report {
             fmt_ms(self.pingpong.p99()),
             self.pingpong.0.len()
         );
+        let fmt_rate = |name: &str, s: &Samples| {
+            println!(
+                "  {name:<25}median {}  max {}  (n={})  = {:.2} GB/s",
+                fmt_ms(s.median()),
+                fmt_ms(s.max()),
+                s.0.len(),
+                gbps(RECONNECT_BYTES, s.median())
+            )
+        };
+        fmt_rate("reconnect recv, spool:", &self.reconnect_spool.receive);
+        fmt_rate("reconnect recv, memory:", &self.reconnect_memory.receive);
+        fmt_rate("floor `cat` 100 MB file:", &self.floor_cat);
+        fmt_rate("floor socket 100 MB:", &self.floor_socket);
+        for (name, r) in [
+            ("spool", &self.reconnect_spool),
+            ("memory", &self.reconnect_memory),
+        ] {
+            println!(
+                "  {:<25}median {}  max {}  (n={})",
+                format!("get_remote, {name}:"),
+                fmt_ms(r.find.median()),
+                fmt_ms(r.find.max()),
+                r.find.0.len()
+            );
+        }
+        for (name, r) in [
+            ("spool", &self.reconnect_spool),
+            ("memory", &self.reconnect_memory),
+        ] {
+            println!(
+                "  {:<25}median {}  min {}  (n={}, polled every 10 ms)",
+                format!("detached run, {name}:"),
+                fmt_ms(r.produce.median()),
+                fmt_ms(r.produce.min()),
+                r.produce.0.len()
+            );
+        }
         println!();
 
         let api = ms(self.api.median());
@@ -577,6 +918,10 @@ impl Report {
         let api_gbps = gbps(THROUGHPUT_BYTES, self.api_bytes_time);
         let floor_gbps = gbps(THROUGHPUT_BYTES, self.floor_bytes_time);
         let met = |ok: bool| if ok { "met" } else { "NOT met" };
+        let spool_gbps = gbps(RECONNECT_BYTES, self.reconnect_spool.receive.median());
+        let memory_gbps = gbps(RECONNECT_BYTES, self.reconnect_memory.receive.median());
+        let cat_gbps = gbps(RECONNECT_BYTES, self.floor_cat.median());
+        let socket_gbps = gbps(RECONNECT_BYTES, self.floor_socket.median());
         let rows: Vec<[String; 6]> = vec![
             [
                 "API round trip (vs `bash -c true` process)".into(),
@@ -618,6 +963,30 @@ impl Report {
                 format!(">= {TARGET_GBPS} GB/s"),
                 met(api_gbps >= TARGET_GBPS).into(),
             ],
+            [
+                "receive after reconnect, 100 MB spooled (vs `cat` of cached file)".into(),
+                format!("{spool_gbps:.2} GB/s"),
+                format!("{cat_gbps:.2} GB/s"),
+                format!("{:.2}x", cat_gbps / spool_gbps),
+                format!(">= {TARGET_RECONNECT_GBPS} GB/s"),
+                met(spool_gbps >= TARGET_RECONNECT_GBPS).into(),
+            ],
+            [
+                "receive after reconnect, 100 MB in memory (vs `cat` of cached file)".into(),
+                format!("{memory_gbps:.2} GB/s"),
+                format!("{cat_gbps:.2} GB/s"),
+                format!("{:.2}x", cat_gbps / memory_gbps),
+                format!(">= {TARGET_RECONNECT_GBPS} GB/s"),
+                met(memory_gbps >= TARGET_RECONNECT_GBPS).into(),
+            ],
+            [
+                "receive after reconnect, 100 MB in memory (vs unix socket read)".into(),
+                format!("{memory_gbps:.2} GB/s"),
+                format!("{socket_gbps:.2} GB/s"),
+                format!("{:.2}x", socket_gbps / memory_gbps),
+                String::new(),
+                String::new(),
+            ],
         ];
         let header = [
             "measurement",
@@ -657,6 +1026,17 @@ impl Report {
         }
         println!();
         println!("GB/s = 10^9 bytes per second. Throughput: one run each, wall time from invoke");
-        println!("(or spawn) to the last byte and the exit status.");
+        println!(
+            "(or spawn) to the last byte and the exit status. Receive after reconnect: median of"
+        );
+        println!("{RECONNECT_RUNS} runs, each a fresh session whose detached command left {RECONNECT_BYTES} bytes;");
+        println!(
+            "wall time from a second client's receive call to the end of its stream (every byte"
+        );
+        println!("counted, nothing dropped). Its floors: median of {RECONNECT_RUNS} reads of the same size.");
+        println!("get_remote: the second client's first call (connect and handshake included);");
+        println!(
+            "detached run: from the detached invoke until the session reported all output kept."
+        );
     }
 }
