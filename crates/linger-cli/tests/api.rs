@@ -98,7 +98,7 @@ async fn api_sessions_share_state_and_cancel() {
         .await
         .expect("invoke");
     match cmd.next().await.expect("event") {
-        Some(Event::Output { data, .. }) => assert_eq!(data, b"go\n"),
+        Some(Event::Output { data, .. }) => assert_eq!(&data[..], b"go\n"),
         other => panic!("unexpected {other:?}"),
     }
     cmd.cancel().expect("cancel");

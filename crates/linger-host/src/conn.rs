@@ -202,7 +202,7 @@ fn entry_message(e: Entry) -> HostToDaemon {
             seq: e.seq,
             command_id,
             stream,
-            data: data.to_vec(),
+            data,
         },
         EntryKind::Finished { command_id, status } => HostToDaemon::Finished {
             seq: e.seq,

@@ -1,11 +1,11 @@
 //! Framing: every message is a big-endian `u32` length followed by that many bytes of
 //! MessagePack (maps with named fields, enums externally tagged).
 
-use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
+use bytes::{BufMut, Bytes, BytesMut};
+use futures_util::StreamExt;
 use serde::{de::DeserializeOwned, Serialize};
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
 
 /// Largest frame either side accepts. A peer announcing more is malformed and the
 /// connection is closed; output is chunked far below this.
@@ -70,32 +70,62 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     }
 }
 
-/// Writing half of a framed connection.
+/// Writing half of a framed connection. Messages are encoded straight into one reused
+/// buffer (length prefix patched in afterwards), so output does not cost an allocation
+/// and a copy per frame on its way to the socket.
 pub struct FrameWriter<W> {
-    inner: FramedWrite<W, LengthDelimitedCodec>,
+    w: W,
+    buf: BytesMut,
 }
+
+/// Above this much queued, `feed` writes to the socket without waiting for `flush`.
+const WRITE_BATCH: usize = 1 << 20;
 
 impl<W: AsyncWrite + Unpin> FrameWriter<W> {
     pub fn new(w: W) -> Self {
         FrameWriter {
-            inner: FramedWrite::new(w, codec()),
+            w,
+            buf: BytesMut::with_capacity(64 * 1024),
         }
     }
 
     pub async fn write<T: Serialize>(&mut self, msg: &T) -> Result<(), FrameError> {
-        self.inner.send(encode(msg)?).await?;
-        Ok(())
+        self.feed(msg).await?;
+        self.flush().await
     }
 
     /// Queues a message without flushing: callers batching several frames call
     /// [`FrameWriter::flush`] once afterwards.
     pub async fn feed<T: Serialize>(&mut self, msg: &T) -> Result<(), FrameError> {
-        self.inner.feed(encode(msg)?).await?;
+        let start = self.buf.len();
+        self.buf.put_u32(0);
+        let encoded = rmp_serde::encode::write_named(&mut (&mut self.buf).writer(), msg);
+        let len = self.buf.len() - start - 4;
+        if let Err(e) = encoded {
+            self.buf.truncate(start);
+            return Err(e.into());
+        }
+        if len > MAX_FRAME_LEN {
+            self.buf.truncate(start);
+            return Err(FrameError::Io(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("message of {len} bytes exceeds the frame limit of {MAX_FRAME_LEN}"),
+            )));
+        }
+        self.buf[start..start + 4].copy_from_slice(&(len as u32).to_be_bytes());
+        if self.buf.len() >= WRITE_BATCH {
+            self.w.write_all(&self.buf).await?;
+            self.buf.clear();
+        }
         Ok(())
     }
 
     pub async fn flush(&mut self) -> Result<(), FrameError> {
-        SinkExt::<Bytes>::flush(&mut self.inner).await?;
+        if !self.buf.is_empty() {
+            self.w.write_all(&self.buf).await?;
+            self.buf.clear();
+        }
+        self.w.flush().await?;
         Ok(())
     }
 }
@@ -112,5 +142,69 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> FramedConn<R, W> {
             reader: FrameReader::new(r),
             writer: FrameWriter::new(w),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::ServerMsg;
+
+    #[tokio::test]
+    async fn frames_written_in_place_read_back_in_order() {
+        let (a, b) = tokio::io::duplex(1 << 16);
+        let mut writer = FrameWriter::new(a);
+        let mut reader = FrameReader::new(b);
+        let sent: Vec<ServerMsg> = (0..200u64)
+            .map(|nonce| ServerMsg::Pong { nonce })
+            .chain(std::iter::once(ServerMsg::Output {
+                rid: 7,
+                seq: 9,
+                command_id: uuid::Uuid::nil(),
+                stream: crate::types::StreamKind::Stdout,
+                data: Bytes::from(vec![0xA5; 3 << 20]),
+            }))
+            .collect();
+        let expected = sent.len();
+        let writing = tokio::spawn(async move {
+            for m in &sent {
+                writer.feed(m).await.expect("feed");
+            }
+            writer.flush().await.expect("flush");
+        });
+        for i in 0..expected {
+            match reader.read::<ServerMsg>().await.expect("frame") {
+                Some(ServerMsg::Pong { nonce }) => assert_eq!(nonce, i as u64),
+                Some(ServerMsg::Output { data, seq, .. }) => {
+                    assert_eq!((seq, data.len()), (9, 3 << 20));
+                    assert!(data.iter().all(|&b| b == 0xA5));
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        writing.await.expect("writer task");
+    }
+
+    #[tokio::test]
+    async fn an_oversized_message_is_refused_and_the_writer_stays_usable() {
+        let (a, b) = tokio::io::duplex(1 << 16);
+        let mut writer = FrameWriter::new(a);
+        let mut reader = FrameReader::new(b);
+        let huge = ServerMsg::Output {
+            rid: 1,
+            seq: 1,
+            command_id: uuid::Uuid::nil(),
+            stream: crate::types::StreamKind::Stdout,
+            data: Bytes::from(vec![0; MAX_FRAME_LEN + 1]),
+        };
+        assert!(writer.feed(&huge).await.is_err());
+        writer
+            .write(&ServerMsg::Pong { nonce: 5 })
+            .await
+            .expect("write");
+        assert!(matches!(
+            reader.read::<ServerMsg>().await,
+            Ok(Some(ServerMsg::Pong { nonce: 5 }))
+        ));
     }
 }

@@ -4,6 +4,7 @@
 //! daemon acknowledges it, so a daemon that dies and comes back loses nothing: on `Hello` it
 //! asks the host to replay from the oldest unacknowledged entry.
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -59,8 +60,7 @@ pub enum HostToDaemon {
         seq: u64,
         command_id: Uuid,
         stream: StreamKind,
-        #[serde(with = "serde_bytes")]
-        data: Vec<u8>,
+        data: Bytes,
     },
     Finished {
         seq: u64,

@@ -1,5 +1,6 @@
 //! Messages `lingerd` sends to a client.
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -25,8 +26,7 @@ pub enum ServerMsg {
         seq: u64,
         command_id: Uuid,
         stream: StreamKind,
-        #[serde(with = "serde_bytes")]
-        data: Vec<u8>,
+        data: Bytes,
     },
     /// A command ended. For an `Invoke`, the one with its `command_id` ends the request.
     Finished {

@@ -364,7 +364,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
 pub enum Event {
     Output {
         stream: StreamKind,
-        data: Vec<u8>,
+        data: bytes::Bytes,
         /// The command that wrote it (an earlier command's late output can arrive too).
         command_id: Uuid,
     },

@@ -24,6 +24,7 @@ mod options;
 mod registry;
 
 pub use autostart::daemon_program;
+pub use bytes::Bytes;
 pub use client::{
     display_computer, Availability, Client, DisconnectOptions, InvokeOptions, NewOptions,
     ReceiveOptions, SessionView, State, Target, DEFAULT_CANCEL_TIMEOUT, DEFAULT_WAIT,
