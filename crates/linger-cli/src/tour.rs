@@ -6,8 +6,20 @@
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{bail, Context, Result};
+
+/// Writes a line to stdout; a closed stdout (the tour piped into `head`) ends the tour,
+/// which still cleans up.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout(), $($arg)*).map_err(|_| anyhow::anyhow!(STDOUT_CLOSED))?;
+    }};
+}
+
+const STDOUT_CLOSED: &str = "standard output was closed";
 
 struct Tour {
     dir: PathBuf,
@@ -28,20 +40,21 @@ impl Tour {
 
     /// Shows and runs `linger ARGS` as `client`; returns its exit code.
     fn run(&self, client: &str, args: &[&str]) -> Result<i32> {
-        self.show(client, args);
+        check_interrupted()?;
+        self.show(client, args)?;
         let status = self
             .cmd(client, args)
             .status()
             .with_context(|| format!("cannot run {}", self.linger.display()))?;
         let code = status.code().unwrap_or(1);
         if code != 0 {
-            println!("(exit code {code})");
+            out!("(exit code {code})");
         }
-        println!();
+        out!();
         Ok(code)
     }
 
-    fn show(&self, client: &str, args: &[&str]) {
+    fn show(&self, client: &str, args: &[&str]) -> Result<()> {
         let shown: Vec<String> = args
             .iter()
             .map(|a| {
@@ -54,22 +67,25 @@ impl Tour {
             .collect();
         let line = format!("[{client}]$ linger {}", shown.join(" "));
         if std::io::stdout().is_terminal() {
-            println!("\x1b[1m{line}\x1b[0m");
+            out!("\x1b[1m{line}\x1b[0m");
         } else {
-            println!("{line}");
+            out!("{line}");
         }
+        Ok(())
     }
 
     /// Shows and starts `linger ARGS` as `client` in the background.
     fn start(&self, client: &str, args: &[&str]) -> Result<std::process::Child> {
-        self.show(client, args);
+        check_interrupted()?;
+        self.show(client, args)?;
         self.cmd(client, args)
             .spawn()
             .with_context(|| format!("cannot run {}", self.linger.display()))
     }
 
-    fn say(&self, text: &str) {
-        println!("# {text}");
+    fn say(&self, text: &str) -> Result<()> {
+        out!("# {text}");
+        Ok(())
     }
 }
 
@@ -87,32 +103,61 @@ fn sibling(name: &str) -> Result<PathBuf> {
 
 fn main() {
     if let Err(e) = tour() {
-        eprintln!("linger-tour: error: {e:#}");
+        if e.to_string() != STDOUT_CLOSED {
+            eprintln!("linger-tour: error: {e:#}");
+        }
         std::process::exit(1);
     }
 }
 
+/// Set by Ctrl-C: the tour stops at the next step and still cleans up.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_interrupt(_: std::ffi::c_int) {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+fn check_interrupted() -> Result<()> {
+    if INTERRUPTED.load(Ordering::SeqCst) {
+        bail!("interrupted");
+    }
+    Ok(())
+}
+
+/// Ends what the tour started when dropped, so that an early return, an error or a panic
+/// (a closed pipe on stdout) never leaves a daemon running.
+struct Cleanup(PathBuf);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        cleanup(&self.0);
+    }
+}
+
 fn tour() -> Result<()> {
+    // SAFETY: the handler only stores to an atomic.
+    unsafe {
+        let _ = nix::sys::signal::signal(
+            nix::sys::signal::Signal::SIGINT,
+            nix::sys::signal::SigHandler::Handler(on_interrupt),
+        );
+    }
     let linger = sibling("linger")?;
     sibling("lingerd")?;
     let dir = std::env::temp_dir().join(format!("linger-tour-{}", std::process::id()));
+    let _cleanup = Cleanup(dir.clone());
     for sub in ["run", "state", "config", "laptop", "desktop"] {
         std::fs::create_dir_all(dir.join(sub)).context("cannot create the tour directory")?;
     }
-    let t = Tour {
-        dir: dir.clone(),
-        linger,
-    };
-    let result = steps(&t);
-    cleanup(&dir);
-    result
+    let t = Tour { dir, linger };
+    steps(&t)
 }
 
 fn steps(t: &Tour) -> Result<()> {
-    t.say("Two client machines, 'laptop' and 'desktop', share one host: this one.");
-    t.say("The first command starts lingerd on demand and creates a session holding a bash.");
+    t.say("Two client machines, 'laptop' and 'desktop', share one host: this one.")?;
+    t.say("The first command starts lingerd on demand and creates a session holding a bash.")?;
     t.run("laptop", &["new", "localhost", "--name", "build"])?;
-    t.say("Commands in a session share variables, functions, the working directory.");
+    t.say("Commands in a session share variables, functions, the working directory.")?;
     t.run(
         "laptop",
         &[
@@ -126,7 +171,7 @@ fn steps(t: &Tour) -> Result<()> {
         "laptop",
         &["invoke", "build", "--", "shout $greeting from $(pwd)"],
     )?;
-    t.say("stdout and stderr stay apart; the remote status is the exit code; the session survives `exit`.");
+    t.say("stdout and stderr stay apart; the remote status is the exit code; the session survives `exit`.")?;
     t.run(
         "laptop",
         &[
@@ -147,9 +192,9 @@ fn steps(t: &Tour) -> Result<()> {
             "echo \"$greeting, $1\"",
         ],
     )?;
-    t.say("The session lives in the daemon, not in this client: the desktop sees it, attached elsewhere.");
+    t.say("The session lives in the daemon, not in this client: the desktop sees it, attached elsewhere.")?;
     t.run("desktop", &["get", "--computer", "localhost"])?;
-    t.say("A long command starts on the laptop, which disconnects while it runs.");
+    t.say("A long command starts on the laptop, which disconnects while it runs.")?;
     let long =
         "for i in 1 2 3 4; do echo \"step $i in $(pwd)\"; sleep 0.5; done; echo done; exit 3";
     let mut running = t.start("laptop", &["invoke", "build", "--", long])?;
@@ -160,8 +205,8 @@ fn steps(t: &Tour) -> Result<()> {
         .context("the long invoke")?
         .code()
         .unwrap_or(1);
-    println!("(the laptop's invoke ended with exit code {code}; the command kept running)\n");
-    t.say("The desktop finds it Disconnected and available, connects, and receives what ran meanwhile.");
+    out!("(the laptop's invoke ended with exit code {code}; the command kept running)\n");
+    t.say("The desktop finds it Disconnected and available, connects, and receives what ran meanwhile.")?;
     t.run(
         "desktop",
         &["get", "--computer", "localhost", "--name", "build"],
@@ -171,13 +216,13 @@ fn steps(t: &Tour) -> Result<()> {
         &["connect", "--computer", "localhost", "--name", "build"],
     )?;
     t.run("desktop", &["receive", "build"])?;
-    t.say("Same shell, same state, now from the desktop; the laptop sees it Busy elsewhere.");
+    t.say("Same shell, same state, now from the desktop; the laptop sees it Busy elsewhere.")?;
     t.run(
         "desktop",
         &["invoke", "build", "--", "shout $greeting from $(pwd)"],
     )?;
     t.run("laptop", &["get"])?;
-    t.say("A command can start in a session that is disconnected from the outset; anyone receives it later.");
+    t.say("A command can start in a session that is disconnected from the outset; anyone receives it later.")?;
     t.run(
         "desktop",
         &[
@@ -195,7 +240,7 @@ fn steps(t: &Tour) -> Result<()> {
         "laptop",
         &["receive", "--computer", "localhost", "--name", "nightly"],
     )?;
-    t.say("An ad hoc command runs in a temporary session that is removed afterwards.");
+    t.say("An ad hoc command runs in a temporary session that is removed afterwards.")?;
     t.run(
         "desktop",
         &[
@@ -206,12 +251,12 @@ fn steps(t: &Tour) -> Result<()> {
             "echo \"ad hoc in $LINGER_SESSION_NAME\"",
         ],
     )?;
-    t.say("Removing a session ends its processes; its record shows Closed.");
+    t.say("Removing a session ends its processes; its record shows Closed.")?;
     t.run("desktop", &["remove", "build"])?;
     t.run("laptop", &["remove", "nightly"])?;
     t.run("desktop", &["get"])?;
     t.run("desktop", &["invoke", "build", "--", "true"])?;
-    t.say("That was the tour. `linger --help` lists every command.");
+    t.say("That was the tour. `linger --help` lists every command.")?;
     Ok(())
 }
 

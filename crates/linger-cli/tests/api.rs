@@ -248,3 +248,76 @@ async fn hostile_input_closes_only_that_connection() {
         "{log}"
     );
 }
+
+/// The disconnected-session API: disconnect with new settings, a Busy refusal for another
+/// client while attached, connect and receive from it, with every command end reported.
+#[tokio::test]
+async fn api_disconnect_connect_receive() {
+    use linger::{DisconnectOptions, Kind, ReceiveOptions, State};
+    let mut w = World::new();
+    w.start_daemon();
+    let a = w.client("homeA");
+    let b = w.client("homeB");
+    let s = a
+        .new_session("localhost", &NewOptions::default())
+        .await
+        .expect("new");
+    let disconnected = InvokeOptions {
+        disconnected: true,
+        ..InvokeOptions::default()
+    };
+    // A detached command's stream ends at once; the output waits on the server.
+    let mut started = a
+        .invoke(&s.entry, "echo one; echo two >&2; exit 2", &disconnected)
+        .await
+        .expect("detached invoke");
+    assert!(started.next().await.expect("stream").is_none());
+    let on_b = b.get_remote("localhost").await.expect("get on B");
+    let entry_b = on_b[0].entry.clone();
+    assert_eq!(on_b[0].state, State::Disconnected);
+    let view = b.connect_session(&entry_b, None).await.expect("connect");
+    assert_eq!(view.state, State::Opened);
+    // A is now the one refused.
+    let err = a.connect_session(&s.entry, None).await.expect_err("busy");
+    assert_eq!(err.kind(), Kind::Busy);
+    let mut stream = b
+        .receive(&entry_b, &ReceiveOptions::default())
+        .await
+        .expect("receive");
+    let mut events = Vec::new();
+    while let Some(ev) = stream.next().await.expect("stream") {
+        events.push(ev);
+    }
+    let outputs: Vec<(StreamKind, Vec<u8>)> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Output { stream, data, .. } => Some((*stream, data.to_vec())),
+            _ => None,
+        })
+        .collect();
+    assert!(outputs.contains(&(StreamKind::Stdout, b"one\n".to_vec())));
+    assert!(outputs.contains(&(StreamKind::Stderr, b"two\n".to_vec())));
+    assert!(matches!(
+        events.last(),
+        Some(Event::Finished { status: 2, .. })
+    ));
+    let summary = stream.summary().expect("summary");
+    assert_eq!(summary.commands_finished, 1);
+    assert_eq!(summary.dropped_output_bytes, 0);
+    // B disconnects with a new idle timeout; the server's record says so.
+    let view = b
+        .disconnect(
+            &entry_b,
+            &DisconnectOptions {
+                idle_timeout: Some(std::time::Duration::from_secs(3600)),
+                buffering: Some(linger::BufferingMode::Drop),
+            },
+        )
+        .await
+        .expect("disconnect");
+    let info = view.info.expect("server record");
+    assert_eq!(view.state, State::Disconnected);
+    assert_eq!(info.idle_timeout_ms, 3_600_000);
+    assert_eq!(info.output_buffering_mode, linger::BufferingMode::Drop);
+    assert!(info.expires_at_ms.is_some());
+}

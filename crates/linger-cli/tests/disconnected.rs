@@ -823,3 +823,92 @@ fn a_waiting_invoke_of_a_dead_client_never_runs() {
         "{j}"
     );
 }
+
+/// `receive` started while the command still runs delivers what was kept, then follows the
+/// command to its end; `--idle-timeout` is refused there too.
+#[test]
+fn receive_follows_a_running_command_to_its_end() {
+    let w = World::new();
+    let script = "echo early; echo early-err >&2; while [ ! -e \"$HOME/go\" ]; do sleep 0.02; done; echo late; exit 6";
+    ok_as(
+        &w,
+        "homeA",
+        &[
+            "invoke",
+            "--computer",
+            "localhost",
+            "--in-disconnected-session",
+            "--name",
+            "f",
+            "--",
+            script,
+        ],
+    );
+    let o = run_as(
+        &w,
+        "homeB",
+        &[
+            "receive",
+            "--computer",
+            "localhost",
+            "--name",
+            "f",
+            "--idle-timeout",
+            "1h",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("--idle-timeout cannot be changed by `receive`"),
+        "{}",
+        stderr(&o)
+    );
+    let mut child = w
+        .linger_as(
+            "homeB",
+            &["receive", "--computer", "localhost", "--name", "f"],
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("receive");
+    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    out.read_line(&mut line).expect("first line");
+    assert_eq!(line, "early\n");
+    assert!(
+        session_json(&w, "homeB", "f")["running_command"].is_string(),
+        "still running"
+    );
+    std::fs::write(w.dir.path().join("go"), "").expect("go file");
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).expect("rest");
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut err)
+        .expect("stderr");
+    assert_eq!(child.wait().expect("receive ends").code(), Some(6), "{err}");
+    assert_eq!(rest, "late\n");
+    assert_eq!(err, "early-err\n");
+}
+
+/// A client that cannot reach the session's server shows it Broken / None; once the
+/// server is back, the session is as it was.
+#[test]
+fn an_unreachable_server_shows_broken() {
+    let w = World::new();
+    ok_as(&w, "homeA", &["new", "localhost", "--name", "b"]);
+    let daemon = w.daemon_pid().expect("daemon");
+    kill(daemon, Signal::SIGKILL);
+    eventually("the daemon to exit", || !alive(daemon));
+    let o = w
+        .linger_as("homeA", &["get", "b"])
+        .env("LINGERD", "/nonexistent/lingerd")
+        .output()
+        .expect("get");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        row(&stdout(&o), "b"),
+        ("1".into(), "Broken".into(), "None".into())
+    );
+    assert_eq!(row(&ok_as(&w, "homeA", &["get", "b"]), "b").1, "Opened");
+}

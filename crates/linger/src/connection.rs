@@ -247,6 +247,7 @@ impl Connection {
 
     /// Starts a command; its output arrives through the returned stream.
     pub async fn invoke(&self, req: Invoke) -> Result<CommandStream> {
+        let detached = req.disconnected;
         let (rid, mut rx) = self.start(Request::Invoke(req))?;
         let first = rx.recv().await;
         let command_id = match first {
@@ -267,7 +268,12 @@ impl Connection {
                 return Err(self.lost());
             }
         };
+        if detached {
+            // Nothing more comes for it: the output waits on the server for a receive.
+            lock(&self.shared.routes).remove(&rid);
+        }
         Ok(CommandStream {
+            done: detached,
             conn: self.clone(),
             rid,
             rx,
@@ -276,7 +282,6 @@ impl Connection {
             summary: None,
             unacked_bytes: 0,
             last_seq: 0,
-            done: false,
         })
     }
 }
