@@ -177,8 +177,16 @@ async fn connection(stream: UnixStream, state: Arc<HostState>) {
                     }
                     DaemonToHost::Ack { seq } => {
                         state.log.ack(seq);
-                        if state.shell_exited().is_some() && state.log.is_empty() {
-                            finish(&state, "shell exited and its output was delivered").await;
+                        if state.log.is_empty() {
+                            if state.shell_exited().is_some() {
+                                finish(&state, "shell exited and its output was delivered").await;
+                            }
+                            // Everything is delivered: say so now rather than at the next
+                            // tick, so that a finished receive and the counts agree.
+                            last_status = state.status();
+                            if writer.write(&HostToDaemon::Status(last_status.clone())).await.is_err() {
+                                return;
+                            }
                         }
                     }
                     DaemonToHost::Settings(settings) => {

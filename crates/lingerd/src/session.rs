@@ -867,8 +867,11 @@ impl Session {
                     let done = if req.keep {
                         until < g.replay_from || s.relayed >= until || g.host_gone
                     } else {
+                        // The host reports an empty log right after the last ack, so the
+                        // session's counts are current when the receive ends.
                         let idle = g.running.is_none() && !g.starting;
-                        (idle && g.acked >= g.known_last) || g.host_gone
+                        let drained = g.acked >= g.known_last && g.status.pending_output_bytes == 0;
+                        (idle && drained) || g.host_gone
                     };
                     if done {
                         let summary = ReceiveSummary {
