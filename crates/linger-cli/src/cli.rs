@@ -35,6 +35,89 @@ pub enum Command {
     Connect(ConnectArgs),
     /// Get what sessions produced while nobody was attached, then follow their commands.
     Receive(ReceiveArgs),
+    /// Work interactively in a session: each line runs there.
+    Enter(EnterArgs),
+    /// Jobs: commands whose output waits on the server (list, receive, wait, stop, remove,
+    /// start a background job in a session).
+    #[command(subcommand)]
+    Job(JobCommand),
+}
+
+#[derive(Args)]
+pub struct EnterArgs {
+    /// The session to enter (Id, Name or InstanceId).
+    #[arg(value_name = "SEL", conflicts_with = "computer")]
+    pub selector: Option<String>,
+    /// Enter a temporary session on this computer, removed when you leave.
+    #[arg(long, value_name = "C")]
+    pub computer: Option<String>,
+    #[command(flatten)]
+    pub session: SessionFlags,
+}
+
+#[derive(Subcommand)]
+pub enum JobCommand {
+    /// Show jobs: this client's, or those in sessions SEL (background jobs included).
+    List(JobListArgs),
+    /// Get a job's output (delivered output is gone from the server unless --keep).
+    Receive(JobReceiveArgs),
+    /// Wait for a job to end (returns early if its session is disconnected, unless --force).
+    Wait(JobWaitArgs),
+    /// Stop a running job.
+    Stop(JobIdArgs),
+    /// Forget a job that has ended, with its kept output.
+    Remove(JobIdArgs),
+    /// Start a background job in a session: it shares the session's state while the session
+    /// keeps taking commands.
+    Start(JobStartArgs),
+}
+
+#[derive(Args)]
+pub struct JobListArgs {
+    /// Also the background jobs in these sessions.
+    #[arg(value_name = "SEL")]
+    pub selectors: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct JobIdArgs {
+    /// Job Id or Name.
+    #[arg(value_name = "ID")]
+    pub job: String,
+}
+
+#[derive(Args)]
+pub struct JobReceiveArgs {
+    #[arg(value_name = "ID")]
+    pub job: String,
+    /// Leave the output on the server.
+    #[arg(long)]
+    pub keep: bool,
+}
+
+#[derive(Args)]
+pub struct JobWaitArgs {
+    #[arg(value_name = "ID")]
+    pub job: String,
+    /// Keep waiting while the job's session is disconnected, until the job ends.
+    #[arg(long)]
+    pub force: bool,
+    /// Give up after this long (exit 7).
+    #[arg(long, value_name = "D")]
+    pub timeout: Option<String>,
+}
+
+#[derive(Args)]
+pub struct JobStartArgs {
+    /// The session to run the job in.
+    #[arg(value_name = "SEL")]
+    pub selector: String,
+    /// A positional parameter for the script ($1, $2, …); repeatable.
+    #[arg(long = "arg", value_name = "V")]
+    pub args: Vec<String>,
+    /// The script (words are joined with spaces).
+    #[arg(last = true, value_name = "SCRIPT", required = true)]
+    pub script: Vec<String>,
 }
 
 /// Sessions named by SEL, or on --computer by --name, --id or --instance-id.

@@ -46,6 +46,12 @@ pub enum Request {
     /// Attach if needed, then deliver the output kept while nobody read it and follow the
     /// running command to its end.
     Receive(Receive),
+    /// Attach the session and mark it entered (`linger enter`) until this request is
+    /// cancelled or the connection closes: meanwhile a `Disconnect` from any other
+    /// connection is refused. Answered with `Reply::Session` at once.
+    Enter {
+        instance_id: Uuid,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -10,7 +10,7 @@ use tokio::sync::Mutex;
 use uuid::Uuid;
 
 use crate::autostart;
-use crate::connection::{CommandStream, Connection};
+use crate::connection::{CommandStream, Connection, EnterGuard};
 use crate::error::{Error, Result};
 use crate::home::ClientHome;
 use crate::options::Options;
@@ -460,6 +460,15 @@ impl Client {
         let result = conn.connect_session(entry.instance_id, buffering).await;
         let info = self.note_closed(entry, result)?;
         Ok(SessionView::from_info(entry.clone(), info))
+    }
+
+    /// Attaches a session and marks it entered by this client process (`linger enter`) until
+    /// the guard is dropped: meanwhile `disconnect` from any other process is refused.
+    pub async fn begin_enter(&self, entry: &Entry) -> Result<(EnterGuard, SessionView)> {
+        let conn = self.open_session_conn(entry).await?;
+        let result = conn.enter(entry.instance_id).await;
+        let (guard, info) = self.note_closed(entry, result)?;
+        Ok((guard, SessionView::from_info(entry.clone(), info)))
     }
 
     /// Detaches a session from this client; its commands keep running and its idle-timeout

@@ -220,6 +220,28 @@ impl Connection {
         }
     }
 
+    /// Marks a session entered by this connection until the returned guard is dropped.
+    pub async fn enter(&self, instance_id: Uuid) -> Result<(EnterGuard, SessionInfo)> {
+        let (rid, mut rx) = self.start(Request::Enter { instance_id })?;
+        let answer = rx.recv().await;
+        lock(&self.shared.routes).remove(&rid);
+        match answer {
+            Some(ServerMsg::Reply {
+                reply: Reply::Session(info),
+                ..
+            }) => Ok((
+                EnterGuard {
+                    conn: self.clone(),
+                    rid,
+                },
+                info,
+            )),
+            Some(ServerMsg::Error { error, .. }) => Err(Error::Server(error)),
+            Some(_) => Err(self.unexpected()),
+            None => Err(self.lost()),
+        }
+    }
+
     pub async fn disconnect_session(&self, req: Disconnect) -> Result<SessionInfo> {
         match self.call(Request::Disconnect(req)).await? {
             Reply::Session(s) => Ok(s),
@@ -548,6 +570,22 @@ impl CommandStream {
 impl Drop for CommandStream {
     fn drop(&mut self) {
         lock(&self.conn.shared.routes).remove(&self.rid);
+    }
+}
+
+/// Holds a session entered (`linger enter`); dropping it ends the mark on the server.
+pub struct EnterGuard {
+    conn: Connection,
+    rid: u64,
+}
+
+impl Drop for EnterGuard {
+    fn drop(&mut self) {
+        let _ = self
+            .conn
+            .shared
+            .out
+            .send(ClientMsg::Cancel { rid: self.rid }.into());
     }
 }
 

@@ -29,7 +29,7 @@ pub use client::{
     display_computer, Availability, Client, DisconnectOptions, InvokeOptions, NewOptions,
     ReceiveOptions, SessionView, State, Target, DEFAULT_CANCEL_TIMEOUT, DEFAULT_WAIT,
 };
-pub use connection::{Canceller, CommandStream, Connection, Event};
+pub use connection::{Canceller, CommandStream, Connection, EnterGuard, Event};
 pub use error::{Error, Kind, Result};
 pub use home::ClientHome;
 pub use linger_proto::server::ReceiveSummary;

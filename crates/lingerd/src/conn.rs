@@ -52,6 +52,8 @@ struct Ctx {
     tx: mpsc::Sender<ServerMsg>,
     /// Invokes in flight: their session and, once started, their command.
     invokes: Mutex<HashMap<u64, InFlight>>,
+    /// Sessions this connection entered, by the request that did.
+    enters: Mutex<HashMap<u64, Arc<Session>>>,
     /// Set once the client's side of the connection has ended.
     gone: tokio::sync::watch::Sender<bool>,
 }
@@ -99,6 +101,7 @@ where
         client: hello.client_id,
         tx,
         invokes: Mutex::new(HashMap::new()),
+        enters: Mutex::new(HashMap::new()),
         gone: tokio::sync::watch::channel(false).0,
     });
     loop {
@@ -138,6 +141,11 @@ where
                     }
                 }
             }
+            ClientMsg::Cancel { rid } if ctx.enters_lock().contains_key(&rid) => {
+                if let Some(s) = ctx.enters_lock().remove(&rid) {
+                    s.end_enter(conn, Some(rid));
+                }
+            }
             ClientMsg::Cancel { rid } => {
                 let target = ctx.invokes_lock().get_mut(&rid).and_then(|f| {
                     // Not started yet: the cancel applies as soon as it is.
@@ -162,7 +170,8 @@ where
         .values()
         .map(|f| f.session.clone())
         .collect();
-    for s in sessions {
+    let entered: Vec<Arc<Session>> = ctx.enters_lock().drain().map(|(_, s)| s).collect();
+    for s in sessions.into_iter().chain(entered) {
         s.connection_closed(conn);
     }
     drop(ctx);
@@ -228,6 +237,7 @@ impl Ctx {
             Request::Connect(req) => self.connect(req).map(Reply::Session),
             Request::Disconnect(req) => self.disconnect(req).map(Reply::Session),
             Request::Receive(req) => self.receive(rid, req).await.map(Reply::Received),
+            Request::Enter { instance_id } => self.enter(rid, instance_id).map(Reply::Session),
         };
         let msg = match result {
             Ok(reply) => ServerMsg::Reply { rid, reply },
@@ -271,6 +281,18 @@ impl Ctx {
         Ok(session.info(self.client))
     }
 
+    fn enter(&self, rid: u64, id: Uuid) -> Result<SessionInfo, ErrorBody> {
+        let session = self.session(id)?;
+        session.begin_enter(self.conn, rid, self.client)?;
+        self.enters_lock().insert(rid, session.clone());
+        tracing::info!(session = %session.id(), name = %session.meta.name, principal = %self.peer.principal, from = %self.peer.from, "session entered");
+        Ok(session.info(self.client))
+    }
+
+    fn enters_lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Session>>> {
+        self.enters.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn disconnect(&self, req: Disconnect) -> Result<SessionInfo, ErrorBody> {
         let session = self.session(req.instance_id)?;
         let idle_timeout = req.idle_timeout_ms.map(Duration::from_millis);
@@ -278,7 +300,7 @@ impl Ctx {
             self.daemon
                 .check_idle_timeout(&session.meta.configuration_name, t)?;
         }
-        session.disconnect(self.client, idle_timeout, req.buffering)?;
+        session.disconnect(self.conn, self.client, idle_timeout, req.buffering)?;
         tracing::info!(session = %session.id(), name = %session.meta.name, principal = %self.peer.principal, from = %self.peer.from, client = %self.client, "session disconnected");
         Ok(session.info(self.client))
     }

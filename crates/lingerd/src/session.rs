@@ -64,6 +64,8 @@ struct Inner {
     /// A `Run` was sent and its answer has not come back.
     starting: bool,
     subscriber: Option<Subscriber>,
+    /// The connection and request that entered the session (`linger enter`).
+    entered: Option<(u64, u64)>,
     /// The last subscriber taken away by a detach: (conn, rid, relayed). It still receives
     /// what was relayed before its error, and may acknowledge that much until someone else
     /// subscribes, so the next receiver does not get it twice.
@@ -190,6 +192,7 @@ impl Session {
                 status,
                 starting: false,
                 subscriber: None,
+                entered: None,
                 evicted: None,
                 replays_pending: 0,
                 replay_from: 0,
@@ -531,9 +534,39 @@ impl Session {
         Ok(())
     }
 
+    /// `enter`: attaches the session and marks it entered by request `rid` of `conn`.
+    pub fn begin_enter(&self, conn: u64, rid: u64, client: Uuid) -> Result<(), ErrorBody> {
+        let mut g = self.lock();
+        self.check_open(&g)?;
+        if let Some(e) = self.attached_elsewhere(&g, client) {
+            return Err(e);
+        }
+        if g.entered.is_some_and(|(c, _)| c != conn) {
+            return Err(ErrorBody::new(
+                ErrorKind::Busy,
+                format!("session {} is already being entered", self.meta.name),
+            )
+            .with_hint("leave that interactive session first"));
+        }
+        self.attach(&mut g, client);
+        g.entered = Some((conn, rid));
+        Ok(())
+    }
+
+    /// The interactive session of `conn` (request `rid`, or any when `None`) has ended.
+    pub fn end_enter(&self, conn: u64, rid: Option<u64>) {
+        let mut g = self.lock();
+        if g.entered
+            .is_some_and(|(c, r)| c == conn && rid.is_none_or(|rid| rid == r))
+        {
+            g.entered = None;
+        }
+    }
+
     /// `disconnect`: detaches the session from `client`, with new settings.
     pub fn disconnect(
         &self,
+        conn: u64,
         client: Uuid,
         idle_timeout: Option<Duration>,
         buffering: Option<BufferingMode>,
@@ -543,6 +576,18 @@ impl Session {
         if let Some(e) = self.attached_elsewhere(&g, client) {
             return Err(e);
         }
+        if g.entered.is_some_and(|(c, _)| c != conn) {
+            // The seeds: an interactive session cannot be disconnected from elsewhere.
+            return Err(ErrorBody::new(
+                ErrorKind::Busy,
+                format!(
+                    "session {} is being used interactively (`linger enter`)",
+                    self.meta.name
+                ),
+            )
+            .with_hint("leave it there with `exit`, or detach it there with ~."));
+        }
+        g.entered = None;
         if let Some(t) = idle_timeout {
             g.settings.idle_timeout_ms = t.as_millis() as u64;
         }
@@ -572,6 +617,9 @@ impl Session {
     /// Disconnected for anyone to reconnect.
     pub fn connection_closed(&self, conn: u64) {
         let mut g = self.lock();
+        if g.entered.is_some_and(|(c, _)| c == conn) {
+            g.entered = None;
+        }
         if let Some(s) = g.subscriber.as_ref().filter(|s| s.conn == conn) {
             // An invoke whose end was acknowledged just before its client left (the CLI
             // exits right after acknowledging) got everything: nothing to disconnect.

@@ -1,8 +1,10 @@
 //! One module per subcommand; each returns the process exit code.
 
 mod attach;
+mod enter;
 mod get;
 mod invoke;
+mod job;
 mod new;
 mod receive;
 mod remove;
@@ -23,6 +25,8 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Disconnect(args) => attach::disconnect(&client, args, cli.json).await,
         Command::Connect(args) => attach::connect(&client, args, cli.json).await,
         Command::Receive(args) => receive::run(&client, args, cli.json).await,
+        Command::Enter(args) => enter::run(&client, args).await,
+        Command::Job(cmd) => job::run(&client, cmd, cli.json).await,
     }
 }
 
