@@ -164,6 +164,10 @@ pub struct ReceiveArgs {
     /// Leave the delivered output on the server, and do not follow running commands.
     #[arg(long)]
     pub keep: bool,
+    /// `host` delivers the output here; `job` returns a job instead, to receive later
+    /// (the default when the running command was started here as a job).
+    #[arg(long, value_name = "host|job", value_parser = ["host", "job"])]
+    pub out_target: Option<String>,
     /// What happens when the output buffer is full: block, drop or spool.
     #[arg(long, value_name = "MODE")]
     pub buffering: Option<String>,
@@ -253,6 +257,10 @@ pub struct InvokeArgs {
     /// A positional parameter for the script ($1, $2, …); repeatable.
     #[arg(long = "arg", value_name = "V")]
     pub args: Vec<String>,
+    /// Run as a job: return at once with the job table (fails at once on a busy session);
+    /// `linger job receive` gets the output.
+    #[arg(long)]
+    pub as_job: bool,
     /// Keep the session (made with --computer): start the script, disconnect at once, and
     /// print the session table; `linger receive` gets the output later.
     #[arg(long)]

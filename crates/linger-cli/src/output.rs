@@ -1,6 +1,6 @@
 //! How sessions are shown: the seeds' table, or JSON objects (SPEC §3).
 
-use linger::{SessionView, State};
+use linger::{JobKind, JobView, JobViewState, SessionView, State};
 use serde_json::{json, Value};
 
 fn rfc3339(ms: i64) -> String {
@@ -42,10 +42,10 @@ pub fn session_table(views: &[SessionView]) -> String {
         "ConfigurationName",
         "Availability",
     ];
-    let rows: Vec<[String; 6]> = views
+    let rows: Vec<Vec<String>> = views
         .iter()
         .map(|v| {
-            [
+            vec![
                 v.entry.id.to_string(),
                 v.entry.name.clone(),
                 v.entry.computer_name.clone(),
@@ -55,20 +55,110 @@ pub fn session_table(views: &[SessionView]) -> String {
             ]
         })
         .collect();
-    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
-    // State always has room for "Disconnected", as in the seeds.
-    widths[3] = widths[3].max(State::Disconnected.as_str().len());
-    widths[0] = widths[0].max(3);
-    for r in &rows {
+    // Id has room for three digits and State for "Disconnected", as in the seeds.
+    let min = [3, 0, 0, State::Disconnected.as_str().len(), 0, 0];
+    let right = [true, false, false, false, false, true];
+    render(&headers, &rows, &min, &right)
+}
+
+/// The seeds' job table (Get-Job).
+pub fn job_table(views: &[JobView]) -> String {
+    let headers = [
+        "Id",
+        "Name",
+        "PSJobTypeName",
+        "State",
+        "HasMoreData",
+        "Location",
+        "Command",
+    ];
+    let rows: Vec<Vec<String>> = views
+        .iter()
+        .map(|v| {
+            vec![
+                v.job.id.to_string(),
+                v.job.name.clone(),
+                job_type(v).to_string(),
+                v.state.as_str().to_string(),
+                if v.has_more_data { "True" } else { "False" }.to_string(),
+                v.job.computer_name.clone(),
+                shorten(&v.job.command, COMMAND_SHOWN),
+            ]
+        })
+        .collect();
+    let min = [3, 0, 0, JobViewState::Disconnected.as_str().len(), 0, 0, 0];
+    let right = [true, false, false, false, false, false, false];
+    render(&headers, &rows, &min, &right)
+}
+
+/// Characters of a job's command shown in the table.
+const COMMAND_SHOWN: usize = 40;
+
+fn job_type(v: &JobView) -> &'static str {
+    match v.job.kind {
+        JobKind::Remote => "RemoteJob",
+        JobKind::Background => "BackgroundJob",
+    }
+}
+
+/// One line, at most `max` characters (an ellipsis marks the cut).
+fn shorten(text: &str, max: usize) -> String {
+    let line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if line.chars().count() <= max {
+        return line;
+    }
+    let mut cut: String = line.chars().take(max.saturating_sub(1)).collect();
+    cut.push('…');
+    cut
+}
+
+pub fn job_json(v: &JobView) -> Value {
+    let info = v.info.as_ref();
+    json!({
+        "id": v.job.id,
+        "name": v.job.name,
+        "job_id": v.job.job_id,
+        "ps_job_type_name": job_type(v),
+        "state": v.state.as_str(),
+        "has_more_data": v.has_more_data,
+        "location": v.job.computer_name,
+        "command": v.job.command,
+        "session_name": v.job.session_name,
+        "instance_id": v.job.instance_id,
+        "status": info.and_then(|i| i.status),
+        "started_at": info.map(|i| rfc3339(i.started_at_ms)),
+        "ended_at": info.and_then(|i| i.ended_at_ms).map(rfc3339),
+        "reason": v.reason,
+    })
+}
+
+/// Prints jobs as the table or as JSON lines.
+pub fn print_jobs(views: &[JobView], json: bool) {
+    if json {
+        for v in views {
+            println!("{}", job_json(v));
+        }
+    } else if !views.is_empty() {
+        print!("\n{}\n", job_table(views));
+    }
+}
+
+/// A table with the seeds' layout: one space after the first column, two between the
+/// others, the last column unpadded.
+fn render(headers: &[&str], rows: &[Vec<String>], min: &[usize], right: &[bool]) -> String {
+    let mut widths: Vec<usize> = headers
+        .iter()
+        .zip(min)
+        .map(|(h, m)| h.len().max(*m))
+        .collect();
+    for r in rows {
         for (w, cell) in widths.iter_mut().zip(r.iter()) {
             *w = (*w).max(cell.chars().count());
         }
     }
-    let right = [true, false, false, false, false, true];
     let line = |cells: &[String]| -> String {
         let mut out = String::new();
         for (i, cell) in cells.iter().enumerate() {
-            // One space after the Id column, two elsewhere (the seeds' layout).
             match i {
                 0 => {}
                 1 => out.push(' '),
@@ -88,9 +178,11 @@ pub fn session_table(views: &[SessionView]) -> String {
         out.trim_end().to_string() + "\n"
     };
     let mut out = String::new();
-    out.push_str(&line(&headers.map(String::from)));
-    out.push_str(&line(&headers.map(|h| "-".repeat(h.len()))));
-    for r in &rows {
+    let names: Vec<String> = headers.iter().map(|h| h.to_string()).collect();
+    let rules: Vec<String> = headers.iter().map(|h| "-".repeat(h.len())).collect();
+    out.push_str(&line(&names));
+    out.push_str(&line(&rules));
+    for r in rows {
         out.push_str(&line(r));
     }
     out

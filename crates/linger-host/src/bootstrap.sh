@@ -26,6 +26,22 @@ exit() {
 logout() { exit "$@"; }
 trap '__linger_rc=130; __linger_unwind' INT
 
+# A background job (`linger job start`): $1 the prefix of its FIFOs, $2 its script, the rest
+# its arguments. A background subshell inherits the session's variables, functions and
+# directory; the inner subshell lets `exit` end the job's script while the outer one still
+# writes the end markers. The host's fds are closed in it, so the job holds only its FIFOs.
+__linger_job() {
+  local __linger_p=$1 __linger_s=$2
+  shift 2
+  {
+    ( source /dev/fd/249 249<<<"$__linger_s" ) </dev/null
+    __linger_st=$?
+    printf '\0\1LINGER:%s:%d\1\0' "$__linger_nonce" "$__linger_st"
+    printf '\0\1LINGER:%s\1\0' "$__linger_nonce" >&2
+  } >"$__linger_p.out" 2>"$__linger_p.err" 250<&- 251>&- 252>&- &
+  printf '%s\n' "$!" >"$__linger_p.pid"
+}
+
 while :; do
   IFS= read -r -d '' -u 250 __linger_n || builtin exit 0
   __linger_args=()

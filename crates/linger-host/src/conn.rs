@@ -10,7 +10,12 @@ use linger_proto::HOST_PROTOCOL_VERSION;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::task::JoinHandle;
 
-use crate::log::{Entry, EntryKind};
+use std::collections::HashMap;
+
+use linger_proto::host::Channel;
+use uuid::Uuid;
+
+use crate::log::{Entry, EntryKind, OutputLog};
 use crate::state::HostState;
 
 /// Output sent per batch before flushing.
@@ -81,6 +86,8 @@ async fn connection(stream: UnixStream, state: Arc<HostState>) {
     }
     // Nothing is sent until the daemon asks for a replay: it may not want output yet.
     let mut cursor: Option<u64> = None;
+    // The same, for each background job's log.
+    let mut job_cursors: HashMap<Uuid, u64> = HashMap::new();
     let mut changed = state.changed.subscribe();
     let mut told_exit = false;
     let mut status_tick = tokio::time::interval(STATUS_EVERY);
@@ -88,33 +95,40 @@ async fn connection(stream: UnixStream, state: Arc<HostState>) {
     let mut last_status = state.status();
     loop {
         let appended = state.log.appended();
+        let jobs_appended = state.jobs_appended.notified();
+        let mut sent = false;
         if let Some(from) = cursor {
-            let entries = match state.log.read_from(from, BATCH_BYTES) {
-                Ok(e) => e,
-                Err(e) => {
-                    // The spool cannot be read back: keep the entries (nothing is
-                    // acknowledged) and try again rather than skip them.
-                    tracing::error!("reading the spooled output failed: {e}");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    continue;
+            match send_from(&mut writer, &state.log, from, None).await {
+                Sent::Upto(next) => {
+                    cursor = Some(next);
+                    sent = true;
                 }
-            };
-            if let Some(last) = entries.last() {
-                cursor = Some(last.seq + 1);
-                state.log.sent_through(last.seq);
-                for e in entries {
-                    if writer.feed(&entry_message(e)).await.is_err() {
-                        return;
-                    }
-                }
-                if writer.flush().await.is_err() {
-                    return;
-                }
-                continue;
+                Sent::Nothing => {}
+                Sent::Closed => return,
             }
+        }
+        for (job_id, from) in job_cursors.iter_mut() {
+            let Some(job) = state.job(*job_id) else {
+                continue;
+            };
+            match send_from(&mut writer, &job.log, *from, Some(*job_id)).await {
+                Sent::Upto(next) => {
+                    *from = next;
+                    sent = true;
+                }
+                Sent::Nothing => {}
+                Sent::Closed => return,
+            }
+        }
+        if sent {
+            if writer.flush().await.is_err() {
+                return;
+            }
+            continue;
         }
         tokio::select! {
             _ = appended => {}
+            _ = jobs_appended => {}
             _ = status_tick.tick() => {
                 // Byte counts change with every chunk; the daemon hears them at this pace
                 // rather than per chunk.
@@ -154,8 +168,8 @@ async fn connection(stream: UnixStream, state: Arc<HostState>) {
                             return;
                         }
                     }
-                    DaemonToHost::Run { command_id, script, args } => {
-                        let reply = match state.run(command_id, &script, &args) {
+                    DaemonToHost::Run { command_id, script, args, kind } => {
+                        let reply = match state.run(command_id, &script, &args, kind) {
                             Ok(()) => HostToDaemon::Started { command_id },
                             Err(reason) => HostToDaemon::RunRefused { command_id, reason },
                         };
@@ -166,16 +180,31 @@ async fn connection(stream: UnixStream, state: Arc<HostState>) {
                     DaemonToHost::Interrupt { command_id, escalate_after_ms } => {
                         state.interrupt(command_id, Duration::from_millis(escalate_after_ms));
                     }
-                    DaemonToHost::Replay => {
-                        let from = state.log.first_unacked();
-                        let last = state.log.last_seq();
-                        cursor = Some(from);
-                        state.log.sent_through(from.saturating_sub(1));
-                        if writer.write(&HostToDaemon::Replaying { from, last }).await.is_err() {
+                    DaemonToHost::Replay { channel } => {
+                        let log = match channel {
+                            None => Some(state.log.clone()),
+                            Some(id) => state.job(id).map(|j| j.log.clone()),
+                        };
+                        // An unknown job replays nothing: an empty channel.
+                        let (from, last) = match &log {
+                            Some(log) => (log.first_unacked(), log.last_seq()),
+                            None => (1, 0),
+                        };
+                        if let Some(log) = &log {
+                            log.sent_through(from.saturating_sub(1));
+                        }
+                        match channel {
+                            None => cursor = Some(from),
+                            Some(id) if log.is_some() => {
+                                job_cursors.insert(id, from);
+                            }
+                            Some(_) => {}
+                        }
+                        if writer.write(&HostToDaemon::Replaying { channel, from, last }).await.is_err() {
                             return;
                         }
                     }
-                    DaemonToHost::Ack { seq } => {
+                    DaemonToHost::Ack { channel: None, seq } => {
                         state.log.ack(seq);
                         if state.log.is_empty() {
                             if state.shell_exited().is_some() {
@@ -189,6 +218,25 @@ async fn connection(stream: UnixStream, state: Arc<HostState>) {
                             }
                         }
                     }
+                    DaemonToHost::Ack { channel: Some(id), seq } => {
+                        if let Some(job) = state.job(id) {
+                            job.log.ack(seq);
+                            if job.log.is_empty() {
+                                last_status = state.status();
+                                if writer.write(&HostToDaemon::Status(last_status.clone())).await.is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                    }
+                    DaemonToHost::StopJob { job_id } => {
+                        let state = state.clone();
+                        tokio::spawn(async move { state.stop_job(job_id).await });
+                    }
+                    DaemonToHost::ForgetJob { job_id } => {
+                        job_cursors.remove(&job_id);
+                        state.forget_job(job_id);
+                    }
                     DaemonToHost::Settings(settings) => {
                         tracing::info!(buffering = settings.buffering.as_str(), attached = ?settings.attached_to, "settings changed");
                         state.set_settings(settings);
@@ -200,19 +248,57 @@ async fn connection(stream: UnixStream, state: Arc<HostState>) {
     }
 }
 
-fn entry_message(e: Entry) -> HostToDaemon {
+enum Sent {
+    /// Entries were fed; the cursor moves to this seq.
+    Upto(u64),
+    Nothing,
+    Closed,
+}
+
+/// Feeds the entries of `log` from `from` on (a batch), tagged with their channel.
+async fn send_from(
+    writer: &mut FrameWriter<tokio::net::unix::OwnedWriteHalf>,
+    log: &OutputLog,
+    from: u64,
+    channel: Channel,
+) -> Sent {
+    let entries = match log.read_from(from, BATCH_BYTES) {
+        Ok(e) => e,
+        Err(e) => {
+            // The spool cannot be read back: keep the entries (nothing is acknowledged)
+            // and try again later rather than skip them.
+            tracing::error!("reading the spooled output failed: {e}");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            return Sent::Nothing;
+        }
+    };
+    let Some(last) = entries.last().map(|e| e.seq) else {
+        return Sent::Nothing;
+    };
+    log.sent_through(last);
+    for e in entries {
+        if writer.feed(&entry_message(e, channel)).await.is_err() {
+            return Sent::Closed;
+        }
+    }
+    Sent::Upto(last + 1)
+}
+
+fn entry_message(e: Entry, channel: Channel) -> HostToDaemon {
     match e.kind {
         EntryKind::Output {
             command_id,
             stream,
             data,
         } => HostToDaemon::Output {
+            channel,
             seq: e.seq,
             command_id,
             stream,
             data,
         },
         EntryKind::Finished { command_id, status } => HostToDaemon::Finished {
+            channel,
             seq: e.seq,
             command_id,
             status,
@@ -221,6 +307,7 @@ fn entry_message(e: Entry) -> HostToDaemon {
             from_total,
             to_total,
         } => HostToDaemon::Dropped {
+            channel,
             seq: e.seq,
             from_total,
             to_total,

@@ -7,6 +7,7 @@
 //! so a daemon may die at any moment and re-adopt the host later.
 
 mod conn;
+mod jobs;
 mod log;
 mod marker;
 mod procs;
@@ -92,7 +93,7 @@ async fn run(mut spec: HostSpec) -> Result<(), HostError> {
         serde_json::to_vec_pretty(&spec.meta).map_err(|e| HostError::Spec(e.to_string()))?;
     std::fs::write(&meta_path, meta_json)?;
 
-    let state = Arc::new(state::HostState::new(spec.clone(), shell.pid));
+    let state = Arc::new(state::HostState::new(spec.clone(), shell.pid, &nonce));
     state::start(state.clone(), shell, &nonce)?;
     report(&format!("READY {}", std::process::id()));
     tracing::info!(session = %spec.meta.instance_id, shell_pid = spec.meta.shell_pid, "session host ready");

@@ -498,6 +498,27 @@ impl OutputLog {
     pub fn is_empty(&self) -> bool {
         self.lock().entries.is_empty()
     }
+
+    /// Whether anything of command `id` (its output or its end) is still kept.
+    pub fn holds(&self, id: Uuid) -> bool {
+        self.lock().entries.iter().any(|r| match &r.kept {
+            Kept::Output { command_id, .. } | Kept::Finished { command_id, .. } => {
+                *command_id == id
+            }
+            Kept::Dropped { .. } => false,
+        })
+    }
+
+    /// A copy of the settings this log was made with, for another log alike.
+    pub fn settings_like(&self, spool_path: PathBuf) -> LogSettings {
+        let g = self.lock();
+        LogSettings {
+            mode: g.mode,
+            memory_cap: g.memory_cap,
+            spool_path,
+            spool_limit: g.spool.limit(),
+        }
+    }
 }
 
 #[cfg(test)]

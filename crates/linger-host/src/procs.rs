@@ -70,3 +70,14 @@ pub fn signal_all(pids: &[i32], sig: Signal) {
         let _ = kill(Pid::from_raw(pid), sig);
     }
 }
+
+/// Whether `pid` exists and is not a zombie.
+pub fn alive(pid: i32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(text) => text
+            .rfind(')')
+            .and_then(|i| text.get(i + 2..i + 3))
+            .is_some_and(|state| state != "Z"),
+        Err(_) => false,
+    }
+}

@@ -51,6 +51,10 @@ pub(crate) struct Spool {
 }
 
 impl Spool {
+    pub(crate) fn limit(&self) -> u64 {
+        self.limit
+    }
+
     pub(crate) fn new(path: PathBuf, limit: u64) -> Self {
         Spool {
             path,

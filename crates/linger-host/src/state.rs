@@ -6,8 +6,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
-use linger_proto::host::{HostSpec, HostStatus, SessionSettings};
+use linger_proto::host::{HostSpec, HostStatus, JobStatus, RunKind, SessionSettings};
 use linger_proto::types::StreamKind;
+use linger_proto::types::{JobKind, JobState};
 use nix::sys::signal::{killpg, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
@@ -16,6 +17,7 @@ use tokio::net::unix::pipe;
 use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
 
+use crate::jobs::Job;
 use crate::log::{LogSettings, OutputLog};
 use crate::marker::{MarkerScanner, Piece};
 use crate::procs;
@@ -24,6 +26,8 @@ use crate::HostError;
 
 /// Largest chunk read from a pipe at once.
 const READ_CHUNK: usize = 256 * 1024;
+/// Between SIGTERM and SIGKILL when a job is stopped.
+const JOB_STOP_GRACE: Duration = Duration::from_secs(2);
 /// Running commands are shown truncated to this many bytes.
 const SHOWN_COMMAND_LEN: usize = 200;
 
@@ -35,8 +39,23 @@ pub struct Running {
     stderr_end: bool,
 }
 
+/// A command run with `invoke --as-job`: its record stays for the job table.
+struct RemoteJob {
+    id: Uuid,
+    command: String,
+    started_at_ms: i64,
+    ended_at_ms: Option<i64>,
+    status: Option<i32>,
+}
+
+/// Remote job records kept (oldest forgotten first).
+const REMOTE_JOBS_KEPT: usize = 64;
+
 struct Inner {
     running: Option<Running>,
+    remote_jobs: std::collections::VecDeque<RemoteJob>,
+    /// Background jobs, oldest first.
+    jobs: Vec<Arc<Job>>,
     /// Output is attributed to the command running, or else to the last one that ran
     /// (a background process it left behind).
     current: Uuid,
@@ -54,10 +73,13 @@ pub struct HostState {
     commands_rx: Mutex<Option<mpsc::UnboundedReceiver<Vec<u8>>>>,
     /// Bumped on every change the daemon should hear about (start, end, shell exit).
     pub changed: watch::Sender<u64>,
+    /// Signalled when a background job's log has new entries.
+    pub jobs_appended: Arc<tokio::sync::Notify>,
+    nonce: String,
 }
 
 impl HostState {
-    pub fn new(spec: HostSpec, shell_pid: i32) -> Self {
+    pub fn new(spec: HostSpec, shell_pid: i32, nonce: &str) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         let log = OutputLog::new(LogSettings {
             mode: spec.settings.buffering,
@@ -72,12 +94,16 @@ impl HostState {
             log,
             inner: Mutex::new(Inner {
                 running: None,
+                remote_jobs: std::collections::VecDeque::new(),
+                jobs: Vec::new(),
                 current: Uuid::nil(),
                 shell_exited: None,
             }),
             commands: tx,
             commands_rx: Mutex::new(Some(rx)),
             changed: watch::channel(0).0,
+            jobs_appended: Arc::new(tokio::sync::Notify::new()),
+            nonce: nonce.to_string(),
         }
     }
 
@@ -97,7 +123,91 @@ impl HostState {
             dropped_output_bytes: self.log.dropped_bytes(),
             shell_exited: g.shell_exited.clone(),
             last_seq: self.log.last_seq(),
+            jobs: self.job_statuses(&g),
         }
+    }
+
+    fn job_statuses(&self, g: &Inner) -> Vec<JobStatus> {
+        let mut out: Vec<JobStatus> = g
+            .remote_jobs
+            .iter()
+            .map(|r| JobStatus {
+                job_id: r.id,
+                kind: JobKind::Remote,
+                command: r.command.clone(),
+                state: match r.status {
+                    None => JobState::Running,
+                    Some(0) => JobState::Completed,
+                    Some(130) => JobState::Stopped,
+                    Some(_) => JobState::Failed,
+                },
+                status: r.status,
+                has_more_data: self.log.holds(r.id),
+                pending_output_bytes: 0,
+                started_at_ms: r.started_at_ms,
+                ended_at_ms: r.ended_at_ms,
+            })
+            .collect();
+        out.extend(g.jobs.iter().map(|j| j.status()));
+        out.sort_by_key(|j| j.started_at_ms);
+        out
+    }
+
+    pub fn job(&self, id: Uuid) -> Option<Arc<Job>> {
+        self.lock().jobs.iter().find(|j| j.id == id).cloned()
+    }
+
+    /// Stops background job `id` (a remote job is interrupted like Ctrl-C).
+    pub async fn stop_job(self: &Arc<Self>, id: Uuid) {
+        if let Some(job) = self.job(id) {
+            job.stop(JOB_STOP_GRACE).await;
+        } else {
+            self.interrupt(id, JOB_STOP_GRACE);
+        }
+        self.bump();
+    }
+
+    /// Forgets an ended job and what it kept.
+    pub fn forget_job(&self, id: Uuid) {
+        let mut g = self.lock();
+        g.remote_jobs.retain(|r| r.id != id || r.status.is_none());
+        if let Some(i) = g.jobs.iter().position(|j| j.id == id && !j.is_running()) {
+            let job = g.jobs.remove(i);
+            job.forget();
+        }
+        drop(g);
+        self.bump();
+    }
+
+    /// Makes background job `job_id` ready and returns the launch command's script and
+    /// arguments for the bootstrap.
+    fn prepare_job(
+        self: &Arc<Self>,
+        job_id: Uuid,
+        script: &str,
+        args: &[String],
+    ) -> Result<(String, Vec<String>), String> {
+        let me = Arc::downgrade(self);
+        let on_change: Arc<dyn Fn() + Send + Sync> = Arc::new(move || {
+            if let Some(me) = me.upgrade() {
+                me.jobs_appended.notify_waiters();
+                me.bump();
+            }
+        });
+        let dir = std::path::Path::new(&self.spec.session_dir).join("jobs");
+        let job = Job::prepare(
+            job_id,
+            shown(script),
+            &dir,
+            self.log.settings_like(dir.join("unused")),
+            &self.nonce,
+            on_change,
+        )
+        .map_err(|e| format!("cannot prepare the job's output: {e}"))?;
+        let mut launch_args = vec![job.prefix(), script.to_string()];
+        launch_args.extend(args.iter().cloned());
+        self.lock().jobs.push(job);
+        Ok(("__linger_job \"$@\"".to_string(), launch_args))
     }
 
     pub fn settings(&self) -> SessionSettings {
@@ -117,14 +227,40 @@ impl HostState {
     }
 
     /// Starts a command, or says why not.
-    pub fn run(&self, id: Uuid, script: &str, args: &[String]) -> Result<(), String> {
-        let bytes = shell::encode_command(script, args)?;
-        let mut g = self.lock();
-        if let Some(why) = &g.shell_exited {
-            return Err(format!("the session's shell has exited ({why})"));
+    pub fn run(
+        self: &Arc<Self>,
+        id: Uuid,
+        script: &str,
+        args: &[String],
+        kind: RunKind,
+    ) -> Result<(), String> {
+        shell::encode_command(script, args)?;
+        {
+            let g = self.lock();
+            if let Some(why) = &g.shell_exited {
+                return Err(format!("the session's shell has exited ({why})"));
+            }
+            if let Some(r) = &g.running {
+                return Err(format!("command {} is still running", r.id));
+            }
         }
-        if let Some(r) = &g.running {
-            return Err(format!("command {} is still running", r.id));
+        let (script, args) = match kind {
+            RunKind::LaunchJob { job_id } => self.prepare_job(job_id, script, args)?,
+            _ => (script.to_string(), args.to_vec()),
+        };
+        let bytes = shell::encode_command(&script, &args)?;
+        let mut g = self.lock();
+        if kind == RunKind::Job {
+            g.remote_jobs.push_back(RemoteJob {
+                id,
+                command: shown(&script),
+                started_at_ms: crate::jobs::now_ms(),
+                ended_at_ms: None,
+                status: None,
+            });
+            while g.remote_jobs.len() > REMOTE_JOBS_KEPT {
+                g.remote_jobs.pop_front();
+            }
         }
         g.running = Some(Running {
             id,
@@ -202,7 +338,9 @@ impl HostState {
             // The end goes into the log before the command stops showing as running, so a
             // status that says "nothing running" always counts the end in `last_seq`.
             self.log.push_finished(r.id, status);
+            let id = r.id;
             g.running = None;
+            record_end(&mut g, id, status);
             drop(g);
             self.bump();
         }
@@ -210,13 +348,21 @@ impl HostState {
 
     fn shell_gone(&self, reason: String, status: i32) {
         let mut g = self.lock();
-        if let Some(r) = &g.running {
+        if let Some(r) = g.running.take() {
             self.log.push_finished(r.id, status);
+            record_end(&mut g, r.id, status);
         }
-        g.running = None;
         g.shell_exited = Some(reason);
         drop(g);
         self.bump();
+    }
+}
+
+/// A remote job's record learns its end.
+fn record_end(g: &mut Inner, id: Uuid, status: i32) {
+    if let Some(r) = g.remote_jobs.iter_mut().find(|r| r.id == id) {
+        r.status = Some(status);
+        r.ended_at_ms = Some(crate::jobs::now_ms());
     }
 }
 

@@ -52,6 +52,26 @@ pub enum Request {
     Enter {
         instance_id: Uuid,
     },
+    /// The jobs of a session (commands run as jobs, and background jobs).
+    ListJobs {
+        instance_id: Uuid,
+    },
+    /// Deliver a job's kept output, then follow it to its end (answered like `Receive`).
+    ReceiveJob {
+        instance_id: Uuid,
+        job_id: Uuid,
+        keep: bool,
+    },
+    /// Stop a running job; answered with `Jobs` holding its record.
+    StopJob {
+        instance_id: Uuid,
+        job_id: Uuid,
+    },
+    /// Forget an ended job and its kept output; answered with empty `Jobs`.
+    RemoveJob {
+        instance_id: Uuid,
+        job_id: Uuid,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -109,4 +129,19 @@ pub struct Invoke {
     /// the answer is `Started` alone and the output waits for a `Receive`.
     #[serde(default)]
     pub disconnected: bool,
+    #[serde(default)]
+    pub kind: InvokeKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum InvokeKind {
+    /// Output streams to the requester.
+    #[default]
+    Plain,
+    /// `invoke --as-job`: never waits for a busy session; answered with `Started` alone, the
+    /// output waits on the server for a `ReceiveJob`, and the command is listed as a job.
+    Job,
+    /// `job start`: the script becomes a background job in the session; this request's
+    /// output and end are those of its launch, and `Started` names the job.
+    BackgroundJob,
 }

@@ -20,16 +20,34 @@ pub enum DaemonToHost {
         command_id: Uuid,
         script: String,
         args: Vec<String>,
+        /// What kind of command: a plain one, one run as a job (its record is kept for the
+        /// job table), or the launch of a background job that runs `script` with the
+        /// session's state while the shell goes on taking commands.
+        #[serde(default)]
+        kind: RunKind,
+    },
+    /// Stop a background job: its processes get SIGTERM, then SIGKILL.
+    StopJob {
+        job_id: Uuid,
+    },
+    /// Forget an ended background job and the output it kept.
+    ForgetJob {
+        job_id: Uuid,
     },
     /// SIGINT the command's process group; kill what it started after `escalate_after_ms`.
     Interrupt {
         command_id: Uuid,
         escalate_after_ms: u64,
     },
-    /// (Re)send log entries from the oldest unacknowledged one.
-    Replay,
-    /// Forget log entries up to and including `seq`.
+    /// (Re)send a channel's log entries from the oldest unacknowledged one.
+    Replay {
+        #[serde(default)]
+        channel: Channel,
+    },
+    /// Forget a channel's log entries up to and including `seq`.
     Ack {
+        #[serde(default)]
+        channel: Channel,
         seq: u64,
     },
     /// The session's changeable settings; the host applies the buffering mode and keeps the
@@ -57,12 +75,16 @@ pub enum HostToDaemon {
         reason: String,
     },
     Output {
+        #[serde(default)]
+        channel: Channel,
         seq: u64,
         command_id: Uuid,
         stream: StreamKind,
         data: Bytes,
     },
     Finished {
+        #[serde(default)]
+        channel: Channel,
         seq: u64,
         command_id: Uuid,
         status: i32,
@@ -75,6 +97,8 @@ pub enum HostToDaemon {
     /// Answers `Replay`: the entries that follow start again at `from`. Entries between a
     /// `Replay` and its `Replaying` are stale and the daemon ignores them.
     Replaying {
+        #[serde(default)]
+        channel: Channel,
         from: u64,
         /// The newest entry at that moment (`from - 1` when none is kept).
         last: u64,
@@ -83,6 +107,8 @@ pub enum HostToDaemon {
     /// counter range `(from_total, to_total]`, so a receiver that saw part of it can count
     /// only what is new to it.
     Dropped {
+        #[serde(default)]
+        channel: Channel,
         seq: u64,
         from_total: u64,
         to_total: u64,
@@ -119,7 +145,26 @@ pub struct HostStatus {
     pub shell_exited: Option<String>,
     /// The newest log entry's seq (0 before the first).
     pub last_seq: u64,
+    /// Commands run as jobs and background jobs, oldest first.
+    #[serde(default)]
+    pub jobs: Vec<JobStatus>,
 }
+
+/// Which output log an entry belongs to: the session's foreground commands (`None`) or one
+/// background job's.
+pub type Channel = Option<Uuid>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum RunKind {
+    #[default]
+    Plain,
+    /// `invoke --as-job`: the command's record stays in the job table.
+    Job,
+    /// `job start`: this command launches background job `job_id`.
+    LaunchJob { job_id: Uuid },
+}
+
+pub use crate::types::JobInfo as JobStatus;
 
 /// What the daemon may change about a session after creation. The host is its durable
 /// keeper: it outlives the daemon and hands the settings back in `Hello`.

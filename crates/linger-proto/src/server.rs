@@ -4,7 +4,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::types::{ErrorBody, SessionInfo, StreamKind};
+use crate::types::{ErrorBody, JobInfo, SessionInfo, StreamKind};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum ServerMsg {
@@ -71,7 +71,11 @@ pub enum Reply {
     /// The command of an `Invoke` started; output and `Finished` follow.
     Started {
         command_id: Uuid,
+        /// For `InvokeKind::BackgroundJob`: the job it launches.
+        #[serde(default)]
+        job_id: Option<Uuid>,
     },
+    Jobs(Vec<JobInfo>),
     /// A `Receive` has delivered everything; nothing more comes for it.
     Received(ReceiveSummary),
 }

@@ -45,6 +45,42 @@ impl std::str::FromStr for BufferingMode {
     }
 }
 
+/// What started a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum JobKind {
+    /// A command started with `invoke --as-job`: it runs in the session's foreground.
+    Remote,
+    /// A background job inside the session (`job start`): it runs beside the session's
+    /// commands, with its own output log.
+    Background,
+}
+
+/// A job's state as the server knows it (the client adds Disconnected).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum JobState {
+    Running,
+    Completed,
+    Failed,
+    Stopped,
+}
+
+/// One job: a command run with `invoke --as-job`, or a background job in a session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobInfo {
+    pub job_id: Uuid,
+    pub kind: JobKind,
+    /// The script, as shown.
+    pub command: String,
+    pub state: JobState,
+    /// The exit status, once ended.
+    pub status: Option<i32>,
+    /// Output of this job is kept, not yet received.
+    pub has_more_data: bool,
+    pub pending_output_bytes: u64,
+    pub started_at_ms: i64,
+    pub ended_at_ms: Option<i64>,
+}
+
 /// Whether a session is attached, seen from the client asking.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

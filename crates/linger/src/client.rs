@@ -4,8 +4,10 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use linger_proto::client::{Disconnect, Invoke, NewSession, Receive};
-use linger_proto::types::{Attachment, BufferingMode, ErrorKind, SessionInfo};
+use linger_proto::client::{Disconnect, Invoke, InvokeKind, NewSession, Receive};
+use linger_proto::types::{
+    Attachment, BufferingMode, ErrorKind, JobInfo, JobKind, JobState, SessionInfo,
+};
 use tokio::sync::Mutex;
 use uuid::Uuid;
 
@@ -14,7 +16,7 @@ use crate::connection::{CommandStream, Connection, EnterGuard};
 use crate::error::{Error, Result};
 use crate::home::ClientHome;
 use crate::options::Options;
-use crate::registry::{Entry, Registry, Sessions};
+use crate::registry::{Entry, JobEntry, Registry, Sessions};
 
 /// Default time a synchronous invoke waits for a busy session (the seeds' four minutes).
 pub const DEFAULT_WAIT: Duration = Duration::from_secs(240);
@@ -112,6 +114,112 @@ impl SessionView {
     }
 }
 
+/// A job's State as this client shows it (SPEC §7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobViewState {
+    NotStarted,
+    Running,
+    Completed,
+    Failed,
+    Stopped,
+    /// Running in a session that is not attached to this client.
+    Disconnected,
+}
+
+impl JobViewState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobViewState::NotStarted => "NotStarted",
+            JobViewState::Running => "Running",
+            JobViewState::Completed => "Completed",
+            JobViewState::Failed => "Failed",
+            JobViewState::Stopped => "Stopped",
+            JobViewState::Disconnected => "Disconnected",
+        }
+    }
+}
+
+/// A job as this client shows it: its table entry, its relative state, and the server's
+/// record when the server could be asked.
+#[derive(Debug, Clone)]
+pub struct JobView {
+    pub job: JobEntry,
+    pub state: JobViewState,
+    pub has_more_data: bool,
+    pub info: Option<JobInfo>,
+    /// Why it ended without a status, or why it cannot be seen.
+    pub reason: Option<String>,
+}
+
+impl JobView {
+    fn new(job: JobEntry, info: Option<JobInfo>, session: Option<&SessionView>) -> JobView {
+        let Some(info) = info else {
+            // The server no longer has it: forgotten there, or its session restarted.
+            return JobView {
+                job,
+                state: JobViewState::Stopped,
+                has_more_data: false,
+                info: None,
+                reason: Some("its server no longer knows it".into()),
+            };
+        };
+        let attached_here = session.is_some_and(|s| s.state == State::Opened);
+        let state = match info.state {
+            JobState::Running if !attached_here => JobViewState::Disconnected,
+            JobState::Running => JobViewState::Running,
+            JobState::Completed => JobViewState::Completed,
+            JobState::Failed => JobViewState::Failed,
+            JobState::Stopped => JobViewState::Stopped,
+        };
+        JobView {
+            job,
+            state,
+            has_more_data: info.has_more_data,
+            info: Some(info),
+            reason: None,
+        }
+    }
+
+    /// A job standing for a session's foreground output (`receive --out-target job`).
+    fn of_session_output(job: JobEntry, session: &SessionView) -> JobView {
+        let info = session.info.as_ref();
+        let running = info.is_some_and(|i| i.running_command.is_some());
+        let state = match (running, session.state) {
+            (true, State::Opened) => JobViewState::Running,
+            (true, _) => JobViewState::Disconnected,
+            (false, State::Closed) => JobViewState::Stopped,
+            (false, _) => JobViewState::Completed,
+        };
+        JobView {
+            job,
+            state,
+            has_more_data: info.is_some_and(|i| i.pending_output_bytes > 0),
+            info: None,
+            reason: session.reason.clone(),
+        }
+    }
+
+    fn session_ended(job: JobEntry, why: String) -> JobView {
+        JobView {
+            job,
+            state: JobViewState::Stopped,
+            has_more_data: false,
+            info: None,
+            reason: Some(format!("its session ended: {why}")),
+        }
+    }
+
+    fn unreachable(job: JobEntry, why: String) -> JobView {
+        JobView {
+            job,
+            state: JobViewState::Disconnected,
+            has_more_data: false,
+            info: None,
+            reason: Some(why),
+        }
+    }
+}
+
 /// How to make a session.
 #[derive(Debug, Clone, Default)]
 pub struct NewOptions {
@@ -130,6 +238,9 @@ pub struct InvokeOptions {
     /// Start the command and detach the session at once (`--in-disconnected-session`); the
     /// stream then ends right away and `receive` gets the output later.
     pub disconnected: bool,
+    /// Run it as a job (`--as-job`): fail at once on a busy session, return at once, and
+    /// keep the output on the server for `job receive`. The job joins the job table.
+    pub as_job: bool,
 }
 
 impl Default for InvokeOptions {
@@ -139,6 +250,7 @@ impl Default for InvokeOptions {
             wait: DEFAULT_WAIT,
             cancel_timeout: DEFAULT_CANCEL_TIMEOUT,
             disconnected: false,
+            as_job: false,
         }
     }
 }
@@ -515,9 +627,184 @@ impl Client {
                 wait_ms: opts.wait.as_millis() as u64,
                 cancel_timeout_ms: opts.cancel_timeout.as_millis() as u64,
                 disconnected: opts.disconnected,
+                kind: if opts.as_job {
+                    InvokeKind::Job
+                } else {
+                    InvokeKind::Plain
+                },
             })
             .await;
-        self.note_closed(entry, result)
+        let stream = self.note_closed(entry, result)?;
+        if let Some(job_id) = stream.job_id() {
+            self.remember_job(entry, job_id, JobKind::Remote, script)?;
+        }
+        Ok(stream)
+    }
+
+    /// Starts a background job in a session (`job start`): SCRIPT runs with the session's
+    /// state while the session goes on taking commands. The stream carries the launch (its
+    /// end says whether the job started); the job joins the job table.
+    pub async fn start_job(
+        &self,
+        entry: &Entry,
+        script: &str,
+        opts: &InvokeOptions,
+    ) -> Result<(JobEntry, CommandStream)> {
+        let conn = self.open_session_conn(entry).await?;
+        let result = conn
+            .invoke(Invoke {
+                instance_id: entry.instance_id,
+                script: script.to_string(),
+                args: opts.args.clone(),
+                wait_ms: opts.wait.as_millis() as u64,
+                cancel_timeout_ms: opts.cancel_timeout.as_millis() as u64,
+                disconnected: false,
+                kind: InvokeKind::BackgroundJob,
+            })
+            .await;
+        let stream = self.note_closed(entry, result)?;
+        let job_id = stream.job_id().ok_or_else(|| Error::Protocol {
+            computer: entry.computer_name.clone(),
+            reason: "the server did not name the job it started".into(),
+        })?;
+        let job = self.remember_job(entry, job_id, JobKind::Background, script)?;
+        Ok((job, stream))
+    }
+
+    fn remember_job(
+        &self,
+        entry: &Entry,
+        job_id: Uuid,
+        kind: JobKind,
+        script: &str,
+    ) -> Result<JobEntry> {
+        let mut stored = None;
+        self.registry.update(|s| {
+            stored = Some(s.remember_job(JobEntry {
+                id: 0,
+                name: String::new(),
+                job_id,
+                instance_id: entry.instance_id,
+                session_name: entry.name.clone(),
+                computer_name: entry.computer_name.clone(),
+                kind,
+                command: script.trim().to_string(),
+            }));
+            Ok(())
+        })?;
+        stored.ok_or_else(|| Error::State("the job table was not updated".into()))
+    }
+
+    /// Current views of jobs of this client's table, asking each session's server.
+    pub async fn refresh_jobs(&self, jobs: Vec<JobEntry>) -> Result<Vec<JobView>> {
+        let sessions = self.registry.load()?;
+        let mut views = Vec::new();
+        for job in jobs {
+            let session = sessions.by_instance(job.instance_id).cloned();
+            let view = match session {
+                Some(entry) if entry.closed_reason.is_none() => {
+                    match self.session_jobs(&entry).await {
+                        Ok((_, session_view)) if job.job_id == job.instance_id => {
+                            JobView::of_session_output(job, &session_view)
+                        }
+                        Ok((infos, session_view)) => {
+                            let info = infos.into_iter().find(|i| i.job_id == job.job_id);
+                            JobView::new(job, info, Some(&session_view))
+                        }
+                        Err(e) => JobView::unreachable(job, e.to_string()),
+                    }
+                }
+                Some(entry) => JobView::session_ended(
+                    job,
+                    entry.closed_reason.unwrap_or_else(|| "it ended".into()),
+                ),
+                None => JobView::session_ended(job, "its session was forgotten".into()),
+            };
+            views.push(view);
+        }
+        Ok(views)
+    }
+
+    /// A session's jobs and the session itself, from its server.
+    async fn session_jobs(&self, entry: &Entry) -> Result<(Vec<JobInfo>, SessionView)> {
+        let conn = self.connect(&entry.computer_name).await?;
+        let infos = self.note_closed(entry, conn.list_jobs(entry.instance_id).await)?;
+        let view = self
+            .refresh(vec![entry.clone()])
+            .await?
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::State("the session vanished from the registry".into()))?;
+        Ok((infos, view))
+    }
+
+    /// Every job of the sessions `entries` (background jobs included); new ones join the
+    /// job table.
+    pub async fn session_job_views(&self, entries: &[Entry]) -> Result<Vec<JobView>> {
+        let mut views = Vec::new();
+        for entry in entries {
+            let (infos, session_view) = self.session_jobs(entry).await?;
+            for info in infos {
+                let job = self.remember_job(entry, info.job_id, info.kind, &info.command)?;
+                views.push(JobView::new(job, Some(info), Some(&session_view)));
+            }
+        }
+        Ok(views)
+    }
+
+    /// `receive --out-target job`: attaches the session and records a job standing for
+    /// its foreground output (the running command's, or what is kept), to receive later.
+    pub async fn receive_as_job(&self, entry: &Entry) -> Result<JobEntry> {
+        let view = self.connect_session(entry, None).await?;
+        let command = view
+            .info
+            .as_ref()
+            .and_then(|i| i.running_command.clone())
+            .unwrap_or_else(|| format!("output of session {}", entry.name));
+        self.remember_job(entry, entry.instance_id, JobKind::Remote, &command)
+    }
+
+    /// Streams a job's kept output, then what it still produces.
+    pub async fn receive_job(&self, job: &JobEntry, keep: bool) -> Result<CommandStream> {
+        let entry = self.session_of(job)?;
+        let conn = self.connect(&entry.computer_name).await?;
+        conn.receive_job(entry.instance_id, job.job_id, keep)
+    }
+
+    pub async fn stop_job(&self, job: &JobEntry) -> Result<()> {
+        let entry = self.session_of(job)?;
+        let conn = self.open_session_conn(&entry).await?;
+        let result = conn.stop_job(entry.instance_id, job.job_id).await;
+        self.note_closed(&entry, result).map(|_| ())
+    }
+
+    /// Forgets an ended job, on the server and in the job table.
+    pub async fn remove_job(&self, job: &JobEntry) -> Result<()> {
+        if let Ok(entry) = self.session_of(job) {
+            if entry.closed_reason.is_none() {
+                let conn = self.connect(&entry.computer_name).await?;
+                match conn.remove_job(entry.instance_id, job.job_id).await {
+                    Ok(()) => {}
+                    // Gone already (its session ended or forgot it): forget it here too.
+                    Err(Error::Server(e))
+                        if matches!(e.kind, ErrorKind::NotFound | ErrorKind::Closed) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        self.registry.update(|s| {
+            s.forget_job(job.job_id);
+            Ok(())
+        })?;
+        Ok(())
+    }
+
+    fn session_of(&self, job: &JobEntry) -> Result<Entry> {
+        self.registry
+            .load()?
+            .by_instance(job.instance_id)
+            .cloned()
+            .ok_or_else(|| Error::NoMatch(job.session_name.clone()))
     }
 
     /// The connection to a session's server, unless the registry knows it is closed.

@@ -7,11 +7,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use linger_proto::client::{
-    ClientMsg, Connect, Disconnect, Hello, Invoke, ListSessions, NewSession, Receive, Request,
+    ClientMsg, Connect, Disconnect, Hello, Invoke, InvokeKind, ListSessions, NewSession, Receive,
+    Request,
 };
 use linger_proto::frame::{FrameReader, FrameWriter};
 use linger_proto::server::{ReceiveSummary, Reply, ServerMsg, Welcome};
-use linger_proto::types::{BufferingMode, SessionInfo, StreamKind};
+use linger_proto::types::{BufferingMode, JobInfo, SessionInfo, StreamKind};
 use linger_proto::PROTOCOL_VERSION;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, oneshot};
@@ -253,8 +254,63 @@ impl Connection {
     /// which ends with the server's summary.
     pub fn receive(&self, req: Receive) -> Result<CommandStream> {
         let keep = req.keep;
-        let (rid, rx) = self.start(Request::Receive(req))?;
+        self.receive_request(Request::Receive(req), keep)
+    }
+
+    /// Like [`Connection::receive`], for one job's output.
+    pub fn receive_job(
+        &self,
+        instance_id: Uuid,
+        job_id: Uuid,
+        keep: bool,
+    ) -> Result<CommandStream> {
+        self.receive_request(
+            Request::ReceiveJob {
+                instance_id,
+                job_id,
+                keep,
+            },
+            keep,
+        )
+    }
+
+    pub async fn list_jobs(&self, instance_id: Uuid) -> Result<Vec<JobInfo>> {
+        match self.call(Request::ListJobs { instance_id }).await? {
+            Reply::Jobs(j) => Ok(j),
+            _ => Err(self.unexpected()),
+        }
+    }
+
+    pub async fn stop_job(&self, instance_id: Uuid, job_id: Uuid) -> Result<Vec<JobInfo>> {
+        match self
+            .call(Request::StopJob {
+                instance_id,
+                job_id,
+            })
+            .await?
+        {
+            Reply::Jobs(j) => Ok(j),
+            _ => Err(self.unexpected()),
+        }
+    }
+
+    pub async fn remove_job(&self, instance_id: Uuid, job_id: Uuid) -> Result<()> {
+        match self
+            .call(Request::RemoveJob {
+                instance_id,
+                job_id,
+            })
+            .await?
+        {
+            Reply::Jobs(_) => Ok(()),
+            _ => Err(self.unexpected()),
+        }
+    }
+
+    fn receive_request(&self, request: Request, keep: bool) -> Result<CommandStream> {
+        let (rid, rx) = self.start(request)?;
         Ok(CommandStream {
+            job_id: None,
             conn: self.clone(),
             rid,
             rx,
@@ -269,14 +325,15 @@ impl Connection {
 
     /// Starts a command; its output arrives through the returned stream.
     pub async fn invoke(&self, req: Invoke) -> Result<CommandStream> {
-        let detached = req.disconnected;
+        // Nothing more comes for these: the output waits on the server.
+        let detached = req.disconnected || req.kind == InvokeKind::Job;
         let (rid, mut rx) = self.start(Request::Invoke(req))?;
         let first = rx.recv().await;
-        let command_id = match first {
+        let (command_id, job_id) = match first {
             Some(ServerMsg::Reply {
-                reply: Reply::Started { command_id },
+                reply: Reply::Started { command_id, job_id },
                 ..
-            }) => command_id,
+            }) => (command_id, job_id),
             Some(ServerMsg::Error { error, .. }) => {
                 lock(&self.shared.routes).remove(&rid);
                 return Err(Error::Server(error));
@@ -296,6 +353,7 @@ impl Connection {
         }
         Ok(CommandStream {
             done: detached,
+            job_id,
             conn: self.clone(),
             rid,
             rx,
@@ -417,6 +475,8 @@ pub struct CommandStream {
     rid: u64,
     rx: mpsc::UnboundedReceiver<ServerMsg>,
     until: Until,
+    /// The job the request started (`invoke --as-job`, `job start`).
+    job_id: Option<Uuid>,
     /// Acknowledge what arrives (a `--keep` receive does not).
     ack: bool,
     summary: Option<ReceiveSummary>,
@@ -432,6 +492,11 @@ impl CommandStream {
             Until::Finished(id) => id,
             Until::Received => Uuid::nil(),
         }
+    }
+
+    /// The job this invoke started, if it was run as one (or launched one).
+    pub fn job_id(&self) -> Option<Uuid> {
+        self.job_id
     }
 
     /// The server's summary, once a receive has ended.

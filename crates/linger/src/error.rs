@@ -59,6 +59,8 @@ pub enum Error {
     Protocol { computer: String, reason: String },
     #[error("no session matches '{0}' in this client")]
     NoMatch(String),
+    #[error("no job '{0}' in this client's job table")]
+    NoJob(String),
     #[error("session {name} is closed: {reason}")]
     Closed { name: String, reason: String },
     #[error("{0}")]
@@ -70,6 +72,8 @@ pub enum Error {
     },
     #[error("{0}")]
     State(String),
+    #[error("{0}")]
+    Timeout(String),
 }
 
 impl Error {
@@ -95,9 +99,10 @@ impl Error {
             | Error::Autostart(_)
             | Error::ConnectionLost { .. }
             | Error::Protocol { .. } => Kind::Connection,
-            Error::NoMatch(_) | Error::Closed { .. } => Kind::NotFound,
+            Error::NoMatch(_) | Error::NoJob(_) | Error::Closed { .. } => Kind::NotFound,
             Error::Usage(_) => Kind::Usage,
             Error::Io { .. } | Error::State(_) => Kind::Other,
+            Error::Timeout(_) => Kind::Timeout,
         }
     }
 
@@ -113,6 +118,10 @@ impl Error {
                 Some("a running command keeps running and its session is left Disconnected; `linger receive` gets its output".into())
             }
             Error::NoMatch(_) => Some("`linger get` lists this client's sessions".into()),
+            Error::NoJob(_) => Some(
+                "`linger job list` shows this client's jobs; `linger job list SEL` a session's"
+                    .into(),
+            ),
             Error::Closed { .. } => Some("create a new one with `linger new`".into()),
             _ => None,
         }

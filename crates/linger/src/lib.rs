@@ -26,13 +26,14 @@ mod registry;
 pub use autostart::daemon_program;
 pub use bytes::Bytes;
 pub use client::{
-    display_computer, Availability, Client, DisconnectOptions, InvokeOptions, NewOptions,
-    ReceiveOptions, SessionView, State, Target, DEFAULT_CANCEL_TIMEOUT, DEFAULT_WAIT,
+    display_computer, Availability, Client, DisconnectOptions, InvokeOptions, JobView,
+    JobViewState, NewOptions, ReceiveOptions, SessionView, State, Target, DEFAULT_CANCEL_TIMEOUT,
+    DEFAULT_WAIT,
 };
 pub use connection::{Canceller, CommandStream, Connection, EnterGuard, Event};
 pub use error::{Error, Kind, Result};
 pub use home::ClientHome;
 pub use linger_proto::server::ReceiveSummary;
-pub use linger_proto::types::{BufferingMode, SessionInfo, StreamKind};
+pub use linger_proto::types::{BufferingMode, JobInfo, JobKind, JobState, SessionInfo, StreamKind};
 pub use options::Options;
-pub use registry::{Entry, Registry, Sessions};
+pub use registry::{Entry, JobEntry, Registry, Sessions};

@@ -26,12 +26,32 @@ pub struct Entry {
     pub closed_reason: Option<String>,
 }
 
+/// A job in this client's job table: a command run as a job, or a background job in one
+/// of its sessions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobEntry {
+    pub id: u32,
+    /// `Job<Id>`.
+    pub name: String,
+    pub job_id: Uuid,
+    /// The session it runs in.
+    pub instance_id: Uuid,
+    pub session_name: String,
+    pub computer_name: String,
+    pub kind: linger_proto::types::JobKind,
+    pub command: String,
+}
+
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct Sessions {
     #[serde(default)]
     last_id: u32,
     #[serde(default)]
     pub entries: Vec<Entry>,
+    #[serde(default)]
+    last_job_id: u32,
+    #[serde(default)]
+    pub jobs: Vec<JobEntry>,
 }
 
 impl Sessions {
@@ -76,6 +96,37 @@ impl Sessions {
 
     pub fn forget(&mut self, id: Uuid) {
         self.entries.retain(|e| e.instance_id != id);
+        self.jobs.retain(|j| j.instance_id != id);
+    }
+
+    /// Records a job, keeping its Id if already known; returns its entry.
+    pub fn remember_job(&mut self, mut job: JobEntry) -> JobEntry {
+        if let Some(known) = self.jobs.iter().find(|j| j.job_id == job.job_id) {
+            return known.clone();
+        }
+        self.last_job_id += 1;
+        job.id = self.last_job_id;
+        if job.name.is_empty() {
+            job.name = format!("Job{}", job.id);
+        }
+        self.jobs.push(job.clone());
+        job
+    }
+
+    pub fn forget_job(&mut self, job_id: Uuid) {
+        self.jobs.retain(|j| j.job_id != job_id);
+    }
+
+    /// The job an Id or Name names.
+    pub fn select_job(&self, sel: &str) -> Result<JobEntry> {
+        let found = match sel.parse::<u32>() {
+            Ok(id) => self.jobs.iter().find(|j| j.id == id),
+            Err(_) => self
+                .jobs
+                .iter()
+                .find(|j| j.name == sel || j.job_id.to_string() == sel),
+        };
+        found.cloned().ok_or_else(|| Error::NoJob(sel.to_string()))
     }
 
     /// Sessions matching one selector: an Id, an InstanceId, or a Name (wildcards allowed).

@@ -236,7 +236,37 @@ impl Ctx {
             },
             Request::Connect(req) => self.connect(req).map(Reply::Session),
             Request::Disconnect(req) => self.disconnect(req).map(Reply::Session),
-            Request::Receive(req) => self.receive(rid, req).await.map(Reply::Received),
+            Request::Receive(req) => self.receive(rid, req, None).await.map(Reply::Received),
+            Request::ReceiveJob {
+                instance_id,
+                job_id,
+                keep,
+            } => {
+                let req = Receive {
+                    instance_id,
+                    keep,
+                    buffering: None,
+                };
+                self.receive(rid, req, Some(job_id))
+                    .await
+                    .map(Reply::Received)
+            }
+            Request::ListJobs { instance_id } => self.session(instance_id).map(|s| Reply::Jobs(s.jobs())),
+            Request::StopJob {
+                instance_id,
+                job_id,
+            } => self.session(instance_id).and_then(|s| {
+                tracing::info!(session = %instance_id, job = %job_id, principal = %self.peer.principal, from = %self.peer.from, "job stopped");
+                s.stop_job(self.client, job_id).map(|j| Reply::Jobs(vec![j]))
+            }),
+            Request::RemoveJob {
+                instance_id,
+                job_id,
+            } => self.session(instance_id).and_then(|s| {
+                s.remove_job(self.client, job_id)?;
+                tracing::info!(session = %instance_id, job = %job_id, principal = %self.peer.principal, "job removed");
+                Ok(Reply::Jobs(Vec::new()))
+            }),
             Request::Enter { instance_id } => self.enter(rid, instance_id).map(Reply::Session),
         };
         let msg = match result {
@@ -309,6 +339,7 @@ impl Ctx {
         &self,
         rid: u64,
         req: Receive,
+        job: Option<Uuid>,
     ) -> Result<linger_proto::server::ReceiveSummary, ErrorBody> {
         let session = self.session(req.instance_id)?;
         self.invokes_lock().insert(
@@ -321,16 +352,18 @@ impl Ctx {
             },
         );
         tracing::info!(session = %session.id(), name = %session.meta.name, principal = %self.peer.principal, from = %self.peer.from, keep = req.keep, "receive");
-        let result = session
-            .receive(ReceiveRequest {
-                conn: self.conn,
-                rid,
-                client: self.client,
-                keep: req.keep,
-                buffering: req.buffering,
-                tx: self.tx.clone(),
-            })
-            .await;
+        let request = ReceiveRequest {
+            conn: self.conn,
+            rid,
+            client: self.client,
+            keep: req.keep,
+            buffering: req.buffering,
+            tx: self.tx.clone(),
+        };
+        let result = match job {
+            None => session.receive(request, None).await,
+            Some(job_id) => session.receive_job(request, job_id).await,
+        };
         self.invokes_lock().remove(&rid);
         result
     }
@@ -419,8 +452,14 @@ impl Ctx {
                 client: self.client,
                 script: req.script,
                 args: req.args,
-                wait: Duration::from_millis(req.wait_ms),
+                // A job never waits for a busy session (the seeds: it fails at once).
+                wait: if req.kind == linger_proto::client::InvokeKind::Job {
+                    Duration::ZERO
+                } else {
+                    Duration::from_millis(req.wait_ms)
+                },
                 disconnected: req.disconnected,
+                kind: req.kind,
                 tx: self.tx.clone(),
                 gone: self.gone.subscribe(),
             },

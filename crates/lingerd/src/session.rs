@@ -15,10 +15,15 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use linger_proto::client::InvokeKind;
 use linger_proto::frame::{FrameReader, FrameWriter};
-use linger_proto::host::{DaemonToHost, HostMeta, HostStatus, HostToDaemon, SessionSettings};
+use linger_proto::host::{
+    Channel, DaemonToHost, HostMeta, HostStatus, HostToDaemon, RunKind, SessionSettings,
+};
 use linger_proto::server::{ReceiveSummary, Reply, ServerMsg};
-use linger_proto::types::{Attachment, BufferingMode, ErrorBody, ErrorKind, SessionInfo};
+use linger_proto::types::{
+    Attachment, BufferingMode, ErrorBody, ErrorKind, JobInfo, JobKind, JobState, SessionInfo,
+};
 use linger_proto::HOST_PROTOCOL_VERSION;
 use tokio::net::UnixStream;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -31,7 +36,6 @@ type Eviction = Arc<OnceLock<ErrorBody>>;
 struct Subscriber {
     conn: u64,
     rid: u64,
-    client: Uuid,
     tx: mpsc::Sender<ServerMsg>,
     /// Highest entry relayed to it: it cannot acknowledge more.
     relayed: u64,
@@ -51,21 +55,10 @@ impl Subscriber {
     }
 }
 
-struct Inner {
-    settings: SessionSettings,
-    /// Why the daemon asked the host to end, once it has.
-    terminating: Option<String>,
-    /// The host connection is gone: nothing more will come from it.
-    host_gone: bool,
-    closed: Option<String>,
-    status: HostStatus,
-    /// The command running, from the host's `Started` until a status without it.
-    running: Option<Uuid>,
-    /// A `Run` was sent and its answer has not come back.
-    starting: bool,
+/// The relay's state for one output log of the host (see [`Channel`]).
+#[derive(Default)]
+struct ChannelState {
     subscriber: Option<Subscriber>,
-    /// The connection and request that entered the session (`linger enter`).
-    entered: Option<(u64, u64)>,
     /// The last subscriber taken away by a detach: (conn, rid, relayed). It still receives
     /// what was relayed before its error, and may acknowledge that much until someone else
     /// subscribes, so the next receiver does not get it twice.
@@ -78,6 +71,35 @@ struct Inner {
     acked: u64,
     /// Highest entry known to exist in the host's log.
     known_last: u64,
+}
+
+impl Inner {
+    fn chan(&mut self, channel: Channel) -> &mut ChannelState {
+        match channel {
+            None => &mut self.fg,
+            Some(id) => self.jobs.entry(id).or_default(),
+        }
+    }
+}
+
+struct Inner {
+    settings: SessionSettings,
+    /// Why the daemon asked the host to end, once it has.
+    terminating: Option<String>,
+    /// The host connection is gone: nothing more will come from it.
+    host_gone: bool,
+    closed: Option<String>,
+    status: HostStatus,
+    /// The command running, from the host's `Started` until a status without it.
+    running: Option<Uuid>,
+    /// A `Run` was sent and its answer has not come back.
+    starting: bool,
+    /// The foreground commands' output.
+    fg: ChannelState,
+    /// Each background job's output.
+    jobs: HashMap<Uuid, ChannelState>,
+    /// The connection and request that entered the session (`linger enter`).
+    entered: Option<(u64, u64)>,
     pending_runs: HashMap<Uuid, oneshot::Sender<Result<(), String>>>,
 }
 
@@ -106,6 +128,7 @@ pub struct InvokeRequest {
     pub wait: Duration,
     /// Start, then detach at once: nobody receives the output now.
     pub disconnected: bool,
+    pub kind: InvokeKind,
     pub tx: mpsc::Sender<ServerMsg>,
     /// Turns true when the requester's connection has gone: a command still waiting for
     /// the session then never starts.
@@ -188,15 +211,14 @@ impl Session {
                 host_gone: false,
                 closed: status.shell_exited.clone(),
                 running: status.running.as_ref().map(|(id, _)| *id),
-                known_last: status.last_seq,
+                fg: ChannelState {
+                    known_last: status.last_seq,
+                    ..ChannelState::default()
+                },
+                jobs: HashMap::new(),
+                entered: None,
                 status,
                 starting: false,
-                subscriber: None,
-                entered: None,
-                evicted: None,
-                replays_pending: 0,
-                replay_from: 0,
-                acked: 0,
                 pending_runs: HashMap::new(),
             }),
             to_host,
@@ -274,6 +296,7 @@ impl Session {
             };
             match msg {
                 HostToDaemon::Output {
+                    channel,
                     seq,
                     command_id,
                     stream,
@@ -286,9 +309,10 @@ impl Session {
                         stream,
                         data,
                     });
-                    self.forward(seq, Relayed::Output(make)).await
+                    self.forward(channel, seq, Relayed::Output(make)).await
                 }
                 HostToDaemon::Finished {
+                    channel,
                     seq,
                     command_id,
                     status,
@@ -299,14 +323,17 @@ impl Session {
                         command_id,
                         status,
                     });
-                    self.forward(seq, Relayed::Finished(command_id, make)).await
+                    self.forward(channel, seq, Relayed::Finished(command_id, make))
+                        .await
                 }
                 HostToDaemon::Dropped {
+                    channel,
                     seq,
                     from_total,
                     to_total,
                 } => {
                     self.forward(
+                        channel,
                         seq,
                         Relayed::Dropped {
                             from_total,
@@ -315,20 +342,25 @@ impl Session {
                     )
                     .await
                 }
-                HostToDaemon::Replaying { from, last } => {
+                HostToDaemon::Replaying {
+                    channel,
+                    from,
+                    last,
+                } => {
                     let mut g = self.lock();
-                    g.replays_pending = g.replays_pending.saturating_sub(1);
-                    g.replay_from = from;
+                    let c = g.chan(channel);
+                    c.replays_pending = c.replays_pending.saturating_sub(1);
+                    c.replay_from = from;
                     // Whatever precedes `from` is gone from the host: acknowledged by a
                     // client this daemon never saw (before a restart), or never written.
-                    g.acked = g.acked.max(from.saturating_sub(1));
-                    g.known_last = g.known_last.max(last);
+                    c.acked = c.acked.max(from.saturating_sub(1));
+                    c.known_last = c.known_last.max(last);
                     drop(g);
                     self.bump();
                 }
                 HostToDaemon::Status(status) => {
                     let mut g = self.lock();
-                    g.known_last = g.known_last.max(status.last_seq);
+                    g.fg.known_last = g.fg.known_last.max(status.last_seq);
                     if let Some(id) = g.running {
                         if status.running.as_ref().map(|(r, _)| *r) != Some(id) {
                             g.running = None;
@@ -360,7 +392,7 @@ impl Session {
                 HostToDaemon::ShellExited { reason } => {
                     {
                         let mut g = self.lock();
-                        if g.subscriber.is_none() {
+                        if g.fg.subscriber.is_none() {
                             // Nobody is reading. The host stays while it holds output (it
                             // exits by itself once that is delivered), so a `receive` can
                             // still fetch it; the idle clock starts now and reclaims it
@@ -378,14 +410,15 @@ impl Session {
         "its session host exited unexpectedly".to_string()
     }
 
-    async fn forward(&self, seq: u64, entry: Relayed) {
+    async fn forward(&self, channel: Channel, seq: u64, entry: Relayed) {
         let (tx, msg) = {
             let mut g = self.lock();
-            g.known_last = g.known_last.max(seq);
-            if g.replays_pending > 0 {
+            let c = g.chan(channel);
+            c.known_last = c.known_last.max(seq);
+            if c.replays_pending > 0 {
                 return;
             }
-            let Some(s) = g.subscriber.as_mut() else {
+            let Some(s) = c.subscriber.as_mut() else {
                 return;
             };
             // Recorded before sending: the requester's acknowledgement may come back
@@ -413,11 +446,12 @@ impl Session {
         let finished = matches!(msg, ServerMsg::Finished { .. });
         if tx.send(msg).await.is_err() {
             let mut g = self.lock();
-            if g.subscriber
+            let c = g.chan(channel);
+            if c.subscriber
                 .as_ref()
                 .is_some_and(|s| s.tx.same_channel(&tx))
             {
-                g.subscriber = None;
+                c.subscriber = None;
             }
         } else if !finished {
             // Plain output changes nothing a request waits for: no wake-up.
@@ -430,21 +464,31 @@ impl Session {
     /// current subscriber may acknowledge, and only what was relayed to it: anything else
     /// would make the host forget output nobody has seen.
     pub fn ack(&self, conn: u64, rid: u64, seq: u64) {
-        {
+        let channel = {
             let mut g = self.lock();
-            let relayed = match (&g.subscriber, g.evicted) {
-                (Some(s), _) if s.is(conn, rid) => s.relayed,
-                (None, Some((c, r, relayed))) if c == conn && r == rid => relayed,
-                _ => return,
-            };
-            let seq = seq.min(relayed);
-            if seq <= g.acked {
-                return;
+            let g = &mut *g;
+            let chans = std::iter::once((None, &mut g.fg))
+                .chain(g.jobs.iter_mut().map(|(id, c)| (Some(*id), c)));
+            let mut found = None;
+            for (channel, c) in chans {
+                let relayed = match (&c.subscriber, c.evicted) {
+                    (Some(s), _) if s.is(conn, rid) => s.relayed,
+                    (None, Some((cn, r, relayed))) if cn == conn && r == rid => relayed,
+                    _ => continue,
+                };
+                let seq = seq.min(relayed);
+                if seq > c.acked {
+                    c.acked = seq;
+                    found = Some((channel, seq));
+                }
+                break;
             }
-            g.acked = seq;
+            found
+        };
+        if let Some((channel, seq)) = channel {
+            self.send(DaemonToHost::Ack { channel, seq });
+            self.bump();
         }
-        self.send(DaemonToHost::Ack { seq });
-        self.bump();
     }
 
     fn push_settings(&self, g: &Inner) {
@@ -469,18 +513,21 @@ impl Session {
         } else if g.settings.disconnected_at_ms.is_none() {
             g.settings.disconnected_at_ms = Some(now_ms());
         }
-        if let Some(s) = g.subscriber.take() {
-            g.evicted = Some((s.conn, s.rid, s.relayed));
-            let _ = s.evicted.set(
-                ErrorBody::new(
-                    ErrorKind::Detached,
-                    format!("session {} was disconnected: {why}", self.meta.name),
-                )
-                .with_hint(format!(
-                    "its commands keep running; `linger receive {}` gets their output",
-                    self.meta.name
-                )),
-            );
+        let name = &self.meta.name;
+        let chans = std::iter::once(&mut g.fg).chain(g.jobs.values_mut());
+        for c in chans {
+            if let Some(s) = c.subscriber.take() {
+                c.evicted = Some((s.conn, s.rid, s.relayed));
+                let _ = s.evicted.set(
+                    ErrorBody::new(
+                        ErrorKind::Detached,
+                        format!("session {name} was disconnected: {why}"),
+                    )
+                    .with_hint(format!(
+                        "its commands keep running; `linger receive {name}` gets their output"
+                    )),
+                );
+            }
         }
         self.push_settings(g);
     }
@@ -620,18 +667,31 @@ impl Session {
         if g.entered.is_some_and(|(c, _)| c == conn) {
             g.entered = None;
         }
-        if let Some(s) = g.subscriber.as_ref().filter(|s| s.conn == conn) {
+        if let Some(s) = g.fg.subscriber.as_ref().filter(|s| s.conn == conn) {
             // An invoke whose end was acknowledged just before its client left (the CLI
             // exits right after acknowledging) got everything: nothing to disconnect.
-            let acked = g.acked;
+            let acked = g.fg.acked;
             let delivered = s
                 .command
                 .and_then(|c| s.finished.get(&c))
                 .is_some_and(|&seq| acked >= seq);
-            g.subscriber = None;
+            g.fg.subscriber = None;
             if g.closed.is_none() && !delivered {
                 self.detach(&mut g, "its client went away while receiving output");
             }
+        }
+        let mut job_reader_gone = false;
+        for c in g.jobs.values_mut() {
+            if c.subscriber.as_ref().is_some_and(|s| s.conn == conn) {
+                c.subscriber = None;
+                job_reader_gone = true;
+            }
+        }
+        if job_reader_gone && g.closed.is_none() {
+            self.detach(
+                &mut g,
+                "its client went away while receiving a job's output",
+            );
         }
         drop(g);
         self.bump();
@@ -702,18 +762,18 @@ impl Session {
     fn subscribe(
         &self,
         g: &mut Inner,
+        channel: Channel,
         conn: u64,
         rid: u64,
-        client: Uuid,
         command: Option<Uuid>,
         tx: &mpsc::Sender<ServerMsg>,
     ) -> Eviction {
         let evicted: Eviction = Arc::new(OnceLock::new());
-        g.evicted = None;
-        g.subscriber = Some(Subscriber {
+        let c = g.chan(channel);
+        c.evicted = None;
+        c.subscriber = Some(Subscriber {
             conn,
             rid,
-            client,
             tx: tx.clone(),
             relayed: 0,
             dropped_seen_to: 0,
@@ -722,8 +782,8 @@ impl Session {
             command,
             evicted: evicted.clone(),
         });
-        g.replays_pending += 1;
-        self.send(DaemonToHost::Replay);
+        c.replays_pending += 1;
+        self.send(DaemonToHost::Replay { channel });
         evicted
     }
 
@@ -747,19 +807,23 @@ impl Session {
                 if let Some(e) = self.attached_elsewhere(&g, req.client) {
                     return Err(e);
                 }
-                if g.running.is_none() && !g.starting && g.subscriber.is_none() {
+                if g.running.is_none() && !g.starting && g.fg.subscriber.is_none() {
                     g.starting = true;
                     g.pending_runs.insert(command_id, run_tx);
                     let evicted = if req.disconnected {
                         self.detach(&mut g, "started in a disconnected session");
                         None
+                    } else if req.kind == InvokeKind::Job {
+                        // Its output waits on the server for a job receive.
+                        self.attach(&mut g, req.client);
+                        None
                     } else {
                         self.attach(&mut g, req.client);
                         Some(self.subscribe(
                             &mut g,
+                            None,
                             req.conn,
                             req.rid,
-                            req.client,
                             Some(command_id),
                             &req.tx,
                         ))
@@ -782,18 +846,28 @@ impl Session {
             }
         };
         // Started goes out before anything the replay or the command produce.
+        let (kind, job_id) = match req.kind {
+            InvokeKind::Plain => (RunKind::Plain, None),
+            InvokeKind::Job => (RunKind::Job, Some(command_id)),
+            InvokeKind::BackgroundJob => {
+                let job_id = Uuid::new_v4();
+                (RunKind::LaunchJob { job_id }, Some(job_id))
+            }
+        };
         let _ = req
             .tx
             .send(ServerMsg::Reply {
                 rid: req.rid,
-                reply: Reply::Started { command_id },
+                reply: Reply::Started { command_id, job_id },
             })
             .await;
         let _ = started.send(command_id);
+        let shown_script = req.script.clone();
         self.send(DaemonToHost::Run {
             command_id,
             script: req.script,
             args: req.args,
+            kind,
         });
         tracing::info!(session = %self.meta.instance_id, command = %command_id, client = %req.client, "command started");
         match run_rx.await {
@@ -807,6 +881,27 @@ impl Session {
             }
             Err(_) => return Err(self.closed_error()),
         }
+        if let Some(job_id) = job_id {
+            // Listed at once: the host's next status confirms it.
+            let mut g = self.lock();
+            if !g.status.jobs.iter().any(|j| j.job_id == job_id) {
+                g.status.jobs.push(JobInfo {
+                    job_id,
+                    kind: if req.kind == InvokeKind::Job {
+                        JobKind::Remote
+                    } else {
+                        JobKind::Background
+                    },
+                    command: shown_script.trim().chars().take(200).collect(),
+                    state: JobState::Running,
+                    status: None,
+                    has_more_data: false,
+                    pending_output_bytes: 0,
+                    started_at_ms: now_ms(),
+                    ended_at_ms: None,
+                });
+            }
+        }
         let Some(evicted) = evicted else {
             return Ok(());
         };
@@ -814,7 +909,7 @@ impl Session {
         loop {
             {
                 let mut g = self.lock();
-                let Some(s) = g.subscriber.as_ref().filter(|s| s.is(req.conn, req.rid)) else {
+                let Some(s) = g.fg.subscriber.as_ref().filter(|s| s.is(req.conn, req.rid)) else {
                     return match evicted.get() {
                         Some(e) => Err(e.clone()),
                         // Its connection is gone: nobody to answer.
@@ -824,9 +919,9 @@ impl Session {
                 let delivered = s
                     .finished
                     .get(&command_id)
-                    .is_some_and(|&seq| g.acked >= seq);
+                    .is_some_and(|&seq| g.fg.acked >= seq);
                 if delivered {
-                    g.subscriber = None;
+                    g.fg.subscriber = None;
                     let shell_gone = g.closed.is_some() && !g.host_gone;
                     drop(g);
                     self.bump();
@@ -839,7 +934,7 @@ impl Session {
                 }
                 if g.host_gone {
                     let why = g.closed.clone().unwrap_or_else(|| "it ended".into());
-                    g.subscriber = None;
+                    g.fg.subscriber = None;
                     return Err(ErrorBody::new(
                         ErrorKind::Closed,
                         format!(
@@ -857,8 +952,8 @@ impl Session {
 
     fn unsubscribe(&self, conn: u64, rid: u64) {
         let mut g = self.lock();
-        if g.subscriber.as_ref().is_some_and(|s| s.is(conn, rid)) {
-            g.subscriber = None;
+        if g.fg.subscriber.as_ref().is_some_and(|s| s.is(conn, rid)) {
+            g.fg.subscriber = None;
         }
         drop(g);
         self.bump();
@@ -870,6 +965,7 @@ impl Session {
     pub async fn receive(
         self: &Arc<Self>,
         req: ReceiveRequest,
+        channel: Channel,
     ) -> Result<ReceiveSummary, ErrorBody> {
         let mut changed = self.changed.subscribe();
         let evicted = {
@@ -881,27 +977,43 @@ impl Session {
             if let Some(e) = self.attached_elsewhere(&g, req.client) {
                 return Err(e);
             }
-            if let Some(s) = &g.subscriber {
-                if s.client == req.client {
-                    return Err(ErrorBody::new(
-                        ErrorKind::Busy,
-                        format!(
-                            "session {}'s output is being delivered to another request of this client",
-                            self.meta.name
-                        ),
-                    )
-                    .with_hint("wait for that invoke or receive to finish, or stop it"));
-                }
+            if g.chan(channel).subscriber.is_some() {
+                return Err(ErrorBody::new(
+                    ErrorKind::Busy,
+                    format!(
+                        "{}'s output is being delivered to another request",
+                        what_of(&self.meta.name, channel)
+                    ),
+                )
+                .with_hint("wait for that invoke or receive to finish, or stop it"));
             }
             self.attach(&mut g, req.client);
             self.set_buffering(&mut g, req.buffering);
-            self.subscribe(&mut g, req.conn, req.rid, req.client, None, &req.tx)
+            self.subscribe(&mut g, channel, req.conn, req.rid, None, &req.tx)
         };
         let mut until: Option<u64> = None;
         loop {
             {
                 let mut g = self.lock();
-                let Some(s) = g.subscriber.as_ref().filter(|s| s.is(req.conn, req.rid)) else {
+                // Whether output may still come, and what is kept, for this channel.
+                let (running, pending, running_command) = match channel {
+                    None => (
+                        g.running.is_some() || g.starting,
+                        g.status.pending_output_bytes,
+                        g.status.running.as_ref().map(|(_, c)| c.clone()),
+                    ),
+                    Some(id) => match g.status.jobs.iter().find(|j| j.job_id == id) {
+                        Some(j) => (
+                            j.state == JobState::Running,
+                            j.pending_output_bytes,
+                            (j.state == JobState::Running).then(|| j.command.clone()),
+                        ),
+                        None => (false, 0, None),
+                    },
+                };
+                let host_gone = g.host_gone;
+                let c = g.chan(channel);
+                let Some(s) = c.subscriber.as_ref().filter(|s| s.is(req.conn, req.rid)) else {
                     return match evicted.get() {
                         Some(e) => Err(e.clone()),
                         None => Err(ErrorBody::new(
@@ -910,24 +1022,23 @@ impl Session {
                         )),
                     };
                 };
-                if g.replays_pending == 0 {
-                    let until = *until.get_or_insert(g.known_last);
+                if c.replays_pending == 0 {
+                    let until = *until.get_or_insert(c.known_last);
                     let done = if req.keep {
-                        until < g.replay_from || s.relayed >= until || g.host_gone
+                        until < c.replay_from || s.relayed >= until || host_gone
                     } else {
                         // The host reports an empty log right after the last ack, so the
-                        // session's counts are current when the receive ends.
-                        let idle = g.running.is_none() && !g.starting;
-                        let drained = g.acked >= g.known_last && g.status.pending_output_bytes == 0;
-                        (idle && drained) || g.host_gone
+                        // counts are current when the receive ends.
+                        let drained = c.acked >= c.known_last && pending == 0;
+                        (!running && drained) || host_gone
                     };
                     if done {
                         let summary = ReceiveSummary {
                             commands_finished: s.finished.len() as u32,
                             dropped_output_bytes: s.dropped_reported,
-                            running_command: g.status.running.as_ref().map(|(_, c)| c.clone()),
+                            running_command,
                         };
-                        g.subscriber = None;
+                        c.subscriber = None;
                         drop(g);
                         self.bump();
                         return Ok(summary);
@@ -940,9 +1051,81 @@ impl Session {
         }
     }
 
+    /// The session's jobs: commands run as jobs and background jobs.
+    pub fn jobs(&self) -> Vec<JobInfo> {
+        self.lock().status.jobs.clone()
+    }
+
+    pub fn job(&self, id: Uuid) -> Result<JobInfo, ErrorBody> {
+        self.jobs()
+            .into_iter()
+            .find(|j| j.job_id == id)
+            .ok_or_else(|| {
+                ErrorBody::new(
+                    ErrorKind::NotFound,
+                    format!("no job {id} in session {}", self.meta.name),
+                )
+                .with_hint("`linger job list SEL` lists the session's jobs")
+            })
+    }
+
+    /// `job receive`: a job's output. A command run as a job is the session's foreground
+    /// output; a background job has a channel of its own.
+    pub async fn receive_job(
+        self: &Arc<Self>,
+        req: ReceiveRequest,
+        job_id: Uuid,
+    ) -> Result<ReceiveSummary, ErrorBody> {
+        // The session's own id names "whatever its foreground produced" (`receive
+        // --out-target job`).
+        if job_id == self.id() {
+            return self.receive(req, None).await;
+        }
+        match self.job(job_id)?.kind {
+            JobKind::Remote => self.receive(req, None).await,
+            JobKind::Background => self.receive(req, Some(job_id)).await,
+        }
+    }
+
+    /// `job stop`.
+    pub fn stop_job(&self, client: Uuid, job_id: Uuid) -> Result<JobInfo, ErrorBody> {
+        let job = self.job(job_id)?;
+        {
+            let g = self.lock();
+            self.check_open(&g)?;
+            if let Some(e) = self.attached_elsewhere(&g, client) {
+                return Err(e);
+            }
+        }
+        if job.state == JobState::Running {
+            self.send(DaemonToHost::StopJob { job_id });
+        }
+        Ok(job)
+    }
+
+    /// `job remove`: forgets an ended job and its kept output.
+    pub fn remove_job(&self, client: Uuid, job_id: Uuid) -> Result<(), ErrorBody> {
+        let job = self.job(job_id)?;
+        let mut g = self.lock();
+        if let Some(e) = self.attached_elsewhere(&g, client) {
+            return Err(e);
+        }
+        if job.state == JobState::Running {
+            return Err(
+                ErrorBody::new(ErrorKind::Busy, format!("job {job_id} is still running"))
+                    .with_hint("stop it first with `linger job stop`"),
+            );
+        }
+        g.status.jobs.retain(|j| j.job_id != job_id);
+        g.jobs.remove(&job_id);
+        drop(g);
+        self.send(DaemonToHost::ForgetJob { job_id });
+        Ok(())
+    }
+
     fn busy_error(&self) -> ErrorBody {
         let g = self.lock();
-        let what = match (&g.status.running, &g.subscriber) {
+        let what = match (&g.status.running, &g.fg.subscriber) {
             (Some((_, cmd)), _) => format!("is still running `{cmd}`"),
             (None, Some(_)) => "is still delivering output to another request".to_string(),
             (None, None) => "is starting another command".to_string(),
@@ -987,8 +1170,16 @@ impl Session {
                 .map(|t| t.saturating_add(s.idle_timeout_ms as i64)),
             pending_output_bytes: g.status.pending_output_bytes,
             dropped_output_bytes: g.status.dropped_output_bytes,
-            jobs: 0,
+            jobs: g.status.jobs.len() as u32,
         }
+    }
+}
+
+/// "session NAME" or "job ID of session NAME", for messages.
+fn what_of(name: &str, channel: Channel) -> String {
+    match channel {
+        None => format!("session {name}"),
+        Some(id) => format!("job {id} of session {name}"),
     }
 }
 

@@ -31,6 +31,7 @@ pub async fn run(client: &Client, args: InvokeArgs, json: bool) -> Result<i32> {
         wait: parse_duration("--wait", &args.wait)?,
         cancel_timeout: client.options().cancel_timeout,
         disconnected: args.in_disconnected_session,
+        as_job: args.as_job,
     };
     if args.throttle == 0 {
         return Err(usage("--throttle must be at least 1"));
@@ -39,6 +40,9 @@ pub async fn run(client: &Client, args: InvokeArgs, json: bool) -> Result<i32> {
     let new_opts = new_options(client, &args.session)?;
     if args.in_disconnected_session {
         return start_disconnected(client, targets, &script, &opts, &new_opts, json).await;
+    }
+    if args.as_job {
+        return start_jobs(client, targets, &script, &opts, &new_opts, json).await;
     }
     let mode = Mode::pick(json, targets.len());
 
@@ -147,6 +151,57 @@ async fn start_disconnected(
     }
 }
 
+/// `--as-job`: the command starts in each session and the CLI returns at once with the job
+/// table; the output waits on the server for `linger job receive`.
+async fn start_jobs(
+    client: &Client,
+    targets: Vec<Target>,
+    script: &str,
+    opts: &InvokeOptions,
+    new_opts: &NewOptions,
+    json: bool,
+) -> Result<i32> {
+    let several = targets.len() > 1;
+    let mut jobs = Vec::new();
+    let mut first_error: Option<anyhow::Error> = None;
+    for target in &targets {
+        let started = async {
+            let entry = match &target.place {
+                Where::Session(e) => e.clone(),
+                // The job's session is kept: the job lives in it.
+                Where::AdHoc(computer) => client.new_session(computer, new_opts).await?.entry,
+            };
+            client.invoke(&entry, script, opts).await?;
+            Ok::<_, linger::Error>(entry)
+        };
+        match started.await {
+            Ok(entry) => jobs.extend(
+                client
+                    .registry()
+                    .load()?
+                    .jobs
+                    .into_iter()
+                    .rev()
+                    .find(|j| j.instance_id == entry.instance_id),
+            ),
+            Err(e) => {
+                let e = anyhow::Error::new(e);
+                if several {
+                    eprintln!("linger: error: [{}] {}", target.label, report::line(&e));
+                }
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    let views = client.refresh_jobs(jobs).await?;
+    crate::output::print_jobs(&views, json);
+    match first_error {
+        None => Ok(0),
+        Some(e) if !several => Err(e),
+        Some(e) => Ok(report::kind_of(&e).exit_code()),
+    }
+}
+
 async fn read_script(args: &InvokeArgs) -> Result<String> {
     match (&args.file, args.script.is_empty()) {
         (Some(_), false) => Err(usage("give the script after -- or with --file, not both")),
@@ -171,6 +226,9 @@ fn targets(client: &Client, args: &InvokeArgs) -> Result<Vec<Target>> {
             "name sessions (Id, Name or InstanceId), or use --computer for a temporary session",
         )),
         (false, false) => Err(usage("give either sessions (SEL) or --computer, not both")),
+        (_, _) if args.as_job && args.in_disconnected_session => Err(usage(
+            "--as-job and --in-disconnected-session do not go together",
+        )),
         (false, true) if args.in_disconnected_session => Err(usage_hint(
             "--in-disconnected-session creates its sessions: use it with --computer",
             "to leave an existing session running a command, invoke it and then `linger disconnect` it",

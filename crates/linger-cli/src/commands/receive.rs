@@ -4,11 +4,12 @@
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use linger::{Client, Entry, Event, ReceiveOptions};
+use linger::{Client, Entry, Event, JobKind, JobViewState, ReceiveOptions};
 use tokio::sync::Mutex;
 
 use super::{parse_buffering, refuse_idle_timeout, resolve};
 use crate::cli::ReceiveArgs;
+use crate::output::print_jobs;
 use crate::report;
 use crate::sink::{Mode, Sink};
 
@@ -19,6 +20,13 @@ pub async fn run(client: &Client, args: ReceiveArgs, json: bool) -> Result<i32> 
         buffering: parse_buffering(args.buffering.as_deref())?,
     };
     let entries = resolve(client, &args.targets, "receive").await?;
+    if args.out_target.as_deref() == Some("job") {
+        return as_jobs(client, &entries, json).await;
+    }
+    if args.out_target.is_none() && started_here_as_job(client, &entries).await? {
+        // The seeds: a command started as a job is received as a job by default.
+        return as_jobs(client, &entries, json).await;
+    }
     let mode = Mode::pick(json, entries.len());
     let out = Arc::new(Mutex::new(tokio::io::stdout()));
     let err = Arc::new(Mutex::new(tokio::io::stderr()));
@@ -46,6 +54,57 @@ pub async fn run(client: &Client, args: ReceiveArgs, json: bool) -> Result<i32> 
         }
     }
     Ok(first.unwrap_or(0))
+}
+
+/// Whether every session runs a command this client started as a job.
+async fn started_here_as_job(client: &Client, entries: &[Entry]) -> Result<bool> {
+    let mine = client.registry().load()?.jobs;
+    for entry in entries {
+        let in_session: Vec<_> = mine
+            .iter()
+            .filter(|j| j.instance_id == entry.instance_id && j.kind == JobKind::Remote)
+            .cloned()
+            .collect();
+        let running = client
+            .refresh_jobs(in_session)
+            .await?
+            .iter()
+            .any(|v| matches!(v.state, JobViewState::Running | JobViewState::Disconnected));
+        if !running {
+            return Ok(false);
+        }
+    }
+    Ok(!entries.is_empty())
+}
+
+/// `--out-target job`: a job per session, shown in the job table.
+async fn as_jobs(client: &Client, entries: &[Entry], json: bool) -> Result<i32> {
+    let mut jobs = Vec::new();
+    for entry in entries {
+        let mine = client.registry().load()?.jobs;
+        // A command this client started as a job is that job; otherwise a job stands for
+        // the session's output.
+        let existing = client
+            .refresh_jobs(
+                mine.into_iter()
+                    .filter(|j| j.instance_id == entry.instance_id && j.kind == JobKind::Remote)
+                    .collect(),
+            )
+            .await?
+            .into_iter()
+            .find(|v| matches!(v.state, JobViewState::Running | JobViewState::Disconnected))
+            .map(|v| v.job);
+        match existing {
+            Some(job) => {
+                client.connect_session(entry, None).await?;
+                jobs.push(job);
+            }
+            None => jobs.push(client.receive_as_job(entry).await?),
+        }
+    }
+    let views = client.refresh_jobs(jobs).await?;
+    print_jobs(&views, json);
+    Ok(0)
 }
 
 /// Streams one session's kept output; returns the status of the last command whose end
