@@ -222,6 +222,19 @@ fn steps(t: &Tour) -> Result<()> {
         &["invoke", "build", "--", "shout $greeting from $(pwd)"],
     )?;
     t.run("laptop", &["get"])?;
+    t.say("A job returns at once; its output waits on the server until it is received.")?;
+    t.run(
+        "desktop",
+        &[
+            "invoke",
+            "build",
+            "--as-job",
+            "--",
+            "sleep 1; echo built in $(pwd)",
+        ],
+    )?;
+    t.run("desktop", &["job", "wait", "1"])?;
+    t.run("desktop", &["job", "receive", "1"])?;
     t.say("A command can start in a session that is disconnected from the outset; anyone receives it later.")?;
     t.run(
         "desktop",
