@@ -32,6 +32,8 @@ struct Inner {
     stderr_end: bool,
     /// The background subshell, once the launch has reported it.
     pid: Option<i32>,
+    /// A stop was asked for: however it ends now, it ends Stopped.
+    stopping: bool,
 }
 
 pub struct Job {
@@ -92,6 +94,7 @@ impl Job {
                 stdout_end: None,
                 stderr_end: false,
                 pid: None,
+                stopping: false,
             }),
         });
         tokio::spawn(read(
@@ -157,7 +160,7 @@ impl Job {
         if g.state != JobState::Running {
             return;
         }
-        g.state = state;
+        g.state = if g.stopping { JobState::Stopped } else { state };
         g.status = Some(status);
         g.ended_at_ms = Some(now_ms());
         self.log.push_finished(self.id, status);
@@ -189,6 +192,13 @@ impl Job {
     pub async fn stop(&self, grace: Duration) {
         if !self.is_running() {
             return;
+        }
+        self.lock().stopping = true;
+        // The launch writes the pid right after starting the job; a stop that races it
+        // waits for it rather than signal nobody.
+        let deadline = tokio::time::Instant::now() + grace;
+        while self.pid().is_none() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
         if let Some(pid) = self.pid() {
             let mut victims: Vec<i32> = procs::descendants(pid)

@@ -775,7 +775,16 @@ impl Client {
         let entry = self.session_of(job)?;
         let conn = self.open_session_conn(&entry).await?;
         let result = conn.stop_job(entry.instance_id, job.job_id).await;
-        self.note_closed(&entry, result).map(|_| ())
+        self.note_closed_session(&entry, result).map(|_| ())
+    }
+
+    /// Like [`Client::note_closed`] for requests about a session's jobs, where "not found"
+    /// may mean the job rather than the session: only a closed session is recorded.
+    fn note_closed_session<T>(&self, entry: &Entry, result: Result<T>) -> Result<T> {
+        match &result {
+            Err(Error::Server(e)) if e.kind == ErrorKind::Closed => self.note_closed(entry, result),
+            _ => result,
+        }
     }
 
     /// Forgets an ended job, on the server and in the job table.

@@ -23,6 +23,9 @@ use crate::Daemon;
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Messages queued for one connection's writer.
 const OUTBOX: usize = 64;
+/// After `job stop` of a session's running command, how long until what it started is
+/// killed.
+const STOP_ESCALATE: Duration = Duration::from_secs(2);
 /// How long `remove` waits for a host to end its processes.
 const REMOVE_WAIT: Duration = Duration::from_secs(10);
 
@@ -257,7 +260,8 @@ impl Ctx {
                 job_id,
             } => self.session(instance_id).and_then(|s| {
                 tracing::info!(session = %instance_id, job = %job_id, principal = %self.peer.principal, from = %self.peer.from, "job stopped");
-                s.stop_job(self.client, job_id).map(|j| Reply::Jobs(vec![j]))
+                s.stop_job(self.client, job_id, STOP_ESCALATE)
+                    .map(|j| Reply::Jobs(j.into_iter().collect()))
             }),
             Request::RemoveJob {
                 instance_id,

@@ -94,6 +94,8 @@ struct Inner {
     running: Option<Uuid>,
     /// A `Run` was sent and its answer has not come back.
     starting: bool,
+    /// Jobs started whose host status does not list them yet.
+    starting_jobs: Vec<JobInfo>,
     /// The foreground commands' output.
     fg: ChannelState,
     /// Each background job's output.
@@ -219,6 +221,7 @@ impl Session {
                 entered: None,
                 status,
                 starting: false,
+                starting_jobs: Vec::new(),
                 pending_runs: HashMap::new(),
             }),
             to_host,
@@ -360,6 +363,8 @@ impl Session {
                 }
                 HostToDaemon::Status(status) => {
                     let mut g = self.lock();
+                    g.starting_jobs
+                        .retain(|j| !status.jobs.iter().any(|s| s.job_id == j.job_id));
                     g.fg.known_last = g.fg.known_last.max(status.last_seq);
                     if let Some(id) = g.running {
                         if status.running.as_ref().map(|(r, _)| *r) != Some(id) {
@@ -854,6 +859,28 @@ impl Session {
                 (RunKind::LaunchJob { job_id }, Some(job_id))
             }
         };
+        if let Some(job_id) = job_id {
+            // Listed before anyone hears of it (the host's next status confirms it, or a
+            // refusal takes it back), so that a job request right after `Started` finds it.
+            let mut g = self.lock();
+            if !g.status.jobs.iter().any(|j| j.job_id == job_id) {
+                g.starting_jobs.push(JobInfo {
+                    job_id,
+                    kind: if req.kind == InvokeKind::Job {
+                        JobKind::Remote
+                    } else {
+                        JobKind::Background
+                    },
+                    command: req.script.trim().chars().take(200).collect(),
+                    state: JobState::Running,
+                    status: None,
+                    has_more_data: false,
+                    pending_output_bytes: 0,
+                    started_at_ms: now_ms(),
+                    ended_at_ms: None,
+                });
+            }
+        }
         let _ = req
             .tx
             .send(ServerMsg::Reply {
@@ -862,7 +889,6 @@ impl Session {
             })
             .await;
         let _ = started.send(command_id);
-        let shown_script = req.script.clone();
         self.send(DaemonToHost::Run {
             command_id,
             script: req.script,
@@ -874,33 +900,15 @@ impl Session {
             Ok(Ok(())) => {}
             Ok(Err(reason)) => {
                 self.unsubscribe(req.conn, req.rid);
+                if let Some(job_id) = job_id {
+                    self.lock().starting_jobs.retain(|j| j.job_id != job_id);
+                }
                 return Err(ErrorBody::new(
                     ErrorKind::Busy,
                     format!("session {} refused the command: {reason}", self.meta.name),
                 ));
             }
             Err(_) => return Err(self.closed_error()),
-        }
-        if let Some(job_id) = job_id {
-            // Listed at once: the host's next status confirms it.
-            let mut g = self.lock();
-            if !g.status.jobs.iter().any(|j| j.job_id == job_id) {
-                g.status.jobs.push(JobInfo {
-                    job_id,
-                    kind: if req.kind == InvokeKind::Job {
-                        JobKind::Remote
-                    } else {
-                        JobKind::Background
-                    },
-                    command: shown_script.trim().chars().take(200).collect(),
-                    state: JobState::Running,
-                    status: None,
-                    has_more_data: false,
-                    pending_output_bytes: 0,
-                    started_at_ms: now_ms(),
-                    ended_at_ms: None,
-                });
-            }
         }
         let Some(evicted) = evicted else {
             return Ok(());
@@ -1002,7 +1010,13 @@ impl Session {
                         g.status.pending_output_bytes,
                         g.status.running.as_ref().map(|(_, c)| c.clone()),
                     ),
-                    Some(id) => match g.status.jobs.iter().find(|j| j.job_id == id) {
+                    Some(id) => match g
+                        .status
+                        .jobs
+                        .iter()
+                        .chain(&g.starting_jobs)
+                        .find(|j| j.job_id == id)
+                    {
                         Some(j) => (
                             j.state == JobState::Running,
                             j.pending_output_bytes,
@@ -1053,7 +1067,10 @@ impl Session {
 
     /// The session's jobs: commands run as jobs and background jobs.
     pub fn jobs(&self) -> Vec<JobInfo> {
-        self.lock().status.jobs.clone()
+        let g = self.lock();
+        let mut jobs = g.status.jobs.clone();
+        jobs.extend(g.starting_jobs.iter().cloned());
+        jobs
     }
 
     pub fn job(&self, id: Uuid) -> Result<JobInfo, ErrorBody> {
@@ -1088,7 +1105,27 @@ impl Session {
     }
 
     /// `job stop`.
-    pub fn stop_job(&self, client: Uuid, job_id: Uuid) -> Result<JobInfo, ErrorBody> {
+    pub fn stop_job(
+        &self,
+        client: Uuid,
+        job_id: Uuid,
+        escalate_after: Duration,
+    ) -> Result<Option<JobInfo>, ErrorBody> {
+        if job_id == self.id() {
+            // The job standing for the session's output: stop its running command.
+            let running = {
+                let g = self.lock();
+                self.check_open(&g)?;
+                if let Some(e) = self.attached_elsewhere(&g, client) {
+                    return Err(e);
+                }
+                g.running
+            };
+            if let Some(cmd) = running {
+                self.interrupt(cmd, escalate_after);
+            }
+            return Ok(None);
+        }
         let job = self.job(job_id)?;
         {
             let g = self.lock();
@@ -1100,7 +1137,7 @@ impl Session {
         if job.state == JobState::Running {
             self.send(DaemonToHost::StopJob { job_id });
         }
-        Ok(job)
+        Ok(Some(job))
     }
 
     /// `job remove`: forgets an ended job and its kept output.
@@ -1170,7 +1207,7 @@ impl Session {
                 .map(|t| t.saturating_add(s.idle_timeout_ms as i64)),
             pending_output_bytes: g.status.pending_output_bytes,
             dropped_output_bytes: g.status.dropped_output_bytes,
-            jobs: g.status.jobs.len() as u32,
+            jobs: (g.status.jobs.len() + g.starting_jobs.len()) as u32,
         }
     }
 }
