@@ -1,0 +1,239 @@
+//! Attachment: who the session is attached to, disconnect and connect, the enter mark,
+//! heartbeat lapses, and the idle timeout.
+
+use super::*;
+
+impl Session {
+    pub(super) fn push_settings(&self, g: &Inner) {
+        self.send(DaemonToHost::Settings(g.settings.clone()));
+    }
+
+    pub(super) fn attach(&self, g: &mut Inner, client: Uuid) {
+        if g.settings.attached_to != Some(client) {
+            tracing::info!(session = %self.meta.instance_id, name = %self.meta.name, %client, "session attached");
+            g.settings.attached_to = Some(client);
+            g.settings.disconnected_at_ms = None;
+            self.push_settings(g);
+        }
+    }
+
+    /// Detaches the session; whoever was receiving its output is told why. The idle-timeout
+    /// clock starts now.
+    pub(super) fn detach(&self, g: &mut Inner, why: &str) {
+        if let Some(client) = g.settings.attached_to.take() {
+            tracing::info!(session = %self.meta.instance_id, name = %self.meta.name, %client, "session disconnected: {why}");
+            g.settings.disconnected_at_ms = Some(now_ms());
+        } else if g.settings.disconnected_at_ms.is_none() {
+            g.settings.disconnected_at_ms = Some(now_ms());
+        }
+        let name = &self.meta.name;
+        let chans = std::iter::once(&mut g.fg).chain(g.jobs.values_mut());
+        for c in chans {
+            if let Some(s) = c.subscriber.take() {
+                c.evicted = Some((s.conn, s.rid, s.relayed));
+                let _ = s.evicted.set(
+                    ErrorBody::new(
+                        ErrorKind::Detached,
+                        format!("session {name} was disconnected: {why}"),
+                    )
+                    .with_hint(format!(
+                        "its commands keep running; `linger receive {name}` gets their output"
+                    )),
+                );
+            }
+        }
+        self.push_settings(g);
+    }
+
+    pub(super) fn set_buffering(&self, g: &mut Inner, mode: Option<BufferingMode>) {
+        if let Some(mode) = mode {
+            if g.settings.buffering != mode {
+                g.settings.buffering = mode;
+                self.push_settings(g);
+            }
+        }
+    }
+
+    pub(super) fn attached_elsewhere(&self, g: &Inner, client: Uuid) -> Option<ErrorBody> {
+        match g.settings.attached_to {
+            Some(other) if other != client => Some(
+                ErrorBody::new(
+                    ErrorKind::Busy,
+                    format!("session {} is attached to another client", self.meta.name),
+                )
+                .with_hint("disconnect it there first (`linger disconnect`), or wait until that client has been silent for the heartbeat timeout"),
+            ),
+            _ => None,
+        }
+    }
+
+    /// Refuses a session that has ended or is ending.
+    pub(super) fn check_open(&self, g: &Inner) -> Result<(), ErrorBody> {
+        if g.closed.is_some() || g.terminating.is_some() {
+            let why = g
+                .closed
+                .clone()
+                .or_else(|| g.terminating.clone())
+                .unwrap_or_else(|| "it ended".into());
+            return Err(closed_error(&self.meta.name, &why));
+        }
+        Ok(())
+    }
+
+    /// `connect`: attaches the session to `client`.
+    pub fn connect(&self, client: Uuid, buffering: Option<BufferingMode>) -> Result<(), ErrorBody> {
+        let mut g = self.lock();
+        self.check_open(&g)?;
+        if let Some(e) = self.attached_elsewhere(&g, client) {
+            return Err(e);
+        }
+        self.attach(&mut g, client);
+        self.set_buffering(&mut g, buffering);
+        drop(g);
+        self.bump();
+        Ok(())
+    }
+
+    /// `enter`: attaches the session and marks it entered by request `rid` of `conn`.
+    pub fn begin_enter(&self, conn: u64, rid: u64, client: Uuid) -> Result<(), ErrorBody> {
+        let mut g = self.lock();
+        self.check_open(&g)?;
+        if let Some(e) = self.attached_elsewhere(&g, client) {
+            return Err(e);
+        }
+        if g.entered.is_some_and(|(c, _)| c != conn) {
+            return Err(ErrorBody::new(
+                ErrorKind::Busy,
+                format!("session {} is already being entered", self.meta.name),
+            )
+            .with_hint("leave that interactive session first"));
+        }
+        self.attach(&mut g, client);
+        g.entered = Some((conn, rid));
+        Ok(())
+    }
+
+    /// The interactive session of `conn` (request `rid`, or any when `None`) has ended.
+    pub fn end_enter(&self, conn: u64, rid: Option<u64>) {
+        let mut g = self.lock();
+        if g.entered
+            .is_some_and(|(c, r)| c == conn && rid.is_none_or(|rid| rid == r))
+        {
+            g.entered = None;
+        }
+    }
+
+    /// `disconnect`: detaches the session from `client`, with new settings.
+    pub fn disconnect(
+        &self,
+        conn: u64,
+        client: Uuid,
+        idle_timeout: Option<Duration>,
+        buffering: Option<BufferingMode>,
+    ) -> Result<(), ErrorBody> {
+        let mut g = self.lock();
+        self.check_open(&g)?;
+        if let Some(e) = self.attached_elsewhere(&g, client) {
+            return Err(e);
+        }
+        if g.entered.is_some_and(|(c, _)| c != conn) {
+            // The seeds: an interactive session cannot be disconnected from elsewhere.
+            return Err(ErrorBody::new(
+                ErrorKind::Busy,
+                format!(
+                    "session {} is being used interactively (`linger enter`)",
+                    self.meta.name
+                ),
+            )
+            .with_hint("leave it there with `exit`, or detach it there with ~."));
+        }
+        g.entered = None;
+        if let Some(t) = idle_timeout {
+            g.settings.idle_timeout_ms = t.as_millis() as u64;
+        }
+        g.settings.buffering = buffering.unwrap_or(g.settings.buffering);
+        self.detach(&mut g, "its client asked for it");
+        drop(g);
+        self.bump();
+        Ok(())
+    }
+
+    /// The attached client has shown no sign of life for too long.
+    pub fn client_lapsed(&self, client: Uuid, why: &str) {
+        let mut g = self.lock();
+        if g.settings.attached_to == Some(client) && g.closed.is_none() {
+            self.detach(&mut g, why);
+            drop(g);
+            self.bump();
+        }
+    }
+
+    pub fn attached_to(&self) -> Option<Uuid> {
+        self.lock().settings.attached_to
+    }
+
+    /// A client connection went away. If it was receiving this session's output, its
+    /// client died during a command: the command keeps running and the session is left
+    /// Disconnected for anyone to reconnect.
+    pub fn connection_closed(&self, conn: u64) {
+        let mut g = self.lock();
+        if g.entered.is_some_and(|(c, _)| c == conn) {
+            g.entered = None;
+        }
+        if let Some(s) = g.fg.subscriber.as_ref().filter(|s| s.conn == conn) {
+            // An invoke whose end was acknowledged just before its client left (the CLI
+            // exits right after acknowledging) got everything: nothing to disconnect.
+            let acked = g.fg.acked;
+            let delivered = s
+                .command
+                .and_then(|c| s.finished.get(&c))
+                .is_some_and(|&seq| acked >= seq);
+            g.fg.subscriber = None;
+            if g.closed.is_none() && !delivered {
+                self.detach(&mut g, "its client went away while receiving output");
+            }
+        }
+        let mut job_reader_gone = false;
+        for c in g.jobs.values_mut() {
+            if c.subscriber.as_ref().is_some_and(|s| s.conn == conn) {
+                c.subscriber = None;
+                job_reader_gone = true;
+            }
+        }
+        if job_reader_gone && g.closed.is_none() {
+            self.detach(
+                &mut g,
+                "its client went away while receiving a job's output",
+            );
+        }
+        drop(g);
+        self.bump();
+    }
+
+    /// Ends the session if it has been unattached for longer than its idle timeout.
+    /// Returns true when it did.
+    pub fn expire_if_idle(&self, now_ms: i64) -> bool {
+        let g = self.lock();
+        if g.terminating.is_some() || g.settings.attached_to.is_some() {
+            return false;
+        }
+        let Some(since) = g.settings.disconnected_at_ms else {
+            return false;
+        };
+        if now_ms < since.saturating_add(g.settings.idle_timeout_ms as i64) {
+            return false;
+        }
+        let idle = human_ms(g.settings.idle_timeout_ms);
+        let pending = g.status.pending_output_bytes;
+        drop(g);
+        tracing::info!(
+            session = %self.meta.instance_id,
+            name = %self.meta.name,
+            owner = %self.meta.owner,
+            discarded_output_bytes = pending,
+            "idle timeout of {idle} expired: removing the session, ending its processes and discarding its buffered output"
+        );
+        self.terminate(&format!("its idle timeout of {idle} expired"));
+        true
+    }
+}

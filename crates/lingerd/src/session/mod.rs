@@ -1,0 +1,385 @@
+//! A session as the daemon sees it: the link to its host process, the client it is attached
+//! to, the one-command-at-a-time rule, and the relay of its output to the one request (an
+//! invoke or a receive) that currently subscribes to it.
+//!
+//! The daemon never buffers output: the host keeps every entry until a client acknowledges
+//! it, and the daemon only relays. Entries arriving while nobody subscribes are dropped here
+//! and replayed by the host to the next subscriber. The host also keeps the session's
+//! changeable settings (attachment, idle timeout, buffering), so a restarted daemon finds
+//! them where it left them.
+//!
+//! Architecture invariant: a new command starts only when none runs and nobody subscribes,
+//! so a command's requester never has its output taken by the next one.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use linger_proto::client::InvokeKind;
+use linger_proto::frame::{FrameReader, FrameWriter};
+use linger_proto::host::{
+    Channel, DaemonToHost, HostMeta, HostStatus, HostToDaemon, RunKind, SessionSettings,
+};
+use linger_proto::server::{ReceiveSummary, Reply, ServerMsg};
+use linger_proto::types::{
+    Attachment, BufferingMode, ErrorBody, ErrorKind, JobInfo, JobKind, JobState, SessionInfo,
+};
+use linger_proto::HOST_PROTOCOL_VERSION;
+use tokio::net::UnixStream;
+use tokio::sync::{mpsc, oneshot, watch};
+use uuid::Uuid;
+
+mod attach;
+mod invoke;
+mod receive;
+mod relay;
+
+/// Why a subscriber was taken away, for the request it served.
+type Eviction = Arc<OnceLock<ErrorBody>>;
+
+/// Where one request wants the session's output to go.
+struct Subscriber {
+    conn: u64,
+    rid: u64,
+    tx: mpsc::Sender<ServerMsg>,
+    /// Highest entry relayed to it: it cannot acknowledge more.
+    relayed: u64,
+    /// The host's dropped-bytes counter as far as this subscriber has been told.
+    dropped_seen_to: u64,
+    dropped_reported: u64,
+    /// Seq of each command end relayed to it.
+    finished: HashMap<Uuid, u64>,
+    /// The command an invoke subscribes for.
+    command: Option<Uuid>,
+    evicted: Eviction,
+}
+
+impl Subscriber {
+    fn is(&self, conn: u64, rid: u64) -> bool {
+        self.conn == conn && self.rid == rid
+    }
+}
+
+/// The relay's state for one output log of the host (see [`Channel`]).
+#[derive(Default)]
+struct ChannelState {
+    subscriber: Option<Subscriber>,
+    /// The last subscriber taken away by a detach: (conn, rid, relayed). It still receives
+    /// what was relayed before its error, and may acknowledge that much until someone else
+    /// subscribes, so the next receiver does not get it twice.
+    evicted: Option<(u64, u64, u64)>,
+    /// `Replay`s sent whose `Replaying` has not come back: entries until then are stale.
+    replays_pending: u32,
+    /// Where the last replay started.
+    replay_from: u64,
+    /// Highest entry acknowledged by a client (or known to be gone from the host).
+    acked: u64,
+    /// Highest entry known to exist in the host's log.
+    known_last: u64,
+}
+
+impl Inner {
+    fn chan(&mut self, channel: Channel) -> &mut ChannelState {
+        match channel {
+            None => &mut self.fg,
+            Some(id) => self.jobs.entry(id).or_default(),
+        }
+    }
+}
+
+struct Inner {
+    settings: SessionSettings,
+    /// Why the daemon asked the host to end, once it has.
+    terminating: Option<String>,
+    /// The host connection is gone: nothing more will come from it.
+    host_gone: bool,
+    closed: Option<String>,
+    status: HostStatus,
+    /// The command running, from the host's `Started` until a status without it.
+    running: Option<Uuid>,
+    /// A `Run` was sent and its answer has not come back.
+    starting: bool,
+    /// Jobs started whose host status does not list them yet.
+    starting_jobs: Vec<JobInfo>,
+    /// The foreground commands' output.
+    fg: ChannelState,
+    /// Each background job's output.
+    jobs: HashMap<Uuid, ChannelState>,
+    /// The connection and request that entered the session (`linger enter`).
+    entered: Option<(u64, u64)>,
+    pending_runs: HashMap<Uuid, oneshot::Sender<Result<(), String>>>,
+}
+
+pub struct Session {
+    pub meta: HostMeta,
+    inner: Mutex<Inner>,
+    to_host: mpsc::UnboundedSender<DaemonToHost>,
+    /// Bumped on every change a request may be waiting for.
+    changed: watch::Sender<u64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AdoptError {
+    #[error("cannot reach the session host: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("the session host did not introduce itself: {0}")]
+    Handshake(String),
+}
+
+pub struct InvokeRequest {
+    pub conn: u64,
+    pub rid: u64,
+    pub client: Uuid,
+    pub script: String,
+    pub args: Vec<String>,
+    pub wait: Duration,
+    /// Start, then detach at once: nobody receives the output now.
+    pub disconnected: bool,
+    pub kind: InvokeKind,
+    pub tx: mpsc::Sender<ServerMsg>,
+    /// Turns true when the requester's connection has gone: a command still waiting for
+    /// the session then never starts.
+    pub gone: watch::Receiver<bool>,
+}
+
+pub struct ReceiveRequest {
+    pub conn: u64,
+    pub rid: u64,
+    pub client: Uuid,
+    pub keep: bool,
+    pub buffering: Option<BufferingMode>,
+    pub tx: mpsc::Sender<ServerMsg>,
+}
+
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn human_ms(ms: u64) -> String {
+    humantime::format_duration(Duration::from_millis(ms)).to_string()
+}
+
+impl Session {
+    /// Connects to a host's socket and starts relaying. `on_close` hears the session's id
+    /// once it has ended.
+    pub async fn adopt(
+        socket: &std::path::Path,
+        on_close: mpsc::UnboundedSender<Uuid>,
+    ) -> Result<Arc<Session>, AdoptError> {
+        let stream = UnixStream::connect(socket).await?;
+        let (r, w) = stream.into_split();
+        let mut reader = FrameReader::new(r);
+        let mut writer = FrameWriter::new(w);
+        let hello = tokio::time::timeout(Duration::from_secs(10), reader.read::<HostToDaemon>())
+            .await
+            .map_err(|_| AdoptError::Handshake("timed out".into()))?
+            .map_err(|e| AdoptError::Handshake(e.to_string()))?;
+        let (meta, status, settings) = match hello {
+            Some(HostToDaemon::Hello {
+                protocol_version,
+                meta,
+                status,
+                settings,
+            }) if protocol_version == HOST_PROTOCOL_VERSION => (meta, status, settings),
+            Some(HostToDaemon::Hello {
+                protocol_version, ..
+            }) => {
+                return Err(AdoptError::Handshake(format!(
+                "it speaks host protocol {protocol_version}, this daemon {HOST_PROTOCOL_VERSION}"
+            )))
+            }
+            _ => return Err(AdoptError::Handshake("unexpected first message".into())),
+        };
+        writer
+            .write(&DaemonToHost::Hello {
+                protocol_version: HOST_PROTOCOL_VERSION,
+            })
+            .await
+            .map_err(|e| AdoptError::Handshake(e.to_string()))?;
+
+        let (to_host, mut from_daemon) = mpsc::unbounded_channel::<DaemonToHost>();
+        let session = Arc::new(Session {
+            meta,
+            inner: Mutex::new(Inner {
+                settings,
+                terminating: None,
+                host_gone: false,
+                closed: status.shell_exited.clone(),
+                running: status.running.as_ref().map(|(id, _)| *id),
+                fg: ChannelState {
+                    known_last: status.last_seq,
+                    ..ChannelState::default()
+                },
+                jobs: HashMap::new(),
+                entered: None,
+                status,
+                starting: false,
+                starting_jobs: Vec::new(),
+                pending_runs: HashMap::new(),
+            }),
+            to_host,
+            changed: watch::channel(0).0,
+        });
+
+        tokio::spawn(async move {
+            while let Some(msg) = from_daemon.recv().await {
+                if let Err(e) = writer.write(&msg).await {
+                    tracing::warn!("writing to a session host failed: {e}");
+                    break;
+                }
+            }
+        });
+        let me = session.clone();
+        tokio::spawn(async move {
+            let why = me.relay(&mut reader).await;
+            let why = {
+                let mut g = me.lock();
+                g.host_gone = true;
+                g.terminating.clone().unwrap_or(why)
+            };
+            me.close(why);
+            let _ = on_close.send(me.meta.instance_id);
+        });
+        Ok(session)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn bump(&self) {
+        self.changed.send_modify(|n| *n += 1);
+    }
+
+    fn send(&self, msg: DaemonToHost) {
+        // If the host is gone its reader notices and closes the session.
+        let _ = self.to_host.send(msg);
+    }
+
+    pub fn id(&self) -> Uuid {
+        self.meta.instance_id
+    }
+
+    pub fn closed_reason(&self) -> Option<String> {
+        self.lock().closed.clone()
+    }
+
+    fn close(&self, why: String) {
+        let mut g = self.lock();
+        if g.closed.is_none() {
+            tracing::info!(session = %self.meta.instance_id, name = %self.meta.name, "session closed: {why}");
+            g.closed = Some(why);
+        }
+        g.running = None;
+        g.starting = false;
+        for (_, run) in g.pending_runs.drain() {
+            let _ = run.send(Err("the session has ended".into()));
+        }
+        drop(g);
+        self.bump();
+    }
+
+    pub fn interrupt(&self, command_id: Uuid, escalate_after: Duration) {
+        self.send(DaemonToHost::Interrupt {
+            command_id,
+            escalate_after_ms: escalate_after.as_millis() as u64,
+        });
+    }
+
+    pub fn terminate(&self, reason: &str) {
+        self.lock()
+            .terminating
+            .get_or_insert_with(|| reason.to_string());
+        self.send(DaemonToHost::Terminate {
+            reason: reason.to_string(),
+        });
+        self.bump();
+    }
+
+    /// Waits until the host has gone (after `terminate`), at most `limit`.
+    pub async fn wait_closed(&self, limit: Duration) -> bool {
+        let mut rx = self.changed.subscribe();
+        let done = tokio::time::timeout(limit, async {
+            loop {
+                if self.lock().host_gone {
+                    return;
+                }
+                if rx.changed().await.is_err() {
+                    return;
+                }
+            }
+        })
+        .await;
+        done.is_ok()
+    }
+
+    fn busy_error(&self) -> ErrorBody {
+        let g = self.lock();
+        let what = match (&g.status.running, &g.fg.subscriber) {
+            (Some((_, cmd)), _) => format!("is still running `{cmd}`"),
+            (None, Some(_)) => "is still delivering output to another request".to_string(),
+            (None, None) => "is starting another command".to_string(),
+        };
+        ErrorBody::new(
+            ErrorKind::Busy,
+            format!("session busy: {} {what}", self.meta.name),
+        )
+        .with_hint(
+            "wait for it to finish, raise --wait, or press Ctrl-C in the invoke that runs it",
+        )
+    }
+
+    fn closed_error(&self) -> ErrorBody {
+        let why = self.closed_reason().unwrap_or_else(|| "it ended".into());
+        closed_error(&self.meta.name, &why)
+    }
+
+    pub fn info(&self, asking: Uuid) -> SessionInfo {
+        let g = self.lock();
+        let s = &g.settings;
+        let unattached = s.attached_to.is_none() && g.closed.is_none();
+        SessionInfo {
+            instance_id: self.meta.instance_id,
+            name: self.meta.name.clone(),
+            configuration_name: self.meta.configuration_name.clone(),
+            owner: self.meta.owner.clone(),
+            created_at_ms: self.meta.created_at_ms,
+            attachment: match s.attached_to {
+                Some(c) if c == asking => Attachment::You,
+                Some(_) => Attachment::Other,
+                None => Attachment::None,
+            },
+            closed_reason: g.closed.clone().or_else(|| g.terminating.clone()),
+            running_command: g.status.running.as_ref().map(|(_, s)| s.clone()),
+            idle_timeout_ms: s.idle_timeout_ms,
+            output_buffering_mode: s.buffering,
+            disconnected_at_ms: s.disconnected_at_ms.filter(|_| unattached),
+            expires_at_ms: s
+                .disconnected_at_ms
+                .filter(|_| unattached)
+                .map(|t| t.saturating_add(s.idle_timeout_ms as i64)),
+            pending_output_bytes: g.status.pending_output_bytes,
+            dropped_output_bytes: g.status.dropped_output_bytes,
+            jobs: (g.status.jobs.len() + g.starting_jobs.len()) as u32,
+        }
+    }
+}
+
+/// "session NAME" or "job ID of session NAME", for messages.
+fn what_of(name: &str, channel: Channel) -> String {
+    match channel {
+        None => format!("session {name}"),
+        Some(id) => format!("job {id} of session {name}"),
+    }
+}
+
+fn closed_error(name: &str, why: &str) -> ErrorBody {
+    ErrorBody::new(
+        ErrorKind::Closed,
+        format!("session {name} is closed: {why}"),
+    )
+    .with_hint("create a new one with `linger new`")
+}
