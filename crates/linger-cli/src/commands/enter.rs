@@ -1,10 +1,803 @@
-//! `linger enter`: an interactive session.
+//! `linger enter`: an interactive session. Each command typed runs in the session as one
+//! invoke, so it shares the session's state with `linger invoke`; the prompt is
+//! `[computer]: cwd$ `, with line editing and a per-session history kept on this client.
+//!
+//! On a terminal: a line bash would continue (an open quote, `if` without `fi`…) continues
+//! under `> `; Ctrl-C at the prompt discards the line, and while a command runs it stops that
+//! command (never the interactive session); Ctrl-D on an empty line and `exit` leave, the
+//! session staying Opened (one made by `--computer` is removed); `~.` at the start of a line
+//! detaches at once, a running command going on running, as ssh's escape does.
+//!
+//! With standard input not a terminal, lines are read from it and run in turn, without
+//! prompts, and `enter` ends at the end of input with the last command's status.
 
-use anyhow::Result;
-use linger::Client;
+mod syntax;
+mod watch;
 
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, Context, Result};
+use linger::{
+    Client, CommandStream, DisconnectOptions, Entry, Event, InvokeOptions, Kind, ReceiveOptions,
+    SessionView, StreamKind,
+};
+use rustyline::error::ReadlineError;
+use rustyline::history::DefaultHistory;
+use rustyline::{
+    Cmd, ConditionalEventHandler, Config, EventContext, EventHandler, KeyEvent, RepeatCount,
+};
+use tokio::io::AsyncBufReadExt;
+use tokio::signal::unix::{signal, Signal, SignalKind};
+use tokio::sync::{watch as channel, Mutex};
+
+use super::new_options;
 use crate::cli::EnterArgs;
+use crate::report::{self, usage, usage_hint};
+use crate::sink::{Mode, Sink};
+use syntax::Exit;
+use watch::{Key, Tty, Typed, Watcher};
 
-pub async fn run(_client: &Client, _args: EnterArgs) -> Result<i32> {
-    anyhow::bail!("linger enter is being built")
+/// Asks the session for its working directory and home, for the prompt.
+const CWD_SCRIPT: &str = r#"builtin printf '%s\0%s' "$PWD" "${HOME-}""#;
+
+/// How many commands a session's history keeps.
+const HISTORY_SIZE: usize = 1000;
+
+type Editor = rustyline::Editor<(), DefaultHistory>;
+
+pub async fn run(client: &Client, args: EnterArgs) -> Result<i32> {
+    let (entry, temporary) = target(client, &args).await?;
+    let result = enter(client, &entry).await;
+    let detached = matches!(result, Ok(Leave::Detached { .. }));
+    if temporary && !detached {
+        remove_temporary(client, &entry).await;
+    }
+    match result? {
+        Leave::Exit(code) => Ok(code),
+        Leave::Detached { running } => {
+            let name = &entry.name;
+            let kept = if temporary {
+                " (the temporary session is kept)"
+            } else {
+                ""
+            };
+            match running {
+                Some(cmd) => eprintln!(
+                    "linger: detached from {name}{kept}; `{cmd}` keeps running there: `linger receive {name}` gets its output, `linger enter {name}` goes back"
+                ),
+                None => eprintln!(
+                    "linger: detached from {name}{kept}: `linger enter {name}` goes back, `linger receive {name}` gets what it runs meanwhile"
+                ),
+            }
+            Ok(0)
+        }
+    }
+}
+
+/// How the interactive session ended.
+enum Leave {
+    /// `exit`, Ctrl-D, the end of input, or a signal: the session stays attached (a
+    /// temporary one is removed).
+    Exit(i32),
+    /// `~.`: the session was disconnected.
+    Detached { running: Option<String> },
+}
+
+/// The session to enter, and whether it is a temporary one made for this.
+async fn target(client: &Client, args: &EnterArgs) -> Result<(Entry, bool)> {
+    match (&args.selector, &args.computer) {
+        (None, None) => Err(usage_hint(
+            "say which session to enter",
+            "`linger enter SEL` (Id, Name or InstanceId), or `linger enter --computer C` for a temporary session",
+        )),
+        (Some(_), Some(_)) => Err(usage("give either SEL or --computer, not both")),
+        (Some(sel), None) => {
+            let s = &args.session;
+            if s.name.is_some()
+                || s.configuration.is_some()
+                || s.idle_timeout.is_some()
+                || s.buffering.is_some()
+            {
+                return Err(usage(
+                    "--name, --configuration, --idle-timeout and --buffering apply only when enter creates a session (--computer)",
+                ));
+            }
+            let mut found = client.select(std::slice::from_ref(sel))?;
+            if found.len() > 1 {
+                return Err(usage_hint(
+                    format!("'{sel}' matches {} sessions", found.len()),
+                    "enter one session: name it by Id or InstanceId",
+                ));
+            }
+            let entry = found.pop().ok_or_else(|| linger::Error::NoMatch(sel.clone()))?;
+            Ok((entry, false))
+        }
+        (None, Some(computer)) => {
+            let opts = new_options(client, &args.session)?;
+            let view = client.new_session(computer, &opts).await?;
+            Ok((view.entry, true))
+        }
+    }
+}
+
+/// Enters the session and works in it until leaving; the session is marked entered by this
+/// process (so `linger disconnect` elsewhere is refused) until then.
+async fn enter(client: &Client, entry: &Entry) -> Result<Leave> {
+    let (guard, view) = client.begin_enter(entry).await?;
+    let opts = InvokeOptions {
+        cancel_timeout: client.options().cancel_timeout,
+        ..Default::default()
+    };
+    let leave = match Tty::stdin() {
+        Some(tty) => {
+            let mut repl = Repl::new(client, entry, opts, tty)?;
+            let leave = repl.run(&view).await;
+            repl.finish();
+            leave
+        }
+        None => batch(client, entry, &opts).await,
+    };
+    drop(guard);
+    leave
+}
+
+async fn remove_temporary(client: &Client, entry: &Entry) {
+    if let Err(e) = client.remove(entry).await {
+        eprintln!(
+            "linger: warning: could not remove the temporary session {}: {e}",
+            entry.name
+        );
+    }
+    let id = entry.instance_id;
+    if let Err(e) = client.registry().update(|s| {
+        s.forget(id);
+        Ok(())
+    }) {
+        eprintln!("linger: warning: could not forget the temporary session: {e}");
+    }
+    let _ = std::fs::remove_file(history_file(client, entry));
+}
+
+fn history_file(client: &Client, entry: &Entry) -> PathBuf {
+    client
+        .home()
+        .state_dir
+        .join("history")
+        .join(entry.instance_id.to_string())
+}
+
+/// Whether an error ends the interactive session (else it is shown and the next command
+/// is read).
+fn fatal(e: &linger::Error) -> bool {
+    matches!(
+        e.kind(),
+        Kind::NotFound | Kind::Connection | Kind::Auth | Kind::Disconnected
+    )
+}
+
+/// Commands' output, as it comes: stdout to stdout, stderr to stderr.
+struct Out {
+    sink: Sink,
+    /// The last byte shown ended a line.
+    fresh: bool,
+}
+
+impl Out {
+    fn new() -> Out {
+        Out {
+            sink: Sink::new(
+                Mode::Raw,
+                String::new(),
+                Arc::new(Mutex::new(tokio::io::stdout())),
+                Arc::new(Mutex::new(tokio::io::stderr())),
+            ),
+            fresh: true,
+        }
+    }
+
+    async fn write(&mut self, stream: StreamKind, data: &[u8]) -> Result<()> {
+        if let Some(&last) = data.last() {
+            self.sink.write(stream, data).await?;
+            self.fresh = last == b'\n';
+        }
+        Ok(())
+    }
+
+    /// Output and drop notices; a command's end is the caller's.
+    async fn show(&mut self, event: Event) -> Result<()> {
+        match event {
+            Event::Output { stream, data, .. } => self.write(stream, &data).await,
+            Event::Dropped { bytes } => {
+                self.fresh_line().await?;
+                self.sink.dropped(bytes).await?;
+                self.fresh = true;
+                Ok(())
+            }
+            Event::Finished { .. } => Ok(()),
+        }
+    }
+
+    /// Ends an incomplete last line, so that a prompt or a note starts a line of its own.
+    async fn fresh_line(&mut self) -> Result<()> {
+        if !self.fresh {
+            self.write(StreamKind::Stdout, b"\n").await?;
+        }
+        Ok(())
+    }
+
+    async fn note(&mut self, text: &str) -> Result<()> {
+        self.fresh_line().await?;
+        self.write(StreamKind::Stderr, format!("{text}\n").as_bytes())
+            .await
+    }
+}
+
+/// The lines of standard input, run in turn (no terminal: no prompt, no line editing).
+async fn batch(client: &Client, entry: &Entry, opts: &InvokeOptions) -> Result<Leave> {
+    let mut out = Out::new();
+    // Ctrl-C stops the running command and then the whole input; a second one leaves at
+    // once, the command running on (as `linger invoke` does).
+    let (cancel_tx, cancel) = channel::channel(false);
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            let _ = cancel_tx.send(true);
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!("linger: left the command running");
+                std::process::exit(130);
+            }
+        }
+    });
+    let mut input = tokio::io::BufReader::new(tokio::io::stdin());
+    let mut text = String::new();
+    let mut last = 0;
+    loop {
+        let mut raw = Vec::new();
+        let mut stop = cancel.clone();
+        let n = tokio::select! {
+            n = input.read_until(b'\n', &mut raw) => n.context("cannot read standard input")?,
+            _ = stop.wait_for(|c| *c) => return Ok(Leave::Exit(130)),
+        };
+        let at_end = n == 0;
+        if !at_end {
+            if raw.last() == Some(&b'\n') {
+                raw.pop();
+            }
+            if !text.is_empty() {
+                text.push('\n');
+            }
+            text.push_str(&String::from_utf8_lossy(&raw));
+            if text.trim().is_empty() {
+                text.clear();
+                continue;
+            }
+            if syntax::incomplete(&text).await {
+                continue;
+            }
+        } else if text.trim().is_empty() {
+            return Ok(Leave::Exit(last));
+        }
+        // At the end of input an incomplete command is sent anyway: the session reports it.
+        let command = std::mem::take(&mut text);
+        let exit = syntax::exit_command(&command);
+        if exit == Some(Exit::Bare) {
+            return Ok(Leave::Exit(last));
+        }
+        last = run_batch(client, entry, &command, opts, &mut out, cancel.clone()).await?;
+        if exit.is_some() || at_end || *cancel.borrow() {
+            return Ok(Leave::Exit(last));
+        }
+    }
+}
+
+async fn run_batch(
+    client: &Client,
+    entry: &Entry,
+    script: &str,
+    opts: &InvokeOptions,
+    out: &mut Out,
+    mut cancel: channel::Receiver<bool>,
+) -> Result<i32> {
+    let mut cmd = client.invoke(entry, script, opts).await?;
+    let mut cancelled = *cancel.borrow();
+    if cancelled {
+        cmd.cancel()?;
+    }
+    loop {
+        tokio::select! {
+            event = cmd.next() => match event? {
+                Some(Event::Finished { status, .. }) => {
+                    out.fresh_line().await?;
+                    return Ok(status);
+                }
+                Some(event) => out.show(event).await?,
+                None => return Err(lost(entry)),
+            },
+            changed = cancel.changed(), if !cancelled => {
+                if changed.is_ok() && *cancel.borrow() {
+                    cancelled = true;
+                    cmd.cancel()?;
+                }
+            }
+        }
+    }
+}
+
+fn lost(entry: &Entry) -> anyhow::Error {
+    linger::Error::ConnectionLost {
+        computer: entry.computer_name.clone(),
+    }
+    .into()
+}
+
+/// What reading a command from the terminal gave.
+enum Input {
+    /// A complete command (possibly empty: nothing to run).
+    Command(String),
+    /// Ctrl-D on an empty line, or a signal: leave with this status.
+    Leave(i32),
+    /// `~.`
+    Detach,
+}
+
+/// What reading one line gave.
+enum Line {
+    Text(String),
+    /// Ctrl-C: the line is discarded.
+    Interrupted,
+    /// Ctrl-D on an empty line.
+    Eof,
+    /// `~.` at the start of the line.
+    Escape,
+    /// SIGTERM or SIGHUP: leave with this status.
+    Signal(i32),
+}
+
+/// How running a command ended.
+enum Ran {
+    Status(i32),
+    /// `~.` was typed meanwhile.
+    Detach,
+    /// SIGTERM or SIGHUP: leave with this status.
+    Signal(i32),
+}
+
+/// `~.` typed at the prompt: ends the line at once, as an interrupt marked as the escape.
+struct EscapeKey(Arc<AtomicBool>);
+
+impl ConditionalEventHandler for EscapeKey {
+    fn handle(
+        &self,
+        _evt: &rustyline::Event,
+        _n: RepeatCount,
+        _positive: bool,
+        ctx: &EventContext,
+    ) -> Option<Cmd> {
+        if ctx.line() == "~" && ctx.pos() == 1 {
+            self.0.store(true, Ordering::SeqCst);
+            return Some(Cmd::Interrupt);
+        }
+        None
+    }
+}
+
+/// SIGTERM and SIGHUP, which end the interactive session (the terminal put back first).
+struct Ending {
+    term: Signal,
+    hup: Signal,
+}
+
+impl Ending {
+    async fn recv(&mut self) -> i32 {
+        tokio::select! {
+            _ = self.term.recv() => 128 + SignalKind::terminate().as_raw_value(),
+            _ = self.hup.recv() => 128 + SignalKind::hangup().as_raw_value(),
+        }
+    }
+}
+
+/// The interactive session on a terminal.
+struct Repl<'a> {
+    client: &'a Client,
+    entry: &'a Entry,
+    opts: InvokeOptions,
+    tty: Tty,
+    /// Out while a line is being read (it moves to the reading thread).
+    editor: Option<Editor>,
+    escape: Arc<AtomicBool>,
+    history: Option<PathBuf>,
+    /// Lines typed ahead while a command ran, to run next.
+    typed: VecDeque<String>,
+    /// The start of a line typed ahead, to edit at the next prompt.
+    partial: String,
+    /// The session's working directory and home, as last asked.
+    cwd: Option<(String, String)>,
+    cwd_stale: bool,
+    out: Out,
+    ending: Ending,
+}
+
+impl<'a> Repl<'a> {
+    fn new(client: &'a Client, entry: &'a Entry, opts: InvokeOptions, tty: Tty) -> Result<Self> {
+        // Ctrl-C never ends linger: the line editor reads it as a key at the prompt, and the
+        // watcher while a command runs (where it stops the command).
+        let ending = Ending {
+            term: signal(SignalKind::terminate()).context("cannot catch SIGTERM")?,
+            hup: signal(SignalKind::hangup()).context("cannot catch SIGHUP")?,
+        };
+        let config = Config::builder()
+            .max_history_size(HISTORY_SIZE)
+            .context("history size")?
+            .history_ignore_space(true)
+            .auto_add_history(false)
+            .build();
+        let mut editor = Editor::with_config(config).context("cannot start the line editor")?;
+        let escape = Arc::new(AtomicBool::new(false));
+        editor.bind_sequence(
+            KeyEvent::from('.'),
+            EventHandler::Conditional(Box::new(EscapeKey(escape.clone()))),
+        );
+        let path = history_file(client, entry);
+        let history = match path.parent().map(std::fs::create_dir_all) {
+            Some(Ok(())) => {
+                let _ = editor.load_history(&path);
+                Some(path)
+            }
+            _ => None,
+        };
+        Ok(Repl {
+            client,
+            entry,
+            opts,
+            tty,
+            editor: Some(editor),
+            escape,
+            history,
+            typed: VecDeque::new(),
+            partial: String::new(),
+            cwd: None,
+            cwd_stale: true,
+            out: Out::new(),
+            ending,
+        })
+    }
+
+    /// Puts the terminal back as it was found.
+    fn finish(&mut self) {
+        self.tty.restore();
+    }
+
+    async fn run(&mut self, view: &SessionView) -> Result<Leave> {
+        if let Some(info) = &view.info {
+            if info.running_command.is_some() || info.pending_output_bytes > 0 {
+                if let Some(leave) = self.catch_up(info.running_command.as_deref()).await? {
+                    return Ok(leave);
+                }
+            }
+        }
+        loop {
+            let prompt = self.prompt().await?;
+            let text = match self.read_command(&prompt).await? {
+                Input::Command(text) => text,
+                Input::Leave(code) => return Ok(Leave::Exit(code)),
+                Input::Detach => return self.detach().await,
+            };
+            if text.trim().is_empty() {
+                continue;
+            }
+            self.remember(&text);
+            let exit = syntax::exit_command(&text);
+            if exit == Some(Exit::Bare) {
+                return Ok(Leave::Exit(0));
+            }
+            self.cwd_stale = true;
+            match self.run_command(&text).await {
+                Ok(Ran::Status(status)) if exit.is_some() => return Ok(Leave::Exit(status)),
+                Ok(Ran::Status(_)) => {}
+                Ok(Ran::Detach) => return self.detach().await,
+                Ok(Ran::Signal(code)) => return Ok(Leave::Exit(code)),
+                Err(e) => self.failed(e).await?,
+            }
+        }
+    }
+
+    /// Shows an error that leaves the session usable; returns the others.
+    async fn failed(&mut self, e: anyhow::Error) -> Result<()> {
+        let keep_going = e
+            .downcast_ref::<linger::Error>()
+            .is_some_and(|le| !fatal(le));
+        if !keep_going {
+            return Err(e);
+        }
+        self.out
+            .note(&format!("linger: error: {}", report::line(&e)))
+            .await
+    }
+
+    /// Adds a command to the session's history, on disk at once.
+    fn remember(&mut self, text: &str) {
+        let Some(editor) = self.editor.as_mut() else {
+            return;
+        };
+        if editor.add_history_entry(text).unwrap_or(false) {
+            if let Some(path) = &self.history {
+                let _ = editor.append_history(path);
+            }
+        }
+    }
+
+    /// `[computer]: cwd$ `, asking the session where it is after each command.
+    async fn prompt(&mut self) -> Result<String> {
+        if self.cwd_stale || self.cwd.is_none() {
+            if let Some(cwd) = self.ask_cwd().await? {
+                self.cwd = Some(cwd);
+                self.cwd_stale = false;
+            }
+        }
+        let (cwd, home) = self
+            .cwd
+            .clone()
+            .unwrap_or_else(|| ("?".into(), String::new()));
+        Ok(syntax::prompt(&self.entry.computer_name, &cwd, &home))
+    }
+
+    /// The session's `$PWD` and `$HOME`; `None` when the session is busy with another
+    /// client's command (the prompt keeps the last one).
+    async fn ask_cwd(&mut self) -> Result<Option<(String, String)>> {
+        let opts = InvokeOptions {
+            wait: Duration::ZERO,
+            ..self.opts.clone()
+        };
+        let mut cmd = match self.client.invoke(self.entry, CWD_SCRIPT, &opts).await {
+            Ok(cmd) => cmd,
+            Err(e) if e.kind() == Kind::Busy => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let mine = cmd.command_id();
+        let mut answer = Vec::new();
+        loop {
+            match cmd.next().await? {
+                Some(Event::Output {
+                    stream,
+                    data,
+                    command_id,
+                }) if command_id == mine => {
+                    // stderr (`set -x` traces) is not shown.
+                    if stream == StreamKind::Stdout {
+                        answer.extend_from_slice(&data);
+                    }
+                }
+                Some(Event::Finished { .. }) => break,
+                // Late output of an earlier command's background processes.
+                Some(event) => self.out.show(event).await?,
+                None => return Err(lost(self.entry)),
+            }
+        }
+        let answer = String::from_utf8_lossy(&answer);
+        let (cwd, home) = answer.split_once('\0').unwrap_or((&answer, ""));
+        Ok(Some((cwd.to_string(), home.to_string())))
+    }
+
+    /// Reads lines until they make a complete command.
+    async fn read_command(&mut self, prompt: &str) -> Result<Input> {
+        let mut text = String::new();
+        loop {
+            let shown = if text.is_empty() { prompt } else { "> " };
+            let line = match self.read_line(shown).await? {
+                Line::Text(line) => line,
+                Line::Interrupted => return Ok(Input::Command(String::new())),
+                Line::Eof if text.is_empty() => return Ok(Input::Leave(0)),
+                // Ctrl-D inside an incomplete command: the session says what is missing.
+                Line::Eof => return Ok(Input::Command(text)),
+                Line::Escape => return Ok(Input::Detach),
+                Line::Signal(code) => return Ok(Input::Leave(code)),
+            };
+            if line == "~." {
+                return Ok(Input::Detach);
+            }
+            if !text.is_empty() {
+                text.push('\n');
+            }
+            text.push_str(&line);
+            if text.trim().is_empty() || !syntax::incomplete(&text).await {
+                return Ok(Input::Command(text));
+            }
+        }
+    }
+
+    async fn read_line(&mut self, prompt: &str) -> Result<Line> {
+        self.out.fresh_line().await?;
+        if let Some(line) = self.typed.pop_front() {
+            // Typed ahead while a command ran: shown as if typed at this prompt.
+            self.out
+                .write(StreamKind::Stdout, format!("{prompt}{line}\n").as_bytes())
+                .await?;
+            return Ok(Line::Text(line));
+        }
+        let initial = std::mem::take(&mut self.partial);
+        let mut editor = self.editor.take().context("the line editor is gone")?;
+        self.escape.store(false, Ordering::SeqCst);
+        let prompt = prompt.to_string();
+        let reading = tokio::task::spawn_blocking(move || {
+            let line = if initial.is_empty() {
+                editor.readline(&prompt)
+            } else {
+                editor.readline_with_initial(&prompt, (&initial, ""))
+            };
+            (editor, line)
+        });
+        let (editor, line) = tokio::select! {
+            done = reading => done.context("the line editor failed")?,
+            code = self.ending.recv() => {
+                // The editor's thread is left blocked; the process is about to end.
+                self.tty.restore();
+                self.out.write(StreamKind::Stdout, b"\x1b[?2004l\n").await?;
+                return Ok(Line::Signal(code));
+            }
+        };
+        self.editor = Some(editor);
+        self.out.fresh = true;
+        match line {
+            Ok(line) => Ok(Line::Text(line)),
+            Err(ReadlineError::Interrupted) if self.escape.load(Ordering::SeqCst) => {
+                Ok(Line::Escape)
+            }
+            Err(ReadlineError::Interrupted) => Ok(Line::Interrupted),
+            Err(ReadlineError::Eof) => Ok(Line::Eof),
+            Err(e) => Err(anyhow!("cannot read the terminal: {e}")),
+        }
+    }
+
+    /// Runs one command, its output shown as it comes, the keyboard watched meanwhile.
+    async fn run_command(&mut self, text: &str) -> Result<Ran> {
+        let mut watcher = self.tty.watch().ok();
+        let ran = self.drive(text, watcher.as_mut()).await;
+        if let Some(w) = watcher {
+            let typed = w.stop();
+            self.type_ahead(typed);
+        }
+        ran
+    }
+
+    async fn drive(&mut self, text: &str, mut watcher: Option<&mut Watcher>) -> Result<Ran> {
+        let (client, entry) = (self.client, self.entry);
+        let opts = self.opts.clone();
+        let start = client.invoke(entry, text, &opts);
+        tokio::pin!(start);
+        // Ctrl-C while the session is still busy with another command stops this one as soon
+        // as it starts.
+        let mut interrupted = false;
+        let mut cmd = loop {
+            tokio::select! {
+                started = &mut start => break started?,
+                key = next_key(&mut watcher) => match key {
+                    Key::Interrupt => {
+                        interrupted = true;
+                        self.interrupted().await?;
+                        self.out.note("linger: the command will be stopped as soon as the session starts it").await?;
+                    }
+                    Key::Detach => return Ok(Ran::Detach),
+                },
+                code = self.ending.recv() => return Ok(Ran::Signal(code)),
+            }
+        };
+        let canceller = cmd.canceller();
+        if interrupted {
+            canceller.cancel()?;
+        }
+        loop {
+            tokio::select! {
+                event = cmd.next() => match event? {
+                    Some(Event::Finished { status, .. }) => return Ok(Ran::Status(status)),
+                    Some(event) => self.out.show(event).await?,
+                    None => return Err(lost(entry)),
+                },
+                key = next_key(&mut watcher) => match key {
+                    Key::Interrupt => {
+                        canceller.cancel()?;
+                        if interrupted {
+                            self.out.note("linger: still stopping the command; ~. at the start of a line detaches and leaves it running").await?;
+                        }
+                        interrupted = true;
+                        self.interrupted().await?;
+                    }
+                    Key::Detach => return Ok(Ran::Detach),
+                },
+                code = self.ending.recv() => return Ok(Ran::Signal(code)),
+            }
+        }
+    }
+
+    /// Ctrl-C: what was typed ahead is dropped, as a terminal flushes its input.
+    async fn interrupted(&mut self) -> Result<()> {
+        self.typed.clear();
+        self.partial.clear();
+        self.out.write(StreamKind::Stderr, b"^C").await
+    }
+
+    fn type_ahead(&mut self, typed: Typed) {
+        let mut partial = std::mem::take(&mut self.partial);
+        for line in typed.lines {
+            partial.push_str(&line);
+            self.typed.push_back(std::mem::take(&mut partial));
+        }
+        partial.push_str(&typed.partial);
+        self.partial = partial;
+    }
+
+    /// Entering a session that is still running a command (or holds output nobody read):
+    /// shows what it kept and follows the command to its end. Ctrl-C stops following (the
+    /// command runs on), `~.` detaches again.
+    async fn catch_up(&mut self, running: Option<&str>) -> Result<Option<Leave>> {
+        if let Some(cmd) = running {
+            self.out
+                .note(&format!(
+                    "linger: {} is still running `{cmd}`; following it (Ctrl-C stops following, ~. detaches)",
+                    self.entry.name
+                ))
+                .await?;
+        }
+        let mut stream = self
+            .client
+            .receive(self.entry, &ReceiveOptions::default())
+            .await?;
+        let mut watcher = self.tty.watch().ok();
+        let followed = self.follow(&mut stream, watcher.as_mut()).await;
+        if let Some(w) = watcher {
+            let typed = w.stop();
+            self.type_ahead(typed);
+        }
+        match followed? {
+            Ran::Status(_) => Ok(None),
+            Ran::Detach => self.detach().await.map(Some),
+            Ran::Signal(code) => Ok(Some(Leave::Exit(code))),
+        }
+    }
+
+    async fn follow(
+        &mut self,
+        stream: &mut CommandStream,
+        mut watcher: Option<&mut Watcher>,
+    ) -> Result<Ran> {
+        loop {
+            tokio::select! {
+                event = stream.next() => match self.client.note_closed(self.entry, event)? {
+                    Some(event) => self.out.show(event).await?,
+                    None => return Ok(Ran::Status(0)),
+                },
+                key = next_key(&mut watcher) => match key {
+                    Key::Interrupt => {
+                        self.interrupted().await?;
+                        self.out.note("linger: stopped following; the command keeps running, and commands typed here wait for it").await?;
+                        return Ok(Ran::Status(130));
+                    }
+                    Key::Detach => return Ok(Ran::Detach),
+                },
+                code = self.ending.recv() => return Ok(Ran::Signal(code)),
+            }
+        }
+    }
+
+    /// `~.`: disconnects the session; a running command keeps running.
+    async fn detach(&mut self) -> Result<Leave> {
+        self.tty.restore();
+        self.out.fresh_line().await?;
+        let view = self
+            .client
+            .disconnect(self.entry, &DisconnectOptions::default())
+            .await?;
+        let running = view.info.and_then(|i| i.running_command);
+        Ok(Leave::Detached { running })
+    }
+}
+
+/// The next Ctrl-C or `~.` typed while a command runs (never without a terminal).
+async fn next_key(watcher: &mut Option<&mut Watcher>) -> Key {
+    match watcher {
+        Some(w) => w.key().await,
+        None => std::future::pending().await,
+    }
 }

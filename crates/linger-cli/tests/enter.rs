@@ -1,0 +1,420 @@
+//! Interactive sessions (SPEC §5; seeds 002 and 004): `linger enter` reading lines from a
+//! pipe, and under a real pseudo-terminal (prompt, Ctrl-C, `exit`, the `~.` escape, history,
+//! temporary sessions, and `disconnect` refused while entered).
+
+mod common;
+
+use std::io::{Read, Write};
+use std::os::unix::process::CommandExt;
+use std::process::{Child, ExitStatus, Output, Stdio};
+use std::sync::{Arc, Mutex};
+
+use common::{eventually, World};
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// `linger enter ARGS` with `input` on a pipe.
+fn enter_piped(w: &World, args: &[&str], input: &str) -> Output {
+    let mut child = w
+        .linger(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start linger enter");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes())
+        .expect("write the input");
+    child.wait_with_output().expect("wait for linger enter")
+}
+
+fn session_json(w: &World, sel: &str) -> serde_json::Value {
+    let out = w.ok(&["get", sel, "--json"]);
+    let first = out.lines().next().expect("a session line");
+    serde_json::from_str(first).expect("JSON")
+}
+
+/// `linger` on a pseudo-terminal of its own (its controlling terminal, so that Ctrl-C
+/// written to the master raises SIGINT), with everything it writes collected.
+struct Term {
+    child: Child,
+    master: std::fs::File,
+    screen: Arc<Mutex<Vec<u8>>>,
+    /// How far `expect` has read.
+    seen: usize,
+}
+
+impl Term {
+    fn spawn(w: &World, args: &[&str]) -> Term {
+        let size = nix::pty::Winsize {
+            ws_row: 40,
+            ws_col: 200,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        let pty = nix::pty::openpty(Some(&size), None).expect("openpty");
+        let mut cmd = w.linger(args);
+        cmd.env("TERM", "xterm")
+            .stdin(Stdio::from(pty.slave.try_clone().expect("dup")))
+            .stdout(Stdio::from(pty.slave.try_clone().expect("dup")))
+            .stderr(Stdio::from(pty.slave));
+        // SAFETY: setsid and ioctl are async-signal-safe.
+        unsafe {
+            cmd.pre_exec(|| {
+                nix::unistd::setsid()?;
+                if libc::ioctl(0, libc::TIOCSCTTY as _, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().expect("start linger on a terminal");
+        // The child holds the terminal now; our copies of it go with `cmd`.
+        drop(cmd);
+        let master = std::fs::File::from(pty.master);
+        let screen = Arc::new(Mutex::new(Vec::new()));
+        let mut reader = master.try_clone().expect("dup the master");
+        let collected = screen.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            // Ends with EIO once the terminal's last user is gone.
+            while let Ok(n) = reader.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                collected.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        });
+        Term {
+            child,
+            master,
+            screen,
+            seen: 0,
+        }
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.screen.lock().unwrap()).into_owned()
+    }
+
+    /// Types `keys`.
+    fn send(&mut self, keys: &str) {
+        self.master.write_all(keys.as_bytes()).expect("type");
+        self.master.flush().expect("type");
+    }
+
+    /// Waits until `what` appears after what was expected before; reads past it.
+    fn expect(&mut self, what: &str) {
+        let mut found = None;
+        let seen = self.seen;
+        let screen = self.screen.clone();
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            eventually(&format!("{what:?} on the terminal"), || {
+                let s = screen.lock().unwrap();
+                found = find(&s[seen.min(s.len())..], what.as_bytes()).map(|i| seen + i);
+                found.is_some()
+            })
+        }));
+        if outcome.is_err() {
+            panic!(
+                "{what:?} never appeared; the terminal shows:\n{}",
+                self.text()
+            );
+        }
+        self.seen = found.expect("found") + what.len();
+    }
+
+    /// What appeared since the last `expect`.
+    fn since(&self, from: usize) -> String {
+        let s = self.screen.lock().unwrap();
+        String::from_utf8_lossy(&s[from.min(s.len())..]).into_owned()
+    }
+
+    /// Waits for linger to end.
+    fn wait(&mut self) -> ExitStatus {
+        let mut status = None;
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            eventually("linger enter to end", || {
+                status = self.child.try_wait().expect("try_wait");
+                status.is_some()
+            })
+        }));
+        if outcome.is_err() {
+            panic!(
+                "linger enter did not end; the terminal shows:\n{}",
+                self.text()
+            );
+        }
+        status.expect("status")
+    }
+}
+
+impl Drop for Term {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// The seed's first example: lines from a pipe run in turn in the session, incomplete ones
+/// joined; the state is the session's, shared with `invoke`.
+#[test]
+fn piped_lines_run_in_the_session() {
+    let w = World::new();
+    w.ok(&["new", "localhost", "--name", "Work"]);
+    let o = enter_piped(
+        &w,
+        &["enter", "Work"],
+        "x=5\ncd /tmp\nif true; then\necho \"$x in $(pwd)\"\nfi\n",
+    );
+    assert!(o.status.success(), "{:?}: {}", o.status, stderr(&o));
+    assert_eq!(stdout(&o), "5 in /tmp\n", "stderr: {}", stderr(&o));
+    assert_eq!(w.ok(&["invoke", "Work", "--", "echo $x; pwd"]), "5\n/tmp\n");
+
+    // The exit code is the last command's status; stderr goes to stderr.
+    let o = enter_piped(&w, &["enter", "Work"], "true\necho oops >&2; false\n");
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert_eq!(stderr(&o), "oops\n");
+    // `exit N` leaves with N; nothing after it runs.
+    let o = enter_piped(&w, &["enter", "Work"], "y=1\nexit 7\ny=2\n");
+    assert_eq!(o.status.code(), Some(7), "{}", stderr(&o));
+    assert_eq!(w.ok(&["invoke", "Work", "--", "echo $y"]), "1\n");
+    // A quote left open at the end of input is sent anyway: the session reports it.
+    let o = enter_piped(&w, &["enter", "Work"], "echo 'unfinished\n");
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("unexpected EOF"), "{}", stderr(&o));
+    // A plain syntax error is not continued: the next line runs on its own.
+    let o = enter_piped(&w, &["enter", "Work"], "echo )\necho after\n");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "after\n");
+    assert!(stderr(&o).contains("syntax error"), "{}", stderr(&o));
+
+    let j = session_json(&w, "Work");
+    assert_eq!(
+        (j["state"].as_str(), j["availability"].as_str()),
+        (Some("Opened"), Some("Available")),
+        "{j}"
+    );
+
+    // Without SEL or --computer: a usage error.
+    let o = enter_piped(&w, &["enter"], "");
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let o = enter_piped(&w, &["enter", "Nope"], "");
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+}
+
+/// Under a terminal: the prompt shows the computer and the working directory; Ctrl-C stops
+/// the running command and not the interactive session; a line bash would continue gets a
+/// `> ` prompt; `exit` leaves with 0 and the session stays Opened.
+#[test]
+fn terminal_prompt_ctrl_c_continuation_and_exit() {
+    let w = World::new();
+    w.ok(&["new", "localhost", "--name", "Work"]);
+    w.ok(&["invoke", "Work", "--", "cd /tmp; x=5"]);
+    let mut t = Term::spawn(&w, &["enter", "Work"]);
+    t.expect("[localhost]: /tmp$ ");
+
+    // Output computed by the shell, so that the echo of the typed line cannot match.
+    t.send("echo \"$x-hi\"\r");
+    t.expect("5-hi\r\n");
+    t.expect("[localhost]: /tmp$ ");
+
+    // Ctrl-C while a command runs stops it; a new prompt comes, the session lives on.
+    t.send("echo $((6*7)); sleep 30; echo $((7*8))\r");
+    t.expect("42\r\n");
+    t.send("\x03");
+    let from = t.seen;
+    t.expect("[localhost]: /tmp$ ");
+    assert!(!t.since(from).contains("56"), "{}", t.text());
+
+    // Ctrl-C at the prompt discards the line.
+    t.send("echo $((1+1))-discarded");
+    t.send("\x03");
+    t.expect("[localhost]: /tmp$ ");
+
+    // Continuation lines until the command is complete; the cwd follows `cd`.
+    t.send("if true; then\r");
+    t.expect("> ");
+    t.send("cd / && echo \"$x-inside\"\r");
+    t.expect("> ");
+    t.send("fi\r");
+    t.expect("5-inside\r\n");
+    t.expect("[localhost]: /$ ");
+    t.send("cd /tmp\r");
+    t.expect("[localhost]: /tmp$ ");
+
+    t.send("exit\r");
+    let status = t.wait();
+    assert_eq!(status.code(), Some(0), "{}", t.text());
+    assert!(!t.text().contains("2-discarded"), "{}", t.text());
+
+    let j = session_json(&w, "Work");
+    assert_eq!(
+        (j["state"].as_str(), j["availability"].as_str()),
+        (Some("Opened"), Some("Available")),
+        "{j}"
+    );
+    assert_eq!(w.ok(&["invoke", "Work", "--", "echo $x; pwd"]), "5\n/tmp\n");
+
+    // The history is kept per session on this client: Up brings back earlier commands, a
+    // multi-line one whole.
+    let history = w
+        .path("homeA/history")
+        .join(j["instance_id"].as_str().expect("instance_id"));
+    let kept = std::fs::read_to_string(&history).expect("the history file");
+    assert!(kept.contains("echo \"$x-hi\""), "{kept}");
+    let mut t = Term::spawn(&w, &["enter", "Work"]);
+    t.expect("[localhost]: /tmp$ ");
+    t.send("\x1b[A");
+    t.expect("exit");
+    t.send("\x1b[A");
+    t.expect("cd /tmp");
+    t.send("\x1b[A");
+    t.expect("fi");
+    t.send("\r");
+    t.expect("5-inside\r\n");
+    t.expect("[localhost]: /$ ");
+    // Ctrl-D on an empty line leaves like exit.
+    t.send("\x04");
+    assert_eq!(t.wait().code(), Some(0), "{}", t.text());
+}
+
+/// `~.` at the start of a line while a command runs detaches at once: the session is left
+/// Disconnected with its command running, and entering it again follows that command.
+#[test]
+fn tilde_dot_detaches_leaving_the_command_running() {
+    let w = World::new();
+    w.ok(&["new", "localhost", "--name", "Work"]);
+    let flag = w.path("go");
+    let mut t = Term::spawn(&w, &["enter", "Work"]);
+    t.expect("$ ");
+    t.send(&format!(
+        "echo $((6*7)); while [ ! -e {} ]; do sleep 0.05; done; echo $((7*8))\r",
+        flag.display()
+    ));
+    t.expect("42\r\n");
+    t.send("~.");
+    let status = t.wait();
+    assert_eq!(status.code(), Some(0), "{}", t.text());
+    assert!(t.text().contains("linger receive Work"), "{}", t.text());
+
+    let j = session_json(&w, "Work");
+    assert_eq!(
+        (j["state"].as_str(), j["availability"].as_str()),
+        (Some("Disconnected"), Some("None")),
+        "{j}"
+    );
+    assert!(j["running_command"].is_string(), "{j}");
+
+    // Entering again follows the command to its end, then prompts.
+    let mut t = Term::spawn(&w, &["enter", "Work"]);
+    t.expect("still running");
+    std::fs::write(&flag, "").expect("flag");
+    t.expect("56\r\n");
+    t.expect("$ ");
+    // And `~.` at the prompt detaches too, with nothing running.
+    t.send("~.");
+    assert_eq!(t.wait().code(), Some(0), "{}", t.text());
+    let j = session_json(&w, "Work");
+    assert_eq!(
+        (j["state"].as_str(), j["availability"].as_str()),
+        (Some("Disconnected"), Some("None")),
+        "{j}"
+    );
+    assert!(j["running_command"].is_null(), "{j}");
+}
+
+/// Lines typed while a command runs are kept and run after it, in order, as a shell's
+/// type-ahead; a partial line waits at the next prompt; Ctrl-C drops what was typed ahead.
+#[test]
+fn typed_ahead_lines_run_after_the_command() {
+    let w = World::new();
+    w.ok(&["new", "localhost", "--name", "Work"]);
+    let flag = w.path("go");
+    let wait = format!("while [ ! -e {} ]; do sleep 0.05; done", flag.display());
+    let mut t = Term::spawn(&w, &["enter", "Work"]);
+    t.expect("$ ");
+    t.send(&format!("echo $((6*7)); {wait}\r"));
+    t.expect("42\r\n");
+    t.send("echo $((8*8))-ahead\recho $((9*9))");
+    std::fs::write(&flag, "").expect("flag");
+    t.expect("64-ahead\r\n");
+    // The partial line is at the prompt, to finish.
+    t.send("-partial\r");
+    t.expect("81-partial\r\n");
+
+    std::fs::remove_file(&flag).expect("flag");
+    t.send(&format!("echo $((6*7)); {wait}\r"));
+    t.expect("42\r\n");
+    t.send("echo $((5*5))-dropped\r");
+    t.send("\x03");
+    let from = t.seen;
+    t.expect("$ ");
+    t.send("echo $((4*4))-next\r");
+    t.expect("16-next\r\n");
+    assert!(!t.since(from).contains("25-dropped"), "{}", t.text());
+    t.send("exit\r");
+    assert_eq!(t.wait().code(), Some(0), "{}", t.text());
+}
+
+/// `enter --computer` works in a temporary session, removed on `exit`.
+#[test]
+fn computer_makes_a_temporary_session_removed_on_exit() {
+    let w = World::new();
+    let mut t = Term::spawn(&w, &["enter", "--computer", "localhost", "--name", "Tmp"]);
+    t.expect("[localhost]: ");
+    t.send("echo $((2+3))-tmp\r");
+    t.expect("5-tmp\r\n");
+    t.send("exit\r");
+    assert_eq!(t.wait().code(), Some(0), "{}", t.text());
+    // `--json` ends with its exit-code record; no session line comes before it.
+    let sessions = |args: &[&str]| -> Vec<String> {
+        w.ok(args)
+            .lines()
+            .filter(|l| l.contains("instance_id"))
+            .map(String::from)
+            .collect()
+    };
+    assert_eq!(
+        sessions(&["get", "--json"]),
+        Vec::<String>::new(),
+        "the registry forgot it"
+    );
+    assert_eq!(
+        sessions(&["get", "--computer", "localhost", "--json"]),
+        Vec::<String>::new(),
+        "the server removed it"
+    );
+}
+
+/// While a session is entered, `linger disconnect` from another process of the same client
+/// is refused (seed 004), and works again once the interactive session is left.
+#[test]
+fn disconnect_is_refused_while_entered() {
+    let w = World::new();
+    w.ok(&["new", "localhost", "--name", "Work"]);
+    let mut t = Term::spawn(&w, &["enter", "Work"]);
+    t.expect("$ ");
+    let o = w.run(&["disconnect", "Work"]);
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    assert!(stderr(&o).contains("linger enter"), "{}", stderr(&o));
+    // The interactive session is unharmed.
+    t.send("echo $((3*4))-still\r");
+    t.expect("12-still\r\n");
+    t.send("exit\r");
+    assert_eq!(t.wait().code(), Some(0), "{}", t.text());
+    w.ok(&["disconnect", "Work"]);
+}
