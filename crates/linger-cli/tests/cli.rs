@@ -107,6 +107,10 @@ fn commands_share_state() {
         "echo $x; f a; hi; pwd; bash -c 'echo $EXP'",
     ]);
     assert_eq!(out, "42\nf:a\nalias-ok\n/tmp\nyes\n");
+    // `$?` is the previous command's status, as at a prompt.
+    let o = w.run(&["invoke", "1", "--", "false"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(w.ok(&["invoke", "1", "--", "echo $?"]), "1\n");
 }
 
 #[test]

@@ -188,6 +188,9 @@ fn piped_lines_run_in_the_session() {
     let o = enter_piped(&w, &["enter", "Work"], "true\necho oops >&2; false\n");
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert_eq!(stderr(&o), "oops\n");
+    // `$?` is the line before's status, as at a prompt.
+    let o = enter_piped(&w, &["enter", "Work"], "false\necho \"status $?\"\n");
+    assert_eq!(stdout(&o), "status 1\n", "{}", stderr(&o));
     // `exit N` leaves with N; nothing after it runs.
     let o = enter_piped(&w, &["enter", "Work"], "y=1\nexit 7\ny=2\n");
     assert_eq!(o.status.code(), Some(7), "{}", stderr(&o));

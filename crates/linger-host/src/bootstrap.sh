@@ -24,6 +24,7 @@ exit() {
   return "$__linger_x"
 }
 logout() { exit "$@"; }
+__linger_prev() { return "$1"; }
 trap '__linger_rc=130; __linger_unwind' INT
 
 # A background job (`linger job start`): $1 the prefix of its FIFOs, $2 its script, the rest
@@ -53,6 +54,8 @@ while :; do
   unset __linger_a __linger_n
   __linger_rc=
   set -- "${__linger_args[@]}"
+  # `$?` in a command is the previous command's status, as at an interactive prompt.
+  __linger_prev "${__linger_st:-0}"
   source /dev/fd/249 249<<<"$__linger_script" </dev/null
   __linger_st=$?
   if [[ $__linger_unwinding ]]; then

@@ -41,8 +41,10 @@ use crate::sink::{Mode, Sink};
 use syntax::Exit;
 use watch::{Key, Tty, Typed, Watcher};
 
-/// Asks the session for its working directory and home, for the prompt.
-const CWD_SCRIPT: &str = r#"builtin printf '%s\0%s' "$PWD" "${HOME-}""#;
+/// Asks the session for its working directory and home, for the prompt. It hands the
+/// previous command's status on (`return`), so `$?` in the next line is that of the line
+/// before, as at a prompt.
+const CWD_SCRIPT: &str = r#"set -- "$?"; builtin printf '%s\0%s' "$PWD" "${HOME-}"; return "$1""#;
 
 /// How many commands a session's history keeps.
 const HISTORY_SIZE: usize = 1000;
