@@ -159,7 +159,21 @@ fn a_job_is_received_on_another_client_after_a_reconnect() {
         ["RemoteJob", "Running"].map(String::from),
         "{t}"
     );
+    // --force waits through the disconnection until the job ends.
+    let forced = w
+        .linger_as("homeA", &["job", "wait", "1", "--force"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("job wait --force");
     go(&w, "go");
+    let forced = forced.wait_with_output().expect("wait --force ends");
+    assert!(forced.status.success(), "{}", stderr(&forced));
+    assert_eq!(
+        job_rows(&stdout(&forced))[0][3],
+        "Completed",
+        "{}",
+        stdout(&forced)
+    );
     let t = ok_as(&w, "homeB", &["job", "wait", &rows[0][0]]);
     assert_eq!(job_rows(&t)[0][3], "Completed", "{t}");
     let o = run_as(&w, "homeB", &["job", "receive", &rows[0][0]]);
