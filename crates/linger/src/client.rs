@@ -17,6 +17,7 @@ use crate::error::{Error, Result};
 use crate::home::ClientHome;
 use crate::options::Options;
 use crate::registry::{Entry, JobEntry, Registry, Sessions};
+use crate::ssh::{self, SshTarget};
 
 /// Default time a synchronous invoke waits for a busy session (the seeds' four minutes).
 pub const DEFAULT_WAIT: Duration = Duration::from_secs(240);
@@ -275,18 +276,23 @@ pub struct ReceiveOptions {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
     Local,
+    /// `ssh://[user@]host[:port]`.
+    Ssh(SshTarget),
 }
 
 impl Target {
     pub fn parse(computer: &str) -> Result<Target> {
         match computer {
             "localhost" | "." => Ok(Target::Local),
-            other => Err(Error::Unreachable {
-                computer: other.to_string(),
-                reason: "only the local daemon (`localhost`) is reachable in this version; \
-                         TLS and ssh transports are not available yet"
-                    .into(),
-            }),
+            other => match other.strip_prefix("ssh://") {
+                Some(rest) => Ok(Target::Ssh(SshTarget::parse(rest, other)?)),
+                None => Err(Error::Unreachable {
+                    computer: other.to_string(),
+                    reason: "this version reaches `localhost` and `ssh://[user@]host[:port]`; \
+                             the TLS transport is not available yet"
+                        .into(),
+                }),
+            },
         }
     }
 }
@@ -368,6 +374,23 @@ impl Client {
                 let stream = autostart::connect_or_start(&socket).await?;
                 let (r, w) = stream.into_split();
                 Connection::handshake(&key, r, w, self.id).await?
+            }
+            Target::Ssh(target) => {
+                let mut child = ssh::spawn(&target, &self.options, &key)?;
+                let (Some(stdout), Some(stdin)) = (child.stdout.take(), child.stdin.take()) else {
+                    return Err(ssh::failure(child, &key, &self.options).await);
+                };
+                match Connection::handshake(&key, stdout, stdin, self.id).await {
+                    Ok(conn) => {
+                        // The connection lives as long as ssh does.
+                        conn.hold(child);
+                        conn
+                    }
+                    Err(Error::ConnectionLost { .. }) => {
+                        return Err(ssh::failure(child, &key, &self.options).await)
+                    }
+                    Err(e) => return Err(e),
+                }
             }
         };
         conns.insert(key, conn.clone());

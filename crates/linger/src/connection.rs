@@ -44,6 +44,8 @@ struct Shared {
     next_rid: AtomicU64,
     /// Why the connection ended, once it has.
     ended: Arc<Mutex<Option<Error>>>,
+    /// What carries the connection and must live as long as it (an ssh process).
+    held: Mutex<Vec<Box<dyn std::any::Any + Send>>>,
 }
 
 /// A connection to one daemon. Cheap to clone; requests may run concurrently.
@@ -109,6 +111,7 @@ impl Connection {
             routes: Arc::new(Mutex::new(HashMap::new())),
             next_rid: AtomicU64::new(1),
             ended: Arc::new(Mutex::new(None)),
+            held: Mutex::new(Vec::new()),
         });
         tokio::spawn(write_loop(writer, rx));
         tokio::spawn(heartbeat(
@@ -122,6 +125,11 @@ impl Connection {
             computer.to_string(),
         ));
         Ok(Connection { shared, welcome })
+    }
+
+    /// Keeps `thing` alive as long as the connection (the process carrying it).
+    pub fn hold(&self, thing: impl std::any::Any + Send) {
+        lock(&self.shared.held).push(Box::new(thing));
     }
 
     pub fn computer(&self) -> &str {

@@ -22,8 +22,9 @@ mod error;
 mod home;
 mod options;
 mod registry;
+mod ssh;
 
-pub use autostart::daemon_program;
+pub use autostart::{connect_or_start, daemon_program};
 pub use bytes::Bytes;
 pub use client::{
     display_computer, Availability, Client, DisconnectOptions, InvokeOptions, JobView,
@@ -37,3 +38,4 @@ pub use linger_proto::server::ReceiveSummary;
 pub use linger_proto::types::{BufferingMode, JobInfo, JobKind, JobState, SessionInfo, StreamKind};
 pub use options::Options;
 pub use registry::{Entry, JobEntry, Registry, Sessions};
+pub use ssh::SshTarget;

@@ -97,7 +97,7 @@ fn run(args: Args) -> Result<()> {
         );
     }
     if args.stdio {
-        anyhow::bail!("--stdio: the ssh bridge is not available in this version");
+        return stdio_bridge(args.socket);
     }
     let config_path = args.config.unwrap_or_else(paths::default_config);
     let config = Config::load(&config_path)?;
@@ -150,6 +150,45 @@ fn run(args: Args) -> Result<()> {
         let _ = std::fs::remove_file(&paths.socket);
         Ok(())
     })
+}
+
+/// `lingerd --stdio`, the far end of the ssh transport: bridges standard input and output
+/// to this user's daemon (started on demand, as the CLI does), which sees the connection as
+/// a local one of this user. Nothing else may write to stdout: it carries the protocol.
+fn stdio_bridge(socket: Option<PathBuf>) -> Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let socket = socket.unwrap_or_else(paths::default_socket);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let stream = linger::connect_or_start(&socket)
+            .await
+            .with_context(|| format!("cannot reach the daemon on {}", socket.display()))?;
+        let (mut from_daemon, mut to_daemon) = stream.into_split();
+        let upstream = async {
+            let mut stdin = tokio::io::stdin();
+            let _ = tokio::io::copy(&mut stdin, &mut to_daemon).await;
+            // The client is gone: let the daemon see the end of the connection.
+            let _ = to_daemon.shutdown().await;
+        };
+        let downstream = async {
+            let mut stdout = tokio::io::stdout();
+            let _ = tokio::io::copy(&mut from_daemon, &mut stdout).await;
+            let _ = stdout.flush().await;
+        };
+        // The daemon closing ends the bridge; the client closing ends it once the daemon
+        // has answered the end.
+        tokio::pin!(downstream);
+        tokio::select! {
+            _ = &mut downstream => {}
+            _ = upstream => downstream.await,
+        }
+        Ok::<(), anyhow::Error>(())
+    })?;
+    // A blocked stdin reader must not keep the process.
+    std::process::exit(0)
 }
 
 async fn shutdown_signal() {

@@ -1,0 +1,207 @@
+//! The ssh transport against a real OpenSSH server on loopback that the test starts and
+//! stops itself: `ssh://user@127.0.0.1:PORT` runs `lingerd --stdio` there, which bridges to
+//! the user's daemon (started on demand).
+
+mod common;
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use common::{eventually, lingerd_bin, World};
+
+const SSHD: &str = "/usr/sbin/sshd";
+
+/// A private sshd on a free loopback port, with its own host key and one authorized client
+/// key; killed (by pid) when dropped.
+struct Sshd {
+    child: Child,
+    port: u16,
+    client_key: PathBuf,
+    known_hosts: PathBuf,
+}
+
+fn run(cmd: &mut Command) {
+    let out = cmd.output().expect("run a helper program");
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Sshd {
+    fn start(dir: &Path) -> Sshd {
+        assert!(
+            Path::new(SSHD).is_file(),
+            "{SSHD} is missing: install Debian's openssh-server (.ci/run does)"
+        );
+        // Privilege separation wants this directory (it exists when sshd is installed as a
+        // service; a container may lack it).
+        let _ = std::fs::create_dir_all("/run/sshd");
+        let dir = dir.join("sshd");
+        std::fs::create_dir_all(&dir).expect("sshd dir");
+        let host_key = dir.join("host_key");
+        let client_key = dir.join("client_key");
+        for key in [&host_key, &client_key] {
+            run(Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+                .arg(key));
+        }
+        let authorized = dir.join("authorized_keys");
+        std::fs::copy(client_key.with_extension("pub"), &authorized).expect("authorized_keys");
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let config = dir.join("sshd_config");
+        std::fs::write(
+            &config,
+            format!(
+                "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nAuthorizedKeysFile {}\n\
+                 PidFile {}\nUsePAM no\nStrictModes no\nPermitRootLogin yes\n\
+                 PasswordAuthentication no\nKbdInteractiveAuthentication no\n",
+                host_key.display(),
+                authorized.display(),
+                dir.join("sshd.pid").display()
+            ),
+        )
+        .expect("sshd_config");
+        let child = Command::new(SSHD)
+            .args(["-D", "-e", "-f"])
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("sshd.log")).expect("sshd log"))
+            .spawn()
+            .expect("start sshd");
+        eventually("sshd to listen", || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        Sshd {
+            child,
+            port,
+            client_key,
+            known_hosts: dir.join("known_hosts"),
+        }
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn user() -> String {
+    nix::unistd::User::from_uid(nix::unistd::getuid())
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .expect("the current user's name")
+}
+
+/// Client options that reach the test's sshd with the test's key, and a remote command that
+/// bridges to the test's daemon (sshd gives the remote command a clean environment).
+fn write_options(w: &World, sshd: &Sshd, home: &str) {
+    let ssh_command = format!(
+        "ssh -F /dev/null -i {} -o UserKnownHostsFile={} -o StrictHostKeyChecking=accept-new -o BatchMode=yes -o LogLevel=ERROR",
+        sshd.client_key.display(),
+        sshd.known_hosts.display()
+    );
+    let remote = format!(
+        "env XDG_RUNTIME_DIR={} XDG_STATE_HOME={} XDG_CONFIG_HOME={} HOME={} LINGERD={} {} --stdio",
+        w.path("run").display(),
+        w.path("state").display(),
+        w.path("config").display(),
+        w.dir.path().display(),
+        lingerd_bin().display(),
+        lingerd_bin().display()
+    );
+    std::fs::write(
+        w.path(home).join("options.toml"),
+        format!("ssh_command = {ssh_command:?}\nssh_remote_command = {remote:?}\n"),
+    )
+    .expect("options.toml");
+}
+
+#[test]
+fn sessions_over_ssh() {
+    let w = World::new();
+    let sshd = Sshd::start(w.dir.path());
+    write_options(&w, &sshd, "homeA");
+    write_options(&w, &sshd, "homeB");
+    let computer = format!("ssh://{}@127.0.0.1:{}", user(), sshd.port);
+
+    let t = w.ok(&["new", &computer, "--name", "far"]);
+    assert!(t.contains(&computer) && t.contains("Opened"), "{t}");
+    assert!(
+        w.daemon_pid().is_some(),
+        "lingerd --stdio started the daemon"
+    );
+    w.ok(&["invoke", "far", "--", "x=over-ssh; cd /tmp"]);
+    assert_eq!(
+        w.ok(&["invoke", "far", "--", "echo $x $(pwd); echo err >&2"]),
+        "over-ssh /tmp\n"
+    );
+    let o = w.run(&["invoke", "far", "--", "exit 5"]);
+    assert_eq!(o.status.code(), Some(5));
+
+    // The same session from another client, over ssh too: disconnect, connect, receive.
+    let t = w.ok(&["disconnect", "far"]);
+    assert!(t.contains("Disconnected"), "{t}");
+    let script = "echo while-nobody-watched; exit 3";
+    let o = w
+        .linger_as(
+            "homeA",
+            &[
+                "invoke",
+                "--computer",
+                &computer,
+                "--in-disconnected-session",
+                "--name",
+                "bg",
+                "--",
+                script,
+            ],
+        )
+        .output()
+        .expect("invoke");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = w
+        .linger_as(
+            "homeB",
+            &["receive", "--computer", &computer, "--name", "bg"],
+        )
+        .output()
+        .expect("receive");
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "while-nobody-watched\n");
+    let listed = w
+        .linger_as("homeB", &["get", "--computer", &computer])
+        .output()
+        .expect("get");
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    assert!(listed.contains("far") && listed.contains("bg"), "{listed}");
+
+    // An ad hoc command over ssh, its temporary session removed afterwards.
+    assert_eq!(
+        w.ok(&["invoke", "--computer", &computer, "--", "echo ad-hoc"]),
+        "ad-hoc\n"
+    );
+
+    // A port nobody serves: one clear line, exit 6.
+    let dead = format!("ssh://{}@127.0.0.1:1", user());
+    let o = w.run(&["new", &dead]);
+    assert_eq!(o.status.code(), Some(6));
+    let err = String::from_utf8_lossy(&o.stderr);
+    let ours: Vec<&str> = err.lines().filter(|l| l.starts_with("linger:")).collect();
+    assert_eq!(ours.len(), 1, "{err}");
+    assert!(ours[0].contains("ssh could not connect"), "{err}");
+}
