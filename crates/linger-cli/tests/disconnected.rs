@@ -912,3 +912,101 @@ fn an_unreachable_server_shows_broken() {
     );
     assert_eq!(row(&ok_as(&w, "homeA", &["get", "b"]), "b").1, "Opened");
 }
+
+/// The audit log says who did what to which session, from where, for every start, command,
+/// disconnect, connect, receive and removal, including what the daemon did by itself.
+#[test]
+fn the_audit_log_records_who_did_what() {
+    let w = World::new();
+    w.write_config("[server]\nmin_idle_timeout = \"1s\"\n");
+    ok_as(&w, "homeA", &["new", "localhost", "--name", "aud"]);
+    ok_as(
+        &w,
+        "homeA",
+        &["invoke", "aud", "--arg", "v", "--", "echo audited $1"],
+    );
+    ok_as(&w, "homeA", &["disconnect", "aud"]);
+    ok_as(
+        &w,
+        "homeB",
+        &["connect", "--computer", "localhost", "--name", "aud"],
+    );
+    ok_as(&w, "homeB", &["receive", "aud"]);
+    ok_as(&w, "homeB", &["remove", "aud"]);
+    ok_as(
+        &w,
+        "homeA",
+        &[
+            "invoke",
+            "--computer",
+            "localhost",
+            "--in-disconnected-session",
+            "--name",
+            "gone",
+            "--idle-timeout",
+            "1s",
+            "--",
+            "true",
+        ],
+    );
+    let audit = || std::fs::read_to_string(w.state_dir().join("audit.log")).unwrap_or_default();
+    eventually("the idle timeout to be audited", || {
+        audit()
+            .lines()
+            .any(|l| l.contains("\"remove\"") && l.contains("\"gone\""))
+    });
+    let records: Vec<serde_json::Value> = audit()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    let actions: Vec<(&str, &str)> = records
+        .iter()
+        .map(|r| {
+            (
+                r["action"].as_str().unwrap_or(""),
+                r["name"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    for expected in [
+        ("session_start", "aud"),
+        ("command", "aud"),
+        ("disconnect", "aud"),
+        ("connect", "aud"),
+        ("receive", "aud"),
+        ("remove", "aud"),
+        ("session_start", "gone"),
+        ("command", "gone"),
+        ("remove", "gone"),
+    ] {
+        assert!(
+            actions.contains(&expected),
+            "{expected:?} missing from {actions:?}"
+        );
+    }
+    let me = nix::unistd::User::from_uid(nix::unistd::getuid())
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .expect("user name");
+    let command = records
+        .iter()
+        .find(|r| r["action"] == "command" && r["name"] == "aud")
+        .expect("the command record");
+    assert_eq!(command["principal"], me.as_str());
+    assert!(
+        command["from"]
+            .as_str()
+            .is_some_and(|f| f.starts_with("local uid")),
+        "{command}"
+    );
+    assert_eq!(command["detail"]["script"], "echo audited $1");
+    assert_eq!(command["detail"]["args"][0], "v");
+    assert!(command["time"].is_string());
+    let expiry = records
+        .iter()
+        .find(|r| r["action"] == "remove" && r["name"] == "gone")
+        .expect("the expiry record");
+    assert_eq!(expiry["principal"], "lingerd");
+    assert_eq!(expiry["detail"]["reason"], "idle timeout");
+}

@@ -190,6 +190,15 @@ fn sessions_over_ssh() {
     let listed = String::from_utf8_lossy(&listed.stdout);
     assert!(listed.contains("far") && listed.contains("bg"), "{listed}");
 
+    // The audit log says these came over ssh, and from where.
+    let audit = std::fs::read_to_string(w.state_dir().join("audit.log")).expect("audit.log");
+    assert!(
+        audit
+            .lines()
+            .any(|l| l.contains("\"command\"") && l.contains("ssh from 127.0.0.1 port")),
+        "{audit}"
+    );
+
     // An ad hoc command over ssh, its temporary session removed afterwards.
     assert_eq!(
         w.ok(&["invoke", "--computer", &computer, "--", "echo ad-hoc"]),

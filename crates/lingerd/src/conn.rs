@@ -260,6 +260,7 @@ impl Ctx {
                 job_id,
             } => self.session(instance_id).and_then(|s| {
                 tracing::info!(session = %instance_id, job = %job_id, principal = %self.peer.principal, from = %self.peer.from, "job stopped");
+                self.audit(&s, "job_stop", serde_json::json!({ "job": job_id }));
                 s.stop_job(self.client, job_id, STOP_ESCALATE)
                     .map(|j| Reply::Jobs(j.into_iter().collect()))
             }),
@@ -269,6 +270,7 @@ impl Ctx {
             } => self.session(instance_id).and_then(|s| {
                 s.remove_job(self.client, job_id)?;
                 tracing::info!(session = %instance_id, job = %job_id, principal = %self.peer.principal, "job removed");
+                self.audit(&s, "job_remove", serde_json::json!({ "job": job_id }));
                 Ok(Reply::Jobs(Vec::new()))
             }),
             Request::Enter { instance_id } => self.enter(rid, instance_id).map(Reply::Session),
@@ -312,6 +314,11 @@ impl Ctx {
         let session = self.session(req.instance_id)?;
         session.connect(self.client, req.buffering)?;
         tracing::info!(session = %session.id(), name = %session.meta.name, principal = %self.peer.principal, from = %self.peer.from, client = %self.client, "session connected");
+        self.audit(
+            &session,
+            "connect",
+            serde_json::json!({ "client": self.client }),
+        );
         Ok(session.info(self.client))
     }
 
@@ -320,7 +327,18 @@ impl Ctx {
         session.begin_enter(self.conn, rid, self.client)?;
         self.enters_lock().insert(rid, session.clone());
         tracing::info!(session = %session.id(), name = %session.meta.name, principal = %self.peer.principal, from = %self.peer.from, "session entered");
+        self.audit(
+            &session,
+            "enter",
+            serde_json::json!({ "client": self.client }),
+        );
         Ok(session.info(self.client))
+    }
+
+    fn audit(&self, session: &Session, action: &str, detail: serde_json::Value) {
+        self.daemon
+            .audit
+            .record(&self.peer, action, session.id(), &session.meta.name, detail);
     }
 
     fn enters_lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Session>>> {
@@ -336,6 +354,11 @@ impl Ctx {
         }
         session.disconnect(self.conn, self.client, idle_timeout, req.buffering)?;
         tracing::info!(session = %session.id(), name = %session.meta.name, principal = %self.peer.principal, from = %self.peer.from, client = %self.client, "session disconnected");
+        self.audit(
+            &session,
+            "disconnect",
+            serde_json::json!({ "client": self.client, "idle_timeout_ms": req.idle_timeout_ms }),
+        );
         Ok(session.info(self.client))
     }
 
@@ -356,6 +379,11 @@ impl Ctx {
             },
         );
         tracing::info!(session = %session.id(), name = %session.meta.name, principal = %self.peer.principal, from = %self.peer.from, keep = req.keep, "receive");
+        self.audit(
+            &session,
+            "receive",
+            serde_json::json!({ "client": self.client, "keep": req.keep, "job": job }),
+        );
         let request = ReceiveRequest {
             conn: self.conn,
             rid,
@@ -405,6 +433,7 @@ impl Ctx {
                 .ok_or_else(|| self.not_found(id));
         };
         tracing::info!(session = %id, name = %session.meta.name, principal = %self.peer.principal, from = %self.peer.from, "session removed");
+        self.audit(&session, "remove", serde_json::json!({}));
         session.terminate("it was removed");
         if !session.wait_closed(REMOVE_WAIT).await {
             tracing::warn!(session = %id, "host did not exit after terminate");
@@ -435,6 +464,13 @@ impl Ctx {
         );
         let (started_tx, started_rx) = oneshot::channel();
         let me = self.clone();
+        let audited = serde_json::json!({
+            "script": req.script,
+            "args": req.args,
+            "kind": format!("{:?}", req.kind),
+            "disconnected": req.disconnected,
+        });
+        let audit_session = session.clone();
         let note_started = async move {
             if let Ok(cmd) = started_rx.await {
                 let early = me.invokes_lock().get_mut(&rid).and_then(|entry| {
@@ -447,6 +483,9 @@ impl Ctx {
                     session.interrupt(cmd, cancel_timeout);
                 }
                 tracing::info!(session = %req.instance_id, command = %cmd, principal = %me.peer.principal, from = %me.peer.from, "command");
+                let mut detail = audited;
+                detail["command"] = serde_json::json!(cmd);
+                me.audit(&audit_session, "command", detail);
             }
         };
         let run = session.invoke(

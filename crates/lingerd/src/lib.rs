@@ -2,6 +2,7 @@
 //! clients. It never runs a shell itself (that is `linger-host`'s job) and never formats
 //! anything for people (that is the CLI's).
 
+mod audit;
 pub mod config;
 mod conn;
 pub mod instance;
@@ -40,6 +41,7 @@ pub struct Daemon {
     registry: Registry,
     closed_tx: mpsc::UnboundedSender<Uuid>,
     conns: AtomicU64,
+    audit: audit::AuditLog,
     /// When each client last showed a sign of life (any message).
     clients: Mutex<HashMap<Uuid, Instant>>,
     /// Clients not heard from since this daemon started get their heartbeat timeout from
@@ -59,6 +61,7 @@ impl Daemon {
             .ok()
             .and_then(|h| h.into_string().ok())
             .unwrap_or_else(|| "localhost".into());
+        let audit = audit::AuditLog::open(&paths.audit_file());
         let daemon = Arc::new(Daemon {
             config,
             paths,
@@ -66,6 +69,7 @@ impl Daemon {
             registry: Registry::default(),
             closed_tx,
             conns: AtomicU64::new(0),
+            audit,
             clients: Mutex::new(HashMap::new()),
             started: Instant::now(),
         });
@@ -102,9 +106,22 @@ impl Daemon {
             if let Some(client) = s.attached_to() {
                 if let Some(why) = self.lapsed(client) {
                     s.client_lapsed(client, &why);
+                    self.audit.record_daemon(
+                        "disconnect",
+                        s.id(),
+                        &s.meta.name,
+                        serde_json::json!({ "reason": why, "client": client }),
+                    );
                 }
             }
-            s.expire_if_idle(now);
+            if s.expire_if_idle(now) {
+                self.audit.record_daemon(
+                    "remove",
+                    s.id(),
+                    &s.meta.name,
+                    serde_json::json!({ "reason": "idle timeout", "idle_timeout_ms": s.info(Uuid::nil()).idle_timeout_ms }),
+                );
+            }
         }
     }
 
@@ -255,6 +272,13 @@ impl Daemon {
         let session = result?;
         self.registry.insert(session.clone());
         tracing::info!(session = %session.id(), name = %req.name, principal = %peer.principal, from = %peer.from, configuration = %config_name, "session started");
+        self.audit.record(
+            peer,
+            "session_start",
+            session.id(),
+            &req.name,
+            serde_json::json!({ "configuration": config_name }),
+        );
         Ok(session)
     }
 
@@ -421,10 +445,29 @@ async fn serve_local(daemon: Arc<Daemon>, stream: UnixStream) {
         .flatten()
         .map(|u| u.name)
         .unwrap_or_else(|| format!("uid{uid}"));
-    let peer = Peer {
-        principal,
-        from: format!("local uid {uid}"),
+    // A connection bridged by `lingerd --stdio` came over ssh: say from where.
+    let via_ssh = stream
+        .peer_cred()
+        .ok()
+        .and_then(|c| c.pid())
+        .and_then(ssh_origin);
+    let from = match via_ssh {
+        Some(origin) => format!("ssh from {origin} (local uid {uid})"),
+        None => format!("local uid {uid}"),
     };
+    let peer = Peer { principal, from };
     let (r, w) = stream.into_split();
     conn::serve(daemon, r, w, peer).await;
+}
+
+/// The `SSH_CONNECTION` client address and port of a local peer process, if it runs under
+/// sshd (the ssh transport's `lingerd --stdio`). Same user, so its environment is readable.
+fn ssh_origin(pid: i32) -> Option<String> {
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+    let value = environ
+        .split(|&b| b == 0)
+        .find_map(|kv| kv.strip_prefix(b"SSH_CONNECTION="))?;
+    let text = String::from_utf8_lossy(value);
+    let mut fields = text.split_whitespace();
+    Some(format!("{} port {}", fields.next()?, fields.next()?))
 }

@@ -53,6 +53,11 @@ impl DaemonPaths {
     pub fn log_file(&self) -> PathBuf {
         self.state_dir.join("lingerd.log")
     }
+
+    /// Who did what to which session (see `audit.rs`).
+    pub fn audit_file(&self) -> PathBuf {
+        self.state_dir.join("audit.log")
+    }
 }
 
 /// Creates `dir` (and parents) readable by its owner only. An existing directory is left as
