@@ -321,3 +321,56 @@ async fn api_disconnect_connect_receive() {
     assert_eq!(info.output_buffering_mode, linger::BufferingMode::Drop);
     assert!(info.expires_at_ms.is_some());
 }
+
+/// Connections that never introduce themselves are bounded in number: past the limit the
+/// daemon closes new ones at once (and says so in its log); once they go, clients are served
+/// again, and sessions were never touched.
+#[tokio::test]
+async fn silent_connections_are_bounded() {
+    let mut w = World::new();
+    w.start_daemon();
+    let client = w.client("homeA");
+    let s = client
+        .new_session("localhost", &NewOptions::default())
+        .await
+        .expect("new");
+    let mut silent = Vec::new();
+    for _ in 0..lingerd::MAX_HANDSHAKING {
+        silent.push(
+            tokio::net::UnixStream::connect(w.socket())
+                .await
+                .expect("connect"),
+        );
+    }
+    common::eventually("the refusal to be logged", || {
+        // Each attempt past the limit is closed at once: reading sees the end.
+        let mut extra = std::os::unix::net::UnixStream::connect(w.socket()).expect("connect");
+        let mut b = [0u8; 1];
+        std::io::Read::read(&mut extra, &mut b).ok() == Some(0)
+            && w.daemon_log()
+                .contains("others have not finished their handshake")
+    });
+    drop(silent);
+    // Served again once the daemon has seen them go: a fresh client (its own connection)
+    // runs a command in the old session.
+    let mut served = None;
+    for _ in 0..3000 {
+        let again = w.client("homeA");
+        if let Ok(stream) = again
+            .invoke(&s.entry, "echo still-here", &InvokeOptions::default())
+            .await
+        {
+            served = Some((again, stream));
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let (_again, mut stream) = served.expect("served again after the silent connections left");
+    let mut out = Vec::new();
+    while let Some(ev) = stream.next().await.expect("stream") {
+        if let Event::Output { data, .. } = ev {
+            out.extend_from_slice(&data);
+        }
+    }
+    assert_eq!(out, b"still-here\n");
+}

@@ -87,13 +87,20 @@ impl Connection {
                     reason: error.message,
                 })
             }
-            Ok(Some(_)) | Err(_) => {
+            Ok(Some(_)) => {
                 return Err(Error::Protocol {
                     computer: computer.to_string(),
                     reason: "unexpected answer to Hello".into(),
                 })
             }
-            Ok(None) => return Err(lost()),
+            Err(e) if e.is_malformed() => {
+                return Err(Error::Protocol {
+                    computer: computer.to_string(),
+                    reason: format!("its answer to Hello is malformed: {e}"),
+                })
+            }
+            // Closed or reset before answering (a daemon refusing at its limit, or dying).
+            Ok(None) | Err(_) => return Err(lost()),
         };
         if welcome.protocol_version != PROTOCOL_VERSION {
             return Err(Error::Protocol {

@@ -61,8 +61,14 @@ struct Ctx {
     gone: tokio::sync::watch::Sender<bool>,
 }
 
-pub async fn serve<R, W>(daemon: Arc<Daemon>, r: R, w: W, peer: Peer)
-where
+/// Serves one connection. `handshaking` is held until the client has introduced itself.
+pub async fn serve<R, W>(
+    daemon: Arc<Daemon>,
+    r: R,
+    w: W,
+    peer: Peer,
+    handshaking: tokio::sync::OwnedSemaphorePermit,
+) where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
 {
@@ -91,6 +97,7 @@ where
     if writer.write(&welcome).await.is_err() {
         return;
     }
+    drop(handshaking);
     let conn = daemon.next_conn();
     daemon.saw(hello.client_id);
     tracing::debug!(conn, principal = %peer.principal, from = %peer.from, client = %hello.client_id, program = %hello.client_name, "client connected");

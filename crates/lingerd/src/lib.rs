@@ -31,6 +31,8 @@ use session::Session;
 
 /// Longest session name accepted.
 const MAX_NAME_LEN: usize = 64;
+/// Most connections that may be in their handshake at once; more are refused at accept.
+pub const MAX_HANDSHAKING: usize = 64;
 /// How often attachments and idle timeouts are checked.
 const SWEEP_EVERY: Duration = Duration::from_millis(250);
 
@@ -42,6 +44,8 @@ pub struct Daemon {
     closed_tx: mpsc::UnboundedSender<Uuid>,
     conns: AtomicU64,
     audit: audit::AuditLog,
+    /// Permits for connections still in their handshake.
+    handshaking: Arc<tokio::sync::Semaphore>,
     /// When each client last showed a sign of life (any message).
     clients: Mutex<HashMap<Uuid, Instant>>,
     /// Clients not heard from since this daemon started get their heartbeat timeout from
@@ -70,6 +74,7 @@ impl Daemon {
             closed_tx,
             conns: AtomicU64::new(0),
             audit,
+            handshaking: Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKING)),
             clients: Mutex::new(HashMap::new()),
             started: Instant::now(),
         });
@@ -405,8 +410,17 @@ pub async fn serve_unix(
             _ = &mut shutdown => return,
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
+                    // As sshd's MaxStartups: connections that have not introduced themselves
+                    // are bounded in number (and, by the Hello timeout, in time).
+                    let Ok(permit) = daemon.handshaking.clone().try_acquire_owned() else {
+                        tracing::warn!(
+                            "refusing a connection: {MAX_HANDSHAKING} others have not finished their handshake"
+                        );
+                        drop(stream);
+                        continue;
+                    };
                     let daemon = daemon.clone();
-                    tokio::spawn(async move { serve_local(daemon, stream).await });
+                    tokio::spawn(async move { serve_local(daemon, stream, permit).await });
                 }
                 Err(e) => {
                     tracing::error!("accept failed: {e}");
@@ -417,7 +431,11 @@ pub async fn serve_unix(
     }
 }
 
-async fn serve_local(daemon: Arc<Daemon>, stream: UnixStream) {
+async fn serve_local(
+    daemon: Arc<Daemon>,
+    stream: UnixStream,
+    handshaking: tokio::sync::OwnedSemaphorePermit,
+) {
     let me = nix::unistd::geteuid().as_raw();
     let uid = match stream.peer_cred() {
         Ok(c) => c.uid(),
@@ -457,7 +475,7 @@ async fn serve_local(daemon: Arc<Daemon>, stream: UnixStream) {
     };
     let peer = Peer { principal, from };
     let (r, w) = stream.into_split();
-    conn::serve(daemon, r, w, peer).await;
+    conn::serve(daemon, r, w, peer, handshaking).await;
 }
 
 /// The `SSH_CONNECTION` client address and port of a local peer process, if it runs under
