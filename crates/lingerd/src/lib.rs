@@ -397,6 +397,21 @@ fn validate_name(name: &str) -> Result<(), ErrorBody> {
     Ok(())
 }
 
+impl Daemon {
+    /// Serves one already-established connection whose peer the transport authenticated as
+    /// `peer` (used by transports and by the fuzzer). Waits for a handshake slot.
+    pub async fn serve_connection<R, W>(self: &Arc<Self>, r: R, w: W, peer: Peer)
+    where
+        R: tokio::io::AsyncRead + Unpin + Send + 'static,
+        W: tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let Ok(permit) = self.handshaking.clone().acquire_owned().await else {
+            return;
+        };
+        conn::serve(self.clone(), r, w, peer, permit).await;
+    }
+}
+
 /// Serves clients on the daemon's Unix socket until `shutdown` completes. Only the daemon's
 /// own user may connect (checked with SO_PEERCRED).
 pub async fn serve_unix(
