@@ -195,9 +195,13 @@ pub struct SessionFlags {
 
 #[derive(Args)]
 pub struct NewArgs {
-    /// Computers to create sessions on (`localhost` or `.` for this machine).
-    #[arg(required = true, value_name = "COMPUTER")]
+    /// Computers to create sessions on (`localhost` or `.`, `ssh://[user@]host[:port]`;
+    /// comma lists and @FILE accepted).
+    #[arg(required = true, value_name = "COMPUTER", value_delimiter = ',')]
     pub computers: Vec<String>,
+    /// At most this many computers at once.
+    #[arg(long, value_name = "N", default_value_t = 32)]
+    pub throttle: usize,
     #[command(flatten)]
     pub session: SessionFlags,
 }

@@ -405,3 +405,31 @@ fn a_corrupt_registry_is_one_clear_error() {
     );
     assert_eq!(err.lines().count(), 1);
 }
+
+/// `new` on several computers (a comma list and @FILE): one computer's failure is reported
+/// on its own line without stopping the others, then a summary; the exit code is the
+/// failure's.
+#[test]
+fn new_on_several_computers_reports_each_failure() {
+    let w = World::new();
+    let list = w.path("computers.txt");
+    std::fs::write(&list, "# a comment\nlocalhost\n\nnosuch.invalid\n").expect("list");
+    let o = w.run(&[
+        "new",
+        "localhost,.",
+        &format!("@{}", list.display()),
+        "--throttle",
+        "2",
+    ]);
+    assert_eq!(o.status.code(), Some(6), "{}", stderr(&o));
+    let table = stdout(&o);
+    assert_eq!(table.matches("localhost").count(), 3, "{table}");
+    let err = stderr(&o);
+    assert!(err.contains("[nosuch.invalid]"), "{err}");
+    assert!(
+        err.contains("1 of 4 computers failed: nosuch.invalid"),
+        "{err}"
+    );
+    let o = w.run(&["new", "localhost", "--throttle", "0"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+}

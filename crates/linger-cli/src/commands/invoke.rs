@@ -10,6 +10,7 @@ use tokio::sync::{watch, Mutex, Semaphore};
 use super::{expand_computers, new_options, parse_duration};
 use crate::cli::InvokeArgs;
 use crate::output::print_sessions;
+use crate::progress::Progress;
 use crate::report::{self, usage, usage_hint};
 use crate::sink::{Mode, Sink};
 
@@ -61,8 +62,9 @@ pub async fn run(client: &Client, args: InvokeArgs, json: bool) -> Result<i32> {
     let out = Arc::new(Mutex::new(tokio::io::stdout()));
     let err = Arc::new(Mutex::new(tokio::io::stderr()));
     let throttle = Arc::new(Semaphore::new(args.throttle));
+    let progress = Progress::beside_output("running", targets.len());
     let runs = targets.into_iter().map(|target| {
-        let (script, opts, new_opts) = (&script, &opts, &new_opts);
+        let (script, opts, new_opts, progress) = (&script, &opts, &new_opts, &progress);
         let (out, err, throttle, cancel) = (
             out.clone(),
             err.clone(),
@@ -73,10 +75,12 @@ pub async fn run(client: &Client, args: InvokeArgs, json: bool) -> Result<i32> {
             let _permit = throttle.acquire().await;
             let mut sink = Sink::new(mode, target.label.clone(), out, err);
             let result = run_one(client, &target, script, opts, new_opts, &mut sink, cancel).await;
+            progress.done(matches!(result, Ok(0)));
             (target.label, result)
         }
     });
     let results = futures_util::future::join_all(runs).await;
+    progress.finish();
 
     if results.len() == 1 {
         let (_, result) = results.into_iter().next().context("no target ran")?;

@@ -1,29 +1,62 @@
+//! `linger new`: one session per computer, up to `--throttle` at once; a failure on one
+//! computer is reported without stopping the others.
+
+use std::sync::Arc;
+
 use anyhow::Result;
 use linger::Client;
+use tokio::sync::Semaphore;
 
 use super::{expand_computers, new_options};
 use crate::cli::NewArgs;
 use crate::output::print_sessions;
-use crate::report;
+use crate::progress::Progress;
+use crate::report::{self, usage};
 
 pub async fn run(client: &Client, args: NewArgs, json: bool) -> Result<i32> {
     let opts = new_options(client, &args.session)?;
+    if args.throttle == 0 {
+        return Err(usage("--throttle must be at least 1"));
+    }
     let computers = expand_computers(&args.computers)?;
+    let throttle = Arc::new(Semaphore::new(args.throttle));
+    let progress = Progress::new("creating sessions", computers.len());
+    let runs = computers.iter().map(|computer| {
+        let (throttle, opts, progress) = (throttle.clone(), &opts, &progress);
+        async move {
+            let _permit = throttle.acquire().await;
+            let result = client.new_session(computer, opts).await;
+            progress.done(result.is_ok());
+            (computer, result)
+        }
+    });
+    let results = futures_util::future::join_all(runs).await;
+    progress.finish();
     let mut views = Vec::new();
+    let mut failures = Vec::new();
     let mut first_error: Option<anyhow::Error> = None;
-    for computer in &computers {
-        match client.new_session(computer, &opts).await {
+    for (computer, result) in results {
+        match result {
             Ok(v) => views.push(v),
             Err(e) => {
                 let e = anyhow::Error::new(e);
                 if computers.len() > 1 {
                     eprintln!("linger: error: [{computer}] {}", report::line(&e));
+                    failures.push(computer.clone());
                 }
                 first_error.get_or_insert(e);
             }
         }
     }
     print_sessions(&views, json);
+    if !failures.is_empty() {
+        eprintln!(
+            "linger: {} of {} computers failed: {}",
+            failures.len(),
+            computers.len(),
+            failures.join(", ")
+        );
+    }
     match first_error {
         None => Ok(0),
         Some(e) if computers.len() == 1 => Err(e),
