@@ -4,112 +4,13 @@
 
 mod common;
 
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-
-use common::{eventually, lingerd_bin, World};
-
-const SSHD: &str = "/usr/sbin/sshd";
-
-/// A private sshd on a free loopback port, with its own host key and one authorized client
-/// key; killed (by pid) when dropped.
-struct Sshd {
-    child: Child,
-    port: u16,
-    client_key: PathBuf,
-    known_hosts: PathBuf,
-}
-
-fn run(cmd: &mut Command) {
-    let out = cmd.output().expect("run a helper program");
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-impl Sshd {
-    fn start(dir: &Path) -> Sshd {
-        assert!(
-            Path::new(SSHD).is_file(),
-            "{SSHD} is missing: install Debian's openssh-server (.ci/run does)"
-        );
-        // Privilege separation wants this directory (it exists when sshd is installed as a
-        // service; a container may lack it).
-        let _ = std::fs::create_dir_all("/run/sshd");
-        let dir = dir.join("sshd");
-        std::fs::create_dir_all(&dir).expect("sshd dir");
-        let host_key = dir.join("host_key");
-        let client_key = dir.join("client_key");
-        for key in [&host_key, &client_key] {
-            run(Command::new("ssh-keygen")
-                .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-                .arg(key));
-        }
-        let authorized = dir.join("authorized_keys");
-        std::fs::copy(client_key.with_extension("pub"), &authorized).expect("authorized_keys");
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let config = dir.join("sshd_config");
-        std::fs::write(
-            &config,
-            format!(
-                "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nAuthorizedKeysFile {}\n\
-                 PidFile {}\nUsePAM no\nStrictModes no\nPermitRootLogin yes\n\
-                 PasswordAuthentication no\nKbdInteractiveAuthentication no\n",
-                host_key.display(),
-                authorized.display(),
-                dir.join("sshd.pid").display()
-            ),
-        )
-        .expect("sshd_config");
-        let child = Command::new(SSHD)
-            .args(["-D", "-e", "-f"])
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("sshd.log")).expect("sshd log"))
-            .spawn()
-            .expect("start sshd");
-        eventually("sshd to listen", || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
-        Sshd {
-            child,
-            port,
-            client_key,
-            known_hosts: dir.join("known_hosts"),
-        }
-    }
-}
-
-impl Drop for Sshd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn user() -> String {
-    nix::unistd::User::from_uid(nix::unistd::getuid())
-        .ok()
-        .flatten()
-        .map(|u| u.name)
-        .expect("the current user's name")
-}
+use common::sshd::{ssh_command, user, Sshd};
+use common::{lingerd_bin, World};
 
 /// Client options that reach the test's sshd with the test's key, and a remote command that
 /// bridges to the test's daemon (sshd gives the remote command a clean environment).
 fn write_options(w: &World, sshd: &Sshd, home: &str) {
-    let ssh_command = format!(
-        "ssh -F /dev/null -i {} -o UserKnownHostsFile={} -o StrictHostKeyChecking=accept-new -o BatchMode=yes -o LogLevel=ERROR",
-        sshd.client_key.display(),
-        sshd.known_hosts.display()
-    );
+    let ssh_command = ssh_command(sshd);
     let remote = format!(
         "env XDG_RUNTIME_DIR={} XDG_STATE_HOME={} XDG_CONFIG_HOME={} HOME={} LINGERD={} {} --stdio",
         w.path("run").display(),
