@@ -11,15 +11,6 @@ mod sink;
 use clap::Parser;
 
 fn main() {
-    // Like other Unix filters, end quietly when the reader of our output goes away
-    // (`linger get | head -1`).
-    // SAFETY: setting a signal disposition before any thread exists.
-    let _ = unsafe {
-        nix::sys::signal::signal(
-            nix::sys::signal::Signal::SIGPIPE,
-            nix::sys::signal::SigHandler::SigDfl,
-        )
-    };
     let cli = cli::Cli::parse();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -36,7 +27,7 @@ fn main() {
         match commands::run(cli).await {
             Ok(code) => {
                 if json {
-                    println!("{}", serde_json::json!({ "exit_code": code }));
+                    report::out(&format!("{}\n", serde_json::json!({ "exit_code": code })));
                 }
                 code
             }

@@ -3,6 +3,8 @@
 use linger::{JobKind, JobView, JobViewState, SessionView, State};
 use serde_json::{json, Value};
 
+use crate::report::out;
+
 fn rfc3339(ms: i64) -> String {
     let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
     humantime::format_rfc3339_seconds(t).to_string()
@@ -136,10 +138,10 @@ pub fn job_json(v: &JobView) -> Value {
 pub fn print_jobs(views: &[JobView], json: bool) {
     if json {
         for v in views {
-            println!("{}", job_json(v));
+            out(&format!("{}\n", job_json(v)));
         }
     } else if !views.is_empty() {
-        print!("\n{}\n", job_table(views));
+        out(&format!("\n{}\n", job_table(views)));
     }
 }
 
@@ -192,10 +194,10 @@ fn render(headers: &[&str], rows: &[Vec<String>], min: &[usize], right: &[bool])
 pub fn print_sessions(views: &[SessionView], json: bool) {
     if json {
         for v in views {
-            println!("{}", session_json(v));
+            out(&format!("{}\n", session_json(v)));
         }
     } else if !views.is_empty() {
-        print!("\n{}\n", session_table(views));
+        out(&format!("\n{}\n", session_table(views)));
     }
 }
 

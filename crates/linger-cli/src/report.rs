@@ -59,15 +59,15 @@ pub fn line(e: &anyhow::Error) -> String {
 pub fn error(e: &anyhow::Error, json: bool) -> i32 {
     let (kind, hint) = classify(e);
     if json {
-        println!(
-            "{}",
+        out(&format!(
+            "{}\n",
             serde_json::json!({ "error": {
                 "kind": kind.as_str(),
                 "message": format!("{e:#}").replace('\n', " "),
                 "hint": hint,
                 "exit_code": kind.exit_code(),
             }})
-        );
+        ));
     } else {
         eprintln!("linger: error: {}", line(e));
     }
@@ -76,4 +76,25 @@ pub fn error(e: &anyhow::Error, json: bool) -> i32 {
 
 pub fn kind_of(e: &anyhow::Error) -> Kind {
     classify(e).0
+}
+
+/// Writes `text` to standard output. A reader that went away (`linger get | head -1`) ends
+/// the process quietly, as SIGPIPE would; SIGPIPE itself stays ignored, because a dead ssh
+/// transport must be an error the client can recover from, not a signal that kills it.
+pub fn out(text: &str) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        quit_on_closed_stdout(&e);
+    }
+}
+
+/// Ends the process quietly if `e` says standard output's reader is gone.
+pub fn quit_on_closed_stdout(e: &std::io::Error) {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(141);
+    }
 }

@@ -133,9 +133,13 @@ impl Sink {
 }
 
 async fn put<W: AsyncWrite + Unpin>(w: &mut W, bytes: &[u8]) -> Result<()> {
-    w.write_all(bytes)
-        .await
-        .context("cannot write the output")?;
-    w.flush().await.context("cannot write the output")?;
-    Ok(())
+    let written = match w.write_all(bytes).await {
+        Ok(()) => w.flush().await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = &written {
+        // Whoever read our output went away (`| head`): end quietly, as SIGPIPE would.
+        crate::report::quit_on_closed_stdout(e);
+    }
+    written.context("cannot write the output")
 }

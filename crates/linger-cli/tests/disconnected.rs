@@ -534,7 +534,10 @@ fn idle_timeout_reclaims_unattached_sessions() {
         "{j}"
     );
     assert_eq!(j["idle_timeout_s"], 2);
-    eventually("the sleeper to start", || pidfile.exists());
+    // The file exists before the shell has written the pid into it: wait for a number.
+    eventually("the sleeper to start", || {
+        std::fs::read_to_string(&pidfile).is_ok_and(|t| t.trim().parse::<i32>().is_ok())
+    });
     let sleeper: i32 = std::fs::read_to_string(&pidfile)
         .expect("pid")
         .trim()
@@ -1009,4 +1012,60 @@ fn the_audit_log_records_who_did_what() {
         .expect("the expiry record");
     assert_eq!(expiry["principal"], "lingerd");
     assert_eq!(expiry["detail"]["reason"], "idle timeout");
+}
+
+/// Robust sessions: the daemon dies under a streaming command; the client says so, dials
+/// again (a new daemon starts and re-adopts the host) and resumes from the last output it
+/// acknowledged: every line arrives once, in order, with the command's status.
+#[test]
+fn a_stream_survives_its_connection_breaking() {
+    let w = World::new();
+    ok_as(&w, "homeA", &["new", "localhost", "--name", "rb"]);
+    let script = "for wave in 1 2 3; do while [ ! -e \"$HOME/wave$wave\" ]; do sleep 0.01; done; \
+                  for i in $(seq 1 300); do echo w$wave-$i; done; done; exit 4";
+    let mut child = w
+        .linger_as("homeA", &["invoke", "rb", "--", script])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("invoke");
+    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut got = String::new();
+    for wave in 1..=3 {
+        std::fs::write(w.dir.path().join(format!("wave{wave}")), "").expect("wave file");
+        let last = format!("w{wave}-300\n");
+        while !got.ends_with(&last) {
+            let mut line = String::new();
+            assert!(
+                out.read_line(&mut line).expect("a line") > 0,
+                "output ended early: {got}"
+            );
+            got.push_str(&line);
+        }
+        if wave < 3 {
+            let daemon = w.daemon_pid().expect("daemon");
+            kill(daemon, Signal::SIGKILL);
+            eventually("the daemon to die", || !alive(daemon));
+        }
+    }
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).expect("rest");
+    got.push_str(&rest);
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut err)
+        .expect("stderr");
+    assert_eq!(child.wait().expect("invoke ends").code(), Some(4), "{err}");
+    let expected: String = (1..=3)
+        .flat_map(|wave| (1..=300).map(move |i| format!("w{wave}-{i}\n")))
+        .collect();
+    assert!(got == expected, "lines lost or repeated; stderr: {err}");
+    assert_eq!(err.matches("reconnecting").count(), 2, "{err}");
+    assert_eq!(err.matches("reconnected").count(), 2, "{err}");
+    // The session is still this client's, and idle.
+    let j = session_json(&w, "homeA", "rb");
+    assert_eq!(
+        (j["state"].as_str(), j["availability"].as_str()),
+        (Some("Opened"), Some("Available")),
+        "{j}"
+    );
 }

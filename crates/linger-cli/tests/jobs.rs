@@ -271,7 +271,10 @@ fn background_jobs_in_a_session() {
     let script = format!("sleep 600 & echo $! > {}; wait", pidfile.display());
     let t = ok_as(&w, "homeB", &["job", "start", "bg", "--", &script]);
     let stop_id = job_rows(&t)[0][0].clone();
-    eventually("the sleeper to start", || pidfile.exists());
+    // The file exists before the shell has written the pid into it: wait for a number.
+    eventually("the sleeper to start", || {
+        std::fs::read_to_string(&pidfile).is_ok_and(|t| t.trim().parse::<i32>().is_ok())
+    });
     let sleeper: i32 = std::fs::read_to_string(&pidfile)
         .expect("pid")
         .trim()

@@ -5,6 +5,9 @@
 mod common;
 
 use common::sshd::{ssh_command, user, Sshd};
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+
 use common::{lingerd_bin, World};
 
 /// Client options that reach the test's sshd with the test's key, and a remote command that
@@ -106,6 +109,56 @@ fn sessions_over_ssh() {
         "ad-hoc\n"
     );
 
+    // The ssh connection is cut (its client killed) twice during a stream: the CLI says so,
+    // dials again through ssh, and resumes with nothing lost or repeated.
+    let script = "for wave in 1 2 3; do while [ ! -e \"$HOME/wave$wave\" ]; do sleep 0.01; done; \
+                  for i in $(seq 1 300); do echo w$wave-$i; done; done";
+    let mut child = w
+        .linger(&["invoke", "far", "--", script])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("invoke over ssh");
+    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut got = String::new();
+    for wave in 1..=3 {
+        std::fs::write(w.dir.path().join(format!("wave{wave}")), "").expect("wave file");
+        let last = format!("w{wave}-300\n");
+        while !got.ends_with(&last) {
+            let mut line = String::new();
+            if out.read_line(&mut line).expect("a line") == 0 {
+                let mut err = String::new();
+                let _ = std::io::Read::read_to_string(
+                    &mut child.stderr.take().expect("stderr"),
+                    &mut err,
+                );
+                panic!(
+                    "output ended after {} lines; stderr: {err}",
+                    got.lines().count()
+                );
+            }
+            got.push_str(&line);
+        }
+        if wave < 3 {
+            let ssh = ssh_children(child.id())
+                .pop()
+                .expect("the ssh client of the invoke");
+            common::kill(ssh, nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).expect("rest");
+    got.push_str(&rest);
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut err)
+        .expect("stderr");
+    assert!(child.wait().expect("invoke ends").success(), "{err}");
+    let expected: String = (1..=3)
+        .flat_map(|wave| (1..=300).map(move |i| format!("w{wave}-{i}\n")))
+        .collect();
+    assert!(got == expected, "lines lost or repeated; stderr: {err}");
+    assert_eq!(err.matches("reconnected").count(), 2, "{err}");
+
     // A port nobody serves: one clear line, exit 6.
     let dead = format!("ssh://{}@127.0.0.1:1", user());
     let o = w.run(&["new", &dead]);
@@ -114,4 +167,17 @@ fn sessions_over_ssh() {
     let ours: Vec<&str> = err.lines().filter(|l| l.starts_with("linger:")).collect();
     assert_eq!(ours.len(), 1, "{err}");
     assert!(ours[0].contains("ssh could not connect"), "{err}");
+}
+
+/// The `ssh` processes `pid` started, oldest first.
+fn ssh_children(pid: u32) -> Vec<i32> {
+    let children =
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    children
+        .split_whitespace()
+        .filter_map(|c| c.parse::<i32>().ok())
+        .filter(|c| {
+            std::fs::read_to_string(format!("/proc/{c}/comm")).is_ok_and(|n| n.trim() == "ssh")
+        })
+        .collect()
 }

@@ -12,7 +12,7 @@ use tokio::sync::Mutex;
 use uuid::Uuid;
 
 use crate::autostart;
-use crate::connection::{CommandStream, Connection, EnterGuard};
+use crate::connection::{CommandStream, Connection, EnterGuard, Resume};
 use crate::error::{Error, Result};
 use crate::home::ClientHome;
 use crate::options::Options;
@@ -297,6 +297,59 @@ impl Target {
     }
 }
 
+/// Opens connections to one computer: the transport, the handshake. Cheap to clone; a
+/// command stream keeps one to resume after its connection broke.
+#[derive(Debug, Clone)]
+pub struct Dialer {
+    computer: String,
+    local_socket: Option<std::path::PathBuf>,
+    options: Options,
+    client_id: Uuid,
+}
+
+impl Dialer {
+    pub fn computer(&self) -> String {
+        display_computer(&self.computer)
+    }
+
+    pub fn options(&self) -> &Options {
+        &self.options
+    }
+
+    /// A new connection (never a cached one).
+    pub async fn dial(&self) -> Result<Connection> {
+        let key = display_computer(&self.computer);
+        match Target::parse(&self.computer)? {
+            Target::Local => {
+                let socket = self
+                    .local_socket
+                    .clone()
+                    .unwrap_or_else(linger_proto::local::default_socket);
+                let stream = autostart::connect_or_start(&socket).await?;
+                let (r, w) = stream.into_split();
+                Connection::handshake(&key, r, w, self.client_id).await
+            }
+            Target::Ssh(target) => {
+                let mut child = ssh::spawn(&target, &self.options, &key)?;
+                let (Some(stdout), Some(stdin)) = (child.stdout.take(), child.stdin.take()) else {
+                    return Err(ssh::failure(child, &key, &self.options).await);
+                };
+                match Connection::handshake(&key, stdout, stdin, self.client_id).await {
+                    Ok(conn) => {
+                        // The connection lives as long as ssh does.
+                        conn.hold(child);
+                        Ok(conn)
+                    }
+                    Err(Error::ConnectionLost { .. }) => {
+                        Err(ssh::failure(child, &key, &self.options).await)
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+        }
+    }
+}
+
 /// The name a computer is shown and stored under.
 pub fn display_computer(computer: &str) -> String {
     if computer == "." {
@@ -365,36 +418,19 @@ impl Client {
         if let Some(c) = conns.get(&key) {
             return Ok(c.clone());
         }
-        let conn = match Target::parse(computer)? {
-            Target::Local => {
-                let socket = self
-                    .local_socket
-                    .clone()
-                    .unwrap_or_else(linger_proto::local::default_socket);
-                let stream = autostart::connect_or_start(&socket).await?;
-                let (r, w) = stream.into_split();
-                Connection::handshake(&key, r, w, self.id).await?
-            }
-            Target::Ssh(target) => {
-                let mut child = ssh::spawn(&target, &self.options, &key)?;
-                let (Some(stdout), Some(stdin)) = (child.stdout.take(), child.stdin.take()) else {
-                    return Err(ssh::failure(child, &key, &self.options).await);
-                };
-                match Connection::handshake(&key, stdout, stdin, self.id).await {
-                    Ok(conn) => {
-                        // The connection lives as long as ssh does.
-                        conn.hold(child);
-                        conn
-                    }
-                    Err(Error::ConnectionLost { .. }) => {
-                        return Err(ssh::failure(child, &key, &self.options).await)
-                    }
-                    Err(e) => return Err(e),
-                }
-            }
-        };
+        let conn = self.dialer(computer).dial().await?;
         conns.insert(key, conn.clone());
         Ok(conn)
+    }
+
+    /// What it takes to open a new connection to `computer` (again, after one broke).
+    pub fn dialer(&self, computer: &str) -> Dialer {
+        Dialer {
+            computer: computer.to_string(),
+            local_socket: self.local_socket.clone(),
+            options: self.options.clone(),
+            client_id: self.id,
+        }
     }
 
     /// Sessions of this client matching any of `selectors` (all of them if none).
@@ -627,11 +663,25 @@ impl Client {
         // Not `open_session_conn`: a session whose shell exited shows Closed yet may still
         // hold output to deliver; the server knows.
         let conn = self.connect(&entry.computer_name).await?;
-        conn.receive(Receive {
+        let mut stream = conn.receive(Receive {
             instance_id: entry.instance_id,
             keep: opts.keep,
             buffering: opts.buffering,
-        })
+        })?;
+        if !opts.keep {
+            stream.resume_with(self.resume_for(entry, None));
+        }
+        Ok(stream)
+    }
+
+    /// How a stream of `entry`'s output picks up after a broken connection.
+    fn resume_for(&self, entry: &Entry, job: Option<Uuid>) -> Resume {
+        Resume {
+            dialer: self.dialer(&entry.computer_name),
+            instance_id: entry.instance_id,
+            job,
+            window: self.options.reconnect_window,
+        }
     }
 
     /// Runs `script` in a session; output and the status arrive through the stream.
@@ -657,9 +707,11 @@ impl Client {
                 },
             })
             .await;
-        let stream = self.note_closed(entry, result)?;
+        let mut stream = self.note_closed(entry, result)?;
         if let Some(job_id) = stream.job_id() {
             self.remember_job(entry, job_id, JobKind::Remote, script)?;
+        } else if !opts.disconnected {
+            stream.resume_with(self.resume_for(entry, None));
         }
         Ok(stream)
     }
@@ -791,7 +843,13 @@ impl Client {
     pub async fn receive_job(&self, job: &JobEntry, keep: bool) -> Result<CommandStream> {
         let entry = self.session_of(job)?;
         let conn = self.connect(&entry.computer_name).await?;
-        conn.receive_job(entry.instance_id, job.job_id, keep)
+        let mut stream = conn.receive_job(entry.instance_id, job.job_id, keep)?;
+        if !keep {
+            // The output job stands for the session's own output.
+            let channel = (job.kind == JobKind::Background).then_some(job.job_id);
+            stream.resume_with(self.resume_for(&entry, channel));
+        }
+        Ok(stream)
     }
 
     pub async fn stop_job(&self, job: &JobEntry) -> Result<()> {

@@ -20,6 +20,18 @@ use uuid::Uuid;
 
 use crate::error::{Error, Result};
 
+/// After a broken connection, how long between attempts to dial again.
+const RETRY_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+fn humantime_short(d: std::time::Duration) -> String {
+    let secs = d.as_secs();
+    if secs >= 60 && secs.is_multiple_of(60) {
+        format!("{}m", secs / 60)
+    } else {
+        format!("{secs}s")
+    }
+}
+
 /// Acknowledge output at least every this many bytes.
 const ACK_EVERY: usize = 128 * 1024;
 
@@ -335,6 +347,10 @@ impl Connection {
             unacked_bytes: 0,
             last_seq: 0,
             done: false,
+            resume: None,
+            resumed: false,
+            pending_finish: None,
+            on_notice: None,
         })
     }
 
@@ -377,6 +393,10 @@ impl Connection {
             summary: None,
             unacked_bytes: 0,
             last_seq: 0,
+            resume: None,
+            resumed: false,
+            pending_finish: None,
+            on_notice: None,
         })
     }
 }
@@ -498,9 +518,114 @@ pub struct CommandStream {
     unacked_bytes: usize,
     last_seq: u64,
     done: bool,
+    /// How to pick up again after the connection broke (None: give up at once).
+    resume: Option<Resume>,
+    /// The stream now runs on a `Receive` made after a reconnect: entries up to `last_seq`
+    /// come again and are skipped, and the command's end is returned once the receive has
+    /// ended too (so the session stays attached here).
+    resumed: bool,
+    pending_finish: Option<Event>,
+    on_notice: Option<Notice>,
+}
+
+/// Where a stream says that its connection broke and came back.
+type Notice = Box<dyn Fn(&str) + Send>;
+
+/// How a stream picks up again after its connection broke (SPEC §6, robust sessions): dial
+/// again once a second for up to `window`, then receive from the last entry acknowledged.
+#[derive(Clone)]
+pub struct Resume {
+    pub dialer: crate::client::Dialer,
+    pub instance_id: Uuid,
+    /// A background job's output instead of the session's.
+    pub job: Option<Uuid>,
+    pub window: std::time::Duration,
 }
 
 impl CommandStream {
+    /// Makes the stream pick up again after a broken connection.
+    pub fn resume_with(&mut self, resume: Resume) {
+        self.resume = Some(resume);
+    }
+
+    /// Where to say that the connection broke and is being re-established (default: the
+    /// log).
+    pub fn on_notice(&mut self, f: impl Fn(&str) + Send + 'static) {
+        self.on_notice = Some(Box::new(f));
+    }
+
+    fn notice(&self, text: &str) {
+        match &self.on_notice {
+            Some(f) => f(text),
+            None => tracing::warn!("{text}"),
+        }
+    }
+
+    /// Dials again and continues with a `Receive` from the last acknowledged entry.
+    async fn reconnect(&mut self, r: &Resume) -> Result<()> {
+        let lost = self.conn.lost();
+        let computer = r.dialer.computer();
+        self.notice(&format!(
+            "{lost}; reconnecting (for up to {})",
+            humantime_short(r.window)
+        ));
+        let deadline = tokio::time::Instant::now() + r.window;
+        loop {
+            match self.try_resume(r).await {
+                Ok(()) => {
+                    self.notice(&format!(
+                        "reconnected to {computer}; resuming from the last output received"
+                    ));
+                    return Ok(());
+                }
+                Err(e) if tokio::time::Instant::now() + RETRY_EVERY > deadline => {
+                    self.done = true;
+                    return Err(Error::GaveUp {
+                        computer,
+                        reason: e.to_string(),
+                    });
+                }
+                Err(_) => tokio::time::sleep(RETRY_EVERY).await,
+            }
+        }
+    }
+
+    async fn try_resume(&mut self, r: &Resume) -> Result<()> {
+        let conn = r.dialer.dial().await?;
+        let request = match r.job {
+            None => Request::Receive(Receive {
+                instance_id: r.instance_id,
+                keep: false,
+                buffering: None,
+            }),
+            Some(job_id) => Request::ReceiveJob {
+                instance_id: r.instance_id,
+                job_id,
+                keep: false,
+            },
+        };
+        let (rid, rx) = conn.start(request)?;
+        lock(&self.conn.shared.routes).remove(&self.rid);
+        self.conn = conn;
+        self.rid = rid;
+        self.rx = rx;
+        self.resumed = true;
+        self.unacked_bytes = 0;
+        Ok(())
+    }
+
+    /// An entry a resumed stream already had: acknowledged again (so the receive can end),
+    /// not returned.
+    fn seen_before(&mut self, seq: u64) -> bool {
+        if !self.resumed || seq > self.last_seq {
+            return false;
+        }
+        self.unacked_bytes += 1;
+        if self.rx.is_empty() {
+            let _ = self.ack();
+        }
+        true
+    }
     /// The invoked command's id (nil for a receive).
     pub fn command_id(&self) -> Uuid {
         match self.until {
@@ -573,10 +698,22 @@ impl CommandStream {
         }
         loop {
             let Some(msg) = self.rx.recv().await else {
-                self.done = true;
-                return Err(self.conn.lost());
+                match self.resume.clone() {
+                    Some(r) => {
+                        self.reconnect(&r).await?;
+                        continue;
+                    }
+                    None => {
+                        self.done = true;
+                        return Err(self.conn.lost());
+                    }
+                }
             };
             match msg {
+                ServerMsg::Output { seq, .. }
+                | ServerMsg::Dropped { seq, .. }
+                | ServerMsg::Finished { seq, .. }
+                    if self.seen_before(seq) => {}
                 ServerMsg::Output {
                     seq,
                     command_id,
@@ -613,6 +750,13 @@ impl CommandStream {
                             if let Some(sent) = self.ack() {
                                 let _ = sent.await;
                             }
+                            if self.resumed {
+                                // The receive that resumed us ends once it has delivered
+                                // this: wait for that, or the session would be left
+                                // Disconnected when this connection closes.
+                                self.pending_finish = Some(Event::Finished { command_id, status });
+                                continue;
+                            }
                             self.end();
                             return Ok(Some(Event::Finished { command_id, status }));
                         }
@@ -628,7 +772,7 @@ impl CommandStream {
                 } => {
                     self.summary = Some(summary);
                     self.end();
-                    return Ok(None);
+                    return Ok(self.pending_finish.take());
                 }
                 ServerMsg::Error { error, .. } => {
                     if error.kind == linger_proto::types::ErrorKind::Detached {

@@ -55,6 +55,8 @@ pub enum Error {
     Autostart(String),
     #[error("the connection to {computer} was lost")]
     ConnectionLost { computer: String },
+    #[error("the connection to {computer} was lost and could not be re-established ({reason})")]
+    GaveUp { computer: String, reason: String },
     #[error("{computer} speaks an incompatible protocol: {reason}")]
     Protocol { computer: String, reason: String },
     #[error("no session matches '{0}' in this client")]
@@ -98,6 +100,7 @@ impl Error {
             Error::Unreachable { .. }
             | Error::Autostart(_)
             | Error::ConnectionLost { .. }
+            | Error::GaveUp { .. }
             | Error::Protocol { .. } => Kind::Connection,
             Error::NoMatch(_) | Error::NoJob(_) | Error::Closed { .. } => Kind::NotFound,
             Error::Usage(_) => Kind::Usage,
@@ -117,6 +120,9 @@ impl Error {
             Error::ConnectionLost { .. } => {
                 Some("a running command keeps running and its session is left Disconnected; `linger receive` gets its output".into())
             }
+            Error::GaveUp { .. } => Some(
+                "the session is left Disconnected with its command running; `linger receive` gets the rest once it is reachable".into(),
+            ),
             Error::NoMatch(_) => Some("`linger get` lists this client's sessions".into()),
             Error::NoJob(_) => Some(
                 "`linger job list` shows this client's jobs; `linger job list SEL` a session's"

@@ -27,11 +27,11 @@ mod ssh;
 pub use autostart::{connect_or_start, daemon_program};
 pub use bytes::Bytes;
 pub use client::{
-    display_computer, Availability, Client, DisconnectOptions, InvokeOptions, JobView,
+    display_computer, Availability, Client, Dialer, DisconnectOptions, InvokeOptions, JobView,
     JobViewState, NewOptions, ReceiveOptions, SessionView, State, Target, DEFAULT_CANCEL_TIMEOUT,
     DEFAULT_WAIT,
 };
-pub use connection::{Canceller, CommandStream, Connection, EnterGuard, Event};
+pub use connection::{Canceller, CommandStream, Connection, EnterGuard, Event, Resume};
 pub use error::{Error, Kind, Result};
 pub use home::ClientHome;
 pub use linger_proto::server::ReceiveSummary;

@@ -304,6 +304,7 @@ async fn run_batch(
     mut cancel: channel::Receiver<bool>,
 ) -> Result<i32> {
     let mut cmd = client.invoke(entry, script, opts).await?;
+    cmd.on_notice(|m| eprintln!("linger: {m}"));
     let mut cancelled = *cancel.borrow();
     if cancelled {
         cmd.cancel()?;
@@ -674,7 +675,12 @@ impl<'a> Repl<'a> {
         let mut interrupted = false;
         let mut cmd = loop {
             tokio::select! {
-                started = &mut start => break started?,
+                started = &mut start => {
+                    let mut cmd = started?;
+                    // On a raw terminal a line needs its carriage return.
+                    cmd.on_notice(|m| eprint!("linger: {m}\r\n"));
+                    break cmd;
+                }
                 key = next_key(&mut watcher) => match key {
                     Key::Interrupt => {
                         interrupted = true;

@@ -306,6 +306,7 @@ async fn stream(
     mut cancel: watch::Receiver<bool>,
 ) -> Result<i32> {
     let mut cmd = client.invoke(entry, script, opts).await?;
+    cmd.on_notice(|m| eprintln!("linger: {m}"));
     let mut cancelled = *cancel.borrow();
     if cancelled {
         cmd.cancel()?;

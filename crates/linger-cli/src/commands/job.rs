@@ -54,6 +54,7 @@ async fn list(client: &Client, args: JobListArgs, json: bool) -> Result<i32> {
 async fn receive(client: &Client, args: JobReceiveArgs, json: bool) -> Result<i32> {
     let job = find(client, &args.job)?;
     let mut stream = client.receive_job(&job, args.keep).await?;
+    stream.on_notice(|m| eprintln!("linger: {m}"));
     let mut sink = Sink::new(
         Mode::pick(json, 1),
         job.computer_name.clone(),

@@ -116,6 +116,7 @@ async fn receive_one(
     sink: &mut Sink,
 ) -> Result<i32> {
     let mut stream = client.receive(entry, opts).await?;
+    stream.on_notice(|m| eprintln!("linger: {m}"));
     let mut last_status = 0;
     loop {
         let event = match client.note_closed(entry, stream.next().await) {

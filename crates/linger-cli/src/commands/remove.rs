@@ -13,7 +13,7 @@ pub async fn run(client: &Client, args: RemoveArgs, json: bool) -> Result<i32> {
         match client.remove(entry).await {
             Ok(v) => {
                 if json {
-                    println!("{}", session_json(&v));
+                    report::out(&format!("{}\n", session_json(&v)));
                 }
             }
             Err(e) => {
