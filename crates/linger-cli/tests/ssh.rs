@@ -33,6 +33,8 @@ fn write_options(w: &World, sshd: &Sshd, home: &str) {
 #[test]
 fn sessions_over_ssh() {
     let w = World::new();
+    // Short heartbeats, so that a silent connection is noticed quickly.
+    w.write_config("[server]\nheartbeat_interval = \"200ms\"\nheartbeat_timeout = \"1500ms\"\n");
     let sshd = Sshd::start(w.dir.path());
     write_options(&w, &sshd, "homeA");
     write_options(&w, &sshd, "homeB");
@@ -158,6 +160,50 @@ fn sessions_over_ssh() {
         .collect();
     assert!(got == expected, "lines lost or repeated; stderr: {err}");
     assert_eq!(err.matches("reconnected").count(), 2, "{err}");
+
+    // A connection that goes silent (its ssh client stopped, a blackhole): the client's
+    // heartbeat notices within the server's heartbeat timeout, cuts it, and resumes.
+    for wave in 1..=3 {
+        let _ = std::fs::remove_file(w.dir.path().join(format!("wave{wave}")));
+    }
+    let mut child = w
+        .linger(&["invoke", "far", "--", script])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("invoke over ssh");
+    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut got = String::new();
+    let mut stopped = Vec::new();
+    for wave in 1..=3 {
+        std::fs::write(w.dir.path().join(format!("wave{wave}")), "").expect("wave file");
+        let last = format!("w{wave}-300\n");
+        while !got.ends_with(&last) {
+            let mut line = String::new();
+            assert!(out.read_line(&mut line).expect("a line") > 0, "ended early");
+            got.push_str(&line);
+        }
+        if wave == 1 {
+            let ssh = ssh_children(child.id())
+                .pop()
+                .expect("the ssh client of the invoke");
+            common::kill(ssh, nix::sys::signal::Signal::SIGSTOP);
+            stopped.push(ssh);
+        }
+    }
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).expect("rest");
+    got.push_str(&rest);
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut err)
+        .expect("stderr");
+    assert!(child.wait().expect("invoke ends").success(), "{err}");
+    assert!(got == expected, "lines lost or repeated; stderr: {err}");
+    assert!(err.contains("reconnected"), "{err}");
+    for pid in stopped {
+        // The cut connection's ssh was killed by the client.
+        common::eventually("the silent ssh to be gone", || !common::alive(pid));
+    }
 
     // A port nobody serves: one clear line, exit 6.
     let dead = format!("ssh://{}@127.0.0.1:1", user());

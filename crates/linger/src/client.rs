@@ -415,7 +415,7 @@ impl Client {
     pub async fn connect(&self, computer: &str) -> Result<Connection> {
         let key = display_computer(computer);
         let mut conns = self.conns.lock().await;
-        if let Some(c) = conns.get(&key) {
+        if let Some(c) = conns.get(&key).filter(|c| !c.is_closed()) {
             return Ok(c.clone());
         }
         let conn = self.dialer(computer).dial().await?;

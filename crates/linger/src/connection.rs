@@ -133,17 +133,29 @@ impl Connection {
             held: Mutex::new(Vec::new()),
         });
         tokio::spawn(write_loop(writer, rx));
+        let life = Arc::new(Life {
+            heard: Mutex::new(tokio::time::Instant::now()),
+            cut: tokio::sync::Notify::new(),
+        });
         tokio::spawn(heartbeat(
             Arc::downgrade(&shared),
+            life.clone(),
             std::time::Duration::from_millis(welcome.heartbeat_interval_ms.max(100)),
+            std::time::Duration::from_millis(welcome.heartbeat_timeout_ms.max(200)),
         ));
         tokio::spawn(read_loop(
             reader,
             shared.routes.clone(),
             shared.ended.clone(),
             computer.to_string(),
+            life,
         ));
         Ok(Connection { shared, welcome })
+    }
+
+    /// Whether the connection has ended (a new one is needed).
+    pub fn is_closed(&self) -> bool {
+        lock(&self.shared.ended).is_some() || self.shared.out.is_closed()
     }
 
     /// Keeps `thing` alive as long as the connection (the process carrying it).
@@ -426,13 +438,43 @@ async fn write_loop<W: AsyncWrite + Unpin>(
 
 /// Shows a sign of life at the pace the server asked for, so that an open connection
 /// (a long, quiet command) keeps its attachments.
-async fn heartbeat(shared: std::sync::Weak<Shared>, every: std::time::Duration) {
+/// When the server was last heard from, and how a silent connection is cut.
+struct Life {
+    heard: Mutex<tokio::time::Instant>,
+    cut: tokio::sync::Notify,
+}
+
+/// Shows a sign of life at the pace the server asked for, so that an open connection
+/// (a long, quiet command) keeps its attachments; and notices a server silent for longer
+/// than its heartbeat timeout (a connection that went dead without closing), which is then
+/// cut so that the streams on it can reconnect.
+async fn heartbeat(
+    shared: std::sync::Weak<Shared>,
+    life: Arc<Life>,
+    every: std::time::Duration,
+    timeout: std::time::Duration,
+) {
     let mut nonce = 0u64;
     loop {
         tokio::time::sleep(every).await;
         let Some(shared) = shared.upgrade() else {
             return;
         };
+        let silent = lock(&life.heard).elapsed();
+        if silent > timeout {
+            *lock(&shared.ended) = Some(Error::ConnectionLost {
+                computer: shared.computer.clone(),
+            });
+            tracing::warn!(
+                "{} has been silent for {} ms; cutting the connection",
+                shared.computer,
+                silent.as_millis()
+            );
+            life.cut.notify_one();
+            // End the transport too (an ssh that hangs): dropping it kills it.
+            lock(&shared.held).clear();
+            return;
+        }
         nonce += 1;
         if shared.out.send(ClientMsg::Ping { nonce }.into()).is_err() {
             return;
@@ -445,9 +487,15 @@ async fn read_loop<R: AsyncRead + Unpin>(
     routes: Routes,
     ended: Arc<Mutex<Option<Error>>>,
     computer: String,
+    life: Arc<Life>,
 ) {
     loop {
-        let msg = match reader.read::<ServerMsg>().await {
+        let read = tokio::select! {
+            r = reader.read::<ServerMsg>() => r,
+            _ = life.cut.notified() => break,
+        };
+        *lock(&life.heard) = tokio::time::Instant::now();
+        let msg = match read {
             Ok(Some(m)) => m,
             Ok(None) => break,
             Err(e) => {
@@ -476,6 +524,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
         }
     }
     // Every request still waiting sees its channel close: the connection is gone.
+    lock(&ended).get_or_insert(Error::ConnectionLost { computer });
     lock(&routes).clear();
 }
 

@@ -21,15 +21,24 @@ impl Session {
             if let Some(e) = self.attached_elsewhere(&g, req.client) {
                 return Err(e);
             }
-            if g.chan(channel).subscriber.is_some() {
-                return Err(ErrorBody::new(
-                    ErrorKind::Busy,
-                    format!(
-                        "{}'s output is being delivered to another request",
-                        what_of(&self.meta.name, channel)
-                    ),
-                )
-                .with_hint("wait for that invoke or receive to finish, or stop it"));
+            // A subscriber here is this same client's (the session is attached to it): an
+            // older request, or one on a connection that went silent and that this receive
+            // resumes. The newest wins; the older one is told.
+            let name = self.meta.name.clone();
+            let c = g.chan(channel);
+            if let Some(old) = c.subscriber.take() {
+                c.evicted = Some((old.conn, old.rid, old.relayed));
+                let _ = old.evicted.set(
+                    ErrorBody::new(
+                        ErrorKind::Detached,
+                        format!(
+                            "{}'s output was taken over by another request of this client",
+                            what_of(&name, channel)
+                        ),
+                    )
+                    .with_hint("`linger receive` gets it here again"),
+                );
+                tracing::info!(session = %self.meta.instance_id, "output taken over by a newer request of the same client");
             }
             self.attach(&mut g, req.client);
             self.set_buffering(&mut g, req.buffering);
