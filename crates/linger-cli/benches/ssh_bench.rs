@@ -9,8 +9,9 @@
 //! ControlMaster; linger's library API over one open ssh connection; a whole `linger invoke`
 //! process, which opens a new ssh connection), session creation, 1 GiB of stdout, and a
 //! fan-out to 32 computers. The fixture's sshd listens on 127.0.0.1 only, so the 32
-//! "computers" are 32 spellings of that address (`127.0.0.1`, `127.00.0.01`, …: the same
-//! sshd and daemon, but 32 separate ssh connections and names).
+//! "computers" are 32 more instances of the fixture, each its own sshd on its own port of
+//! 127.0.0.1 (one sshd would not do: its `MaxStartups` drops concurrent logins past 10),
+//! all bridging to the one daemon.
 //!
 //! Everything runs in a fresh temporary directory: the sshd's keys and config, the client
 //! home, and the XDG directories of the daemon that `lingerd --stdio` (the remote command,
@@ -59,7 +60,7 @@ const TARGET_SPEEDUP_VS_MUX: f64 = 12.0;
 /// Design target: linger's throughput over ssh vs ssh's own.
 const TARGET_THROUGHPUT_RATIO: f64 = 3.0;
 
-type BoxError = Box<dyn std::error::Error>;
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 fn main() {
     // `cargo bench` passes `--bench`; there are no options to read.
@@ -87,9 +88,17 @@ fn main() {
     eprintln!("starting sshd on loopback");
     let server = Sshd::start(env.dir.path());
     let ssh = Ssh::new(&server);
-    let code = match env.write_options(&ssh) {
+    // The fan-out's hosts, killed when dropped (below).
+    let mut fleet = Vec::with_capacity(FAN_OUT);
+    eprintln!("starting {FAN_OUT} more sshd for the fan-out");
+    let prepared = env
+        .write_options(&ssh)
+        .map_err(BoxError::from)
+        .and_then(|()| start_fleet(&env, &server, &mut fleet));
+    let hosts: Vec<Ssh> = fleet.iter().map(|s| ssh.on(s.port)).collect();
+    let code = match prepared {
         Err(e) => {
-            eprintln!("ssh_bench: cannot write options.toml: {e}");
+            eprintln!("ssh_bench: cannot prepare: {e}");
             1
         }
         Ok(()) => {
@@ -97,7 +106,7 @@ fn main() {
                 .enable_all()
                 .build()
                 .expect("tokio runtime");
-            let result = runtime.block_on(run(&env, &ssh));
+            let result = runtime.block_on(run(&env, &ssh, &hosts));
             // Connections (and the ssh processes they hold) go before the daemon does.
             drop(runtime);
             match result {
@@ -116,6 +125,7 @@ fn main() {
     // Kills the daemon and any session host left, then deletes the directory; then sshd
     // (this also happens if a measurement panics).
     drop(env);
+    drop(fleet);
     drop(server);
     std::process::exit(code);
 }
@@ -170,24 +180,32 @@ impl Ssh {
         }
     }
 
-    /// `ssh FLAGS -p PORT EXTRA -- USER@HOST [REMOTE]`.
-    fn command(&self, host: &str, extra: &[&str], remote: Option<&str>) -> Command {
+    /// The same, for the sshd on another port.
+    fn on(&self, port: u16) -> Ssh {
+        Ssh {
+            port,
+            ..self.clone()
+        }
+    }
+
+    /// `ssh FLAGS -p PORT EXTRA -- USER@127.0.0.1 [REMOTE]`.
+    fn command(&self, extra: &[&str], remote: Option<&str>) -> Command {
         let mut cmd = Command::new(&self.program);
         cmd.args(&self.flags)
             .arg("-p")
             .arg(self.port.to_string())
             .args(extra)
             .arg("--")
-            .arg(format!("{}@{host}", self.user));
+            .arg(format!("{}@127.0.0.1", self.user));
         if let Some(r) = remote {
             cmd.arg(r);
         }
         cmd
     }
 
-    /// The linger computer for this sshd under the name `host`.
-    fn computer(&self, host: &str) -> String {
-        format!("ssh://{}@{host}:{}", self.user, self.port)
+    /// The linger computer for this sshd.
+    fn computer(&self) -> String {
+        format!("ssh://{}@127.0.0.1:{}", self.user, self.port)
     }
 }
 
@@ -378,7 +396,6 @@ impl Master {
         // The backgrounded master keeps the descriptors it was given: nothing piped here.
         let status = ssh
             .command(
-                "127.0.0.1",
                 &["-M", "-S", &sock, "-o", "ControlPersist=yes", "-f", "-N"],
                 None,
             )
@@ -418,16 +435,14 @@ impl Master {
 
     fn control(&self, op: &str) -> Command {
         let sock = self.socket.to_string_lossy().into_owned();
-        let mut cmd = self
-            .ssh
-            .command("127.0.0.1", &["-S", &sock, "-O", op], None);
+        let mut cmd = self.ssh.command(&["-S", &sock, "-O", op], None);
         cmd.stdin(Stdio::null());
         cmd
     }
 
     fn client(&self, remote: &str) -> Command {
         let sock = self.socket.to_string_lossy().into_owned();
-        self.ssh.command("127.0.0.1", &["-S", &sock], Some(remote))
+        self.ssh.command(&["-S", &sock], Some(remote))
     }
 }
 
@@ -495,14 +510,28 @@ fn run_process(cmd: &mut Command) -> Result<(), BoxError> {
     Ok(())
 }
 
-fn time_process(
+/// Runs blocking work (processes, pipes) on another thread, so that the runtime goes on
+/// serving the open connections meanwhile (their heartbeats: a runtime blocked for
+/// minutes makes the client cut a connection as silent).
+async fn off_runtime<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, BoxError> + Send + 'static,
+) -> Result<T, BoxError> {
+    tokio::task::spawn_blocking(work).await?
+}
+
+/// Times `runs` processes one after another, after `warmup` untimed ones.
+async fn time_process(
     warmup: usize,
     runs: usize,
-    mut make: impl FnMut() -> Command,
+    make: impl FnMut() -> Command,
 ) -> Result<Samples, BoxError> {
-    let mut times = Vec::with_capacity(runs);
-    for i in 0..warmup + runs {
-        let mut cmd = make();
+    let cmds: Vec<Command> = std::iter::repeat_with(make).take(warmup + runs).collect();
+    off_runtime(move || time_commands(warmup, cmds)).await
+}
+
+fn time_commands(warmup: usize, cmds: Vec<Command>) -> Result<Samples, BoxError> {
+    let mut times = Vec::with_capacity(cmds.len().saturating_sub(warmup));
+    for (i, mut cmd) in cmds.into_iter().enumerate() {
         let start = Instant::now();
         run_process(&mut cmd)?;
         if i >= warmup {
@@ -570,7 +599,7 @@ async fn time_api(client: &Client, entry: &Entry) -> Result<Samples, BoxError> {
 /// protocol carried over it.
 fn ssh_pingpong(ssh: &Ssh) -> Result<Samples, BoxError> {
     let mut child = ssh
-        .command("127.0.0.1", &[], Some("cat"))
+        .command(&[], Some("cat"))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()?;
@@ -623,20 +652,40 @@ fn read_all(cmd: &mut Command) -> Result<(u64, Duration), BoxError> {
     Ok((total, elapsed))
 }
 
-/// 32 names of 127.0.0.1 (leading zeros are octal, so each is the same address), the first
-/// of them the plain one: 32 computers for linger, 32 destinations for ssh.
-fn fan_hosts() -> Vec<String> {
-    let zeros = ["0", "00", "000", "0000"];
-    let mut hosts = Vec::with_capacity(FAN_OUT);
-    for last in ["1", "01"] {
-        for b in zeros {
-            for a in zeros {
-                hosts.push(format!("127.{a}.{b}.{last}"));
-            }
-        }
+/// The current user's login shell and home directory, which sshd runs remote commands with.
+fn login_shell() -> (String, String) {
+    let u = nix::unistd::User::from_uid(nix::unistd::getuid())
+        .ok()
+        .flatten();
+    match u {
+        Some(u) => (
+            u.shell.to_string_lossy().into_owned(),
+            u.dir.to_string_lossy().into_owned(),
+        ),
+        None => ("/bin/sh".into(), "/".into()),
     }
-    hosts.truncate(FAN_OUT);
-    hosts
+}
+
+/// The fan-out's hosts: one more fixture sshd each (its own port, host key and process, all
+/// on 127.0.0.1, bridging to the one daemon), each also authorizing the main fixture's
+/// client key so that one `ssh_command` reaches them all. Killed when dropped.
+fn start_fleet(env: &BenchEnv, main: &Sshd, fleet: &mut Vec<Sshd>) -> Result<(), BoxError> {
+    let key = std::fs::read(main.client_key.with_extension("pub"))?;
+    for i in 0..FAN_OUT {
+        let host = Sshd::start(&env.dir.path().join(format!("h{i:02}")));
+        let authorized = host
+            .client_key
+            .parent()
+            .expect("the fixture's key is in its directory")
+            .join("authorized_keys");
+        let result = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&authorized)
+            .and_then(|mut f| f.write_all(&key));
+        fleet.push(host);
+        result?;
+    }
+    Ok(())
 }
 
 /// All of `cmds` started at once, then waited for; fails unless each exits 0.
@@ -676,6 +725,7 @@ struct FanOut {
 
 struct Report {
     spawn_true: Samples,
+    login_shell_true: Samples,
     ssh_cold: Samples,
     ssh_mux: Samples,
     ssh_pingpong: Samples,
@@ -685,14 +735,15 @@ struct Report {
     cli: Samples,
     create: Samples,
     api_bytes_time: Duration,
+    local_bytes_time: Duration,
     ssh_bytes_time: Duration,
     fan: FanOut,
 }
 
-async fn run(env: &BenchEnv, ssh: &Ssh) -> Result<Report, BoxError> {
+async fn run(env: &BenchEnv, ssh: &Ssh, hosts: &[Ssh]) -> Result<Report, BoxError> {
     let client = Client::open(ClientHome::at(&env.home))?;
     let mut made: Vec<Entry> = Vec::new();
-    let result = measure(env, ssh, &client, &mut made).await;
+    let result = measure(env, ssh, hosts, &client, &mut made).await;
     eprintln!("removing {} sessions", made.len());
     let mut removal_error = None;
     for entry in &made {
@@ -710,6 +761,7 @@ async fn run(env: &BenchEnv, ssh: &Ssh) -> Result<Report, BoxError> {
 async fn measure(
     env: &BenchEnv,
     ssh: &Ssh,
+    hosts: &[Ssh],
     client: &Client,
     made: &mut Vec<Entry>,
 ) -> Result<Report, BoxError> {
@@ -726,12 +778,38 @@ async fn measure(
         let mut c = Command::new("bash");
         c.args(["-c", "true"]);
         c
-    })?;
+    })
+    .await?;
+
+    let (shell, shell_home) = login_shell();
+    eprintln!(
+        "context: `{shell} -c true` as sshd starts it (HOME={shell_home}, SSH_CLIENT set) x{SPAWN_RUNS}"
+    );
+    let login_shell_true = time_process(SPAWN_WARMUP, SPAWN_RUNS, || {
+        let mut c = Command::new("env");
+        c.args([
+            "-i",
+            &format!("HOME={shell_home}"),
+            &format!("SHELL={shell}"),
+        ])
+        .arg(format!("USER={}", ssh.user))
+        .arg(format!("LOGNAME={}", ssh.user))
+        .args([
+            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "SSH_CLIENT=127.0.0.1 1 2",
+            &shell,
+            "-c",
+            "true",
+        ]);
+        c
+    })
+    .await?;
 
     eprintln!("ssh cold: `ssh … true` x{SSH_COLD_RUNS} (after {SSH_COLD_WARMUP} warm-up)");
     let ssh_cold = time_process(SSH_COLD_WARMUP, SSH_COLD_RUNS, || {
-        ssh.command("127.0.0.1", &[], Some("true"))
-    })?;
+        ssh.command(&[], Some("true"))
+    })
+    .await?;
 
     eprintln!("ssh ControlMaster: `ssh -S SOCK … true` x{SSH_MUX_RUNS}");
     let ssh_mux = {
@@ -740,16 +818,19 @@ async fn measure(
             env.dir.path().join("cm"),
             &env.dir.path().join("master.log"),
         )?;
-        let samples = time_process(SSH_MUX_WARMUP, SSH_MUX_RUNS, || master.client("true"))?;
+        let samples = time_process(SSH_MUX_WARMUP, SSH_MUX_RUNS, || master.client("true")).await?;
         eprintln!("stopping the ControlMaster (pid {:?})", master.pid);
         drop(master);
         samples
     };
 
     eprintln!("ssh channel: 1-byte ping-pong through `ssh … cat` x{PINGPONG_RUNS}");
-    let ssh_pingpong = ssh_pingpong(ssh)?;
+    let ssh_pingpong = {
+        let ssh = ssh.clone();
+        off_runtime(move || ssh_pingpong(&ssh)).await?
+    };
 
-    let computer = ssh.computer("127.0.0.1");
+    let computer = ssh.computer();
     eprintln!("first session on {computer} (ssh login, bridge, daemon start, handshake)");
     let start = Instant::now();
     let view = client
@@ -772,8 +853,9 @@ async fn measure(
     let view = client
         .new_session("localhost", &NewOptions::default())
         .await?;
-    made.push(view.entry.clone());
-    let local_api = time_api(client, &view.entry).await?;
+    let local_entry = view.entry.clone();
+    made.push(view.entry);
+    let local_api = time_api(client, &local_entry).await?;
 
     eprintln!(
         "CLI over ssh: `linger invoke {} -- true` x{CLI_RUNS} (after {CLI_WARMUP} warm-up)",
@@ -781,7 +863,8 @@ async fn measure(
     );
     let cli = time_process(CLI_WARMUP, CLI_RUNS, || {
         env.linger(&["invoke", &entry.name, "--", "true"])
-    })?;
+    })
+    .await?;
 
     eprintln!("session creation over the open ssh connection x{CREATE_RUNS}");
     let mut times = Vec::with_capacity(CREATE_RUNS);
@@ -812,14 +895,25 @@ async fn measure(
     let api_bytes_time = start.elapsed();
     assert_eq!(bytes, THROUGHPUT_BYTES, "bytes received through linger");
 
+    eprintln!("throughput: `{script}` through the API, local socket to the same daemon");
+    let start = Instant::now();
+    let bytes = invoke_drain(client, &local_entry, &script).await?;
+    let local_bytes_time = start.elapsed();
+    assert_eq!(
+        bytes, THROUGHPUT_BYTES,
+        "bytes received through linger locally"
+    );
+
     eprintln!("throughput: `ssh … '{script}'` read by the benchmark");
-    let (ssh_bytes, ssh_bytes_time) = read_all(&mut ssh.command("127.0.0.1", &[], Some(&script)))?;
+    let mut cmd = ssh.command(&[], Some(&script));
+    let (ssh_bytes, ssh_bytes_time) = off_runtime(move || read_all(&mut cmd)).await?;
     assert_eq!(ssh_bytes, THROUGHPUT_BYTES, "bytes read from ssh");
 
-    let fan = fan_out(env, ssh, client, made).await?;
+    let fan = fan_out(env, hosts, client, made).await?;
 
     Ok(Report {
         spawn_true,
+        login_shell_true,
         ssh_cold,
         ssh_mux,
         ssh_pingpong,
@@ -829,6 +923,7 @@ async fn measure(
         cli,
         create,
         api_bytes_time,
+        local_bytes_time,
         ssh_bytes_time,
         fan,
     })
@@ -836,35 +931,40 @@ async fn measure(
 
 async fn fan_out(
     env: &BenchEnv,
-    ssh: &Ssh,
+    hosts: &[Ssh],
     client: &Client,
     made: &mut Vec<Entry>,
 ) -> Result<FanOut, BoxError> {
-    let hosts = fan_hosts();
-    // One at a time, untimed: each name's host key goes into known_hosts before any
+    // One at a time, untimed: each host's key goes into the shared known_hosts before any
     // concurrent run.
-    eprintln!("fan-out: learning the host key under {FAN_OUT} names");
-    for h in &hosts {
-        run_process(&mut ssh.command(h, &[], Some("true")))?;
-    }
+    eprintln!("fan-out: learning the {FAN_OUT} host keys");
+    let fleet = hosts.to_vec();
+    off_runtime(move || {
+        for h in &fleet {
+            run_process(&mut h.command(&[], Some("true")))?;
+        }
+        Ok(())
+    })
+    .await?;
 
     eprintln!("fan-out: {FAN_OUT} concurrent `ssh … true` processes x{FAN_SSH_RUNS}");
-    let mut times = Vec::with_capacity(FAN_SSH_RUNS);
-    for i in 0..FAN_SSH_WARMUP + FAN_SSH_RUNS {
-        let cmds = hosts
-            .iter()
-            .map(|h| ssh.command(h, &[], Some("true")))
-            .collect();
-        let start = Instant::now();
-        run_concurrently(cmds)?;
-        if i >= FAN_SSH_WARMUP {
-            times.push(start.elapsed());
+    let fleet = hosts.to_vec();
+    let ssh_cold = off_runtime(move || {
+        let mut times = Vec::with_capacity(FAN_SSH_RUNS);
+        for i in 0..FAN_SSH_WARMUP + FAN_SSH_RUNS {
+            let cmds = fleet.iter().map(|h| h.command(&[], Some("true"))).collect();
+            let start = Instant::now();
+            run_concurrently(cmds)?;
+            if i >= FAN_SSH_WARMUP {
+                times.push(start.elapsed());
+            }
         }
-    }
-    let ssh_cold = Samples::new(times);
+        Ok(Samples::new(times))
+    })
+    .await?;
 
     eprintln!("fan-out: {FAN_OUT} sessions at once through the API, each a new ssh connection");
-    let computers: Vec<String> = hosts.iter().map(|h| ssh.computer(h)).collect();
+    let computers: Vec<String> = hosts.iter().map(Ssh::computer).collect();
     let start = Instant::now();
     let news = computers.iter().enumerate().map(|(i, c)| async move {
         let opts = NewOptions {
@@ -908,7 +1008,8 @@ async fn fan_out(
     eprintln!("fan-out: `linger invoke 'fan*' -- true` x{FAN_CLI_RUNS}");
     let cli = time_process(FAN_CLI_WARMUP, FAN_CLI_RUNS, || {
         env.linger(&["invoke", "fan*", "--", "true"])
-    })?;
+    })
+    .await?;
 
     Ok(FanOut {
         ssh_cold,
@@ -940,6 +1041,10 @@ impl Report {
         );
         println!();
         stat("floor `bash -c true` process:", &self.spawn_true);
+        stat(
+            "login shell `-c true` as sshd runs it:",
+            &self.login_shell_true,
+        );
         stat("ssh cold `ssh … true`:", &self.ssh_cold);
         stat("ssh ControlMaster `ssh -S SOCK … true`:", &self.ssh_mux);
         stat(
@@ -981,6 +1086,12 @@ impl Report {
             "  {:<44}{}  = {ssh_gbps:.2} GB/s  (n=1)",
             "1 GiB stdout, `ssh … head -c`:",
             fmt_ms(self.ssh_bytes_time)
+        );
+        println!(
+            "  {:<44}{}  = {:.2} GB/s  (n=1)",
+            "1 GiB stdout, linger API local socket:",
+            fmt_ms(self.local_bytes_time),
+            gbps(THROUGHPUT_BYTES, self.local_bytes_time)
         );
         let api = ms(self.api.median());
         let local = ms(self.local_api.median());
@@ -1107,8 +1218,20 @@ impl Report {
         );
         println!("each; the ssh run includes its login, linger's uses the open connection.");
         println!(
+            "sshd runs every remote command (ssh's `true`, and the `lingerd --stdio` that each"
+        );
+        println!(
+            "linger ssh connection starts) with the user's login shell, which reads its startup"
+        );
+        println!(
+            "files (bash: ~/.bashrc); `login shell -c true as sshd runs it` is that cost, run"
+        );
+        println!("locally with sshd's environment (HOME, SSH_CLIENT).");
+        println!(
             "Fan-out: the fixture's sshd listens on 127.0.0.1 only, so the {FAN_OUT} computers are"
         );
-        println!("{FAN_OUT} spellings of that address (one sshd, one daemon, {FAN_OUT} ssh connections).");
+        println!(
+            "{FAN_OUT} more fixture sshds on {FAN_OUT} ports of 127.0.0.1, bridging to one daemon."
+        );
     }
 }
