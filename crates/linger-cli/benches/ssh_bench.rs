@@ -11,7 +11,9 @@
 //! fan-out to 32 computers. The fixture's sshd listens on 127.0.0.1 only, so the 32
 //! "computers" are 32 more instances of the fixture, each its own sshd on its own port of
 //! 127.0.0.1 (one sshd would not do: its `MaxStartups` drops concurrent logins past 10),
-//! all bridging to the one daemon.
+//! all bridging to the one daemon. For context: a `bash -c true` process, the user's login
+//! shell started as sshd starts it (its startup files run before every remote command),
+//! a 1-byte round trip through an open ssh channel, and linger's API over the local socket.
 //!
 //! Everything runs in a fresh temporary directory: the sshd's keys and config, the client
 //! home, and the XDG directories of the daemon that `lingerd --stdio` (the remote command,
