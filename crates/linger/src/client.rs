@@ -414,11 +414,16 @@ impl Client {
     /// A connection to `computer`'s daemon, opened once per client and reused.
     pub async fn connect(&self, computer: &str) -> Result<Connection> {
         let key = display_computer(computer);
+        if let Some(c) = self.conns.lock().await.get(&key).filter(|c| !c.is_closed()) {
+            return Ok(c.clone());
+        }
+        // Dialled without the map's lock, so that a fan-out opens its connections side by
+        // side (an ssh login takes a while); two racing dials to one computer keep the first.
+        let conn = self.dialer(computer).dial().await?;
         let mut conns = self.conns.lock().await;
         if let Some(c) = conns.get(&key).filter(|c| !c.is_closed()) {
             return Ok(c.clone());
         }
-        let conn = self.dialer(computer).dial().await?;
         conns.insert(key, conn.clone());
         Ok(conn)
     }
