@@ -5,36 +5,11 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::process::{Output, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
-use common::{alive, eventually, kill, World};
+use common::{alive, eventually, kill, ok_as, run_as, stderr, stdout, World};
 use nix::sys::signal::Signal;
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// Runs `linger` as client `home` and requires success.
-fn ok_as(w: &World, home: &str, args: &[&str]) -> String {
-    let o = w.linger_as(home, args).output().expect("run linger");
-    assert!(
-        o.status.success(),
-        "[{home}] linger {args:?} failed with {:?}\nstdout: {}\nstderr: {}",
-        o.status.code(),
-        stdout(&o),
-        stderr(&o)
-    );
-    stdout(&o)
-}
-
-fn run_as(w: &World, home: &str, args: &[&str]) -> Output {
-    w.linger_as(home, args).output().expect("run linger")
-}
 
 /// The table's data rows, each split into its columns.
 fn rows(table: &str) -> Vec<Vec<String>> {
@@ -1021,44 +996,23 @@ fn the_audit_log_records_who_did_what() {
 fn a_stream_survives_its_connection_breaking() {
     let w = World::new();
     ok_as(&w, "homeA", &["new", "localhost", "--name", "rb"]);
-    let script = "for wave in 1 2 3; do while [ ! -e \"$HOME/wave$wave\" ]; do sleep 0.01; done; \
-                  for i in $(seq 1 300); do echo w$wave-$i; done; done; exit 4";
-    let mut child = w
-        .linger_as("homeA", &["invoke", "rb", "--", script])
+    let script = format!("{}; exit 4", common::WAVES);
+    let child = w
+        .linger_as("homeA", &["invoke", "rb", "--", &script])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("invoke");
-    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
-    let mut got = String::new();
-    for wave in 1..=3 {
-        std::fs::write(w.dir.path().join(format!("wave{wave}")), "").expect("wave file");
-        let last = format!("w{wave}-300\n");
-        while !got.ends_with(&last) {
-            let mut line = String::new();
-            assert!(
-                out.read_line(&mut line).expect("a line") > 0,
-                "output ended early: {got}"
-            );
-            got.push_str(&line);
-        }
-        if wave < 3 {
-            let daemon = w.daemon_pid().expect("daemon");
-            kill(daemon, Signal::SIGKILL);
-            eventually("the daemon to die", || !alive(daemon));
-        }
-    }
-    let mut rest = String::new();
-    std::io::Read::read_to_string(&mut out, &mut rest).expect("rest");
-    got.push_str(&rest);
-    let mut err = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut err)
-        .expect("stderr");
-    assert_eq!(child.wait().expect("invoke ends").code(), Some(4), "{err}");
-    let expected: String = (1..=3)
-        .flat_map(|wave| (1..=300).map(move |i| format!("w{wave}-{i}\n")))
-        .collect();
-    assert!(got == expected, "lines lost or repeated; stderr: {err}");
+    let (got, err, code) = common::stream_waves(&w, child, |_, _| {
+        let daemon = w.daemon_pid().expect("daemon");
+        kill(daemon, Signal::SIGKILL);
+        eventually("the daemon to die", || !alive(daemon));
+    });
+    assert_eq!(code, Some(4), "{err}");
+    assert!(
+        got == common::waves_expected(),
+        "lines lost or repeated; stderr: {err}"
+    );
     assert_eq!(err.matches("reconnecting").count(), 2, "{err}");
     assert_eq!(err.matches("reconnected").count(), 2, "{err}");
     // The session is still this client's, and idle.

@@ -3,33 +3,7 @@
 
 mod common;
 
-use std::process::Output;
-
-use common::{alive, eventually, World};
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn run_as(w: &World, home: &str, args: &[&str]) -> Output {
-    w.linger_as(home, args).output().expect("run linger")
-}
-
-fn ok_as(w: &World, home: &str, args: &[&str]) -> String {
-    let o = run_as(w, home, args);
-    assert!(
-        o.status.success(),
-        "[{home}] linger {args:?} failed with {:?}\nstdout: {}\nstderr: {}",
-        o.status.code(),
-        stdout(&o),
-        stderr(&o)
-    );
-    stdout(&o)
-}
+use common::{alive, eventually, ok_as, run_as, stderr, stdout, World};
 
 /// The job table's rows: Id, Name, PSJobTypeName, State, HasMoreData, Location (Command is
 /// left out: it has spaces).

@@ -5,7 +5,6 @@
 mod common;
 
 use common::sshd::{ssh_command, user, Sshd};
-use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 
 use common::{lingerd_bin, World};
@@ -113,52 +112,24 @@ fn sessions_over_ssh() {
 
     // The ssh connection is cut (its client killed) twice during a stream: the CLI says so,
     // dials again through ssh, and resumes with nothing lost or repeated.
-    let script = "for wave in 1 2 3; do while [ ! -e \"$HOME/wave$wave\" ]; do sleep 0.01; done; \
-                  for i in $(seq 1 300); do echo w$wave-$i; done; done";
-    let mut child = w
-        .linger(&["invoke", "far", "--", script])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("invoke over ssh");
-    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
-    let mut got = String::new();
-    for wave in 1..=3 {
-        std::fs::write(w.dir.path().join(format!("wave{wave}")), "").expect("wave file");
-        let last = format!("w{wave}-300\n");
-        while !got.ends_with(&last) {
-            let mut line = String::new();
-            if out.read_line(&mut line).expect("a line") == 0 {
-                let mut err = String::new();
-                let _ = std::io::Read::read_to_string(
-                    &mut child.stderr.take().expect("stderr"),
-                    &mut err,
-                );
-                panic!(
-                    "output ended after {} lines; stderr: {err}",
-                    got.lines().count()
-                );
-            }
-            got.push_str(&line);
-        }
-        if wave < 3 {
-            let ssh = ssh_children(child.id())
-                .pop()
-                .expect("the ssh client of the invoke");
-            common::kill(ssh, nix::sys::signal::Signal::SIGKILL);
-        }
-    }
-    let mut rest = String::new();
-    std::io::Read::read_to_string(&mut out, &mut rest).expect("rest");
-    got.push_str(&rest);
-    let mut err = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut err)
-        .expect("stderr");
-    assert!(child.wait().expect("invoke ends").success(), "{err}");
-    let expected: String = (1..=3)
-        .flat_map(|wave| (1..=300).map(move |i| format!("w{wave}-{i}\n")))
-        .collect();
-    assert!(got == expected, "lines lost or repeated; stderr: {err}");
+    let invoke = || {
+        w.linger(&["invoke", "far", "--", common::WAVES])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("invoke over ssh")
+    };
+    let (got, err, code) = common::stream_waves(&w, invoke(), |_, pid| {
+        let ssh = ssh_children(pid)
+            .pop()
+            .expect("the ssh client of the invoke");
+        common::kill(ssh, nix::sys::signal::Signal::SIGKILL);
+    });
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        got == common::waves_expected(),
+        "lines lost or repeated; stderr: {err}"
+    );
     assert_eq!(err.matches("reconnected").count(), 2, "{err}");
 
     // A connection that goes silent (its ssh client stopped, a blackhole): the client's
@@ -166,39 +137,21 @@ fn sessions_over_ssh() {
     for wave in 1..=3 {
         let _ = std::fs::remove_file(w.dir.path().join(format!("wave{wave}")));
     }
-    let mut child = w
-        .linger(&["invoke", "far", "--", script])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("invoke over ssh");
-    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
-    let mut got = String::new();
     let mut stopped = Vec::new();
-    for wave in 1..=3 {
-        std::fs::write(w.dir.path().join(format!("wave{wave}")), "").expect("wave file");
-        let last = format!("w{wave}-300\n");
-        while !got.ends_with(&last) {
-            let mut line = String::new();
-            assert!(out.read_line(&mut line).expect("a line") > 0, "ended early");
-            got.push_str(&line);
-        }
+    let (got, err, code) = common::stream_waves(&w, invoke(), |wave, pid| {
         if wave == 1 {
-            let ssh = ssh_children(child.id())
+            let ssh = ssh_children(pid)
                 .pop()
                 .expect("the ssh client of the invoke");
             common::kill(ssh, nix::sys::signal::Signal::SIGSTOP);
             stopped.push(ssh);
         }
-    }
-    let mut rest = String::new();
-    std::io::Read::read_to_string(&mut out, &mut rest).expect("rest");
-    got.push_str(&rest);
-    let mut err = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut err)
-        .expect("stderr");
-    assert!(child.wait().expect("invoke ends").success(), "{err}");
-    assert!(got == expected, "lines lost or repeated; stderr: {err}");
+    });
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        got == common::waves_expected(),
+        "lines lost or repeated; stderr: {err}"
+    );
     assert!(err.contains("reconnected"), "{err}");
     for pid in stopped {
         // The cut connection's ssh was killed by the client.

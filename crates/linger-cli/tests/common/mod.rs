@@ -224,3 +224,79 @@ impl World {
             .with_local_socket(self.socket())
     }
 }
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// `linger ARGS` as client `home`, run to its end.
+pub fn run_as(w: &World, home: &str, args: &[&str]) -> Output {
+    w.linger_as(home, args).output().expect("run linger")
+}
+
+/// `linger ARGS` as client `home`, required to succeed; returns stdout.
+pub fn ok_as(w: &World, home: &str, args: &[&str]) -> String {
+    let o = run_as(w, home, args);
+    assert!(
+        o.status.success(),
+        "[{home}] linger {args:?} failed with {:?}\nstdout: {}\nstderr: {}",
+        o.status.code(),
+        stdout(&o),
+        stderr(&o)
+    );
+    stdout(&o)
+}
+
+/// A script printing three waves of 300 lines (`wN-I`), each once `$HOME/waveN` exists.
+pub const WAVES: &str =
+    "for wave in 1 2 3; do while [ ! -e \"$HOME/wave$wave\" ]; do sleep 0.01; done; \
+                         for i in $(seq 1 300); do echo w$wave-$i; done; done";
+
+/// What `WAVES` prints.
+pub fn waves_expected() -> String {
+    (1..=3)
+        .flat_map(|wave| (1..=300).map(move |i| format!("w{wave}-{i}\n")))
+        .collect()
+}
+
+/// Drives `child` (a `linger` running `WAVES`, stdout and stderr piped): releases each wave,
+/// reads it whole, and calls `between(wave, pid)` after waves 1 and 2 (to break the
+/// connection under it). Returns stdout, stderr and the exit code.
+pub fn stream_waves(
+    w: &World,
+    mut child: std::process::Child,
+    mut between: impl FnMut(u32, u32),
+) -> (String, String, Option<i32>) {
+    use std::io::{BufRead, Read};
+    let mut out = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+    let mut err_pipe = child.stderr.take().expect("stderr");
+    let mut got = String::new();
+    for wave in 1..=3u32 {
+        std::fs::write(w.dir.path().join(format!("wave{wave}")), "").expect("wave file");
+        let last = format!("w{wave}-300\n");
+        while !got.ends_with(&last) {
+            let mut line = String::new();
+            if out.read_line(&mut line).expect("a line") == 0 {
+                let mut err = String::new();
+                let _ = err_pipe.read_to_string(&mut err);
+                panic!(
+                    "output ended after {} lines; stderr: {err}",
+                    got.lines().count()
+                );
+            }
+            got.push_str(&line);
+        }
+        if wave < 3 {
+            between(wave, child.id());
+        }
+    }
+    out.read_to_string(&mut got).expect("the rest of stdout");
+    let mut err = String::new();
+    err_pipe.read_to_string(&mut err).expect("stderr");
+    let code = child.wait().expect("linger ends").code();
+    (got, err, code)
+}
