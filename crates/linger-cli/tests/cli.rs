@@ -423,8 +423,8 @@ fn new_on_several_computers_reports_each_failure() {
     ]);
     assert_eq!(o.status.code(), Some(6), "{}", stderr(&o));
     let table = stdout(&o);
-    assert_eq!(table.matches("localhost").count(), 3, "{table}");
     let err = stderr(&o);
+    assert_eq!(table.matches("localhost").count(), 3, "{table}\n{err}");
     assert!(err.contains("[nosuch.invalid]"), "{err}");
     assert!(
         err.contains("1 of 4 computers failed: nosuch.invalid"),

@@ -27,6 +27,9 @@ pub async fn connect_or_start(socket: &Path) -> Result<UnixStream> {
     }
     let mut child = spawn_daemon(socket)?;
     let started = Instant::now();
+    // Set once our daemon exited because another client's daemon won the race to start:
+    // from then on, wait for that one's socket.
+    let mut lost_race = false;
     loop {
         match UnixStream::connect(socket).await {
             Ok(s) => {
@@ -44,28 +47,28 @@ pub async fn connect_or_start(socket: &Path) -> Result<UnixStream> {
                 })
             }
         }
-        if let Ok(Some(status)) = child.try_wait() {
-            let mut why = String::new();
-            if let Some(mut err) = child.stderr.take() {
-                use std::io::Read;
-                let _ = err.read_to_string(&mut why);
-            }
-            let why = why.lines().last().unwrap_or("").trim().to_string();
-            // Another client may have started one at the same moment: use it.
-            if why.contains("already serving") {
-                if let Ok(s) = UnixStream::connect(socket).await {
-                    return Ok(s);
+        if !lost_race {
+            if let Ok(Some(status)) = child.try_wait() {
+                let mut why = String::new();
+                if let Some(mut err) = child.stderr.take() {
+                    use std::io::Read;
+                    let _ = err.read_to_string(&mut why);
                 }
-                continue;
+                let why = why.lines().last().unwrap_or("").trim().to_string();
+                if why.contains("already serving") {
+                    lost_race = true;
+                } else {
+                    return Err(Error::Autostart(if why.is_empty() {
+                        format!("lingerd exited with {status}")
+                    } else {
+                        why
+                    }));
+                }
             }
-            return Err(Error::Autostart(if why.is_empty() {
-                format!("lingerd exited with {status}")
-            } else {
-                why
-            }));
         }
         if started.elapsed() > START_TIMEOUT {
             let _ = child.kill();
+            let _ = child.wait();
             return Err(Error::Autostart(format!(
                 "lingerd did not open {} within {}s",
                 socket.display(),
