@@ -15,6 +15,10 @@ pub struct Cli {
     /// Print JSON lines instead of tables; the last line tells exit code and error apart.
     #[arg(long, global = true)]
     pub json: bool,
+    /// SSH private key to log in to TLS computers with (instead of ssh-agent's keys and
+    /// ~/.ssh/id_*; option identity_file).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub identity: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }

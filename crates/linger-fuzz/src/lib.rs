@@ -252,7 +252,12 @@ impl DaemonUnderTest {
             socket: dir.path().join("lingerd.sock"),
             state_dir: dir.path().join("state"),
         };
-        let daemon = lingerd::Daemon::start(lingerd::config::Config::default(), paths).await?;
+        let daemon = lingerd::Daemon::start(
+            lingerd::config::Config::default(),
+            paths,
+            lingerd::Mode::PerUser,
+        )
+        .await?;
         Ok(DaemonUnderTest { daemon, _dir: dir })
     }
 

@@ -18,6 +18,21 @@ pub enum ClientMsg {
     Cancel { rid: u64 },
     /// Liveness; answered with `Pong`.
     Ping { nonce: u64 },
+    /// Answer to `Challenge` (TLS only): prove possession of an SSH key.
+    Authenticate(Authenticate),
+}
+
+/// One authentication attempt (docs/PROTOCOL.md §2.3).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Authenticate {
+    /// Who the client asks to act as (the local user name by default). A key listed with
+    /// `principal="NAME"` acts as NAME whatever is asked here.
+    pub user: String,
+    /// The public key, in OpenSSH's one-line format (`ssh-ed25519 AAAA… [comment]`).
+    pub public_key: String,
+    /// An SshSig (`-----BEGIN SSH SIGNATURE-----` armour, as `ssh-keygen -Y sign` writes) over
+    /// [`crate::auth::signed_message`], namespace [`crate::auth::SIGNATURE_NAMESPACE`].
+    pub signature: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

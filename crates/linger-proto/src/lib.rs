@@ -6,6 +6,7 @@
 //! (see docs/PROTOCOL.md, which must change with it). The only other serializable types are
 //! on-disk formats owned by one program (the client's registry, the daemon's config file).
 
+pub mod auth;
 pub mod client;
 pub mod frame;
 pub mod host;

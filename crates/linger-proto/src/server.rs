@@ -44,6 +44,16 @@ pub enum ServerMsg {
     Pong {
         nonce: u64,
     },
+    /// TLS only, instead of `Welcome`: authenticate first. `nonce` has 32 bytes.
+    Challenge {
+        nonce: Bytes,
+    },
+    /// An `Authenticate` was refused; the client may try another key while `tries_left > 0`.
+    /// The message never says why (which key, which user).
+    AuthFailed {
+        message: String,
+        tries_left: u32,
+    },
     /// The connection is being closed for this reason (sent at most once, last).
     Goodbye {
         error: ErrorBody,

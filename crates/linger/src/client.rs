@@ -12,12 +12,15 @@ use tokio::sync::Mutex;
 use uuid::Uuid;
 
 use crate::autostart;
+use crate::connection::Login;
 use crate::connection::{CommandStream, Connection, EnterGuard, Resume};
 use crate::error::{Error, Result};
 use crate::home::ClientHome;
+use crate::known_hosts;
 use crate::options::Options;
 use crate::registry::{Entry, JobEntry, Registry, Sessions};
 use crate::ssh::{self, SshTarget};
+use crate::tls::{self, TlsTarget};
 
 /// Default time a synchronous invoke waits for a busy session (the seeds' four minutes).
 pub const DEFAULT_WAIT: Duration = Duration::from_secs(240);
@@ -278,21 +281,27 @@ pub enum Target {
     Local,
     /// `ssh://[user@]host[:port]`.
     Ssh(SshTarget),
+    /// `tls://[user@]host[:port]`, or just `[user@]host[:port]`.
+    Tls(TlsTarget),
 }
 
 impl Target {
     pub fn parse(computer: &str) -> Result<Target> {
         match computer {
             "localhost" | "." => Ok(Target::Local),
-            other => match other.strip_prefix("ssh://") {
-                Some(rest) => Ok(Target::Ssh(SshTarget::parse(rest, other)?)),
-                None => Err(Error::Unreachable {
-                    computer: other.to_string(),
-                    reason: "this version reaches `localhost` and `ssh://[user@]host[:port]`; \
-                             the TLS transport is not available yet"
-                        .into(),
-                }),
-            },
+            other => {
+                if let Some(rest) = other.strip_prefix("ssh://") {
+                    Ok(Target::Ssh(SshTarget::parse(rest, other)?))
+                } else if let Some(rest) = other.strip_prefix("tls://") {
+                    Ok(Target::Tls(TlsTarget::parse(rest, other)?))
+                } else if other.contains("://") {
+                    Err(Error::Usage(format!(
+                        "invalid computer '{other}': the transports are tls:// and ssh://"
+                    )))
+                } else {
+                    Ok(Target::Tls(TlsTarget::parse(other, other)?))
+                }
+            }
         }
     }
 }
@@ -305,6 +314,7 @@ pub struct Dialer {
     local_socket: Option<std::path::PathBuf>,
     options: Options,
     client_id: Uuid,
+    known_hosts: std::path::PathBuf,
 }
 
 impl Dialer {
@@ -346,8 +356,31 @@ impl Dialer {
                     Err(e) => Err(e),
                 }
             }
+            Target::Tls(target) => {
+                let checking =
+                    known_hosts::Checking::from_option(self.options.host_key_checking.as_deref());
+                let tls = tls::connect(&target, &key, &self.known_hosts, checking).await?;
+                let login = Login {
+                    user: target.user.clone().unwrap_or_else(local_user),
+                    channel_binding: tls.channel_binding,
+                    certificate_sha256: tls.certificate_sha256,
+                    identity_file: self.options.identity_file.clone(),
+                };
+                let (r, w) = tokio::io::split(tls.stream);
+                Connection::handshake_with_login(&key, r, w, self.client_id, Some(login)).await
+            }
         }
     }
+}
+
+/// The name of the user running this client (whom a TLS login asks to act as by default).
+fn local_user() -> String {
+    nix::unistd::User::from_uid(nix::unistd::getuid())
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .or_else(|| std::env::var("USER").ok())
+        .unwrap_or_else(|| "nobody".into())
 }
 
 /// The name a computer is shown and stored under.
@@ -407,6 +440,11 @@ impl Client {
         &self.options
     }
 
+    /// Changes this client's defaults (a command's flags override the options file).
+    pub fn options_mut(&mut self) -> &mut Options {
+        &mut self.options
+    }
+
     pub fn registry(&self) -> &Registry {
         &self.registry
     }
@@ -435,6 +473,7 @@ impl Client {
             local_socket: self.local_socket.clone(),
             options: self.options.clone(),
             client_id: self.id,
+            known_hosts: known_hosts::file_in(&self.home.config_dir),
         }
     }
 

@@ -72,8 +72,24 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Connection {
-    /// Handshakes over an established byte stream.
+    /// Handshakes over an established byte stream whose transport authenticated us (the
+    /// local socket, ssh).
     pub async fn handshake<R, W>(computer: &str, r: R, w: W, client_id: Uuid) -> Result<Connection>
+    where
+        R: AsyncRead + Unpin + Send + 'static,
+        W: AsyncWrite + Unpin + Send + 'static,
+    {
+        Connection::handshake_with_login(computer, r, w, client_id, None).await
+    }
+
+    /// Handshakes, answering the server's `Challenge` with `login` (the TLS transport).
+    pub(crate) async fn handshake_with_login<R, W>(
+        computer: &str,
+        r: R,
+        w: W,
+        client_id: Uuid,
+        login: Option<Login>,
+    ) -> Result<Connection>
     where
         R: AsyncRead + Unpin + Send + 'static,
         W: AsyncWrite + Unpin + Send + 'static,
@@ -91,28 +107,27 @@ impl Connection {
             }))
             .await
             .map_err(|_| lost())?;
-        let welcome = match reader.read::<ServerMsg>().await {
-            Ok(Some(ServerMsg::Welcome(w))) => w,
-            Ok(Some(ServerMsg::Goodbye { error })) => {
+        let mut first = read_handshake(&mut reader, computer).await?;
+        if let ServerMsg::Challenge { nonce } = &first {
+            let Some(login) = &login else {
                 return Err(Error::Protocol {
                     computer: computer.to_string(),
-                    reason: error.message,
-                })
-            }
-            Ok(Some(_)) => {
+                    reason: "it asked for authentication on a transport that does not carry it"
+                        .into(),
+                });
+            };
+            first = login
+                .authenticate(computer, nonce, &mut reader, &mut writer)
+                .await?;
+        }
+        let welcome = match first {
+            ServerMsg::Welcome(w) => w,
+            _ => {
                 return Err(Error::Protocol {
                     computer: computer.to_string(),
                     reason: "unexpected answer to Hello".into(),
                 })
             }
-            Err(e) if e.is_malformed() => {
-                return Err(Error::Protocol {
-                    computer: computer.to_string(),
-                    reason: format!("its answer to Hello is malformed: {e}"),
-                })
-            }
-            // Closed or reset before answering (a daemon refusing at its limit, or dying).
-            Ok(None) | Err(_) => return Err(lost()),
         };
         if welcome.protocol_version != PROTOCOL_VERSION {
             return Err(Error::Protocol {
@@ -516,7 +531,10 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 });
                 break;
             }
-            ServerMsg::Welcome(_) | ServerMsg::Pong { .. } => continue,
+            ServerMsg::Welcome(_)
+            | ServerMsg::Pong { .. }
+            | ServerMsg::Challenge { .. }
+            | ServerMsg::AuthFailed { .. } => continue,
         };
         let route = lock(&routes).get(&rid).cloned();
         if let Some(tx) = route {
@@ -876,5 +894,119 @@ impl Canceller {
             .out
             .send(ClientMsg::Cancel { rid: self.rid }.into())
             .map_err(|_| self.conn.lost())
+    }
+}
+
+/// One message of the handshake; `Goodbye` and a closed stream become errors.
+async fn read_handshake<R: AsyncRead + Unpin>(
+    reader: &mut FrameReader<R>,
+    computer: &str,
+) -> Result<ServerMsg> {
+    match reader.read::<ServerMsg>().await {
+        Ok(Some(ServerMsg::Goodbye { error })) => Err(match error.kind {
+            linger_proto::types::ErrorKind::Auth => Error::Server(error),
+            _ => Error::Protocol {
+                computer: computer.to_string(),
+                reason: error.message,
+            },
+        }),
+        Ok(Some(m)) => Ok(m),
+        Err(e) if e.is_malformed() => Err(Error::Protocol {
+            computer: computer.to_string(),
+            reason: format!("its answer to Hello is malformed: {e}"),
+        }),
+        // Closed or reset before answering (a daemon refusing at its limit, or dying).
+        Ok(None) | Err(_) => Err(Error::ConnectionLost {
+            computer: computer.to_string(),
+        }),
+    }
+}
+
+/// What a TLS connection's login signs, and with which keys.
+pub(crate) struct Login {
+    pub user: String,
+    pub channel_binding: [u8; linger_proto::auth::BINDING_LEN],
+    pub certificate_sha256: [u8; linger_proto::auth::BINDING_LEN],
+    pub identity_file: Option<std::path::PathBuf>,
+}
+
+impl Login {
+    /// Offers the user's keys one by one until the server welcomes one. Returns the
+    /// server's answer to the accepted one (its `Welcome`).
+    async fn authenticate<R, W>(
+        &self,
+        computer: &str,
+        nonce: &[u8],
+        reader: &mut FrameReader<R>,
+        writer: &mut FrameWriter<W>,
+    ) -> Result<ServerMsg>
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        use linger_proto::auth::{signed_message, SIGNATURE_NAMESPACE};
+        let nonce: [u8; linger_proto::auth::BINDING_LEN] =
+            nonce.try_into().map_err(|_| Error::Protocol {
+                computer: computer.to_string(),
+                reason: "its authentication challenge has the wrong length".into(),
+            })?;
+        let identity_file = self.identity_file.clone();
+        let signers = Arc::new(
+            tokio::task::spawn_blocking(move || crate::keys::signers(identity_file.as_deref()))
+                .await
+                .map_err(|e| Error::State(format!("cannot load keys: {e}")))??,
+        );
+        let message = Arc::new(signed_message(
+            &nonce,
+            &self.channel_binding,
+            &self.certificate_sha256,
+            &self.user,
+        ));
+        let mut offered = Vec::new();
+        for i in 0..signers.len() {
+            let (signers2, message2) = (signers.clone(), message.clone());
+            let signature = tokio::task::spawn_blocking(move || {
+                signers2[i].sign(SIGNATURE_NAMESPACE, &message2)
+            })
+            .await
+            .map_err(|e| Error::State(format!("cannot sign: {e}")))?;
+            let signer = &signers[i];
+            let signature = match signature {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::debug!("skipping {}: {e}", signer.describe());
+                    continue;
+                }
+            };
+            offered.push(signer.describe());
+            let public_key = signer
+                .public_key()
+                .to_openssh()
+                .map_err(|e| Error::State(format!("cannot encode a public key: {e}")))?;
+            let attempt = ClientMsg::Authenticate(linger_proto::client::Authenticate {
+                user: self.user.clone(),
+                public_key,
+                signature,
+            });
+            writer
+                .write(&attempt)
+                .await
+                .map_err(|_| Error::ConnectionLost {
+                    computer: computer.to_string(),
+                })?;
+            match read_handshake(reader, computer).await {
+                Ok(ServerMsg::AuthFailed { tries_left, .. }) if tries_left > 0 => continue,
+                Ok(ServerMsg::AuthFailed { .. }) | Err(Error::Server(_)) => break,
+                other => return other,
+            }
+        }
+        Err(Error::AuthRejected {
+            computer: computer.to_string(),
+            offered: if offered.is_empty() {
+                "none could sign".into()
+            } else {
+                offered.join(", ")
+            },
+        })
     }
 }

@@ -76,6 +76,15 @@ pub enum Error {
     State(String),
     #[error("{0}")]
     Timeout(String),
+    /// The client cannot authenticate (no usable key, a key it cannot read).
+    #[error("{0}")]
+    Auth(String),
+    /// The server refused every key offered.
+    #[error("authentication to {computer} failed: the server accepted none of the keys offered ({offered})")]
+    AuthRejected { computer: String, offered: String },
+    /// The server's identity is unknown (and may not be learnt) or has changed.
+    #[error("{message}")]
+    HostKey { message: String, hint: String },
 }
 
 impl Error {
@@ -106,6 +115,7 @@ impl Error {
             Error::Usage(_) => Kind::Usage,
             Error::Io { .. } | Error::State(_) => Kind::Other,
             Error::Timeout(_) => Kind::Timeout,
+            Error::Auth(_) | Error::AuthRejected { .. } | Error::HostKey { .. } => Kind::Auth,
         }
     }
 
@@ -129,6 +139,11 @@ impl Error {
                     .into(),
             ),
             Error::Closed { .. } => Some("create a new one with `linger new`".into()),
+            Error::Auth(_) => Some("`--identity FILE` names the key to use".into()),
+            Error::AuthRejected { .. } => Some(
+                "the server's [server] authorized_keys must list your public key; `--identity FILE` picks another key".into(),
+            ),
+            Error::HostKey { hint, .. } => Some(hint.clone()),
             _ => None,
         }
     }

@@ -20,9 +20,12 @@ mod client;
 mod connection;
 mod error;
 mod home;
+mod keys;
+pub mod known_hosts;
 mod options;
 mod registry;
 mod ssh;
+mod tls;
 
 pub use autostart::{connect_or_start, daemon_program};
 pub use bytes::Bytes;
@@ -39,3 +42,4 @@ pub use linger_proto::types::{BufferingMode, JobInfo, JobKind, JobState, Session
 pub use options::Options;
 pub use registry::{Entry, JobEntry, Registry, Sessions};
 pub use ssh::SshTarget;
+pub use tls::TlsTarget;

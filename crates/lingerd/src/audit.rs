@@ -1,5 +1,5 @@
 //! The audit log (`audit.log` in the state directory): one JSON object per line for every
-//! session start, command, connect, disconnect, receive, enter, job action and removal —
+//! login (and failed login), session start, command, connect, disconnect, receive, enter, job action and removal —
 //! who, from where, when, and what. Kept apart from `lingerd.log`, whose level and wording
 //! are for debugging; this file's fields are stable for tools.
 
@@ -67,5 +67,14 @@ impl AuditLog {
             from: "the daemon".into(),
         };
         self.record(&peer, action, session, name, detail);
+    }
+
+    /// A failed authentication from `from` (no principal: nobody was authenticated).
+    pub fn record_failure(&self, from: &str, detail: Value) {
+        let peer = Peer {
+            principal: String::new(),
+            from: from.to_string(),
+        };
+        self.record(&peer, "login_failed", Uuid::nil(), "", detail);
     }
 }

@@ -21,6 +21,9 @@ use crate::Daemon;
 
 /// An unauthenticated connection must introduce itself within this time.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// After `Hello`, a TLS client must have authenticated within this time (sshd's
+/// LoginGraceTime); failed attempts' delays count against it.
+const LOGIN_GRACE: Duration = Duration::from_secs(30);
 /// Messages queued for one connection's writer.
 const OUTBOX: usize = 64;
 /// After `job stop` of a session's running command, how long until what it started is
@@ -61,12 +64,21 @@ struct Ctx {
     gone: tokio::sync::watch::Sender<bool>,
 }
 
-/// Serves one connection. `handshaking` is held until the client has introduced itself.
+/// How a transport vouches for a connection's peer.
+pub enum Admission {
+    /// The transport authenticated it (the local socket's SO_PEERCRED).
+    Trusted(Peer),
+    /// A TLS client: it must authenticate with an SSH key after `Hello` (`auth.rs`).
+    Challenge(crate::auth::TlsPeer),
+}
+
+/// Serves one connection. `handshaking` is held until the client has introduced itself
+/// (and, on TLS, authenticated).
 pub async fn serve<R, W>(
     daemon: Arc<Daemon>,
     r: R,
     w: W,
-    peer: Peer,
+    admission: Admission,
     handshaking: tokio::sync::OwnedSemaphorePermit,
 ) where
     R: AsyncRead + Unpin + Send + 'static,
@@ -74,18 +86,33 @@ pub async fn serve<R, W>(
 {
     let mut reader = FrameReader::new(r);
     let mut writer = FrameWriter::new(w);
+    let from = match &admission {
+        Admission::Trusted(p) => p.from.clone(),
+        Admission::Challenge(t) => format!("{} port {}", t.addr.ip(), t.addr.port()),
+    };
     let hello = match tokio::time::timeout(HELLO_TIMEOUT, reader.read::<ClientMsg>()).await {
         Ok(Ok(Some(ClientMsg::Hello(h)))) => h,
         Ok(Ok(None)) => return,
         Ok(Ok(Some(_))) => {
-            return refuse(&mut writer, &peer, "the first message must be Hello").await;
+            return refuse(&mut writer, &from, "the first message must be Hello").await;
         }
-        Ok(Err(e)) => return refuse(&mut writer, &peer, &format!("bad handshake: {e}")).await,
-        Err(_) => return refuse(&mut writer, &peer, "no Hello in time").await,
+        Ok(Err(e)) => return refuse(&mut writer, &from, &format!("bad handshake: {e}")).await,
+        Err(_) => return refuse(&mut writer, &from, "no Hello in time").await,
     };
     if let Err(why) = check_hello(&hello) {
-        return refuse(&mut writer, &peer, &why).await;
+        return refuse(&mut writer, &from, &why).await;
     }
+    let peer = match admission {
+        Admission::Trusted(peer) => peer,
+        Admission::Challenge(tls) => {
+            let login = crate::auth::authenticate(&daemon, &mut reader, &mut writer, &tls);
+            match tokio::time::timeout(LOGIN_GRACE, login).await {
+                Ok(Some(peer)) => peer,
+                Ok(None) => return,
+                Err(_) => return refuse(&mut writer, &from, "no authentication in time").await,
+            }
+        }
+    };
     let welcome = ServerMsg::Welcome(Welcome {
         protocol_version: PROTOCOL_VERSION,
         server_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -133,6 +160,9 @@ pub async fn serve<R, W>(
         match msg {
             ClientMsg::Hello(_) => {
                 tracing::warn!(conn, "second Hello ignored");
+            }
+            ClientMsg::Authenticate(_) => {
+                tracing::warn!(conn, "Authenticate after the handshake ignored");
             }
             ClientMsg::Request { rid, request } => {
                 let ctx = ctx.clone();
@@ -199,8 +229,8 @@ fn check_hello(h: &Hello) -> Result<(), String> {
     Ok(())
 }
 
-async fn refuse<W: AsyncWrite + Unpin>(writer: &mut FrameWriter<W>, peer: &Peer, why: &str) {
-    tracing::warn!(from = %peer.from, "refusing connection: {why}");
+async fn refuse<W: AsyncWrite + Unpin>(writer: &mut FrameWriter<W>, from: &str, why: &str) {
+    tracing::warn!(%from, "refusing connection: {why}");
     let _ = writer
         .write(&ServerMsg::Goodbye {
             error: ErrorBody::new(ErrorKind::Protocol, why),

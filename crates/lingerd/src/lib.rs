@@ -3,13 +3,16 @@
 //! anything for people (that is the CLI's).
 
 mod audit;
+mod auth;
 pub mod config;
 mod conn;
+pub mod identity;
 pub mod instance;
 pub mod paths;
 mod registry;
 mod session;
 mod spawn;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -51,12 +54,31 @@ pub struct Daemon {
     /// Clients not heard from since this daemon started get their heartbeat timeout from
     /// here: a restart must not look like their silence.
     started: Instant,
+    /// Failed TLS authentications per address.
+    auth_throttle: auth::Throttle,
+    /// A system daemon (run as root) runs each session as its principal's Unix user.
+    pub system: bool,
+    /// The user this daemon runs as: the principal of keys without `principal="…"`.
+    own_user: String,
+}
+
+/// Whom a daemon serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// One user, whose daemon this is (and the principals its authorized keys name).
+    PerUser,
+    /// Every user of the host, each session running as its owner (`lingerd --system`).
+    System,
 }
 
 impl Daemon {
     /// Prepares the daemon's directories and re-adopts the session hosts a previous
     /// daemon left running.
-    pub async fn start(config: Config, paths: DaemonPaths) -> std::io::Result<Arc<Daemon>> {
+    pub async fn start(
+        config: Config,
+        paths: DaemonPaths,
+        mode: Mode,
+    ) -> std::io::Result<Arc<Daemon>> {
         paths::private_dir(&paths.state_dir)?;
         paths::private_dir(&paths.sessions_dir())?;
         paths::private_dir(&paths.hosts_dir())?;
@@ -77,6 +99,9 @@ impl Daemon {
             handshaking: Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKING)),
             clients: Mutex::new(HashMap::new()),
             started: Instant::now(),
+            auth_throttle: auth::Throttle::default(),
+            system: mode == Mode::System,
+            own_user: user_name(nix::unistd::geteuid().as_raw()),
         });
         let weak = Arc::downgrade(&daemon);
         tokio::spawn(async move {
@@ -408,8 +433,17 @@ impl Daemon {
         let Ok(permit) = self.handshaking.clone().acquire_owned().await else {
             return;
         };
-        conn::serve(self.clone(), r, w, peer, permit).await;
+        conn::serve(self.clone(), r, w, conn::Admission::Trusted(peer), permit).await;
     }
+}
+
+/// The name of user `uid`, or `uid<N>` if it has no passwd entry.
+fn user_name(uid: u32) -> String {
+    nix::unistd::User::from_uid(uid.into())
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .unwrap_or_else(|| format!("uid{uid}"))
 }
 
 /// Serves clients on the daemon's Unix socket until `shutdown` completes. Only the daemon's
@@ -473,11 +507,7 @@ async fn serve_local(
             .await;
         return;
     }
-    let principal = nix::unistd::User::from_uid(uid.into())
-        .ok()
-        .flatten()
-        .map(|u| u.name)
-        .unwrap_or_else(|| format!("uid{uid}"));
+    let principal = user_name(uid);
     // A connection bridged by `lingerd --stdio` came over ssh: say from where.
     let via_ssh = stream
         .peer_cred()
@@ -490,7 +520,7 @@ async fn serve_local(
     };
     let peer = Peer { principal, from };
     let (r, w) = stream.into_split();
-    conn::serve(daemon, r, w, peer, handshaking).await;
+    conn::serve(daemon, r, w, conn::Admission::Trusted(peer), handshaking).await;
 }
 
 /// The `SSH_CONNECTION` client address and port of a local peer process, if it runs under

@@ -27,7 +27,8 @@ struct Args {
     /// State directory (default: $XDG_STATE_HOME/linger/server).
     #[arg(long, value_name = "DIR")]
     state_dir: Option<PathBuf>,
-    /// Also listen for TLS clients on ADDR:PORT (repeatable).
+    /// Also listen for TLS clients on ADDR:PORT, or ADDR with port 5990 (repeatable). Port
+    /// 0 picks a free port; the addresses bound are written to STATE_DIR/listening.
     #[arg(long, value_name = "ADDR:PORT")]
     listen: Vec<String>,
     /// Bridge standard input and output to the user's daemon (for ssh).
@@ -91,11 +92,11 @@ fn init_stderr_logging() {
 }
 
 fn run(args: Args) -> Result<()> {
-    if !args.listen.is_empty() {
-        anyhow::bail!(
-            "--listen: the TLS transport is not available in this version (use the local socket or ssh)"
-        );
-    }
+    let listen = args
+        .listen
+        .iter()
+        .map(|l| lingerd::tls::parse_listen(l).map_err(anyhow::Error::msg))
+        .collect::<Result<Vec<_>>>()?;
     if args.stdio {
         return stdio_bridge(args.socket);
     }
@@ -141,15 +142,52 @@ fn run(args: Args) -> Result<()> {
         }
         let listener = UnixListener::bind(&paths.socket)
             .with_context(|| format!("cannot listen on {}", paths.socket.display()))?;
-        let daemon = lingerd::Daemon::start(config, paths.clone())
+        let daemon = lingerd::Daemon::start(config, paths.clone(), lingerd::Mode::PerUser)
             .await
             .context("cannot prepare the state directory")?;
+        start_tls(&daemon, &paths, &listen).await?;
         tracing::info!(socket = %paths.socket.display(), pid = std::process::id(), "lingerd listening");
         lingerd::serve_unix(Arc::clone(&daemon), listener, shutdown_signal()).await;
         tracing::info!("lingerd stopping; sessions keep running and will be re-adopted");
         let _ = std::fs::remove_file(&paths.socket);
         Ok(())
     })
+}
+
+/// Binds every `--listen` address and serves TLS on it. The addresses actually bound (port
+/// 0 picks one) go to `STATE_DIR/listening`, one per line, for scripts and tests.
+async fn start_tls(
+    daemon: &Arc<lingerd::Daemon>,
+    paths: &DaemonPaths,
+    listen: &[std::net::SocketAddr],
+) -> Result<()> {
+    let listening = paths.state_dir.join("listening");
+    let _ = std::fs::remove_file(&listening);
+    if listen.is_empty() {
+        return Ok(());
+    }
+    let identity = lingerd::identity::ServerIdentity::load_or_create(&paths.state_dir)?;
+    tracing::info!(fingerprint = %identity.fingerprint, "server identity");
+    let identity = Arc::new(identity);
+    let mut bound = String::new();
+    for addr in listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))?;
+        let local = listener
+            .local_addr()
+            .context("a bound listener has an address")?;
+        tracing::info!(address = %local, "listening for TLS clients");
+        bound.push_str(&format!("{local}\n"));
+        tokio::spawn(lingerd::tls::serve_tls(
+            daemon.clone(),
+            listener,
+            identity.clone(),
+        ));
+    }
+    std::fs::write(&listening, bound)
+        .with_context(|| format!("cannot write {}", listening.display()))?;
+    Ok(())
 }
 
 /// `lingerd --stdio`, the far end of the ssh transport: bridges standard input and output

@@ -16,7 +16,10 @@ use crate::cli::{Cli, Command, SessionFilter, SessionFlags, Targets};
 use crate::report::{usage, usage_hint};
 
 pub async fn run(cli: Cli) -> Result<i32> {
-    let client = Client::from_env()?;
+    let mut client = Client::from_env()?;
+    if let Some(file) = &cli.identity {
+        client.options_mut().identity_file = Some(file.clone());
+    }
     match cli.command {
         Command::New(args) => new::run(&client, args, cli.json).await,
         Command::Get(args) => get::run(&client, args, cli.json).await,

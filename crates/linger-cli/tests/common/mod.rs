@@ -204,17 +204,71 @@ pub fn eventually(what: &str, mut f: impl FnMut() -> bool) {
 impl World {
     /// Starts `lingerd` in the foreground (as systemd would) and waits for its socket.
     pub fn start_daemon(&mut self) {
-        let child = self
-            .lingerd(&[
-                "--socket",
-                self.socket().to_str().expect("utf-8 path"),
-                "--state-dir",
-                self.state_dir().to_str().expect("utf-8 path"),
-            ])
-            .spawn()
-            .expect("start lingerd");
+        self.start_daemon_with(&[]);
+    }
+
+    /// Starts `lingerd` with extra flags and waits for its socket.
+    pub fn start_daemon_with(&mut self, extra: &[&str]) {
+        let socket = self.socket();
+        let state = self.state_dir();
+        let mut args = vec![
+            "--socket",
+            socket.to_str().expect("utf-8 path"),
+            "--state-dir",
+            state.to_str().expect("utf-8 path"),
+        ];
+        args.extend_from_slice(extra);
+        let child = self.lingerd(&args).spawn().expect("start lingerd");
         self.daemon = Some(child);
         eventually("lingerd's socket", || self.socket().exists());
+    }
+
+    /// Starts `lingerd` listening for TLS on a free loopback port as well; returns the
+    /// computer name clients reach it by (`127.0.0.1:PORT`).
+    pub fn start_tls_daemon(&mut self) -> String {
+        let listening = self.state_dir().join("listening");
+        let _ = std::fs::remove_file(&listening);
+        self.start_daemon_with(&["--listen", "127.0.0.1:0"]);
+        let mut address = String::new();
+        eventually("lingerd's TLS listener", || {
+            address = std::fs::read_to_string(&listening).unwrap_or_default();
+            address.ends_with('\n')
+        });
+        address.lines().next().expect("an address").to_string()
+    }
+
+    /// Stops the daemon this test started in the foreground (its sessions keep running).
+    pub fn stop_daemon(&mut self) {
+        if let Some(mut child) = self.daemon.take() {
+            kill(child.id() as i32, nix::sys::signal::Signal::SIGTERM);
+            let _ = child.wait();
+        }
+    }
+
+    /// Makes an Ed25519 key pair with `ssh-keygen` (no passphrase); returns the private
+    /// key's path and the public key's line.
+    pub fn keygen(&self, name: &str) -> (PathBuf, String) {
+        let key = self.path(name);
+        let out = Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
+            .arg(&key)
+            .output()
+            .expect("run ssh-keygen (Debian's openssh-client)");
+        assert!(out.status.success(), "ssh-keygen: {}", stderr(&out));
+        let public = std::fs::read_to_string(key.with_extension("pub")).expect("public key");
+        (key, public.trim().to_string())
+    }
+
+    /// Client `home` logs in with `key` and pins new servers on first use.
+    pub fn use_key(&self, home: &str, key: &Path) {
+        std::fs::write(
+            self.path(home).join("options.toml"),
+            format!(
+                "identity_file = {:?}\nhost_key_checking = \"accept-new\"\n",
+                key.display().to_string()
+            ),
+        )
+        .expect("options.toml");
     }
 
     /// A library client playing the client machine `home`.

@@ -1,0 +1,367 @@
+//! The TLS transport against a real `lingerd --listen` on loopback: logins with SSH keys
+//! (files and a real ssh-agent), principals and what they may see, the server identity
+//! pinned in known_hosts, and how failures are reported and slowed down.
+
+mod common;
+
+use std::process::{Command, Stdio};
+
+use common::{eventually, kill, run_as, stderr, stdout, World};
+
+/// `[server] authorized_keys` naming alice's and bob's keys as those principals.
+fn authorize(w: &World, lines: &[String]) {
+    let file = w.path("authorized_keys");
+    std::fs::write(&file, lines.join("\n") + "\n").expect("authorized_keys");
+    w.write_config(&format!(
+        "[server]\nauthorized_keys = {:?}\n",
+        file.display().to_string()
+    ));
+}
+
+fn audit(w: &World) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(w.state_dir().join("audit.log"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("an audit line is JSON"))
+        .collect()
+}
+
+#[test]
+fn principals_share_a_daemon_and_see_only_their_own_sessions() {
+    let mut w = World::new();
+    let (alice, alice_pub) = w.keygen("alice");
+    let (bob, bob_pub) = w.keygen("bob");
+    authorize(
+        &w,
+        &[
+            format!("principal=\"alice\" {alice_pub}"),
+            format!("# a comment, and a line that does not parse\ngarbage\nprincipal=\"bob\",no-pty {bob_pub}"),
+        ],
+    );
+    let computer = w.start_tls_daemon();
+    w.use_key("homeA", &alice);
+    w.use_key("homeB", &bob);
+
+    let t = common::ok_as(&w, "homeA", &["new", &computer, "--name", "work"]);
+    assert!(t.contains(&computer) && t.contains("Opened"), "{t}");
+    common::ok_as(&w, "homeA", &["invoke", "work", "--", "x=kept; cd /tmp"]);
+    assert_eq!(
+        common::ok_as(&w, "homeA", &["invoke", "work", "--", "echo $x $(pwd)"]),
+        "kept /tmp\n"
+    );
+    let json = common::ok_as(&w, "homeA", &["--json", "get", "work"]);
+    let first: serde_json::Value =
+        serde_json::from_str(json.lines().next().expect("a record")).expect("json");
+    let instance_id = first["instance_id"]
+        .as_str()
+        .expect("instance_id")
+        .to_string();
+
+    // Bob reaches the same daemon and sees nothing of alice's.
+    common::ok_as(&w, "homeB", &["new", &computer, "--name", "mine"]);
+    let bobs = common::ok_as(&w, "homeB", &["get", "--computer", &computer]);
+    assert!(bobs.contains("mine") && !bobs.contains("work"), "{bobs}");
+    let alices = common::ok_as(&w, "homeA", &["get", "--computer", &computer]);
+    assert!(
+        alices.contains("work") && !alices.contains("mine"),
+        "{alices}"
+    );
+
+    // Naming alice's session by InstanceId answers exactly as for one that does not exist.
+    let theirs = run_as(
+        &w,
+        "homeB",
+        &[
+            "connect",
+            "--computer",
+            &computer,
+            "--instance-id",
+            &instance_id,
+        ],
+    );
+    let nobodys_id = "0b5d3c1e-9a55-4e63-8d1c-5a0f0e8f1c2d";
+    let nobodys = run_as(
+        &w,
+        "homeB",
+        &[
+            "connect",
+            "--computer",
+            &computer,
+            "--instance-id",
+            nobodys_id,
+        ],
+    );
+    assert_eq!(theirs.status.code(), Some(3), "{}", stderr(&theirs));
+    assert_eq!(nobodys.status.code(), Some(3), "{}", stderr(&nobodys));
+    assert_eq!(
+        stderr(&theirs).replace(&instance_id, "ID"),
+        stderr(&nobodys).replace(nobodys_id, "ID")
+    );
+
+    // Who logged in, as whom, from where.
+    let logins: Vec<_> = audit(&w)
+        .into_iter()
+        .filter(|r| r["action"] == "login")
+        .collect();
+    assert!(logins.iter().any(|r| r["principal"] == "alice"));
+    assert!(logins.iter().any(|r| r["principal"] == "bob"));
+    assert!(logins.iter().all(|r| r["from"]
+        .as_str()
+        .unwrap_or("")
+        .starts_with("127.0.0.1 port ")));
+    let starts: Vec<_> = audit(&w)
+        .into_iter()
+        .filter(|r| r["action"] == "session_start")
+        .map(|r| (r["principal"].clone(), r["name"].clone()))
+        .collect();
+    assert!(
+        starts.contains(&("alice".into(), "work".into())),
+        "{starts:?}"
+    );
+    assert!(
+        starts.contains(&("bob".into(), "mine".into())),
+        "{starts:?}"
+    );
+}
+
+#[test]
+fn a_key_without_principal_acts_as_the_daemons_user() {
+    let mut w = World::new();
+    let (key, public) = w.keygen("plain");
+    authorize(&w, &[public]);
+    let computer = w.start_tls_daemon();
+    w.use_key("homeA", &key);
+    common::ok_as(&w, "homeA", &["new", &computer, "--name", "s"]);
+    let me = nix::unistd::User::from_uid(nix::unistd::geteuid())
+        .expect("passwd")
+        .expect("a user")
+        .name;
+    assert!(audit(&w)
+        .iter()
+        .any(|r| r["action"] == "login" && r["principal"] == me.as_str()));
+    // The same daemon's local socket serves that user too: the session is theirs there.
+    let local = common::ok_as(&w, "homeB", &["get", "--computer", "localhost"]);
+    assert!(local.contains(" s "), "{local}");
+}
+
+#[test]
+fn the_server_identity_is_pinned_and_a_changed_one_refused() {
+    let mut w = World::new();
+    let (key, public) = w.keygen("k");
+    authorize(&w, &[public]);
+    let computer = w.start_tls_daemon();
+    let port = computer.rsplit_once(':').expect("host:port").1.to_string();
+
+    // Strict (the default without a terminal): an unknown server is refused, and the
+    // message shows the fingerprint that `ssh-keygen -lf` shows on the server.
+    let o = run_as(
+        &w,
+        "homeA",
+        &[
+            "--identity",
+            key.to_str().expect("utf-8"),
+            "get",
+            "--computer",
+            &computer,
+        ],
+    );
+    assert_eq!(o.status.code(), Some(5), "{}", stderr(&o));
+    let pub_file = w.state_dir().join("identity/host_ed25519.pub");
+    let lf = Command::new("ssh-keygen")
+        .arg("-lf")
+        .arg(&pub_file)
+        .output()
+        .expect("ssh-keygen -lf");
+    let fingerprint = stdout(&lf)
+        .split_whitespace()
+        .nth(1)
+        .expect("a fingerprint")
+        .to_string();
+    assert!(fingerprint.starts_with("SHA256:"), "{}", stdout(&lf));
+    let err = stderr(&o);
+    assert!(
+        err.contains("is not known") && err.contains(&fingerprint),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(!w.path("homeA/known_hosts").exists());
+
+    // accept-new pins it, in ssh's format; strict then accepts it.
+    w.use_key("homeA", &key);
+    common::ok_as(&w, "homeA", &["get", "--computer", &computer]);
+    let pins = std::fs::read_to_string(w.path("homeA/known_hosts")).expect("known_hosts");
+    let server_key = std::fs::read_to_string(&pub_file).expect("pub");
+    let server_key: Vec<&str> = server_key.split_whitespace().take(2).collect();
+    assert_eq!(
+        pins.trim(),
+        format!("[127.0.0.1]:{port} {} {}", server_key[0], server_key[1])
+    );
+    std::fs::write(
+        w.path("homeA/options.toml"),
+        format!(
+            "identity_file = {:?}\nhost_key_checking = \"strict\"\n",
+            key.display().to_string()
+        ),
+    )
+    .expect("options");
+    common::ok_as(&w, "homeA", &["get", "--computer", &computer]);
+
+    // The identity survives a restart of the daemon.
+    w.stop_daemon();
+    let listen = format!("127.0.0.1:{port}");
+    w.start_daemon_with(&["--listen", &listen]);
+    eventually("the listener", || {
+        std::fs::read_to_string(w.state_dir().join("listening")).is_ok_and(|l| l.contains(&listen))
+    });
+    common::ok_as(&w, "homeA", &["get", "--computer", &computer]);
+
+    // Another key for that server in known_hosts: refused with both fingerprints.
+    let (_, other) = w.keygen("impostor");
+    let other_fp = {
+        let o = Command::new("ssh-keygen")
+            .arg("-lf")
+            .arg(w.path("impostor.pub"))
+            .output()
+            .expect("ssh-keygen -lf");
+        stdout(&o)
+            .split_whitespace()
+            .nth(1)
+            .expect("fp")
+            .to_string()
+    };
+    let other: Vec<&str> = other.split_whitespace().take(2).collect();
+    std::fs::write(
+        w.path("homeA/known_hosts"),
+        format!("[127.0.0.1]:{port} {} {}\n", other[0], other[1]),
+    )
+    .expect("known_hosts");
+    w.use_key("homeA", &key);
+    let o = run_as(&w, "homeA", &["get", "--computer", &computer]);
+    assert_eq!(o.status.code(), Some(5), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("has changed"), "{err}");
+    assert!(
+        err.contains(&fingerprint) && err.contains(&other_fp),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
+
+#[test]
+fn failed_logins_say_so_plainly_and_are_slowed_down() {
+    let mut w = World::new();
+    let (_, good_pub) = w.keygen("good");
+    let (bad, _) = w.keygen("bad");
+    authorize(&w, &[format!("principal=\"ops\" {good_pub}")]);
+    let computer = w.start_tls_daemon();
+    w.use_key("homeA", &bad);
+    for _ in 0..3 {
+        let o = run_as(&w, "homeA", &["new", &computer, "--name", "x"]);
+        assert_eq!(o.status.code(), Some(5), "{}", stderr(&o));
+        let err = stderr(&o);
+        assert!(err.starts_with("linger: error: authentication to"), "{err}");
+        assert!(
+            !err.contains("ops") && !err.contains("principal"),
+            "reveals nothing: {err}"
+        );
+        assert_eq!(err.lines().count(), 1, "{err}");
+    }
+    let o = run_as(&w, "homeA", &["--json", "get", "--computer", &computer]);
+    assert_eq!(o.status.code(), Some(5));
+    assert!(stdout(&o).contains("\"kind\":\"auth\""), "{}", stdout(&o));
+    // Each failure from the same address waited longer than the one before.
+    let delays: Vec<u64> = audit(&w)
+        .iter()
+        .filter(|r| r["action"] == "login_failed")
+        .map(|r| r["detail"]["delay_ms"].as_u64().expect("delay_ms"))
+        .collect();
+    assert_eq!(delays.len(), 4, "{delays:?}");
+    assert!(delays.windows(2).all(|p| p[1] > p[0]), "{delays:?}");
+    assert!(w.daemon_log().contains("is not authorized"));
+}
+
+/// A real ssh-agent, killed by pid at the end.
+struct Agent {
+    pid: i32,
+    socket: std::path::PathBuf,
+}
+
+impl Agent {
+    fn start(w: &World) -> Agent {
+        let socket = w.path("agent.sock");
+        let out = Command::new("ssh-agent")
+            .arg("-a")
+            .arg(&socket)
+            .arg("-s")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run ssh-agent (Debian's openssh-client)");
+        assert!(out.status.success(), "{}", stderr(&out));
+        let text = stdout(&out);
+        let pid = text
+            .split("SSH_AGENT_PID=")
+            .nth(1)
+            .and_then(|r| r.split(';').next())
+            .and_then(|p| p.parse().ok())
+            .expect("ssh-agent says its pid");
+        Agent { pid, socket }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        kill(self.pid, nix::sys::signal::Signal::SIGTERM);
+    }
+}
+
+#[test]
+fn keys_in_ssh_agent_are_offered_in_turn() {
+    let mut w = World::new();
+    let (other, _) = w.keygen("other");
+    let (good, good_pub) = w.keygen("good");
+    authorize(&w, &[format!("principal=\"agent-user\" {good_pub}")]);
+    let computer = w.start_tls_daemon();
+    let agent = Agent::start(&w);
+    for key in [&other, &good] {
+        let o = Command::new("ssh-add")
+            .arg("-q")
+            .arg(key)
+            .env("SSH_AUTH_SOCK", &agent.socket)
+            .output()
+            .expect("ssh-add");
+        assert!(o.status.success(), "{}", stderr(&o));
+        // The key files are gone: only the agent holds them now.
+        std::fs::remove_file(key).expect("rm key");
+    }
+    std::fs::write(
+        w.path("homeA/options.toml"),
+        "host_key_checking = \"accept-new\"\n",
+    )
+    .expect("options");
+    let o = w
+        .linger(&["new", &computer, "--name", "via-agent"])
+        .env("SSH_AUTH_SOCK", &agent.socket)
+        .output()
+        .expect("linger");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let logins: Vec<_> = audit(&w)
+        .into_iter()
+        .filter(|r| r["action"] == "login" || r["action"] == "login_failed")
+        .map(|r| (r["action"].clone(), r["principal"].clone()))
+        .collect();
+    assert_eq!(
+        logins,
+        vec![
+            ("login_failed".into(), "".into()),
+            ("login".into(), "agent-user".into())
+        ]
+    );
+    // Without the agent and without key files, the client says it has nothing to offer.
+    let o = w
+        .linger(&["get", "--computer", &computer])
+        .env_remove("SSH_AUTH_SOCK")
+        .output()
+        .expect("linger");
+    assert_eq!(o.status.code(), Some(5));
+    assert!(stderr(&o).contains("no SSH key"), "{}", stderr(&o));
+}

@@ -1,0 +1,314 @@
+//! Authentication of TLS clients (SPEC §1, §12): a signature by an SSH key listed in
+//! `[server] authorized_keys` (a system daemon also reads the user's own
+//! `~/.ssh/authorized_keys`), bound to the TLS connection. Failures are answered alike,
+//! whatever went wrong, and each one from the same address waits longer than the last.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use linger_proto::auth::{signed_message, BINDING_LEN, MAX_AUTH_TRIES, SIGNATURE_NAMESPACE};
+use linger_proto::client::{Authenticate, ClientMsg};
+use linger_proto::frame::{FrameReader, FrameWriter};
+use linger_proto::server::ServerMsg;
+use linger_proto::types::{ErrorBody, ErrorKind};
+use ssh_key::{HashAlg, PublicKey, SshSig};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::conn::Peer;
+use crate::Daemon;
+
+/// What every failed attempt is told: nothing about why.
+const FAILED: &str = "authentication failed";
+/// The first failure from an address waits this long before it is answered; each further
+/// one twice as long, up to [`MAX_DELAY`].
+const FIRST_DELAY: Duration = Duration::from_millis(100);
+const MAX_DELAY: Duration = Duration::from_secs(8);
+/// An address's failures are forgotten after this long without one.
+const FORGET_AFTER: Duration = Duration::from_secs(600);
+/// Longest principal name accepted from a `principal="…"` option.
+const MAX_PRINCIPAL_LEN: usize = 64;
+
+/// The TLS facts an authentication is bound to.
+pub struct TlsPeer {
+    pub addr: SocketAddr,
+    pub channel_binding: [u8; BINDING_LEN],
+    pub certificate_sha256: [u8; BINDING_LEN],
+}
+
+/// Failed attempts per source address, to slow down guessing.
+#[derive(Default)]
+pub struct Throttle {
+    failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+}
+
+impl Throttle {
+    /// Records a failure from `ip` and says how long to wait before answering it.
+    pub fn failed(&self, ip: IpAddr) -> Duration {
+        let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        map.retain(|_, (_, last)| now.duration_since(*last) < FORGET_AFTER);
+        let entry = map.entry(ip).or_insert((0, now));
+        entry.0 = entry.0.saturating_add(1);
+        entry.1 = now;
+        let doublings = entry.0.saturating_sub(1).min(16);
+        FIRST_DELAY.saturating_mul(1 << doublings).min(MAX_DELAY)
+    }
+
+    pub fn succeeded(&self, ip: IpAddr) {
+        self.failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&ip);
+    }
+}
+
+/// Why one attempt failed. For the server's log and audit only, never for the client.
+#[derive(Debug, thiserror::Error)]
+enum Refusal {
+    #[error("the public key does not parse: {0}")]
+    BadKey(ssh_key::Error),
+    #[error("the signature does not parse: {0}")]
+    BadSignature(ssh_key::Error),
+    #[error("key {0} is not authorized")]
+    NotAuthorized(String),
+    #[error("key {0}: the signature does not verify ({1})")]
+    WrongSignature(String, ssh_key::Error),
+}
+
+/// Runs the challenge exchange after `Hello` on a TLS connection. Returns who the client
+/// is, or `None` once the connection has been refused (and told so).
+pub async fn authenticate<R, W>(
+    daemon: &Daemon,
+    reader: &mut FrameReader<R>,
+    writer: &mut FrameWriter<W>,
+    tls: &TlsPeer,
+) -> Option<Peer>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut nonce = [0u8; BINDING_LEN];
+    if rustls::crypto::ring::default_provider()
+        .secure_random
+        .fill(&mut nonce)
+        .is_err()
+    {
+        tracing::error!("no randomness for an authentication nonce");
+        return None;
+    }
+    let challenge = ServerMsg::Challenge {
+        nonce: Bytes::copy_from_slice(&nonce),
+    };
+    writer.write(&challenge).await.ok()?;
+    let from = format!("{} port {}", tls.addr.ip(), tls.addr.port());
+    for attempt in 1..=MAX_AUTH_TRIES {
+        let auth = match reader.read::<ClientMsg>().await {
+            Ok(Some(ClientMsg::Authenticate(a))) => a,
+            Ok(None) => return None,
+            Ok(Some(_)) => {
+                goodbye(writer, ErrorKind::Protocol, "expected Authenticate").await;
+                return None;
+            }
+            Err(e) => {
+                tracing::warn!(%from, "closing connection during authentication: {e}");
+                goodbye(writer, ErrorKind::Protocol, &e.to_string()).await;
+                return None;
+            }
+        };
+        let message = signed_message(
+            &nonce,
+            &tls.channel_binding,
+            &tls.certificate_sha256,
+            &auth.user,
+        );
+        match check(daemon, &auth, &message) {
+            Ok((principal, fingerprint)) => {
+                daemon.auth_throttle.succeeded(tls.addr.ip());
+                let peer = Peer {
+                    principal,
+                    from: format!("{from} (key {fingerprint})"),
+                };
+                daemon.audit.record(
+                    &peer,
+                    "login",
+                    uuid::Uuid::nil(),
+                    "",
+                    serde_json::json!({ "user": auth.user, "key": fingerprint }),
+                );
+                return Some(peer);
+            }
+            Err(why) => {
+                let delay = daemon.auth_throttle.failed(tls.addr.ip());
+                tracing::warn!(%from, user = %auth.user, attempt, "authentication failed: {why}");
+                daemon.audit.record_failure(
+                    &from,
+                    serde_json::json!({
+                        "user": auth.user,
+                        "reason": why.to_string(),
+                        "delay_ms": delay.as_millis() as u64,
+                    }),
+                );
+                tokio::time::sleep(delay).await;
+                let tries_left = MAX_AUTH_TRIES - attempt;
+                if tries_left == 0 {
+                    break;
+                }
+                let msg = ServerMsg::AuthFailed {
+                    message: FAILED.into(),
+                    tries_left,
+                };
+                writer.write(&msg).await.ok()?;
+            }
+        }
+    }
+    goodbye(writer, ErrorKind::Auth, FAILED).await;
+    None
+}
+
+async fn goodbye<W: AsyncWrite + Unpin>(writer: &mut FrameWriter<W>, kind: ErrorKind, msg: &str) {
+    let _ = writer
+        .write(&ServerMsg::Goodbye {
+            error: ErrorBody::new(kind, msg),
+        })
+        .await;
+}
+
+/// Checks one attempt: the key is authorized (and as whom), the signature is the key's over
+/// `message`. Returns the principal and the key's fingerprint.
+fn check(
+    daemon: &Daemon,
+    auth: &Authenticate,
+    message: &[u8],
+) -> Result<(String, String), Refusal> {
+    let key = PublicKey::from_openssh(&auth.public_key).map_err(Refusal::BadKey)?;
+    let fingerprint = key.fingerprint(HashAlg::Sha256).to_string();
+    let signature = SshSig::from_pem(&auth.signature).map_err(Refusal::BadSignature)?;
+    let principal = authorized_as(daemon, &key, &auth.user)
+        .ok_or_else(|| Refusal::NotAuthorized(fingerprint.clone()))?;
+    key.verify(SIGNATURE_NAMESPACE, message, &signature)
+        .map_err(|e| Refusal::WrongSignature(fingerprint.clone(), e))?;
+    Ok((principal, fingerprint))
+}
+
+/// Whom `key` may act as, given that the client asked to be `user`.
+///
+/// `[server] authorized_keys`: a line with `principal="NAME"` acts as NAME. Without one, a
+/// per-user daemon takes it as its own user; a system daemon ignores it (it would be root).
+/// A system daemon also accepts keys from `user`'s own `~/.ssh/authorized_keys`, as `user`.
+fn authorized_as(daemon: &Daemon, key: &PublicKey, user: &str) -> Option<String> {
+    if let Some(path) = &daemon.config.server.authorized_keys {
+        for (opts, _) in matching_entries(path, key) {
+            match principal_option(&opts) {
+                Some(Ok(name)) => return Some(name),
+                Some(Err(bad)) => {
+                    tracing::warn!(path = %path.display(), "ignoring a key with an invalid principal {bad:?}")
+                }
+                None if daemon.system => tracing::warn!(
+                    path = %path.display(),
+                    "a system daemon ignores keys without principal=\"NAME\" in [server] authorized_keys"
+                ),
+                None => return Some(daemon.own_user.clone()),
+            }
+        }
+    }
+    if daemon.system {
+        let home = nix::unistd::User::from_name(user).ok().flatten()?.dir;
+        let path = home.join(".ssh/authorized_keys");
+        if matching_entries(&path, key).next().is_some() {
+            return Some(user.to_string());
+        }
+    }
+    None
+}
+
+/// The entries of an authorized_keys file holding `key`, with their options. Lines that do
+/// not parse are skipped (and logged), as sshd does.
+fn matching_entries<'k>(
+    path: &Path,
+    key: &'k PublicKey,
+) -> impl Iterator<Item = (String, PathBuf)> + 'k {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(path = %path.display(), "cannot read authorized keys: {e}");
+            }
+            String::new()
+        }
+    };
+    let path = path.to_path_buf();
+    let found: Vec<(String, PathBuf)> = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| {
+            let l = l.trim();
+            !l.is_empty() && !l.starts_with('#')
+        })
+        .filter_map(|(n, line)| match line.trim().parse::<ssh_key::authorized_keys::Entry>() {
+            Ok(entry) => Some(entry),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), line = n + 1, "skipping an authorized key that does not parse: {e}");
+                None
+            }
+        })
+        .filter(|entry| entry.public_key().key_data() == key.key_data())
+        .map(|entry| (entry.config_opts().to_string(), path.clone()))
+        .collect();
+    found.into_iter()
+}
+
+/// The value of a `principal="NAME"` option, if the options carry one.
+fn principal_option(opts: &str) -> Option<Result<String, String>> {
+    let opts = ssh_key::authorized_keys::ConfigOpts::new(opts).ok()?;
+    let raw = opts.iter().find_map(|o| o.strip_prefix("principal="))?;
+    let name = raw
+        .strip_prefix('"')
+        .and_then(|r| r.strip_suffix('"'))
+        .unwrap_or(raw);
+    let valid = !name.is_empty()
+        && name.len() <= MAX_PRINCIPAL_LEN
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-@".contains(c));
+    Some(if valid {
+        Ok(name.to_string())
+    } else {
+        Err(name.to_string())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn principal_option_is_read_and_checked() {
+        assert_eq!(
+            principal_option(r#"principal="alice",no-pty"#),
+            Some(Ok("alice".into()))
+        );
+        assert_eq!(principal_option("no-pty"), None);
+        assert_eq!(principal_option(""), None);
+        assert_eq!(
+            principal_option(r#"principal="../root""#),
+            Some(Err("../root".into()))
+        );
+    }
+
+    #[test]
+    fn failures_wait_longer_each_time_up_to_a_ceiling() {
+        let t = Throttle::default();
+        let ip: IpAddr = [192, 0, 2, 1].into();
+        let delays: Vec<Duration> = (0..10).map(|_| t.failed(ip)).collect();
+        assert_eq!(delays[0], FIRST_DELAY);
+        assert!(delays.windows(2).all(|w| w[1] >= w[0]));
+        assert_eq!(delays[9], MAX_DELAY);
+        t.succeeded(ip);
+        assert_eq!(t.failed(ip), FIRST_DELAY);
+        assert_eq!(t.failed([192, 0, 2, 2].into()), FIRST_DELAY);
+    }
+}
