@@ -6,16 +6,21 @@ mod common;
 
 use std::process::{Command, Stdio};
 
+use common::proxy::FaultyProxy;
 use common::{eventually, kill, run_as, stderr, stdout, World};
 
-/// `[server] authorized_keys` naming alice's and bob's keys as those principals.
-fn authorize(w: &World, lines: &[String]) {
+/// Writes `[server] authorized_keys` with these lines (and `extra` server settings).
+fn authorize_with(w: &World, lines: &[String], extra: &str) {
     let file = w.path("authorized_keys");
     std::fs::write(&file, lines.join("\n") + "\n").expect("authorized_keys");
     w.write_config(&format!(
-        "[server]\nauthorized_keys = {:?}\n",
+        "[server]\nauthorized_keys = {:?}\n{extra}",
         file.display().to_string()
     ));
+}
+
+fn authorize(w: &World, lines: &[String]) {
+    authorize_with(w, lines, "");
 }
 
 fn audit(w: &World) -> Vec<serde_json::Value> {
@@ -364,4 +369,71 @@ fn keys_in_ssh_agent_are_offered_in_turn() {
         .expect("linger");
     assert_eq!(o.status.code(), Some(5));
     assert!(stderr(&o).contains("no SSH key"), "{}", stderr(&o));
+}
+
+/// Robust sessions over a bad network: during one large stream, a proxy between client and
+/// server cuts the connection three times and blackholes it three times. The client notices
+/// (a cut at once, a blackhole by the heartbeat timeout), dials again, logs in again, and
+/// resumes from the last line it acknowledged: every line arrives once, in order.
+#[test]
+fn a_stream_survives_cuts_and_blackholes() {
+    use std::io::{BufRead, Read};
+    let mut w = World::new();
+    let (key, public) = w.keygen("k");
+    authorize_with(
+        &w,
+        &[public],
+        "heartbeat_interval = \"200ms\"\nheartbeat_timeout = \"1500ms\"\n",
+    );
+    let direct = w.start_tls_daemon();
+    let proxy = FaultyProxy::start(direct.parse().expect("an address"));
+    let computer = proxy.addr.to_string();
+    w.use_key("homeA", &key);
+    common::ok_as(&w, "homeA", &["new", &computer, "--name", "far"]);
+
+    const LINES: u64 = 3_000_000;
+    let mut child = w
+        .linger(&["invoke", "far", "--", &format!("seq 1 {LINES}")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("invoke");
+    let mut out = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+    let mut err_pipe = child.stderr.take().expect("stderr");
+    let faults: [(u64, bool); 6] = [
+        (150_000, true),
+        (300_000, false),
+        (450_000, true),
+        (600_000, false),
+        (750_000, true),
+        (900_000, false),
+    ];
+    let mut next = 0;
+    let mut expected = 1u64;
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if out.read_line(&mut line).expect("read") == 0 {
+            break;
+        }
+        let n: u64 = line.trim_end().parse().unwrap_or_else(|_| panic!("not a number: {line:?}"));
+        assert_eq!(n, expected, "a line was lost or repeated");
+        expected += 1;
+        if next < faults.len() && n == faults[next].0 {
+            if faults[next].1 {
+                proxy.cut();
+            } else {
+                proxy.blackhole();
+            }
+            next += 1;
+        }
+    }
+    let mut err = String::new();
+    err_pipe.read_to_string(&mut err).expect("stderr");
+    let code = child.wait().expect("linger ends").code();
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(expected, LINES + 1, "the stream ended early; stderr: {err}");
+    assert_eq!(next, faults.len());
+    assert_eq!(err.matches("reconnected").count(), faults.len(), "{err}");
+    assert!(proxy.accepted() > faults.len(), "every fault made the client dial again");
 }
