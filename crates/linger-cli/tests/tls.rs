@@ -416,7 +416,10 @@ fn a_stream_survives_cuts_and_blackholes() {
         if out.read_line(&mut line).expect("read") == 0 {
             break;
         }
-        let n: u64 = line.trim_end().parse().unwrap_or_else(|_| panic!("not a number: {line:?}"));
+        let n: u64 = line
+            .trim_end()
+            .parse()
+            .unwrap_or_else(|_| panic!("not a number: {line:?}"));
         assert_eq!(n, expected, "a line was lost or repeated");
         expected += 1;
         if next < faults.len() && n == faults[next].0 {
@@ -435,5 +438,8 @@ fn a_stream_survives_cuts_and_blackholes() {
     assert_eq!(expected, LINES + 1, "the stream ended early; stderr: {err}");
     assert_eq!(next, faults.len());
     assert_eq!(err.matches("reconnected").count(), faults.len(), "{err}");
-    assert!(proxy.accepted() > faults.len(), "every fault made the client dial again");
+    assert!(
+        proxy.accepted() > faults.len(),
+        "every fault made the client dial again"
+    );
 }
