@@ -1,7 +1,8 @@
 //! The session host: one process per session. It holds the session's shell on pipes, turns
 //! the shell's output into a numbered log, and serves one daemon connection at a time over
 //! its own Unix socket. It knows nothing of clients, principals or the network: it obeys
-//! whoever connects to its socket (which only the daemon's user can reach).
+//! whoever connects to its socket, provided it runs as the host's own user or as root (a
+//! system daemon, which runs each host as its session's owner).
 //!
 //! Architecture invariant: the host never loses an entry the daemon has not acknowledged,
 //! so a daemon may die at any moment and re-adopt the host later.

@@ -64,6 +64,14 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     pub async fn read<T: DeserializeOwned>(&mut self) -> Result<Option<T>, FrameError> {
         match self.inner.next().await {
             None => Ok(None),
+            // TLS reports a peer that closed without close_notify as an unexpected end; at a
+            // frame boundary that is just the end of the conversation (no frame was cut).
+            Some(Err(e))
+                if e.kind() == std::io::ErrorKind::UnexpectedEof
+                    && self.inner.read_buffer().is_empty() =>
+            {
+                Ok(None)
+            }
             Some(Err(e)) => Err(e.into()),
             Some(Ok(buf)) => Ok(Some(decode(&buf)?)),
         }

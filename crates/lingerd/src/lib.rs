@@ -62,6 +62,16 @@ pub struct Daemon {
     own_user: String,
 }
 
+/// Who a new session runs as (see [`Daemon::session_owner`]).
+struct Owner {
+    uid: u32,
+    /// Set when that is not the daemon's own user.
+    run_as: Option<spawn::RunAs>,
+    home: String,
+    /// The shell's environment before the configuration's and linger's variables.
+    environment: Vec<(String, String)>,
+}
+
 /// Whom a daemon serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -82,6 +92,11 @@ impl Daemon {
         paths::private_dir(&paths.state_dir)?;
         paths::private_dir(&paths.sessions_dir())?;
         paths::private_dir(&paths.hosts_dir())?;
+        if mode == Mode::System {
+            for dir in [&paths.state_dir, &paths.sessions_dir(), &paths.hosts_dir()] {
+                paths::traversable(dir)?;
+            }
+        }
         let (closed_tx, mut closed_rx) = mpsc::unbounded_channel();
         let computer_name = nix::unistd::gethostname()
             .ok()
@@ -225,8 +240,78 @@ impl Daemon {
         self.conns.fetch_add(1, Ordering::Relaxed)
     }
 
+    /// Where session `id`'s host listens: `hosts/ID.sock`, or `hosts/UID/ID.sock` for a
+    /// host a system daemon runs as user UID (a directory that user owns, since the host
+    /// makes its socket itself).
     fn host_socket(&self, id: Uuid) -> std::path::PathBuf {
-        self.paths.hosts_dir().join(format!("{}.sock", id.simple()))
+        let name = format!("{}.sock", id.simple());
+        let direct = self.paths.hosts_dir().join(&name);
+        if direct.exists() {
+            return direct;
+        }
+        std::fs::read_dir(self.paths.hosts_dir())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path().join(&name))
+            .find(|p| p.exists())
+            .unwrap_or(direct)
+    }
+
+    /// Who a new session of `principal` runs as, with what environment and where.
+    fn session_owner(&self, principal: &str) -> Result<Owner, ErrorBody> {
+        if !self.system {
+            return Ok(Owner {
+                uid: nix::unistd::geteuid().as_raw(),
+                run_as: None,
+                home: std::env::var("HOME").unwrap_or_else(|_| "/".into()),
+                environment: std::env::vars()
+                    .filter(|(k, _)| !k.starts_with("LINGER_") && k != "RUST_LOG")
+                    .collect(),
+            });
+        }
+        let user = nix::unistd::User::from_name(principal)
+            .ok()
+            .flatten()
+            .ok_or_else(|| {
+                ErrorBody::new(
+                    ErrorKind::Auth,
+                    format!("'{principal}' has no Unix account on {}", self.computer_name),
+                )
+                .with_hint("a system daemon runs each session as its owner's Unix user: principal=\"NAME\" must name one")
+            })?;
+        let home = user.dir.display().to_string();
+        let shell = user.shell.display().to_string();
+        let mut environment = vec![
+            ("HOME".to_string(), home.clone()),
+            ("USER".to_string(), user.name.clone()),
+            ("LOGNAME".to_string(), user.name.clone()),
+            ("SHELL".to_string(), shell),
+            (
+                "PATH".to_string(),
+                "/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin".to_string(),
+            ),
+        ];
+        if let Ok(lang) = std::env::var("LANG") {
+            environment.push(("LANG".into(), lang));
+        }
+        let run_as = (user.uid != nix::unistd::geteuid()).then(|| {
+            let groups = std::ffi::CString::new(user.name.clone())
+                .ok()
+                .and_then(|name| nix::unistd::getgrouplist(&name, user.gid).ok())
+                .unwrap_or_else(|| vec![user.gid]);
+            spawn::RunAs {
+                uid: user.uid.as_raw(),
+                gid: user.gid.as_raw(),
+                groups: groups.into_iter().map(|g| g.as_raw()).collect(),
+            }
+        });
+        Ok(Owner {
+            uid: user.uid.as_raw(),
+            run_as,
+            home,
+            environment,
+        })
     }
 
     /// Finds hosts from an earlier daemon in the state directory and takes them over.
@@ -325,19 +410,29 @@ impl Daemon {
             tracing::error!(session = %id, "{what}: {e}");
             ErrorBody::new(ErrorKind::Internal, format!("{what}: {e}"))
         };
+        let owner = self.session_owner(&peer.principal)?;
         let session_dir = self.paths.sessions_dir().join(id.to_string());
         paths::private_dir(&session_dir)
             .map_err(|e| internal("cannot create the session directory", &e))?;
-        let socket = self.host_socket(id);
-        let home = std::env::var("HOME").unwrap_or_else(|_| "/".into());
+        let mut socket = self.paths.hosts_dir().join(format!("{}.sock", id.simple()));
+        if let Some(run_as) = &owner.run_as {
+            // The host runs as the owner and writes its own files: hand it its directories.
+            let hosts = self.paths.hosts_dir().join(run_as.uid.to_string());
+            let handed = paths::private_dir(&hosts)
+                .and_then(|()| paths::give(&hosts, run_as.uid, run_as.gid))
+                .and_then(|()| paths::give(&session_dir, run_as.uid, run_as.gid));
+            if let Err(e) = handed {
+                let _ = std::fs::remove_dir_all(&session_dir);
+                return Err(internal("cannot prepare the session's directories", &e));
+            }
+            socket = hosts.join(format!("{}.sock", id.simple()));
+        }
         let cwd = config
             .working_directory
             .as_ref()
             .map(|p| p.display().to_string())
-            .unwrap_or(home);
-        let mut environment: Vec<(String, String)> = std::env::vars()
-            .filter(|(k, _)| !k.starts_with("LINGER_") && k != "RUST_LOG")
-            .collect();
+            .unwrap_or(owner.home.clone());
+        let mut environment = owner.environment.clone();
         environment.extend(
             config
                 .environment
@@ -354,7 +449,7 @@ impl Daemon {
                 instance_id: id,
                 name: req.name.clone(),
                 owner: peer.principal.clone(),
-                owner_uid: nix::unistd::geteuid().as_raw(),
+                owner_uid: owner.uid,
                 configuration_name: config.name.clone(),
                 created_at_ms,
                 idle_timeout_ms,
@@ -380,7 +475,8 @@ impl Daemon {
             let _ = std::fs::remove_dir_all(&session_dir);
             let _ = std::fs::remove_file(&socket);
         };
-        if let Err(e) = spawn::spawn_host(&spec, &session_dir.join("host.log")).await {
+        let host_log = session_dir.join("host.log");
+        if let Err(e) = spawn::spawn_host(&spec, &host_log, owner.run_as.as_ref()).await {
             cleanup();
             return Err(internal("cannot start the session", &e));
         }
@@ -446,8 +542,9 @@ fn user_name(uid: u32) -> String {
         .unwrap_or_else(|| format!("uid{uid}"))
 }
 
-/// Serves clients on the daemon's Unix socket until `shutdown` completes. Only the daemon's
-/// own user may connect (checked with SO_PEERCRED).
+/// Serves clients on the daemon's Unix socket until `shutdown` completes. A per-user daemon
+/// serves only its own user; a system daemon every user, each as themselves (both checked
+/// with SO_PEERCRED).
 pub async fn serve_unix(
     daemon: Arc<Daemon>,
     listener: UnixListener,
@@ -493,7 +590,7 @@ async fn serve_local(
             return;
         }
     };
-    if uid != me {
+    if uid != me && !daemon.system {
         tracing::warn!(uid, "refused a local connection from another user");
         let (_, w) = stream.into_split();
         let mut writer = linger_proto::frame::FrameWriter::new(w);

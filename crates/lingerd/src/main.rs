@@ -34,6 +34,11 @@ struct Args {
     /// Bridge standard input and output to the user's daemon (for ssh).
     #[arg(long)]
     stdio: bool,
+    /// Run as the host's system daemon (as root): serve every user, each session running as
+    /// its owner. Defaults become /etc/linger/lingerd.toml, /run/linger/lingerd.sock and
+    /// /var/lib/linger.
+    #[arg(long, conflicts_with = "stdio")]
+    system: bool,
     #[command(subcommand)]
     command: Option<Internal>,
 }
@@ -100,15 +105,48 @@ fn run(args: Args) -> Result<()> {
     if args.stdio {
         return stdio_bridge(args.socket);
     }
-    let config_path = args.config.unwrap_or_else(paths::default_config);
+    let mode = if args.system {
+        if !nix::unistd::geteuid().is_root() {
+            anyhow::bail!("--system runs sessions as their owners, so it must run as root (a per-user daemon needs no flag)");
+        }
+        lingerd::Mode::System
+    } else {
+        lingerd::Mode::PerUser
+    };
+    let system = mode == lingerd::Mode::System;
+    let config_path = args.config.unwrap_or_else(|| {
+        if system {
+            paths::system_config()
+        } else {
+            paths::default_config()
+        }
+    });
     let config = Config::load(&config_path)?;
     let paths = DaemonPaths {
-        socket: args.socket.unwrap_or_else(paths::default_socket),
-        state_dir: args.state_dir.unwrap_or_else(paths::default_state_dir),
+        socket: args.socket.unwrap_or_else(|| {
+            if system {
+                paths::system_socket()
+            } else {
+                paths::default_socket()
+            }
+        }),
+        state_dir: args.state_dir.unwrap_or_else(|| {
+            if system {
+                paths::system_state_dir()
+            } else {
+                paths::default_state_dir()
+            }
+        }),
     };
     if let Some(dir) = paths.socket.parent() {
         paths::private_dir(dir)
             .with_context(|| format!("cannot create the socket directory {}", dir.display()))?;
+        if system {
+            // Every user reaches a system daemon's socket; SO_PEERCRED says who they are.
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))
+                .with_context(|| format!("cannot open up {}", dir.display()))?;
+        }
     }
     paths::private_dir(&paths.state_dir).with_context(|| {
         format!(
@@ -142,7 +180,12 @@ fn run(args: Args) -> Result<()> {
         }
         let listener = UnixListener::bind(&paths.socket)
             .with_context(|| format!("cannot listen on {}", paths.socket.display()))?;
-        let daemon = lingerd::Daemon::start(config, paths.clone(), lingerd::Mode::PerUser)
+        if system {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&paths.socket, std::fs::Permissions::from_mode(0o666))
+                .with_context(|| format!("cannot open up {}", paths.socket.display()))?;
+        }
+        let daemon = lingerd::Daemon::start(config, paths.clone(), mode)
             .await
             .context("cannot prepare the state directory")?;
         start_tls(&daemon, &paths, &listen).await?;

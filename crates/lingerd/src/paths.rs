@@ -72,3 +72,28 @@ pub fn private_dir(dir: &Path) -> std::io::Result<()> {
         .mode(0o700)
         .create(dir)
 }
+
+/// Hands `path` to user `uid` (a system daemon's session host runs as its owner).
+pub fn give(path: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
+    std::os::unix::fs::chown(path, Some(uid), Some(gid))
+}
+
+/// Lets other users pass through `dir` without listing it (mode 0711): the way from a
+/// system daemon's state to the directories it hands to session hosts.
+pub fn traversable(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711))
+}
+
+/// Where a system daemon (`lingerd --system`) keeps its socket, state and configuration.
+pub fn system_socket() -> PathBuf {
+    PathBuf::from("/run/linger/lingerd.sock")
+}
+
+pub fn system_state_dir() -> PathBuf {
+    PathBuf::from("/var/lib/linger")
+}
+
+pub fn system_config() -> PathBuf {
+    PathBuf::from("/etc/linger/lingerd.toml")
+}

@@ -21,8 +21,22 @@ pub enum SpawnError {
     Host(String),
 }
 
-/// Starts the host and waits for it to be ready to accept the daemon.
-pub async fn spawn_host(spec: &HostSpec, log: &Path) -> Result<(), SpawnError> {
+/// The Unix identity a system daemon runs a session host as (its owner's).
+#[derive(Debug, Clone)]
+pub struct RunAs {
+    pub uid: u32,
+    pub gid: u32,
+    /// Supplementary groups (the user's, from the group database).
+    pub groups: Vec<u32>,
+}
+
+/// Starts the host (as `run_as`, when given) and waits for it to be ready to accept the
+/// daemon.
+pub async fn spawn_host(
+    spec: &HostSpec,
+    log: &Path,
+    run_as: Option<&RunAs>,
+) -> Result<(), SpawnError> {
     let exe = std::env::current_exe()?;
     let log_file = std::fs::OpenOptions::new()
         .create(true)
@@ -35,10 +49,34 @@ pub async fn spawn_host(spec: &HostSpec, log: &Path) -> Result<(), SpawnError> {
         .stdout(Stdio::piped())
         .stderr(Stdio::from(log_file))
         .kill_on_drop(false);
-    // SAFETY: setsid is async-signal-safe.
+    if run_as.is_some() {
+        // The host of another user's session inherits nothing from a root daemon.
+        cmd.env_clear();
+        if let Ok(filter) = std::env::var("RUST_LOG") {
+            cmd.env("RUST_LOG", filter);
+        }
+    }
+    let ids = run_as.map(|r| {
+        (
+            nix::unistd::Uid::from_raw(r.uid),
+            nix::unistd::Gid::from_raw(r.gid),
+            r.groups
+                .iter()
+                .map(|&g| nix::unistd::Gid::from_raw(g))
+                .collect::<Vec<_>>(),
+        )
+    });
+    // SAFETY: setsid, setgroups, setgid and setuid are async-signal-safe syscalls, and the
+    // group list was built before the fork.
     unsafe {
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
             nix::unistd::setsid()?;
+            // Groups, then gid, then uid: after setuid nothing else may change.
+            if let Some((uid, gid, groups)) = &ids {
+                nix::unistd::setgroups(groups)?;
+                nix::unistd::setgid(*gid)?;
+                nix::unistd::setuid(*uid)?;
+            }
             Ok(())
         });
     }

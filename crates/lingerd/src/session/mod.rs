@@ -170,6 +170,9 @@ impl Session {
         on_close: mpsc::UnboundedSender<Uuid>,
     ) -> Result<Arc<Session>, AdoptError> {
         let stream = UnixStream::connect(socket).await?;
+        // A host running as another user lives in a directory that user controls: it must
+        // be that user's process, and may only claim that user's sessions (checked below).
+        let host_uid = stream.peer_cred()?.uid();
         let (r, w) = stream.into_split();
         let mut reader = FrameReader::new(r);
         let mut writer = FrameWriter::new(w);
@@ -193,6 +196,17 @@ impl Session {
             }
             _ => return Err(AdoptError::Handshake("unexpected first message".into())),
         };
+        let me = nix::unistd::geteuid().as_raw();
+        let owner_uid = nix::unistd::User::from_name(&meta.owner)
+            .ok()
+            .flatten()
+            .map(|u| u.uid.as_raw());
+        if host_uid != me && (host_uid != meta.owner_uid || owner_uid != Some(host_uid)) {
+            return Err(AdoptError::Handshake(format!(
+                "it runs as uid {host_uid} but claims session '{}' of '{}'",
+                meta.name, meta.owner
+            )));
+        }
         writer
             .write(&DaemonToHost::Hello {
                 protocol_version: HOST_PROTOCOL_VERSION,

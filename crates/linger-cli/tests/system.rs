@@ -1,0 +1,228 @@
+//! A system daemon (`lingerd --system`, run as root) serving two Unix users the test
+//! creates: each session runs as its owner (uid, gid, supplementary groups, HOME, a clean
+//! environment), whether the owner logged in over TLS (a key in [server] authorized_keys
+//! with principal="USER", or in the user's own ~/.ssh/authorized_keys) or came through the
+//! local socket; neither user sees the other's sessions; a restarted daemon re-adopts them.
+//!
+//! Needs root (CI runs as root); elsewhere it says so and does nothing.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Output};
+
+use common::{stderr, stdout, World};
+
+const USER1: &str = "lingert1";
+const USER2: &str = "lingert2";
+const GROUP: &str = "lingertg";
+
+/// Users (and a supplementary group) made for the test and deleted with it.
+struct TestUsers;
+
+impl TestUsers {
+    fn create() -> TestUsers {
+        let users = TestUsers;
+        users.delete();
+        sh(Command::new("groupadd").arg(GROUP));
+        sh(Command::new("useradd").args(["-m", "-s", "/bin/bash", "-G", GROUP, USER1]));
+        sh(Command::new("useradd").args(["-m", "-s", "/bin/bash", USER2]));
+        users
+    }
+
+    fn delete(&self) {
+        for u in [USER1, USER2] {
+            let _ = Command::new("pkill").args(["-KILL", "-u", u]).output();
+            let _ = Command::new("userdel").args(["-r", "-f", u]).output();
+        }
+        let _ = Command::new("groupdel").arg(GROUP).output();
+    }
+}
+
+impl Drop for TestUsers {
+    fn drop(&mut self) {
+        self.delete();
+    }
+}
+
+fn sh(cmd: &mut Command) {
+    let o = cmd.output().expect("run a system tool");
+    assert!(o.status.success(), "{cmd:?}: {}", stderr(&o));
+}
+
+fn user(name: &str) -> nix::unistd::User {
+    nix::unistd::User::from_name(name)
+        .expect("passwd")
+        .expect("the test user exists")
+}
+
+/// `linger ARGS` run as Unix user `name` with its own client home.
+fn linger_as_user(w: &World, name: &str, args: &[&str]) -> Output {
+    let u = user(name);
+    let home = w.path(&format!("home-{name}"));
+    std::fs::create_dir_all(&home).expect("home");
+    std::os::unix::fs::chown(&home, Some(u.uid.as_raw()), Some(u.gid.as_raw())).expect("chown");
+    let mut cmd = w.linger_as(&format!("home-{name}"), args);
+    cmd.env("HOME", &u.dir)
+        .uid(u.uid.as_raw())
+        .gid(u.gid.as_raw());
+    cmd.output().expect("linger as a test user")
+}
+
+fn ok(o: Output, what: &str) -> String {
+    assert!(
+        o.status.success(),
+        "{what} failed with {:?}: {}",
+        o.status.code(),
+        stderr(&o)
+    );
+    stdout(&o)
+}
+
+#[test]
+fn a_system_daemon_runs_each_session_as_its_owner() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: a system daemon needs root");
+        return;
+    }
+    let _users = TestUsers::create();
+    let mut w = World::new();
+    // The users' session hosts find their way to the state and socket directories.
+    for dir in [w.dir.path().to_path_buf(), w.path("state/linger")] {
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+
+    let (key1, pub1) = w.keygen("key1");
+    let (key2, pub2) = w.keygen("key2");
+    let authorized = w.path("authorized_keys");
+    std::fs::write(&authorized, format!("principal=\"{USER1}\" {pub1}\n")).expect("keys");
+    // USER2's key is in USER2's own ~/.ssh/authorized_keys, as for sshd.
+    let u2 = user(USER2);
+    let ssh_dir = u2.dir.join(".ssh");
+    std::fs::create_dir_all(&ssh_dir).expect(".ssh");
+    std::fs::write(ssh_dir.join("authorized_keys"), format!("{pub2}\n")).expect("keys");
+    let config = w.path("system.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nauthorized_keys = {:?}\n",
+            authorized.display().to_string()
+        ),
+    )
+    .expect("config");
+    let listening = w.state_dir().join("listening");
+    let config_arg = config.display().to_string();
+    w.start_daemon_with(&[
+        "--system",
+        "--config",
+        &config_arg,
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    common::eventually("the TLS listener", || listening.exists());
+    let addr = std::fs::read_to_string(&listening).expect("listening");
+    let addr = addr.lines().next().expect("an address").to_string();
+    w.use_key("homeA", &key1);
+    w.use_key("homeB", &key2);
+    let as_user2 = format!("tls://{USER2}@{addr}");
+
+    // USER1 over TLS: the session runs as USER1, in USER1's home, with USER1's groups and
+    // nothing of the daemon's environment.
+    common::ok_as(&w, "homeA", &["new", &addr, "--name", "work"]);
+    let u1 = user(USER1);
+    let report = common::ok_as(
+        &w,
+        "homeA",
+        &[
+            "invoke",
+            "work",
+            "--",
+            "id -un; id -u; id -Gn; echo $HOME; pwd; env",
+        ],
+    );
+    let lines: Vec<&str> = report.lines().collect();
+    assert_eq!(lines[0], USER1, "{report}");
+    assert_eq!(lines[1], u1.uid.to_string(), "{report}");
+    assert!(lines[2].split(' ').any(|g| g == GROUP), "{report}");
+    assert_eq!(lines[3], u1.dir.display().to_string(), "{report}");
+    assert_eq!(lines[4], u1.dir.display().to_string(), "{report}");
+    assert!(report.contains(&format!("\nUSER={USER1}\n")), "{report}");
+    assert!(
+        !report.contains("XDG_RUNTIME_DIR") && !report.contains("LINGER_HOME"),
+        "the daemon's environment leaked: {report}"
+    );
+    // Its host process, not only its shell, is USER1's.
+    for pid in w.host_pids() {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+        let uid_line = status
+            .lines()
+            .find(|l| l.starts_with("Uid:"))
+            .expect("Uid line");
+        assert!(
+            uid_line
+                .split_whitespace()
+                .skip(1)
+                .all(|u| u == u1.uid.to_string()),
+            "{uid_line}"
+        );
+    }
+
+    // USER2 by the key in their own authorized_keys, asking to be USER2.
+    common::ok_as(&w, "homeB", &["new", &as_user2, "--name", "theirs"]);
+    assert_eq!(
+        common::ok_as(&w, "homeB", &["invoke", "theirs", "--", "id -un"]),
+        format!("{USER2}\n")
+    );
+    // ... but that key may not act as USER1.
+    let o = common::run_as(
+        &w,
+        "homeB",
+        &["new", &format!("tls://{USER1}@{addr}"), "--name", "x"],
+    );
+    assert_eq!(o.status.code(), Some(5), "{}", stderr(&o));
+
+    // Neither sees the other's sessions.
+    let t = common::ok_as(&w, "homeA", &["get", "--computer", &addr]);
+    assert!(t.contains("work") && !t.contains("theirs"), "{t}");
+    let t = common::ok_as(&w, "homeB", &["get", "--computer", &as_user2]);
+    assert!(t.contains("theirs") && !t.contains("work"), "{t}");
+
+    // USER1 through the local socket: the same principal, the same sessions.
+    let t = ok(
+        linger_as_user(&w, USER1, &["new", "localhost", "--name", "local"]),
+        "new as USER1",
+    );
+    assert!(t.contains("local"), "{t}");
+    assert_eq!(
+        ok(
+            linger_as_user(&w, USER1, &["invoke", "local", "--", "id -un"]),
+            "invoke as USER1"
+        ),
+        format!("{USER1}\n")
+    );
+    let t = ok(
+        linger_as_user(&w, USER1, &["get", "--computer", "localhost"]),
+        "get as USER1",
+    );
+    assert!(
+        t.contains("work") && t.contains("local") && !t.contains("theirs"),
+        "{t}"
+    );
+
+    // A restarted daemon re-adopts hosts that run as their owners.
+    w.stop_daemon();
+    w.start_daemon_with(&["--system", "--config", &config_arg, "--listen", &addr]);
+    assert_eq!(
+        common::ok_as(&w, "homeA", &["invoke", "work", "--", "echo $HOME"]),
+        format!("{}\n", u1.dir.display())
+    );
+    assert!(
+        !w.daemon_log().contains("cannot adopt"),
+        "{}",
+        w.daemon_log()
+    );
+    common::ok_as(&w, "homeA", &["remove", "work"]);
+    common::ok_as(&w, "homeB", &["remove", "theirs"]);
+}
