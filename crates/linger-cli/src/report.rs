@@ -12,6 +12,9 @@ fn classify(e: &anyhow::Error) -> (Kind, Option<String>) {
         if let Some(u) = cause.downcast_ref::<Usage>() {
             return (Kind::Usage, u.hint.clone());
         }
+        if let Some(f) = cause.downcast_ref::<SomeFailed>() {
+            return (f.kind, None);
+        }
     }
     (Kind::Other, None)
 }
@@ -30,6 +33,35 @@ impl std::fmt::Display for Usage {
 }
 
 impl std::error::Error for Usage {}
+
+/// A fan-out in which some computers failed (each already reported on its own line); its
+/// kind is the first failure's.
+#[derive(Debug)]
+pub struct SomeFailed {
+    pub message: String,
+    pub kind: Kind,
+}
+
+impl std::fmt::Display for SomeFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for SomeFailed {}
+
+/// The error ending a fan-out whose `failed` computers (of `total`) failed, the first with
+/// `first`.
+pub fn some_failed(failed: &[String], total: usize, first: &anyhow::Error) -> anyhow::Error {
+    anyhow::Error::new(SomeFailed {
+        message: format!(
+            "{} of {total} computers failed: {}",
+            failed.len(),
+            failed.join(", ")
+        ),
+        kind: kind_of(first),
+    })
+}
 
 pub fn usage(message: impl Into<String>) -> anyhow::Error {
     anyhow::Error::new(Usage {

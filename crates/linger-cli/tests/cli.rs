@@ -306,7 +306,7 @@ fn ad_hoc_and_several_sessions() {
         ]
     );
     assert!(
-        stderr(&o).contains("1 of 2 targets failed"),
+        stderr(&o).contains("1 of 2 targets exited non-zero: [localhost] 4"),
         "{}",
         stderr(&o)
     );
@@ -430,6 +430,26 @@ fn new_on_several_computers_reports_each_failure() {
         err.contains("1 of 4 computers failed: nosuch.invalid"),
         "{err}"
     );
+    // With --json the last record is the error, not a remote status.
+    let o = w.run(&["--json", "new", "localhost,nosuch.invalid"]);
+    assert_eq!(o.status.code(), Some(6), "{}", stderr(&o));
+    let out = stdout(&o);
+    let last: serde_json::Value =
+        serde_json::from_str(out.lines().last().expect("records")).expect("json");
+    assert_eq!(last["error"]["kind"], "connection", "{out}");
+    let o = w.run(&[
+        "--json",
+        "invoke",
+        "--computer",
+        "localhost,nosuch.invalid",
+        "--",
+        "true",
+    ]);
+    assert_eq!(o.status.code(), Some(6), "{}", stderr(&o));
+    let out = stdout(&o);
+    let last: serde_json::Value =
+        serde_json::from_str(out.lines().last().expect("records")).expect("json");
+    assert_eq!(last["error"]["kind"], "connection", "{out}");
     let o = w.run(&["new", "localhost", "--throttle", "0"]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
 }

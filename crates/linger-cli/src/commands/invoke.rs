@@ -86,30 +86,38 @@ pub async fn run(client: &Client, args: InvokeArgs, json: bool) -> Result<i32> {
         let (_, result) = results.into_iter().next().context("no target ran")?;
         return result;
     }
-    let mut first: Option<i32> = None;
-    let mut failures = Vec::new();
+    // Computers that could not run the script make the command fail (with their kind);
+    // otherwise the first non-zero remote status is the exit code.
+    let mut first_status: Option<i32> = None;
+    let mut statuses = Vec::new();
+    let mut first_error: Option<&anyhow::Error> = None;
+    let mut unreached = Vec::new();
     for (label, result) in &results {
-        let code = match result {
-            Ok(status) => *status,
+        match result {
+            Ok(0) => {}
+            Ok(status) => {
+                first_status.get_or_insert(*status);
+                statuses.push(format!("[{label}] {status}"));
+            }
             Err(e) => {
                 eprintln!("linger: error: [{label}] {}", report::line(e));
-                report::kind_of(e).exit_code()
+                first_error.get_or_insert(e);
+                unreached.push(label.clone());
             }
-        };
-        if code != 0 {
-            first.get_or_insert(code);
-            failures.push(format!("[{label}] {code}"));
         }
     }
-    if !failures.is_empty() {
+    if !statuses.is_empty() {
         eprintln!(
-            "linger: {} of {} targets failed: {}",
-            failures.len(),
+            "linger: {} of {} targets exited non-zero: {}",
+            statuses.len(),
             results.len(),
-            failures.join(", ")
+            statuses.join(", ")
         );
     }
-    Ok(first.unwrap_or(0))
+    if let Some(e) = first_error {
+        return Err(report::some_failed(&unreached, results.len(), e));
+    }
+    Ok(first_status.unwrap_or(0))
 }
 
 /// `--in-disconnected-session`: on each computer, a session that keeps running the script

@@ -49,17 +49,9 @@ pub async fn run(client: &Client, args: NewArgs, json: bool) -> Result<i32> {
         }
     }
     print_sessions(&views, json);
-    if !failures.is_empty() {
-        eprintln!(
-            "linger: {} of {} computers failed: {}",
-            failures.len(),
-            computers.len(),
-            failures.join(", ")
-        );
-    }
     match first_error {
         None => Ok(0),
         Some(e) if computers.len() == 1 => Err(e),
-        Some(e) => Ok(report::kind_of(&e).exit_code()),
+        Some(e) => Err(report::some_failed(&failures, computers.len(), &e)),
     }
 }
