@@ -236,40 +236,65 @@ async fn start_tls(
 /// `lingerd --stdio`, the far end of the ssh transport: bridges standard input and output
 /// to this user's daemon (started on demand, as the CLI does), which sees the connection as
 /// a local one of this user. Nothing else may write to stdout: it carries the protocol.
+///
+/// The copying runs on two plain threads with large buffers, reading and writing the file
+/// descriptors directly: measured, tokio's stdio (a blocking-pool hop per 8 KiB write) made
+/// this bridge the slowest link of a stream over ssh.
 fn stdio_bridge(socket: Option<PathBuf>) -> Result<()> {
-    use tokio::io::AsyncWriteExt;
+    use std::os::fd::AsFd;
     let socket = socket.unwrap_or_else(paths::default_socket);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(async move {
-        let stream = linger::connect_or_start(&socket)
-            .await
-            .with_context(|| format!("cannot reach the daemon on {}", socket.display()))?;
-        let (mut from_daemon, mut to_daemon) = stream.into_split();
-        let upstream = async {
-            let mut stdin = tokio::io::stdin();
-            let _ = tokio::io::copy(&mut stdin, &mut to_daemon).await;
-            // The client is gone: let the daemon see the end of the connection.
-            let _ = to_daemon.shutdown().await;
-        };
-        let downstream = async {
-            let mut stdout = tokio::io::stdout();
-            let _ = tokio::io::copy(&mut from_daemon, &mut stdout).await;
-            let _ = stdout.flush().await;
-        };
-        // The daemon closing ends the bridge; the client closing ends it once the daemon
-        // has answered the end.
-        tokio::pin!(downstream);
-        tokio::select! {
-            _ = &mut downstream => {}
-            _ = upstream => downstream.await,
-        }
-        Ok::<(), anyhow::Error>(())
-    })?;
+    let stream = runtime
+        .block_on(linger::connect_or_start(&socket))
+        .with_context(|| format!("cannot reach the daemon on {}", socket.display()))?
+        .into_std()
+        .context("cannot take over the daemon connection")?;
+    drop(runtime);
+    stream
+        .set_nonblocking(false)
+        .context("cannot make the daemon connection blocking")?;
+    let to_daemon = stream
+        .try_clone()
+        .context("cannot duplicate the daemon connection")?;
+    let stdin = std::fs::File::from(
+        std::io::stdin()
+            .as_fd()
+            .try_clone_to_owned()
+            .context("no standard input")?,
+    );
+    let stdout = std::fs::File::from(
+        std::io::stdout()
+            .as_fd()
+            .try_clone_to_owned()
+            .context("no standard output")?,
+    );
+    std::thread::spawn(move || {
+        let _ = pump(stdin, &to_daemon);
+        // The client is gone: let the daemon see the end of the connection, then wait for
+        // it to close its side (which ends the downstream copy below).
+        let _ = to_daemon.shutdown(std::net::Shutdown::Write);
+    });
+    // The daemon closing ends the bridge.
+    let _ = pump(&stream, stdout);
     // A blocked stdin reader must not keep the process.
     std::process::exit(0)
+}
+
+/// Copies until `from` ends or either side fails.
+fn pump(mut from: impl std::io::Read, mut to: impl std::io::Write) -> std::io::Result<()> {
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        to.write_all(&buf[..n])?;
+    }
 }
 
 async fn shutdown_signal() {
