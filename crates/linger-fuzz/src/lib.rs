@@ -15,8 +15,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use linger_proto::client::{
-    ClientMsg, Connect, Disconnect, Hello, Invoke, InvokeKind, ListSessions, NewSession, Receive,
-    Request,
+    Authenticate, ClientMsg, Connect, Disconnect, Hello, Invoke, InvokeKind, ListSessions,
+    NewSession, Receive, Request,
 };
 use linger_proto::frame::FrameReader;
 use linger_proto::host::{DaemonToHost, HostToDaemon, RunKind};
@@ -57,6 +57,26 @@ fn framed<T: serde::Serialize>(msg: &T) -> Vec<u8> {
     let mut out = (body.len() as u32).to_be_bytes().to_vec();
     out.extend_from_slice(&body);
     out
+}
+
+/// A real key (made with `ssh-keygen -t ed25519`) and a real SshSig by it in the login
+/// namespace, over another message: they parse, and the signature fails to verify.
+const FUZZ_KEY: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIF7ehLMKmiz5/TsrruUdLx3z/tL4ePKSaxIV9zumMCEl fuzz";
+const FUZZ_SIGNATURE: &str = "-----BEGIN SSH SIGNATURE-----
+U1NIU0lHAAAAAQAAADMAAAALc3NoLWVkMjU1MTkAAAAgXt6EswqaLPn9Oyuu5R0vHfP+0v
+h48pJrEhX3O6YwISUAAAAObGluZ2VyLWF1dGhAdjEAAAAAAAAABnNoYTUxMgAAAFMAAAAL
+c3NoLWVkMjU1MTkAAABApM7w4RSmX0KwQIklOsLHw44Pb3/B8D2tIoeKyXB3A0fhN17iQP
+sCl8HkCgIIzr55ZdlcQfR2fHLLJUlnHsFRBw==
+-----END SSH SIGNATURE-----
+";
+
+fn authenticate() -> ClientMsg {
+    ClientMsg::Authenticate(Authenticate {
+        user: "fuzz".into(),
+        public_key: FUZZ_KEY.into(),
+        signature: FUZZ_SIGNATURE.into(),
+    })
 }
 
 fn hello() -> ClientMsg {
@@ -120,6 +140,12 @@ pub fn corpus() -> Vec<Vec<u8>> {
         },
     ];
     let mut out = Vec::new();
+    // A TLS login: two attempts, then a request.
+    let mut login = framed(&hello());
+    login.extend(framed(&authenticate()));
+    login.extend(framed(&authenticate()));
+    login.extend(framed(&ClientMsg::Ping { nonce: 1 }));
+    out.push(login);
     for (rid, request) in requests.into_iter().enumerate() {
         let mut input = framed(&hello());
         input.extend(framed(&ClientMsg::Request {
@@ -252,26 +278,46 @@ impl DaemonUnderTest {
             socket: dir.path().join("lingerd.sock"),
             state_dir: dir.path().join("state"),
         };
-        let daemon = lingerd::Daemon::start(
-            lingerd::config::Config::default(),
-            paths,
-            lingerd::Mode::PerUser,
-        )
-        .await?;
+        let keys = dir.path().join("authorized_keys");
+        std::fs::write(&keys, format!("principal=\"fuzz\" {FUZZ_KEY}\n"))?;
+        let mut config = lingerd::config::Config::default();
+        config.server.authorized_keys = Some(keys);
+        let daemon = lingerd::Daemon::start(config, paths, lingerd::Mode::PerUser).await?;
         Ok(DaemonUnderTest { daemon, _dir: dir })
     }
 
+    /// The daemon's audit log so far.
+    pub fn audit_log(&self) -> String {
+        std::fs::read_to_string(self._dir.path().join("state/audit.log")).unwrap_or_default()
+    }
+
     /// Feeds `input` to a connection handler as a client would, then ends the input; the
-    /// handler must end. Returns false if it panicked.
-    pub async fn handshake_target(&self, input: Vec<u8>) -> bool {
+    /// handler must end. `tls_from` set: as a TLS connection from that address, which must
+    /// log in first (each from a new address, so failures are not slowed down). Returns
+    /// false if it panicked.
+    pub async fn handshake_target(&self, input: Vec<u8>, tls_from: Option<u32>) -> bool {
         let (client, server) = tokio::io::duplex(1 << 16);
         let (sr, sw) = tokio::io::split(server);
         let daemon = self.daemon.clone();
-        let peer = lingerd::Peer {
-            principal: "fuzz".into(),
-            from: "the fuzzer".into(),
-        };
-        let served = tokio::spawn(async move { daemon.serve_connection(sr, sw, peer).await });
+        let served = tokio::spawn(async move {
+            match tls_from {
+                Some(ip) => {
+                    let peer = lingerd::TlsPeer {
+                        addr: std::net::SocketAddr::from((std::net::Ipv4Addr::from(ip), 5990)),
+                        channel_binding: [1; 32],
+                        certificate_sha256: [2; 32],
+                    };
+                    daemon.serve_tls_connection(sr, sw, peer).await
+                }
+                None => {
+                    let peer = lingerd::Peer {
+                        principal: "fuzz".into(),
+                        from: "the fuzzer".into(),
+                    };
+                    daemon.serve_connection(sr, sw, peer).await
+                }
+            }
+        });
         let (mut cr, cw) = tokio::io::split(client);
         let writing = tokio::spawn(async move {
             use tokio::io::AsyncWriteExt;
@@ -328,7 +374,9 @@ pub async fn run(
         }
         if handshake_every > 0 && i % handshake_every == 0 {
             found.handshake_runs += 1;
-            if !daemon.handshake_target(input.clone()).await {
+            // Every fourth handshake is a TLS one, from an address of its own.
+            let tls_from = (found.handshake_runs % 4 == 0).then(|| rng.next_u64() as u32);
+            if !daemon.handshake_target(input.clone(), tls_from).await {
                 found.crashes.push(("handshake".into(), input));
             }
         }

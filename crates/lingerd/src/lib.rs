@@ -26,6 +26,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
+pub use auth::TlsPeer;
 use config::Config;
 pub use conn::Peer;
 use paths::DaemonPaths;
@@ -530,6 +531,19 @@ impl Daemon {
             return;
         };
         conn::serve(self.clone(), r, w, conn::Admission::Trusted(peer), permit).await;
+    }
+
+    /// Serves one connection whose TLS handshake is done: the client must log in first
+    /// (used by the TLS listener and by the fuzzer).
+    pub async fn serve_tls_connection<R, W>(self: &Arc<Self>, r: R, w: W, peer: TlsPeer)
+    where
+        R: tokio::io::AsyncRead + Unpin + Send + 'static,
+        W: tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let Ok(permit) = self.handshaking.clone().acquire_owned().await else {
+            return;
+        };
+        conn::serve(self.clone(), r, w, conn::Admission::Challenge(peer), permit).await;
     }
 }
 
