@@ -1,4 +1,4 @@
-//! Authentication on the TLS transport (docs/PROTOCOL.md §2.3): the constants both sides
+//! Authentication on the TLS transport (docs/PROTOCOL.md §2.1): the constants both sides
 //! share and the exact bytes a client signs with its SSH key.
 //!
 //! The signature covers a nonce the server chose, the TLS channel binding (RFC 9266

@@ -22,7 +22,7 @@ pub enum ClientMsg {
     Authenticate(Authenticate),
 }
 
-/// One authentication attempt (docs/PROTOCOL.md §2.3).
+/// One authentication attempt (docs/PROTOCOL.md §2.1).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Authenticate {
     /// Who the client asks to act as (the local user name by default). A key listed with

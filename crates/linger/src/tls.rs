@@ -1,6 +1,6 @@
 //! The TLS transport (SPEC §1): `host`, `host:port`, `[user@]host[:port]` or
 //! `tls://[user@]host[:port]` — TCP, TLS 1.3, the server's identity checked against
-//! known_hosts, then the SSH-key login bound to this TLS connection (docs/PROTOCOL.md §2.3).
+//! known_hosts, then the SSH-key login bound to this TLS connection (docs/PROTOCOL.md §2.1).
 
 use std::path::Path;
 use std::sync::Arc;
