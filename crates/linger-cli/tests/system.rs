@@ -214,6 +214,7 @@ fn a_system_daemon_runs_each_session_as_its_owner() {
     // A restarted daemon re-adopts hosts that run as their owners.
     w.stop_daemon();
     w.start_daemon_with(&["--system", "--config", &config_arg, "--listen", &addr]);
+    w.wait_listening(&addr);
     assert_eq!(
         common::ok_as(&w, "homeA", &["invoke", "work", "--", "echo $HOME"]),
         format!("{}\n", u1.dir.display())

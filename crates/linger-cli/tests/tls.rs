@@ -7,7 +7,7 @@ mod common;
 use std::process::{Command, Stdio};
 
 use common::proxy::FaultyProxy;
-use common::{eventually, kill, run_as, stderr, stdout, World};
+use common::{kill, run_as, stderr, stdout, World};
 
 /// Writes `[server] authorized_keys` with these lines (and `extra` server settings).
 fn authorize_with(w: &World, lines: &[String], extra: &str) {
@@ -215,9 +215,7 @@ fn the_server_identity_is_pinned_and_a_changed_one_refused() {
     w.stop_daemon();
     let listen = format!("127.0.0.1:{port}");
     w.start_daemon_with(&["--listen", &listen]);
-    eventually("the listener", || {
-        std::fs::read_to_string(w.state_dir().join("listening")).is_ok_and(|l| l.contains(&listen))
-    });
+    w.wait_listening(&listen);
     common::ok_as(&w, "homeA", &["get", "--computer", &computer]);
 
     // Another key for that server in known_hosts: refused with both fingerprints.

@@ -239,11 +239,21 @@ impl World {
     }
 
     /// Stops the daemon this test started in the foreground (its sessions keep running).
+    /// Its `listening` file goes too, so a restart can be waited for.
     pub fn stop_daemon(&mut self) {
         if let Some(mut child) = self.daemon.take() {
             kill(child.id() as i32, nix::sys::signal::Signal::SIGTERM);
             let _ = child.wait();
         }
+        let _ = std::fs::remove_file(self.state_dir().join("listening"));
+    }
+
+    /// Waits until the daemon listens for TLS on `addr`.
+    pub fn wait_listening(&self, addr: &str) {
+        let listening = self.state_dir().join("listening");
+        eventually("the TLS listener", || {
+            std::fs::read_to_string(&listening).is_ok_and(|l| l.lines().any(|a| a == addr))
+        });
     }
 
     /// Makes an Ed25519 key pair with `ssh-keygen` (no passphrase); returns the private
