@@ -7,7 +7,7 @@ mod common;
 use std::process::{Command, Stdio};
 
 use common::proxy::FaultyProxy;
-use common::{kill, run_as, stderr, stdout, World};
+use common::{eventually, kill, run_as, stderr, stdout, World};
 
 /// Writes `[server] authorized_keys` with these lines (and `extra` server settings).
 fn authorize_with(w: &World, lines: &[String], extra: &str) {
@@ -439,5 +439,62 @@ fn a_stream_survives_cuts_and_blackholes() {
     assert!(
         proxy.accepted() > faults.len(),
         "every fault made the client dial again"
+    );
+}
+
+/// Ctrl-C after the stream of an invoke resumed on a new connection still stops the command.
+#[test]
+fn ctrl_c_after_a_reconnect_stops_the_command() {
+    use std::io::{BufRead, Read};
+    let mut w = World::new();
+    let (key, public) = w.keygen("k");
+    authorize_with(
+        &w,
+        &[public],
+        "heartbeat_interval = \"200ms\"\nheartbeat_timeout = \"1500ms\"\n",
+    );
+    let direct = w.start_tls_daemon();
+    let proxy = FaultyProxy::start(direct.parse().expect("an address"));
+    let computer = proxy.addr.to_string();
+    w.use_key("homeA", &key);
+    common::ok_as(&w, "homeA", &["new", &computer, "--name", "far"]);
+
+    let mut child = w
+        .linger(&["invoke", "far", "--", "echo started; sleep 60; echo never"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("invoke");
+    let mut out = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    out.read_line(&mut line).expect("a line");
+    assert_eq!(line, "started\n");
+    let err = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let err_pipe = child.stderr.take().expect("stderr");
+    let collected = err.clone();
+    let reader = std::thread::spawn(move || {
+        for l in std::io::BufReader::new(err_pipe)
+            .lines()
+            .map_while(Result::ok)
+        {
+            collected.lock().expect("stderr").push_str(&(l + "\n"));
+        }
+    });
+    proxy.cut();
+    eventually("the client to reconnect", || {
+        err.lock().expect("stderr").contains("reconnected")
+    });
+    kill(child.id() as i32, nix::sys::signal::Signal::SIGINT);
+    let code = child.wait().expect("linger ends").code();
+    reader.join().expect("stderr reader");
+    let mut rest = String::new();
+    out.read_to_string(&mut rest).expect("stdout");
+    let err = err.lock().expect("stderr").clone();
+    assert_eq!(code, Some(130), "{err}");
+    assert!(!rest.contains("never"), "{rest}");
+    // The session is free again: the command really ended.
+    assert_eq!(
+        common::ok_as(&w, "homeA", &["invoke", "far", "--", "echo free"]),
+        "free\n"
     );
 }

@@ -378,6 +378,10 @@ impl Connection {
             resumed: false,
             pending_finish: None,
             on_notice: None,
+            cancel: Arc::new(Mutex::new(CancelTarget::Request {
+                conn: self.clone(),
+                rid,
+            })),
         })
     }
 
@@ -424,6 +428,10 @@ impl Connection {
             resumed: false,
             pending_finish: None,
             on_notice: None,
+            cancel: Arc::new(Mutex::new(CancelTarget::Request {
+                conn: self.clone(),
+                rid,
+            })),
         })
     }
 }
@@ -593,6 +601,19 @@ pub struct CommandStream {
     resumed: bool,
     pending_finish: Option<Event>,
     on_notice: Option<Notice>,
+    /// What Ctrl-C stops, shared with this stream's `Canceller`s (it moves on a resume).
+    cancel: Arc<Mutex<CancelTarget>>,
+}
+
+/// What a `Canceller` acts on.
+#[derive(Clone)]
+enum CancelTarget {
+    /// The request itself: `Cancel {rid}` (an invoke stops its command; a receive ignores it).
+    Request { conn: Connection, rid: u64 },
+    /// A resumed invoke: its request died with the old connection and the stream now follows
+    /// the command through a `Receive`, so Ctrl-C stops the session's running command (as
+    /// `job stop` of the session's own id does).
+    Session { conn: Connection, instance_id: Uuid },
 }
 
 /// Where a stream says that its connection broke and came back.
@@ -673,6 +694,16 @@ impl CommandStream {
         };
         let (rid, rx) = conn.start(request)?;
         lock(&self.conn.shared.routes).remove(&self.rid);
+        *lock(&self.cancel) = match (&self.until, r.job) {
+            (Until::Finished(_), None) => CancelTarget::Session {
+                conn: conn.clone(),
+                instance_id: r.instance_id,
+            },
+            _ => CancelTarget::Request {
+                conn: conn.clone(),
+                rid,
+            },
+        };
         self.conn = conn;
         self.rid = rid;
         self.rx = rx;
@@ -720,8 +751,7 @@ impl CommandStream {
     /// A handle that can cancel the command from another task.
     pub fn canceller(&self) -> Canceller {
         Canceller {
-            conn: self.conn.clone(),
-            rid: self.rid,
+            target: self.cancel.clone(),
         }
     }
 
@@ -880,20 +910,34 @@ impl Drop for EnterGuard {
     }
 }
 
-/// Cancels one command from anywhere.
+/// Cancels one command from anywhere, following its stream across reconnections.
 #[derive(Clone)]
 pub struct Canceller {
-    conn: Connection,
-    rid: u64,
+    target: Arc<Mutex<CancelTarget>>,
 }
 
 impl Canceller {
     pub fn cancel(&self) -> Result<()> {
-        self.conn
-            .shared
-            .out
-            .send(ClientMsg::Cancel { rid: self.rid }.into())
-            .map_err(|_| self.conn.lost())
+        let target = lock(&self.target).clone();
+        match target {
+            CancelTarget::Request { conn, rid } => conn
+                .shared
+                .out
+                .send(ClientMsg::Cancel { rid }.into())
+                .map_err(|_| conn.lost()),
+            CancelTarget::Session { conn, instance_id } => {
+                let (rid, mut rx) = conn.start(Request::StopJob {
+                    instance_id,
+                    job_id: instance_id,
+                })?;
+                let routes = conn.shared.routes.clone();
+                tokio::spawn(async move {
+                    let _ = rx.recv().await;
+                    lock(&routes).remove(&rid);
+                });
+                Ok(())
+            }
+        }
     }
 }
 
