@@ -1009,10 +1009,7 @@ fn a_stream_survives_its_connection_breaking() {
         eventually("the daemon to die", || !alive(daemon));
     });
     assert_eq!(code, Some(4), "{err}");
-    assert!(
-        got == common::waves_expected(),
-        "lines lost or repeated; stderr: {err}"
-    );
+    common::assert_waves(&got, &err);
     assert_eq!(err.matches("reconnecting").count(), 2, "{err}");
     assert_eq!(err.matches("reconnected").count(), 2, "{err}");
     // The session is still this client's, and idle.

@@ -21,6 +21,7 @@ use crate::options::Options;
 use crate::registry::{Entry, JobEntry, Registry, Sessions};
 use crate::ssh::{self, SshTarget};
 use crate::tls::{self, TlsTarget};
+use linger_proto::types::ConfigurationInfo;
 
 /// Default time a synchronous invoke waits for a busy session (the seeds' four minutes).
 pub const DEFAULT_WAIT: Duration = Duration::from_secs(240);
@@ -347,7 +348,7 @@ impl Dialer {
                 match Connection::handshake(&key, stdout, stdin, self.client_id).await {
                     Ok(conn) => {
                         // The connection lives as long as ssh does.
-                        conn.hold(child);
+                        conn.hold_process(child);
                         Ok(conn)
                     }
                     Err(Error::ConnectionLost { .. }) => {
@@ -608,6 +609,11 @@ impl Client {
 
     /// Every session the caller owns on `computer`, from any client; new ones join the
     /// registry under new Ids.
+    /// The session configurations of `computer`'s daemon.
+    pub async fn configurations(&self, computer: &str) -> Result<Vec<ConfigurationInfo>> {
+        self.connect(computer).await?.list_configurations().await
+    }
+
     pub async fn get_remote(&self, computer: &str) -> Result<Vec<SessionView>> {
         let conn = self.connect(computer).await?;
         let infos = conn.list_sessions(Vec::new()).await?;

@@ -57,7 +57,11 @@ struct Shared {
     /// Why the connection ended, once it has.
     ended: Arc<Mutex<Option<Error>>>,
     /// What carries the connection and must live as long as it (an ssh process).
-    held: Mutex<Vec<Box<dyn std::any::Any + Send>>>,
+    /// The transport's process (ssh), if any. It is not killed when the connection is
+    /// dropped: it sees the end of its input and exits once it has passed on everything
+    /// written before (the last acknowledgement included). Only a connection cut for
+    /// silence kills it.
+    process: Mutex<Option<tokio::process::Child>>,
 }
 
 /// A connection to one daemon. Cheap to clone; requests may run concurrently.
@@ -145,7 +149,7 @@ impl Connection {
             routes: Arc::new(Mutex::new(HashMap::new())),
             next_rid: AtomicU64::new(1),
             ended: Arc::new(Mutex::new(None)),
-            held: Mutex::new(Vec::new()),
+            process: Mutex::new(None),
         });
         tokio::spawn(write_loop(writer, rx));
         let life = Arc::new(Life {
@@ -173,9 +177,9 @@ impl Connection {
         lock(&self.shared.ended).is_some() || self.shared.out.is_closed()
     }
 
-    /// Keeps `thing` alive as long as the connection (the process carrying it).
-    pub fn hold(&self, thing: impl std::any::Any + Send) {
-        lock(&self.shared.held).push(Box::new(thing));
+    /// Keeps the transport's process (ssh) with the connection.
+    pub fn hold_process(&self, child: tokio::process::Child) {
+        *lock(&self.shared.process) = Some(child);
     }
 
     pub fn computer(&self) -> &str {
@@ -326,6 +330,13 @@ impl Connection {
             },
             keep,
         )
+    }
+
+    pub async fn list_configurations(&self) -> Result<Vec<linger_proto::types::ConfigurationInfo>> {
+        match self.call(Request::ListConfigurations).await? {
+            Reply::Configurations(c) => Ok(c),
+            _ => Err(self.unexpected()),
+        }
     }
 
     pub async fn list_jobs(&self, instance_id: Uuid) -> Result<Vec<JobInfo>> {
@@ -494,8 +505,10 @@ async fn heartbeat(
                 silent.as_millis()
             );
             life.cut.notify_one();
-            // End the transport too (an ssh that hangs): dropping it kills it.
-            lock(&shared.held).clear();
+            // End the transport too (an ssh that hangs).
+            if let Some(mut child) = lock(&shared.process).take() {
+                let _ = child.start_kill();
+            }
             return;
         }
         nonce += 1;

@@ -72,7 +72,9 @@ pub fn spawn(target: &SshTarget, options: &Options, computer: &str) -> Result<Ch
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
-        .kill_on_drop(true);
+        // Dropped with its connection, ssh must still pass on what was written to it: it
+        // ends by itself at the end of its input (tokio reaps it).
+        .kill_on_drop(false);
     cmd.spawn().map_err(|e| Error::Unreachable {
         computer: computer.to_string(),
         reason: format!("cannot run `{program}`: {e}"),

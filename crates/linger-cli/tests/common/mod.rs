@@ -328,6 +328,33 @@ pub fn waves_expected() -> String {
         .collect()
 }
 
+/// Checks that `got` is exactly what `WAVES` prints; otherwise says which lines were lost
+/// or repeated.
+pub fn assert_waves(got: &str, stderr: &str) {
+    let expected = waves_expected();
+    if got == expected {
+        return;
+    }
+    let mut seen = std::collections::HashMap::new();
+    for l in got.lines() {
+        *seen.entry(l).or_insert(0) += 1;
+    }
+    let lost: Vec<&str> = expected.lines().filter(|l| !seen.contains_key(l)).collect();
+    let repeated: Vec<&str> = seen
+        .iter()
+        .filter(|(_, &n)| n > 1)
+        .map(|(l, _)| *l)
+        .collect();
+    panic!(
+        "lines lost or repeated: {} lost (first {:?}), {} repeated (first {:?}), {} lines in all; stderr: {stderr}",
+        lost.len(),
+        lost.first(),
+        repeated.len(),
+        repeated.first(),
+        got.lines().count()
+    );
+}
+
 /// Drives `child` (a `linger` running `WAVES`, stdout and stderr piped): releases each wave,
 /// reads it whole, and calls `between(wave, pid)` after waves 1 and 2 (to break the
 /// connection under it). Returns stdout, stderr and the exit code.
