@@ -19,6 +19,10 @@ pub struct Cli {
     /// ~/.ssh/id_*; option identity_file).
     #[arg(long, global = true, value_name = "FILE")]
     pub identity: Option<PathBuf>,
+    /// Set a client option for this command (repeatable), over the options file; a
+    /// command's own flags win over it. `linger option show` lists the keys.
+    #[arg(long = "option", global = true, value_name = "KEY=VALUE")]
+    pub options: Vec<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -45,6 +49,31 @@ pub enum Command {
     /// start a background job in a session).
     #[command(subcommand)]
     Job(JobCommand),
+    /// The server's session configurations.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// This client's options.
+    #[command(subcommand)]
+    Option(OptionCommand),
+}
+
+#[derive(Subcommand)]
+pub enum ConfigCommand {
+    /// Show the session configurations of a computer.
+    List(ConfigListArgs),
+}
+
+#[derive(Args)]
+pub struct ConfigListArgs {
+    /// The computer to ask.
+    #[arg(long, value_name = "C", default_value = "localhost")]
+    pub computer: String,
+}
+
+#[derive(Subcommand)]
+pub enum OptionCommand {
+    /// Print each option's effective value and where it came from.
+    Show,
 }
 
 #[derive(Args)]

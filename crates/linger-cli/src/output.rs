@@ -201,6 +201,68 @@ pub fn print_sessions(views: &[SessionView], json: bool) {
     }
 }
 
+fn duration_ms(ms: u64) -> String {
+    humantime::format_duration(std::time::Duration::from_millis(ms)).to_string()
+}
+
+pub fn configuration_json(c: &linger::ConfigurationInfo) -> Value {
+    json!({
+        "name": c.name,
+        "idle_timeout_s": c.idle_timeout_ms / 1000,
+        "max_idle_timeout_s": c.max_idle_timeout_ms / 1000,
+        "output_buffering_mode": c.output_buffering.as_str(),
+        "output_buffer_size": c.output_buffer_size,
+        "spool_limit": c.spool_limit,
+        "shell": c.shell,
+        "startup": c.startup,
+        "working_directory": c.working_directory,
+        "max_sessions_per_user": c.max_sessions_per_user,
+        "max_memory_per_session": c.max_memory_per_session,
+        "max_processes_per_session": c.max_processes_per_session,
+        "run_as": c.run_as,
+        "restricted": c.restricted,
+    })
+}
+
+/// `linger config list`: `Name IdleTimeout MaxIdleTimeout OutputBufferingMode Shell
+/// Restricted` (SPEC §10); Restricted is True or False (`--json` lists the programs).
+pub fn print_configurations(list: &[linger::ConfigurationInfo], json: bool) {
+    if json {
+        for c in list {
+            out(&format!("{}\n", configuration_json(c)));
+        }
+        return;
+    }
+    let headers = [
+        "Name",
+        "IdleTimeout",
+        "MaxIdleTimeout",
+        "OutputBufferingMode",
+        "Shell",
+        "Restricted",
+    ];
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|c| {
+            vec![
+                c.name.clone(),
+                duration_ms(c.idle_timeout_ms),
+                duration_ms(c.max_idle_timeout_ms),
+                c.output_buffering.as_str().to_string(),
+                c.shell.join(" "),
+                if c.restricted.is_some() {
+                    "True"
+                } else {
+                    "False"
+                }
+                .to_string(),
+            ]
+        })
+        .collect();
+    let right = [false; 6];
+    out(&format!("\n{}\n", render(&headers, &rows, &[0; 6], &right)));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -27,6 +27,18 @@ logout() { exit "$@"; }
 __linger_prev() { return "$1"; }
 trap '__linger_rc=130; __linger_unwind' INT
 
+# The configuration's startup script, sourced once before the first command (so what it
+# defines stays); its output goes to a log in the session's directory.
+if [[ -n ${__LINGER_STARTUP-} ]]; then
+  __linger_s=$__LINGER_STARTUP __linger_l=${__LINGER_STARTUP_LOG:-/dev/null}
+  unset __LINGER_STARTUP __LINGER_STARTUP_LOG
+  source "$__linger_s" </dev/null >>"$__linger_l" 2>&1
+  printf 'startup %s exited with status %d\n' "$__linger_s" "$?" >>"$__linger_l"
+  unset __linger_s __linger_l __linger_rc __linger_unwinding
+  shopt -u extdebug
+  trap - DEBUG
+fi
+
 # A background job (`linger job start`): $1 the prefix of its FIFOs, $2 its script, the rest
 # its arguments. A background subshell inherits the session's variables, functions and
 # directory; the inner subshell lets `exit` end the job's script while the outer one still

@@ -68,6 +68,7 @@ fn same_user(stream: &UnixStream) -> bool {
 async fn finish(state: &HostState, why: &str) -> ! {
     tracing::info!(session = %state.spec.meta.instance_id, "session ends: {why}");
     state.kill_all(TERMINATE_GRACE).await;
+    crate::limits::remove_cgroups();
     let _ = std::fs::remove_file(&state.spec.socket_path);
     let _ = std::fs::remove_dir_all(&state.spec.session_dir);
     std::process::exit(0)
@@ -79,7 +80,7 @@ async fn connection(stream: UnixStream, state: Arc<HostState>) {
     let mut writer = FrameWriter::new(w);
     let hello = HostToDaemon::Hello {
         protocol_version: HOST_PROTOCOL_VERSION,
-        meta: state.spec.meta.clone(),
+        meta: Box::new(state.spec.meta.clone()),
         status: state.status(),
         settings: state.settings(),
     };

@@ -9,6 +9,7 @@
 
 mod conn;
 mod jobs;
+mod limits;
 mod log;
 mod marker;
 mod procs;
@@ -81,11 +82,16 @@ async fn run(mut spec: HostSpec) -> Result<(), HostError> {
     std::fs::set_permissions(socket_path, std::fs::Permissions::from_mode(0o600))?;
 
     let nonce = uuid::Uuid::new_v4().simple().to_string();
+    let limits = limits::prepare(&spec.meta.instance_id.simple().to_string(), &spec.limits);
+    for how in &limits.how {
+        tracing::info!(session = %spec.meta.instance_id, "limit {how}");
+    }
     let shell = shell::spawn(
         &spec.shell,
         &spec.environment,
         &spec.working_directory,
         &nonce,
+        Arc::new(limits),
     )?;
     spec.meta.host_pid = std::process::id();
     spec.meta.shell_pid = shell.pid as u32;

@@ -30,6 +30,7 @@ pub fn spawn(
     env: &[(String, String)],
     cwd: &str,
     nonce: &str,
+    limits: std::sync::Arc<crate::limits::Prepared>,
 ) -> Result<Shell, HostError> {
     let (program, args) = argv
         .split_first()
@@ -79,6 +80,8 @@ pub fn spawn(
                 let _ = nix::sys::signal::signal(sig, nix::sys::signal::SigHandler::SigDfl);
             }
             sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)?;
+            // The session's control groups and rlimits, before anything of it runs.
+            limits.enter()?;
             Ok(())
         });
     }

@@ -87,6 +87,8 @@ pub enum Request {
         instance_id: Uuid,
         job_id: Uuid,
     },
+    /// The server's session configurations (`linger config list`).
+    ListConfigurations,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

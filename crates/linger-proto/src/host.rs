@@ -63,7 +63,7 @@ pub enum DaemonToHost {
 pub enum HostToDaemon {
     Hello {
         protocol_version: u32,
-        meta: HostMeta,
+        meta: Box<HostMeta>,
         status: HostStatus,
         settings: SessionSettings,
     },
@@ -132,6 +132,12 @@ pub struct HostMeta {
     pub spool_limit: u64,
     pub host_pid: u32,
     pub shell_pid: u32,
+    /// The configuration's limit when the session was made (a reload does not change it).
+    #[serde(default)]
+    pub max_idle_timeout_ms: Option<u64>,
+    /// The programs a restricted session may run (its configuration's `restricted`).
+    #[serde(default)]
+    pub restricted: Option<Vec<String>>,
 }
 
 /// The host's state at a moment.
@@ -195,4 +201,17 @@ pub struct HostSpec {
     pub socket_path: String,
     /// The session's directory in the daemon's state: `meta.json`, logs.
     pub session_dir: String,
+    /// Resource limits on the shell and everything it starts.
+    #[serde(default)]
+    pub limits: SessionLimits,
+}
+
+/// A session's resource limits (its configuration's `max_memory_per_session` and
+/// `max_processes_per_session`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionLimits {
+    /// Bytes of memory.
+    pub memory: Option<u64>,
+    /// Processes (and threads) at once.
+    pub processes: Option<u32>,
 }

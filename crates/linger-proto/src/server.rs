@@ -4,7 +4,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::types::{ErrorBody, JobInfo, SessionInfo, StreamKind};
+use crate::types::{ConfigurationInfo, ErrorBody, JobInfo, SessionInfo, StreamKind};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum ServerMsg {
@@ -86,6 +86,8 @@ pub enum Reply {
         job_id: Option<Uuid>,
     },
     Jobs(Vec<JobInfo>),
+    /// Answers `ListConfigurations`, by name.
+    Configurations(Vec<ConfigurationInfo>),
     /// A `Receive` has delivered everything; nothing more comes for it.
     Received(ReceiveSummary),
 }

@@ -64,6 +64,26 @@ pub enum JobState {
     Stopped,
 }
 
+/// A named session configuration of the server (SPEC §10).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigurationInfo {
+    pub name: String,
+    pub shell: Vec<String>,
+    pub startup: Option<String>,
+    pub working_directory: Option<String>,
+    pub idle_timeout_ms: u64,
+    pub max_idle_timeout_ms: u64,
+    pub output_buffering: BufferingMode,
+    pub output_buffer_size: u64,
+    pub spool_limit: u64,
+    pub max_sessions_per_user: u32,
+    pub max_memory_per_session: u64,
+    pub max_processes_per_session: Option<u32>,
+    pub run_as: Option<String>,
+    /// The only programs its sessions run, if restricted.
+    pub restricted: Option<Vec<String>>,
+}
+
 /// One job: a command run with `invoke --as-job`, or a background job in a session.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobInfo {

@@ -38,8 +38,10 @@ pub use connection::{Canceller, CommandStream, Connection, EnterGuard, Event, Re
 pub use error::{Error, Kind, Result};
 pub use home::ClientHome;
 pub use linger_proto::server::ReceiveSummary;
-pub use linger_proto::types::{BufferingMode, JobInfo, JobKind, JobState, SessionInfo, StreamKind};
-pub use options::Options;
+pub use linger_proto::types::{
+    BufferingMode, ConfigurationInfo, JobInfo, JobKind, JobState, SessionInfo, StreamKind,
+};
+pub use options::{OptionSource, Options, KEYS as OPTION_KEYS};
 pub use registry::{Entry, JobEntry, Registry, Sessions};
 pub use ssh::SshTarget;
 pub use tls::TlsTarget;

@@ -29,6 +29,29 @@ pub const KEYS: &[&str] = &[
     "ssh_remote_command",
 ];
 
+/// Where an option's value came from (`linger option show`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OptionSource {
+    Default,
+    /// The options file.
+    File(PathBuf),
+    /// `--option KEY=VALUE`.
+    CommandLine,
+    /// A command's own flag (`--identity`, `--idle-timeout`…).
+    Flag,
+}
+
+impl std::fmt::Display for OptionSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OptionSource::Default => f.write_str("default"),
+            OptionSource::File(p) => write!(f, "{}", p.display()),
+            OptionSource::CommandLine => f.write_str("--option"),
+            OptionSource::Flag => f.write_str("flag"),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Options {
     pub open_timeout: Duration,
@@ -48,6 +71,8 @@ pub struct Options {
     pub host_key_checking: Option<String>,
     pub ssh_command: String,
     pub ssh_remote_command: String,
+    /// Where each key's value came from; keys not listed are defaults.
+    pub sources: std::collections::BTreeMap<String, OptionSource>,
 }
 
 impl Default for Options {
@@ -68,6 +93,7 @@ impl Default for Options {
             host_key_checking: None,
             ssh_command: "ssh".into(),
             ssh_remote_command: "lingerd --stdio".into(),
+            sources: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -80,7 +106,73 @@ impl Options {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Options::default()),
             Err(e) => return Err(Error::io(format!("cannot read {}", path.display()), e)),
         };
-        Options::parse(&text).map_err(|why| Error::Usage(format!("{}: {why}", path.display())))
+        let mut o = Options::parse(&text)
+            .map_err(|why| Error::Usage(format!("{}: {why}", path.display())))?;
+        for source in o.sources.values_mut() {
+            *source = OptionSource::File(path.to_path_buf());
+        }
+        Ok(o)
+    }
+
+    /// Applies `--option KEY=VALUE` settings, which override the options file.
+    pub fn apply_command_line(&mut self, settings: &[String]) -> Result<()> {
+        for s in settings {
+            let (key, value) = s
+                .split_once('=')
+                .ok_or_else(|| Error::Usage(format!("--option {s}: expected KEY=VALUE")))?;
+            self.set(key.trim(), &toml::Value::String(value.trim().to_string()))
+                .map_err(|why| Error::Usage(format!("--option {s}: {why}")))?;
+            self.sources
+                .insert(key.trim().to_string(), OptionSource::CommandLine);
+        }
+        Ok(())
+    }
+
+    /// Where `key`'s value came from.
+    pub fn source(&self, key: &str) -> OptionSource {
+        self.sources
+            .get(key)
+            .cloned()
+            .unwrap_or(OptionSource::Default)
+    }
+
+    /// `key`'s effective value as text (`linger option show`).
+    pub fn shown(&self, key: &str) -> String {
+        let d = |d: Duration| humantime::format_duration(d).to_string();
+        match key {
+            "open_timeout" => d(self.open_timeout),
+            "operation_timeout" => d(self.operation_timeout),
+            "cancel_timeout" => d(self.cancel_timeout),
+            "idle_timeout" => self
+                .idle_timeout
+                .map(d)
+                .unwrap_or_else(|| "(the configuration's)".into()),
+            "output_buffering" => self
+                .output_buffering
+                .map(|m| m.as_str().to_string())
+                .unwrap_or_else(|| "(the configuration's)".into()),
+            "max_received_data_per_command" => self
+                .max_received_data_per_command
+                .map(|n| n.to_string())
+                .unwrap_or_else(|| "(unlimited)".into()),
+            "heartbeat_interval" => d(self.heartbeat_interval),
+            "heartbeat_timeout" => d(self.heartbeat_timeout),
+            "reconnect_window" => d(self.reconnect_window),
+            "max_connection_retry" => self.max_connection_retry.to_string(),
+            "compression" => if self.compression { "on" } else { "off" }.to_string(),
+            "identity_file" => self
+                .identity_file
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| "(ssh-agent, then ~/.ssh/id_*)".into()),
+            "host_key_checking" => self
+                .host_key_checking
+                .clone()
+                .unwrap_or_else(|| "(ask on a terminal, else strict)".into()),
+            "ssh_command" => self.ssh_command.clone(),
+            "ssh_remote_command" => self.ssh_remote_command.clone(),
+            _ => String::new(),
+        }
     }
 
     pub fn parse(text: &str) -> std::result::Result<Options, String> {
@@ -88,6 +180,10 @@ impl Options {
         let mut o = Options::default();
         for (key, value) in &table {
             o.set(key, value)?;
+            o.sources.insert(
+                key.clone(),
+                OptionSource::File(PathBuf::from("options.toml")),
+            );
         }
         Ok(o)
     }

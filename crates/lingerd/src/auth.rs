@@ -200,7 +200,7 @@ fn check(
 /// per-user daemon takes it as its own user; a system daemon ignores it (it would be root).
 /// A system daemon also accepts keys from `user`'s own `~/.ssh/authorized_keys`, as `user`.
 fn authorized_as(daemon: &Daemon, key: &PublicKey, user: &str) -> Option<String> {
-    if let Some(path) = &daemon.config.server.authorized_keys {
+    if let Some(path) = &daemon.config().server.authorized_keys {
         for (opts, _) in matching_entries(path, key) {
             match principal_option(&opts) {
                 Some(Ok(name)) => return Some(name),

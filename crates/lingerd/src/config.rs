@@ -1,6 +1,8 @@
-//! The daemon's configuration file: a `[server]` table and `[[configuration]]` tables (the
-//! named session configurations). Durations are written as "90s", "2h"; sizes as bytes or
-//! "1MiB".
+//! The daemon's configuration: a main file (`lingerd.toml`) and the drop-ins beside it
+//! (`lingerd.d/*.toml`, in name order), each with an optional `[server]` table (later files
+//! override single keys) and `[[configuration]]` tables (the named session configurations,
+//! SPEC §10; a name may be defined once). Durations are written as "90s", "2h"; sizes as
+//! bytes or "1MiB". Every error names the file, the line and the field.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -9,6 +11,7 @@ use std::time::Duration;
 use linger_proto::text::{parse_duration, parse_size};
 use linger_proto::types::BufferingMode;
 use serde::Deserialize;
+use toml::Spanned;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -29,10 +32,12 @@ pub struct ServerSettings {
     pub heartbeat_timeout: Duration,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Configuration {
     pub name: String,
     pub shell: Vec<String>,
+    /// A script the shell sources when the session starts, before any command.
+    pub startup: Option<PathBuf>,
     pub environment: BTreeMap<String, String>,
     pub working_directory: Option<PathBuf>,
     pub idle_timeout: Duration,
@@ -41,13 +46,45 @@ pub struct Configuration {
     pub output_buffer_size: u64,
     /// Most bytes `spool` keeps on disk per session.
     pub spool_limit: u64,
+    /// Live sessions of this configuration one principal may have.
+    pub max_sessions_per_user: u32,
+    pub max_memory_per_session: u64,
+    pub max_processes_per_session: Option<u32>,
+    /// The Unix user sessions run as (a system daemon), whoever owns them.
+    pub run_as: Option<String>,
+    /// Set: the session runs only these programs, as argv, with no shell syntax.
+    pub restricted: Option<Vec<String>>,
 }
 
 impl Configuration {
+    /// What `ListConfigurations` shows of it.
+    pub fn info(&self) -> linger_proto::types::ConfigurationInfo {
+        linger_proto::types::ConfigurationInfo {
+            name: self.name.clone(),
+            shell: self.shell.clone(),
+            startup: self.startup.as_ref().map(|p| p.display().to_string()),
+            working_directory: self
+                .working_directory
+                .as_ref()
+                .map(|p| p.display().to_string()),
+            idle_timeout_ms: self.idle_timeout.as_millis() as u64,
+            max_idle_timeout_ms: self.max_idle_timeout.as_millis() as u64,
+            output_buffering: self.output_buffering,
+            output_buffer_size: self.output_buffer_size,
+            spool_limit: self.spool_limit,
+            max_sessions_per_user: self.max_sessions_per_user,
+            max_memory_per_session: self.max_memory_per_session,
+            max_processes_per_session: self.max_processes_per_session,
+            run_as: self.run_as.clone(),
+            restricted: self.restricted.clone(),
+        }
+    }
+
     pub fn default_named(name: &str) -> Self {
         Configuration {
             name: name.to_string(),
             shell: vec!["bash".into(), "--noprofile".into(), "--norc".into()],
+            startup: None,
             environment: BTreeMap::new(),
             working_directory: None,
             idle_timeout: Duration::from_secs(2 * 3600),
@@ -55,6 +92,11 @@ impl Configuration {
             output_buffering: BufferingMode::Block,
             output_buffer_size: 1 << 20,
             spool_limit: 1 << 30,
+            max_sessions_per_user: 25,
+            max_memory_per_session: 1 << 30,
+            max_processes_per_session: None,
+            run_as: None,
+            restricted: None,
         }
     }
 }
@@ -84,8 +126,7 @@ impl Default for Config {
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawFile {
-    #[serde(default)]
-    server: RawServer,
+    server: Option<RawServer>,
     #[serde(default)]
     configuration: Vec<RawConfiguration>,
 }
@@ -94,120 +135,297 @@ struct RawFile {
 #[serde(deny_unknown_fields)]
 struct RawServer {
     authorized_keys: Option<PathBuf>,
-    min_idle_timeout: Option<String>,
-    heartbeat_interval: Option<String>,
-    heartbeat_timeout: Option<String>,
+    min_idle_timeout: Option<Spanned<String>>,
+    heartbeat_interval: Option<Spanned<String>>,
+    heartbeat_timeout: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfiguration {
-    name: String,
-    shell: Option<Vec<String>>,
+    name: Spanned<String>,
+    shell: Option<Spanned<Vec<String>>>,
+    startup: Option<Spanned<PathBuf>>,
     #[serde(default)]
     environment: BTreeMap<String, String>,
-    working_directory: Option<PathBuf>,
-    idle_timeout: Option<String>,
-    max_idle_timeout: Option<String>,
-    output_buffering: Option<String>,
-    output_buffer_size: Option<toml::Value>,
-    spool_limit: Option<toml::Value>,
+    working_directory: Option<Spanned<PathBuf>>,
+    idle_timeout: Option<Spanned<String>>,
+    max_idle_timeout: Option<Spanned<String>>,
+    output_buffering: Option<Spanned<String>>,
+    output_buffer_size: Option<Spanned<toml::Value>>,
+    spool_limit: Option<Spanned<toml::Value>>,
+    max_sessions_per_user: Option<Spanned<i64>>,
+    max_memory_per_session: Option<Spanned<toml::Value>>,
+    max_processes_per_session: Option<Spanned<i64>>,
+    run_as: Option<Spanned<String>>,
+    restricted: Option<Spanned<Vec<String>>>,
+}
+
+/// The drop-in directory of a main configuration file: `lingerd.toml` -> `lingerd.d`.
+pub fn drop_in_dir(main: &Path) -> PathBuf {
+    main.with_extension("d")
+}
+
+/// One file's text and where it came from, to place errors.
+struct Source<'a> {
+    path: &'a Path,
+    text: &'a str,
+}
+
+impl Source<'_> {
+    /// An error at `span` of this file, about `field`.
+    fn err(&self, span: std::ops::Range<usize>, field: &str, why: &str) -> ConfigError {
+        let line = self.text[..span.start.min(self.text.len())]
+            .matches('\n')
+            .count()
+            + 1;
+        ConfigError::Invalid {
+            path: self.path.to_path_buf(),
+            message: format!("line {line}: {field}: {why}"),
+        }
+    }
+
+    fn duration(&self, field: &str, v: &Spanned<String>) -> Result<Duration, ConfigError> {
+        parse_duration(v.get_ref()).map_err(|e| self.err(v.span(), field, &e))
+    }
+
+    fn size(&self, field: &str, v: &Spanned<toml::Value>) -> Result<u64, ConfigError> {
+        match v.get_ref() {
+            toml::Value::Integer(n) if *n > 0 => Ok(*n as u64),
+            toml::Value::String(s) => parse_size(s).map_err(|e| self.err(v.span(), field, &e)),
+            _ => Err(self.err(
+                v.span(),
+                field,
+                "expected a positive size such as 1048576 or \"1MiB\"",
+            )),
+        }
+    }
+
+    fn count(&self, field: &str, v: &Spanned<i64>) -> Result<u32, ConfigError> {
+        u32::try_from(*v.get_ref())
+            .ok()
+            .filter(|&n| n > 0)
+            .ok_or_else(|| self.err(v.span(), field, "expected a positive whole number"))
+    }
 }
 
 impl Config {
-    /// Reads the file at `path`; a missing file means the defaults.
+    /// Reads the main file at `path` (missing: the defaults) and its drop-ins.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = match std::fs::read_to_string(path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Config::default()),
+        let mut files = Vec::new();
+        match std::fs::read_to_string(path) {
+            Ok(t) => files.push((path.to_path_buf(), t)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(source) => {
                 return Err(ConfigError::Read {
                     path: path.to_path_buf(),
                     source,
                 })
             }
-        };
-        Config::parse(&text).map_err(|message| ConfigError::Invalid {
-            path: path.to_path_buf(),
-            message,
-        })
+        }
+        let dir = drop_in_dir(path);
+        match std::fs::read_dir(&dir) {
+            Ok(entries) => {
+                let mut names: Vec<PathBuf> = entries
+                    .flatten()
+                    .map(|e| e.path())
+                    .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+                    .collect();
+                names.sort();
+                for p in names {
+                    let text = std::fs::read_to_string(&p).map_err(|source| ConfigError::Read {
+                        path: p.clone(),
+                        source,
+                    })?;
+                    files.push((p, text));
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => return Err(ConfigError::Read { path: dir, source }),
+        }
+        Config::from_files(&files)
     }
 
+    /// One file's text, as if it were the whole configuration (tests, and error messages
+    /// naming `lingerd.toml`).
     pub fn parse(text: &str) -> Result<Config, String> {
-        let raw: RawFile = toml::from_str(text).map_err(|e| e.to_string().replace('\n', " "))?;
+        Config::from_files(&[(PathBuf::from("lingerd.toml"), text.to_string())])
+            .map_err(|e| e.to_string())
+    }
+
+    fn from_files(files: &[(PathBuf, String)]) -> Result<Config, ConfigError> {
         let mut config = Config::default();
-        let s = &mut config.server;
-        s.authorized_keys = raw.server.authorized_keys;
-        if let Some(v) = raw.server.min_idle_timeout {
-            s.min_idle_timeout = duration("server.min_idle_timeout", &v)?;
-        }
-        if let Some(v) = raw.server.heartbeat_interval {
-            s.heartbeat_interval = duration("server.heartbeat_interval", &v)?;
-        }
-        if let Some(v) = raw.server.heartbeat_timeout {
-            s.heartbeat_timeout = duration("server.heartbeat_timeout", &v)?;
-        }
-        if s.heartbeat_timeout <= s.heartbeat_interval {
-            return Err(format!(
-                "server.heartbeat_timeout: {} must be longer than heartbeat_interval {}",
-                humantime::format_duration(s.heartbeat_timeout),
-                humantime::format_duration(s.heartbeat_interval)
-            ));
-        }
-        for rc in raw.configuration {
-            let field = |f: &str| format!("configuration '{}': {f}", rc.name);
-            let mut c = Configuration::default_named(&rc.name);
-            if let Some(shell) = rc.shell {
-                if shell.is_empty() {
-                    return Err(format!("{}: must name a program", field("shell")));
+        // Where each configuration was defined, to name both files of a duplicate.
+        let mut defined: BTreeMap<String, PathBuf> = BTreeMap::new();
+        let mut heartbeat_at: Option<(PathBuf, String)> = None;
+        for (path, text) in files {
+            let src = Source { path, text };
+            let raw: RawFile = toml::from_str(text).map_err(|e| ConfigError::Invalid {
+                path: path.clone(),
+                message: e.to_string().trim().replace('\n', " "),
+            })?;
+            if let Some(rs) = raw.server {
+                let s = &mut config.server;
+                if let Some(p) = rs.authorized_keys {
+                    s.authorized_keys = Some(p);
                 }
-                c.shell = shell;
+                if let Some(v) = &rs.min_idle_timeout {
+                    s.min_idle_timeout = src.duration("server.min_idle_timeout", v)?;
+                }
+                if let Some(v) = &rs.heartbeat_interval {
+                    s.heartbeat_interval = src.duration("server.heartbeat_interval", v)?;
+                    heartbeat_at = Some((path.clone(), text.clone()));
+                }
+                if let Some(v) = &rs.heartbeat_timeout {
+                    s.heartbeat_timeout = src.duration("server.heartbeat_timeout", v)?;
+                    heartbeat_at = Some((path.clone(), text.clone()));
+                }
             }
-            c.environment = rc.environment;
-            c.working_directory = rc.working_directory;
-            if let Some(v) = rc.idle_timeout {
-                c.idle_timeout = duration(&field("idle_timeout"), &v)?;
+            for rc in raw.configuration {
+                let name = rc.name.get_ref().clone();
+                if let Some(first) = defined.get(&name) {
+                    return Err(src.err(
+                        rc.name.span(),
+                        "configuration.name",
+                        &format!("'{name}' is already defined in {}", first.display()),
+                    ));
+                }
+                let c = configuration(&src, rc)?;
+                defined.insert(name.clone(), path.clone());
+                config.configurations.insert(name, c);
             }
-            if let Some(v) = rc.max_idle_timeout {
-                c.max_idle_timeout = duration(&field("max_idle_timeout"), &v)?;
-            }
-            if let Some(v) = rc.output_buffering {
-                c.output_buffering = v
-                    .parse()
-                    .map_err(|e: String| format!("{}: {e}", field("output_buffering")))?;
-            }
-            if let Some(v) = rc.output_buffer_size {
-                c.output_buffer_size = size(&field("output_buffer_size"), &v)?;
-            }
-            if let Some(v) = rc.spool_limit {
-                c.spool_limit = size(&field("spool_limit"), &v)?;
-            }
-            if c.idle_timeout > c.max_idle_timeout {
-                return Err(format!(
-                    "{}: {} exceeds max_idle_timeout {}",
-                    field("idle_timeout"),
-                    humantime::format_duration(c.idle_timeout),
-                    humantime::format_duration(c.max_idle_timeout)
-                ));
-            }
-            config.configurations.insert(rc.name.clone(), c);
+        }
+        let s = &config.server;
+        if s.heartbeat_timeout <= s.heartbeat_interval {
+            let path = heartbeat_at
+                .map(|(p, _)| p)
+                .unwrap_or_else(|| PathBuf::from("lingerd.toml"));
+            return Err(ConfigError::Invalid {
+                path,
+                message: format!(
+                    "server.heartbeat_timeout: {} must be longer than heartbeat_interval {}",
+                    humantime::format_duration(s.heartbeat_timeout),
+                    humantime::format_duration(s.heartbeat_interval)
+                ),
+            });
         }
         Ok(config)
     }
 }
 
-fn duration(field: &str, v: &str) -> Result<Duration, String> {
-    parse_duration(v).map_err(|e| format!("{field}: {e}"))
-}
-
-fn size(field: &str, v: &toml::Value) -> Result<u64, String> {
-    match v {
-        toml::Value::Integer(n) if *n > 0 => Ok(*n as u64),
-        toml::Value::String(s) => parse_size(s).map_err(|e| format!("{field}: {e}")),
-        _ => Err(format!(
-            "{field}: expected a positive size such as 1048576 or \"1MiB\""
-        )),
+/// Builds one `[[configuration]]`, checking each field.
+fn configuration(src: &Source<'_>, rc: RawConfiguration) -> Result<Configuration, ConfigError> {
+    let name = rc.name.get_ref().clone();
+    if name.is_empty()
+        || name.len() > 64
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+    {
+        return Err(src.err(
+            rc.name.span(),
+            "configuration.name",
+            &format!("'{name}': use 1 to 64 letters, digits, '.', '_' or '-'"),
+        ));
     }
+    let field = |f: &str| format!("configuration '{name}' {f}");
+    let mut c = Configuration::default_named(&name);
+    if let Some(shell) = rc.shell {
+        if shell.get_ref().is_empty() || shell.get_ref()[0].is_empty() {
+            return Err(src.err(shell.span(), &field("shell"), "must name a program"));
+        }
+        c.shell = shell.into_inner();
+    }
+    if let Some(startup) = rc.startup {
+        if !startup.get_ref().is_absolute() {
+            return Err(src.err(
+                startup.span(),
+                &field("startup"),
+                "must be an absolute path to a script",
+            ));
+        }
+        c.startup = Some(startup.into_inner());
+    }
+    c.environment = rc.environment;
+    if let Some(dir) = rc.working_directory {
+        if !dir.get_ref().is_absolute() {
+            return Err(src.err(dir.span(), &field("working_directory"), "must be absolute"));
+        }
+        c.working_directory = Some(dir.into_inner());
+    }
+    if let Some(v) = &rc.idle_timeout {
+        c.idle_timeout = src.duration(&field("idle_timeout"), v)?;
+    }
+    if let Some(v) = &rc.max_idle_timeout {
+        c.max_idle_timeout = src.duration(&field("max_idle_timeout"), v)?;
+    }
+    if let Some(v) = &rc.output_buffering {
+        c.output_buffering = v
+            .get_ref()
+            .parse()
+            .map_err(|e: String| src.err(v.span(), &field("output_buffering"), &e))?;
+    }
+    if let Some(v) = &rc.output_buffer_size {
+        c.output_buffer_size = src.size(&field("output_buffer_size"), v)?;
+    }
+    if let Some(v) = &rc.spool_limit {
+        c.spool_limit = src.size(&field("spool_limit"), v)?;
+    }
+    if let Some(v) = &rc.max_sessions_per_user {
+        c.max_sessions_per_user = src.count(&field("max_sessions_per_user"), v)?;
+    }
+    if let Some(v) = &rc.max_memory_per_session {
+        c.max_memory_per_session = src.size(&field("max_memory_per_session"), v)?;
+    }
+    if let Some(v) = &rc.max_processes_per_session {
+        c.max_processes_per_session = Some(src.count(&field("max_processes_per_session"), v)?);
+    }
+    if let Some(v) = rc.run_as {
+        if nix::unistd::User::from_name(v.get_ref())
+            .ok()
+            .flatten()
+            .is_none()
+        {
+            return Err(src.err(
+                v.span(),
+                &field("run_as"),
+                &format!("no user named '{}' on this host", v.get_ref()),
+            ));
+        }
+        c.run_as = Some(v.into_inner());
+    }
+    if let Some(list) = rc.restricted {
+        if let Some(bad) = list
+            .get_ref()
+            .iter()
+            .find(|p| p.is_empty() || p.chars().any(|ch| ch.is_whitespace() || ch.is_control()))
+        {
+            return Err(src.err(
+                list.span(),
+                &field("restricted"),
+                &format!("'{bad}' is not a program name or path"),
+            ));
+        }
+        c.restricted = Some(list.into_inner());
+    }
+    if c.idle_timeout > c.max_idle_timeout {
+        let span = rc
+            .idle_timeout
+            .as_ref()
+            .or(rc.max_idle_timeout.as_ref())
+            .map(|s| s.span())
+            .unwrap_or_else(|| rc.name.span());
+        return Err(src.err(
+            span,
+            &field("idle_timeout"),
+            &format!(
+                "{} exceeds max_idle_timeout {}",
+                humantime::format_duration(c.idle_timeout),
+                humantime::format_duration(c.max_idle_timeout)
+            ),
+        ));
+    }
+    Ok(c)
 }
 
 #[cfg(test)]
@@ -217,17 +435,78 @@ mod tests {
     #[test]
     fn defaults_and_overrides() {
         let c = Config::parse(
-            "[server]\nmin_idle_timeout = \"1s\"\n[[configuration]]\nname = \"small\"\noutput_buffer_size = \"64KiB\"\n",
+            "[server]\nmin_idle_timeout = \"1s\"\n[[configuration]]\nname = \"small\"\noutput_buffer_size = \"64KiB\"\nrestricted = [\"ls\", \"/usr/bin/id\"]\nmax_sessions_per_user = 2\n",
         )
         .expect("valid config");
         assert_eq!(c.server.min_idle_timeout, Duration::from_secs(1));
         assert!(c.configurations.contains_key("default"));
-        assert_eq!(c.configurations["small"].output_buffer_size, 64 * 1024);
+        let small = &c.configurations["small"];
+        assert_eq!(small.output_buffer_size, 64 * 1024);
+        assert_eq!(small.max_sessions_per_user, 2);
+        assert_eq!(
+            small.restricted.as_deref(),
+            Some(&["ls".to_string(), "/usr/bin/id".to_string()][..])
+        );
+        assert_eq!(small.max_memory_per_session, 1 << 30);
     }
 
     #[test]
     fn unknown_key_is_named_with_its_line() {
         let err = Config::parse("[server]\nbogus = 1\n").expect_err("must fail");
         assert!(err.contains("bogus") && err.contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_value_names_file_line_and_field() {
+        let err = Config::parse(
+            "[server]\n\n[[configuration]]\nname = \"x\"\n\nidle_timeout = \"soon\"\n",
+        )
+        .expect_err("must fail");
+        assert!(
+            err.starts_with("lingerd.toml: line 6: configuration 'x' idle_timeout: "),
+            "{err}"
+        );
+        let err =
+            Config::parse("[[configuration]]\nname = \"x\"\nrun_as = \"no-such-user-here\"\n")
+                .expect_err("must fail");
+        assert!(err.contains("line 3") && err.contains("run_as"), "{err}");
+        let err = Config::parse("[[configuration]]\nname = \"x\"\nmax_processes_per_session = 0\n")
+            .expect_err("must fail");
+        assert!(
+            err.contains("line 3") && err.contains("max_processes_per_session"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn drop_ins_add_configurations_and_a_duplicate_names_both_files() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let main = dir.path().join("lingerd.toml");
+        std::fs::write(&main, "[server]\nmin_idle_timeout = \"2s\"\n").expect("main");
+        std::fs::create_dir(dir.path().join("lingerd.d")).expect("dir");
+        std::fs::write(
+            dir.path().join("lingerd.d/10-a.toml"),
+            "[[configuration]]\nname = \"a\"\n",
+        )
+        .expect("a");
+        std::fs::write(
+            dir.path().join("lingerd.d/20-b.toml"),
+            "[server]\nmin_idle_timeout = \"3s\"\n[[configuration]]\nname = \"b\"\n",
+        )
+        .expect("b");
+        std::fs::write(dir.path().join("lingerd.d/ignored.txt"), "junk").expect("junk");
+        let c = Config::load(&main).expect("valid");
+        assert_eq!(c.server.min_idle_timeout, Duration::from_secs(3));
+        assert!(c.configurations.contains_key("a") && c.configurations.contains_key("b"));
+        std::fs::write(
+            dir.path().join("lingerd.d/30-dup.toml"),
+            "\n[[configuration]]\nname = \"a\"\n",
+        )
+        .expect("dup");
+        let err = Config::load(&main).expect_err("duplicate").to_string();
+        assert!(
+            err.contains("30-dup.toml: line 3") && err.contains("10-a.toml"),
+            "{err}"
+        );
     }
 }

@@ -118,8 +118,8 @@ pub async fn serve<R, W>(
         server_version: env!("CARGO_PKG_VERSION").to_string(),
         computer_name: daemon.computer_name.clone(),
         principal: peer.principal.clone(),
-        heartbeat_interval_ms: daemon.config.server.heartbeat_interval.as_millis() as u64,
-        heartbeat_timeout_ms: daemon.config.server.heartbeat_timeout.as_millis() as u64,
+        heartbeat_interval_ms: daemon.config().server.heartbeat_interval.as_millis() as u64,
+        heartbeat_timeout_ms: daemon.config().server.heartbeat_timeout.as_millis() as u64,
     });
     if writer.write(&welcome).await.is_err() {
         return;
@@ -292,6 +292,14 @@ impl Ctx {
                     .map(Reply::Received)
             }
             Request::ListJobs { instance_id } => self.session(instance_id).map(|s| Reply::Jobs(s.jobs())),
+            Request::ListConfigurations => Ok(Reply::Configurations(
+                self.daemon
+                    .config()
+                    .configurations
+                    .values()
+                    .map(crate::config::Configuration::info)
+                    .collect(),
+            )),
             Request::StopJob {
                 instance_id,
                 job_id,
@@ -386,8 +394,11 @@ impl Ctx {
         let session = self.session(req.instance_id)?;
         let idle_timeout = req.idle_timeout_ms.map(Duration::from_millis);
         if let Some(t) = idle_timeout {
-            self.daemon
-                .check_idle_timeout(&session.meta.configuration_name, t)?;
+            self.daemon.check_idle_timeout(
+                &session.meta.configuration_name,
+                self.daemon.max_idle_timeout_of(&session.meta),
+                t,
+            )?;
         }
         session.disconnect(self.conn, self.client, idle_timeout, req.buffering)?;
         tracing::info!(session = %session.id(), name = %session.meta.name, principal = %self.peer.principal, from = %self.peer.from, client = %self.client, "session disconnected");
@@ -481,13 +492,31 @@ impl Ctx {
             .unwrap_or_else(|| session.info(self.client)))
     }
 
-    async fn invoke(self: Arc<Self>, rid: u64, req: Invoke) -> Result<(), ErrorBody> {
+    async fn invoke(self: Arc<Self>, rid: u64, mut req: Invoke) -> Result<(), ErrorBody> {
         let session = self.session(req.instance_id)?;
         if req.script.contains('\0') || req.args.iter().any(|a| a.contains('\0')) {
             return Err(ErrorBody::new(
                 ErrorKind::InvalidRequest,
                 "the script or an argument contains a NUL byte, which a shell cannot hold",
             ));
+        }
+        if let Some(allowed) = &session.meta.restricted {
+            match crate::restricted::command(&req.script, &req.args, allowed) {
+                Ok(command) => {
+                    req.script = command;
+                    req.args.clear();
+                }
+                Err(refusal) => {
+                    let message = refusal.message(&session.meta.configuration_name, allowed);
+                    tracing::warn!(session = %session.id(), principal = %self.peer.principal, from = %self.peer.from, "{message}");
+                    self.audit(
+                        &session,
+                        "command_refused",
+                        serde_json::json!({ "script": req.script, "reason": message }),
+                    );
+                    return Err(ErrorBody::new(ErrorKind::InvalidRequest, message));
+                }
+            }
         }
         let cancel_timeout = Duration::from_millis(req.cancel_timeout_ms);
         self.invokes_lock().insert(

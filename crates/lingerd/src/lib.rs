@@ -10,6 +10,7 @@ pub mod identity;
 pub mod instance;
 pub mod paths;
 mod registry;
+mod restricted;
 mod session;
 mod spawn;
 pub mod tls;
@@ -41,7 +42,8 @@ pub const MAX_HANDSHAKING: usize = 64;
 const SWEEP_EVERY: Duration = Duration::from_millis(250);
 
 pub struct Daemon {
-    pub config: Config,
+    /// Replaced whole by a reload (SIGHUP); sessions keep what they were made with.
+    config: std::sync::RwLock<Arc<Config>>,
     pub paths: DaemonPaths,
     pub computer_name: String,
     registry: Registry,
@@ -105,7 +107,7 @@ impl Daemon {
             .unwrap_or_else(|| "localhost".into());
         let audit = audit::AuditLog::open(&paths.audit_file());
         let daemon = Arc::new(Daemon {
-            config,
+            config: std::sync::RwLock::new(Arc::new(config)),
             paths,
             computer_name,
             registry: Registry::default(),
@@ -173,7 +175,7 @@ impl Daemon {
 
     /// Why `client`'s attachments should be dropped, if it has been silent too long.
     fn lapsed(&self, client: Uuid) -> Option<String> {
-        let timeout = self.config.server.heartbeat_timeout;
+        let timeout = self.config().server.heartbeat_timeout;
         let last = self
             .clients
             .lock()
@@ -203,9 +205,30 @@ impl Daemon {
             .insert(client, Instant::now());
     }
 
-    /// Checks an idle timeout against the server's minimum and the configuration's maximum.
-    fn check_idle_timeout(&self, configuration: &str, t: Duration) -> Result<(), ErrorBody> {
-        let min = self.config.server.min_idle_timeout;
+    /// The configuration in force (a snapshot: a reload swaps in a new one).
+    pub fn config(&self) -> Arc<Config> {
+        self.config
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Puts a freshly loaded configuration in force. Running sessions keep theirs.
+    pub fn reload(&self, config: Config) {
+        let names: Vec<String> = config.configurations.keys().cloned().collect();
+        *self.config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(config);
+        tracing::info!(configurations = ?names, "configuration reloaded");
+    }
+
+    /// Checks an idle timeout against the server's minimum and `max` (the maximum of
+    /// configuration `configuration`).
+    fn check_idle_timeout(
+        &self,
+        configuration: &str,
+        max: Duration,
+        t: Duration,
+    ) -> Result<(), ErrorBody> {
+        let min = self.config().server.min_idle_timeout;
         if t < min {
             return Err(ErrorBody::new(
                 ErrorKind::InvalidRequest,
@@ -217,13 +240,6 @@ impl Daemon {
             )
             .with_hint("the minimum is [server] min_idle_timeout in lingerd.toml"));
         }
-        let max = self
-            .config
-            .configurations
-            .get(configuration)
-            .or_else(|| self.config.configurations.get("default"))
-            .map(|c| c.max_idle_timeout)
-            .unwrap_or(Duration::MAX);
         if t > max {
             return Err(ErrorBody::new(
                 ErrorKind::InvalidRequest,
@@ -235,6 +251,23 @@ impl Daemon {
             ));
         }
         Ok(())
+    }
+
+    /// The largest idle timeout a session may be given: what its configuration allowed when
+    /// it was made (older hosts: the configuration's now).
+    fn max_idle_timeout_of(&self, meta: &HostMeta) -> Duration {
+        match meta.max_idle_timeout_ms {
+            Some(ms) => Duration::from_millis(ms),
+            None => {
+                let config = self.config();
+                config
+                    .configurations
+                    .get(&meta.configuration_name)
+                    .or_else(|| config.configurations.get("default"))
+                    .map(|c| c.max_idle_timeout)
+                    .unwrap_or(Duration::MAX)
+            }
+        }
     }
 
     fn next_conn(&self) -> u64 {
@@ -259,8 +292,28 @@ impl Daemon {
             .unwrap_or(direct)
     }
 
-    /// Who a new session of `principal` runs as, with what environment and where.
-    fn session_owner(&self, principal: &str) -> Result<Owner, ErrorBody> {
+    /// Who a new session of `principal` in `config` runs as, with what environment and
+    /// where: the configuration's `run_as` user if it names one, else the principal's.
+    fn session_owner(
+        &self,
+        principal: &str,
+        config: &config::Configuration,
+    ) -> Result<Owner, ErrorBody> {
+        if let Some(run_as) = &config.run_as {
+            let me = user_name(nix::unistd::geteuid().as_raw());
+            if !self.system && *run_as != me {
+                return Err(ErrorBody::new(
+                    ErrorKind::InvalidRequest,
+                    format!(
+                        "configuration '{}' runs sessions as '{run_as}', which only a system daemon (lingerd --system) can do",
+                        config.name
+                    ),
+                ));
+            }
+            if self.system {
+                return self.unix_owner(run_as);
+            }
+        }
         if !self.system {
             return Ok(Owner {
                 uid: nix::unistd::geteuid().as_raw(),
@@ -271,6 +324,12 @@ impl Daemon {
                     .collect(),
             });
         }
+        self.unix_owner(principal)
+    }
+
+    /// A session running as Unix user `name`, with a clean environment in its home.
+    fn unix_owner(&self, name: &str) -> Result<Owner, ErrorBody> {
+        let principal = name;
         let user = nix::unistd::User::from_name(principal)
             .ok()
             .flatten()
@@ -356,7 +415,8 @@ impl Daemon {
     ) -> Result<Arc<Session>, ErrorBody> {
         validate_name(&req.name)?;
         let config_name = req.configuration.as_deref().unwrap_or("default");
-        let config = self.config.configurations.get(config_name).ok_or_else(|| {
+        let all = self.config();
+        let config = all.configurations.get(config_name).ok_or_else(|| {
             ErrorBody::new(
                 ErrorKind::NotFound,
                 format!(
@@ -370,7 +430,23 @@ impl Daemon {
             Some(ms) => Duration::from_millis(ms),
             None => config.idle_timeout,
         };
-        self.check_idle_timeout(config_name, idle_timeout)?;
+        self.check_idle_timeout(config_name, config.max_idle_timeout, idle_timeout)?;
+        let live = self
+            .registry
+            .owned_by(&peer.principal)
+            .iter()
+            .filter(|s| s.meta.configuration_name == config.name && s.closed_reason().is_none())
+            .count();
+        if live >= config.max_sessions_per_user as usize {
+            return Err(ErrorBody::new(
+                ErrorKind::Limit,
+                format!(
+                    "you have {live} sessions of configuration '{config_name}' on {}, its limit (max_sessions_per_user)",
+                    self.computer_name
+                ),
+            )
+            .with_hint("remove one (`linger get --computer HOST` lists them)"));
+        }
         if !self.registry.reserve(&peer.principal, &req.name) {
             return Err(ErrorBody::new(
                 ErrorKind::InvalidRequest,
@@ -411,7 +487,7 @@ impl Daemon {
             tracing::error!(session = %id, "{what}: {e}");
             ErrorBody::new(ErrorKind::Internal, format!("{what}: {e}"))
         };
-        let owner = self.session_owner(&peer.principal)?;
+        let owner = self.session_owner(&peer.principal, config)?;
         let session_dir = self.paths.sessions_dir().join(id.to_string());
         paths::private_dir(&session_dir)
             .map_err(|e| internal("cannot create the session directory", &e))?;
@@ -440,6 +516,15 @@ impl Daemon {
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone())),
         );
+        if let Some(startup) = &config.startup {
+            // The bootstrap sources it before the first command; what it prints goes to
+            // startup.log in the session's directory.
+            environment.push(("__LINGER_STARTUP".into(), startup.display().to_string()));
+            environment.push((
+                "__LINGER_STARTUP_LOG".into(),
+                session_dir.join("startup.log").display().to_string(),
+            ));
+        }
         environment.push(("LINGER_SESSION_ID".into(), id.to_string()));
         environment.push(("LINGER_SESSION_NAME".into(), req.name.clone()));
         let created_at_ms = session::now_ms();
@@ -459,6 +544,8 @@ impl Daemon {
                 spool_limit: config.spool_limit,
                 host_pid: 0,
                 shell_pid: 0,
+                max_idle_timeout_ms: Some(config.max_idle_timeout.as_millis() as u64),
+                restricted: config.restricted.clone(),
             },
             settings: SessionSettings {
                 buffering,
@@ -471,6 +558,10 @@ impl Daemon {
             working_directory: cwd,
             socket_path: socket.display().to_string(),
             session_dir: session_dir.display().to_string(),
+            limits: linger_proto::host::SessionLimits {
+                memory: Some(config.max_memory_per_session),
+                processes: config.max_processes_per_session,
+            },
         };
         let cleanup = || {
             let _ = std::fs::remove_dir_all(&session_dir);

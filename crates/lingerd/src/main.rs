@@ -189,6 +189,7 @@ fn run(args: Args) -> Result<()> {
             .await
             .context("cannot prepare the state directory")?;
         start_tls(&daemon, &paths, &listen).await?;
+        tokio::spawn(reload_on_hangup(Arc::clone(&daemon), config_path.clone()));
         tracing::info!(socket = %paths.socket.display(), pid = std::process::id(), "lingerd listening");
         lingerd::serve_unix(Arc::clone(&daemon), listener, shutdown_signal()).await;
         tracing::info!("lingerd stopping; sessions keep running and will be re-adopted");
@@ -294,6 +295,22 @@ fn pump(mut from: impl std::io::Read, mut to: impl std::io::Write) -> std::io::R
             Err(e) => return Err(e),
         };
         to.write_all(&buf[..n])?;
+    }
+}
+
+/// SIGHUP reloads the configuration file and its drop-ins. A configuration with errors is
+/// not taken: the one in force stays, and the log says why (file, line, field).
+async fn reload_on_hangup(daemon: Arc<lingerd::Daemon>, path: PathBuf) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP; the configuration cannot be reloaded");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        match Config::load(&path) {
+            Ok(config) => daemon.reload(config),
+            Err(e) => tracing::error!("reload refused, the configuration in force stays: {e}"),
+        }
     }
 }
 

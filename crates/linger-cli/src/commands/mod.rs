@@ -1,24 +1,31 @@
 //! One module per subcommand; each returns the process exit code.
 
 mod attach;
+mod config;
 mod enter;
 mod get;
 mod invoke;
 mod job;
 mod new;
+mod option;
 mod receive;
 mod remove;
 
 use anyhow::Result;
 use linger::{BufferingMode, Client, Entry, NewOptions};
 
-use crate::cli::{Cli, Command, SessionFilter, SessionFlags, Targets};
+use crate::cli::{Cli, Command, OptionCommand, SessionFilter, SessionFlags, Targets};
 use crate::report::{usage, usage_hint};
 
 pub async fn run(cli: Cli) -> Result<i32> {
     let mut client = Client::from_env()?;
+    client.options_mut().apply_command_line(&cli.options)?;
     if let Some(file) = &cli.identity {
-        client.options_mut().identity_file = Some(file.clone());
+        let options = client.options_mut();
+        options.identity_file = Some(file.clone());
+        options
+            .sources
+            .insert("identity_file".into(), linger::OptionSource::Flag);
     }
     match cli.command {
         Command::New(args) => new::run(&client, args, cli.json).await,
@@ -30,6 +37,11 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Receive(args) => receive::run(&client, args, cli.json).await,
         Command::Enter(args) => enter::run(&client, args).await,
         Command::Job(cmd) => job::run(&client, cmd, cli.json).await,
+        Command::Config(cmd) => config::run(&client, cmd, cli.json).await,
+        Command::Option(OptionCommand::Show) => {
+            option::show(&client, cli.json);
+            Ok(0)
+        }
     }
 }
 

@@ -216,7 +216,7 @@ impl Session {
 
         let (to_host, mut from_daemon) = mpsc::unbounded_channel::<DaemonToHost>();
         let session = Arc::new(Session {
-            meta,
+            meta: *meta,
             inner: Mutex::new(Inner {
                 settings,
                 terminating: None,

@@ -1,0 +1,204 @@
+//! A session's resource limits (`max_memory_per_session`, `max_processes_per_session`),
+//! applied to the shell and everything it starts, never to the host itself (so an
+//! out-of-memory kill takes a command, and the host lives to report it).
+//!
+//! Where the host may make control groups (cgroup v2, or the v1 `memory` and `pids`
+//! hierarchies; in practice when it runs as root), the session gets one of its own:
+//! `memory.max` / `memory.limit_in_bytes` count the whole session's memory, `pids.max` its
+//! processes. Otherwise it falls back to rlimits, which are weaker: `RLIMIT_DATA` limits
+//! each process's heap and private mappings separately, and `RLIMIT_NPROC` counts every
+//! process of the session's user (and binds nobody running as root).
+
+use std::io::Write;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use linger_proto::host::SessionLimits;
+
+/// Limits ready to be entered by the shell between fork and exec.
+#[derive(Default)]
+pub struct Prepared {
+    /// The session's control groups, removed when it ends.
+    pub cgroups: Vec<PathBuf>,
+    /// Each group's `cgroup.procs`, opened beforehand: the child writes "0" (itself) there.
+    join: Vec<OwnedFd>,
+    /// rlimits for what no control group covers: (resource, value).
+    rlimits: Vec<(libc::c_int, u64)>,
+    /// How each limit is enforced, for the log.
+    pub how: Vec<String>,
+}
+
+impl Prepared {
+    /// Runs in the child before exec: only system calls on prepared data.
+    pub fn enter(&self) -> std::io::Result<()> {
+        for fd in &self.join {
+            // SAFETY: write(2) on an fd we own, from a static buffer.
+            if unsafe { libc::write(fd.as_raw_fd(), b"0".as_ptr().cast(), 1) } != 1 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+        for &(resource, value) in &self.rlimits {
+            let lim = libc::rlimit {
+                rlim_cur: value as libc::rlim_t,
+                rlim_max: value as libc::rlim_t,
+            };
+            // SAFETY: setrlimit(2) with a valid struct.
+            if unsafe { libc::setrlimit(resource as _, &lim) } != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The control groups this host made (one session per host process).
+static CGROUPS: std::sync::OnceLock<Vec<PathBuf>> = std::sync::OnceLock::new();
+
+/// Removes the session's control groups once its processes are gone.
+pub fn remove_cgroups() {
+    for dir in CGROUPS.get().map(Vec::as_slice).unwrap_or_default() {
+        // The group empties as the kernel reaps its last processes.
+        for _ in 0..50 {
+            if std::fs::remove_dir(dir).is_ok() || !dir.exists() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
+/// Decides how to enforce `limits` for session `id`.
+pub fn prepare(id: &str, limits: &SessionLimits) -> Prepared {
+    let mut p = Prepared::default();
+    if limits.memory.is_none() && limits.processes.is_none() {
+        return p;
+    }
+    let name = format!("linger-{id}");
+    if !v2(&name, limits, &mut p) {
+        v1(&name, limits, &mut p);
+    }
+    let _ = CGROUPS.set(p.cgroups.clone());
+    let memory_done = p.how.iter().any(|h| h.starts_with("memory"));
+    let procs_done = p.how.iter().any(|h| h.starts_with("processes"));
+    if let (Some(bytes), false) = (limits.memory, memory_done) {
+        p.rlimits.push((libc::RLIMIT_DATA as libc::c_int, bytes));
+        p.how
+            .push(format!("memory: RLIMIT_DATA {bytes} per process"));
+    }
+    if let (Some(n), false) = (limits.processes, procs_done) {
+        p.rlimits
+            .push((libc::RLIMIT_NPROC as libc::c_int, n as u64));
+        p.how
+            .push(format!("processes: RLIMIT_NPROC {n} for the user"));
+    }
+    p
+}
+
+/// This process's control group in hierarchy `controller` ("" for v2), from /proc.
+fn own_cgroup(controller: &str) -> Option<String> {
+    let text = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    text.lines().find_map(|l| {
+        let mut parts = l.splitn(3, ':');
+        let (_, ctrls, path) = (parts.next()?, parts.next()?, parts.next()?);
+        let matches = if controller.is_empty() {
+            ctrls.is_empty()
+        } else {
+            ctrls.split(',').any(|c| c == controller)
+        };
+        matches.then(|| path.to_string())
+    })
+}
+
+fn write(path: &Path, value: &str) -> std::io::Result<()> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)?
+        .write_all(value.as_bytes())
+}
+
+fn open_procs(dir: &Path) -> std::io::Result<OwnedFd> {
+    use std::os::unix::fs::OpenOptionsExt;
+    Ok(std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(dir.join("cgroup.procs"))?
+        .into())
+}
+
+/// A unified (v2) hierarchy with the controllers delegated to us.
+fn v2(name: &str, limits: &SessionLimits, p: &mut Prepared) -> bool {
+    let root = Path::new("/sys/fs/cgroup");
+    if !root.join("cgroup.controllers").exists() {
+        return false;
+    }
+    let Some(own) = own_cgroup("") else {
+        return false;
+    };
+    let parent = root.join(own.trim_start_matches('/'));
+    let _ = write(&parent.join("cgroup.subtree_control"), "+memory +pids");
+    let dir = parent.join(name);
+    if std::fs::create_dir(&dir).is_err() {
+        return false;
+    }
+    let ok = (|| -> std::io::Result<()> {
+        if let Some(bytes) = limits.memory {
+            write(&dir.join("memory.max"), &bytes.to_string())?;
+            let _ = write(&dir.join("memory.swap.max"), "0");
+        }
+        if let Some(n) = limits.processes {
+            write(&dir.join("pids.max"), &n.to_string())?;
+        }
+        p.join.push(open_procs(&dir)?);
+        Ok(())
+    })();
+    if ok.is_err() {
+        let _ = std::fs::remove_dir(&dir);
+        return false;
+    }
+    if let Some(bytes) = limits.memory {
+        p.how.push(format!("memory: cgroup v2 memory.max {bytes}"));
+    }
+    if let Some(n) = limits.processes {
+        p.how.push(format!("processes: cgroup v2 pids.max {n}"));
+    }
+    p.cgroups.push(dir);
+    true
+}
+
+/// The v1 `memory` and `pids` hierarchies, each on its own.
+fn v1(name: &str, limits: &SessionLimits, p: &mut Prepared) {
+    let mut one = |controller: &str, file: &str, value: String, what: &str| {
+        let Some(own) = own_cgroup(controller) else {
+            return;
+        };
+        let dir = Path::new("/sys/fs/cgroup")
+            .join(controller)
+            .join(own.trim_start_matches('/'))
+            .join(name);
+        if std::fs::create_dir(&dir).is_err() {
+            return;
+        }
+        let joined = write(&dir.join(file), &value).and_then(|()| open_procs(&dir));
+        match joined {
+            Ok(fd) => {
+                p.join.push(fd);
+                p.cgroups.push(dir);
+                p.how.push(format!("{what}: cgroup v1 {file} {value}"));
+            }
+            Err(_) => {
+                let _ = std::fs::remove_dir(&dir);
+            }
+        }
+    };
+    if let Some(bytes) = limits.memory {
+        one(
+            "memory",
+            "memory.limit_in_bytes",
+            bytes.to_string(),
+            "memory",
+        );
+    }
+    if let Some(n) = limits.processes {
+        one("pids", "pids.max", n.to_string(), "processes");
+    }
+}
