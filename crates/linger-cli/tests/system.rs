@@ -107,7 +107,7 @@ fn a_system_daemon_runs_each_session_as_its_owner() {
     std::fs::write(
         &config,
         format!(
-            "[server]\nauthorized_keys = {:?}\n",
+            "[server]\nauthorized_keys = {:?}\n[[configuration]]\nname = \"svc\"\nrun_as = \"{USER2}\"\n",
             authorized.display().to_string()
         ),
     )
@@ -188,6 +188,20 @@ fn a_system_daemon_runs_each_session_as_its_owner() {
     assert!(t.contains("work") && !t.contains("theirs"), "{t}");
     let t = common::ok_as(&w, "homeB", &["get", "--computer", &as_user2]);
     assert!(t.contains("theirs") && !t.contains("work"), "{t}");
+
+    // A configuration with run_as: USER1's session runs as USER2, yet stays USER1's.
+    common::ok_as(
+        &w,
+        "homeA",
+        &["new", &addr, "--name", "svc", "--configuration", "svc"],
+    );
+    assert_eq!(
+        common::ok_as(&w, "homeA", &["invoke", "svc", "--", "id -un; echo $HOME"]),
+        format!("{USER2}\n{}\n", u2.dir.display())
+    );
+    let t = common::ok_as(&w, "homeB", &["get", "--computer", &as_user2]);
+    assert!(!t.contains("svc"), "{t}");
+    common::ok_as(&w, "homeA", &["remove", "svc"]);
 
     // USER1 through the local socket: the same principal, the same sessions.
     let t = ok(

@@ -327,8 +327,21 @@ impl Dialer {
         &self.options
     }
 
-    /// A new connection (never a cached one).
+    /// A new connection (never a cached one), within option `open_timeout`.
     pub async fn dial(&self) -> Result<Connection> {
+        let limit = self.options.open_timeout;
+        let conn = tokio::time::timeout(limit, self.open())
+            .await
+            .map_err(|_| Error::TimedOut {
+                what: format!("connecting to {}", self.computer()),
+                option: "open_timeout",
+                limit: humantime::format_duration(limit).to_string(),
+            })??;
+        conn.set_operation_timeout(self.options.operation_timeout);
+        Ok(conn)
+    }
+
+    async fn open(&self) -> Result<Connection> {
         let key = display_computer(&self.computer);
         match Target::parse(&self.computer)? {
             Target::Local => {
@@ -718,6 +731,10 @@ impl Client {
             keep: opts.keep,
             buffering: opts.buffering,
         })?;
+        stream.limit_output(
+            self.options.max_received_data_per_command,
+            entry.instance_id,
+        );
         if !opts.keep {
             stream.resume_with(self.resume_for(entry, None));
         }
@@ -758,6 +775,10 @@ impl Client {
             })
             .await;
         let mut stream = self.note_closed(entry, result)?;
+        stream.limit_output(
+            self.options.max_received_data_per_command,
+            entry.instance_id,
+        );
         if let Some(job_id) = stream.job_id() {
             self.remember_job(entry, job_id, JobKind::Remote, script)?;
         } else if !opts.disconnected {

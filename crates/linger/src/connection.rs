@@ -62,6 +62,8 @@ struct Shared {
     /// written before (the last acknowledgement included). Only a connection cut for
     /// silence kills it.
     process: Mutex<Option<tokio::process::Child>>,
+    /// How long a request may wait for its answer, in ms (0: for ever).
+    operation_timeout_ms: AtomicU64,
 }
 
 /// A connection to one daemon. Cheap to clone; requests may run concurrently.
@@ -150,6 +152,7 @@ impl Connection {
             next_rid: AtomicU64::new(1),
             ended: Arc::new(Mutex::new(None)),
             process: Mutex::new(None),
+            operation_timeout_ms: AtomicU64::new(0),
         });
         tokio::spawn(write_loop(writer, rx));
         let life = Arc::new(Life {
@@ -215,9 +218,33 @@ impl Connection {
         Ok((rid, rx))
     }
 
+    /// Limits how long a request may wait for its answer (option `operation_timeout`);
+    /// streams of output are not limited.
+    pub fn set_operation_timeout(&self, limit: std::time::Duration) {
+        self.shared
+            .operation_timeout_ms
+            .store(limit.as_millis() as u64, Ordering::Relaxed);
+    }
+
     async fn call(&self, request: Request) -> Result<Reply> {
         let (rid, mut rx) = self.start(request)?;
-        let answer = rx.recv().await;
+        let limit = self.shared.operation_timeout_ms.load(Ordering::Relaxed);
+        let answer = if limit == 0 {
+            rx.recv().await
+        } else {
+            let limit = std::time::Duration::from_millis(limit);
+            match tokio::time::timeout(limit, rx.recv()).await {
+                Ok(a) => a,
+                Err(_) => {
+                    lock(&self.shared.routes).remove(&rid);
+                    return Err(Error::TimedOut {
+                        what: format!("waiting for {} to answer", self.shared.computer),
+                        option: "operation_timeout",
+                        limit: humantime::format_duration(limit).to_string(),
+                    });
+                }
+            }
+        };
         lock(&self.shared.routes).remove(&rid);
         match answer {
             Some(ServerMsg::Reply { reply, .. }) => Ok(reply),
@@ -393,6 +420,8 @@ impl Connection {
                 conn: self.clone(),
                 rid,
             })),
+            output_limit: None,
+            received_bytes: 0,
         })
     }
 
@@ -443,6 +472,8 @@ impl Connection {
                 conn: self.clone(),
                 rid,
             })),
+            output_limit: None,
+            received_bytes: 0,
         })
     }
 }
@@ -616,6 +647,10 @@ pub struct CommandStream {
     on_notice: Option<Notice>,
     /// What Ctrl-C stops, shared with this stream's `Canceller`s (it moves on a resume).
     cancel: Arc<Mutex<CancelTarget>>,
+    /// Option `max_received_data_per_command`, and the session to leave Disconnected when
+    /// the output passes it.
+    output_limit: Option<(u64, Uuid)>,
+    received_bytes: u64,
 }
 
 /// What a `Canceller` acts on.
@@ -644,6 +679,13 @@ pub struct Resume {
 }
 
 impl CommandStream {
+    /// Stops receiving once more than `limit` bytes of output would have been delivered:
+    /// the stream then leaves session `instance_id` Disconnected, with the command running
+    /// and the rest of its output kept there, and ends with [`Error::OutputLimit`].
+    pub fn limit_output(&mut self, limit: Option<u64>, instance_id: Uuid) {
+        self.output_limit = limit.map(|l| (l, instance_id));
+    }
+
     /// Makes the stream pick up again after a broken connection.
     pub fn resume_with(&mut self, resume: Resume) {
         self.resume = Some(resume);
@@ -796,6 +838,28 @@ impl CommandStream {
         lock(&self.conn.shared.routes).remove(&self.rid);
     }
 
+    /// The output passed `max_received_data_per_command`: what was delivered is
+    /// acknowledged, the chunk that crossed the limit is not (it waits on the server with
+    /// the rest), and the session is detached so that its command keeps running.
+    async fn stop_at_limit(&mut self, limit: u64, instance_id: Uuid) -> Error {
+        if let Some(sent) = self.ack() {
+            let _ = sent.await;
+        }
+        self.end();
+        let detached = self
+            .conn
+            .disconnect_session(Disconnect {
+                instance_id,
+                idle_timeout_ms: None,
+                buffering: None,
+            })
+            .await;
+        if let Err(e) = detached {
+            tracing::warn!("cannot leave the session Disconnected: {e}");
+        }
+        Error::OutputLimit { limit }
+    }
+
     /// The next event; `None` at the end.
     pub async fn next(&mut self) -> Result<Option<Event>> {
         if self.done {
@@ -831,6 +895,12 @@ impl CommandStream {
                     data,
                     ..
                 } => {
+                    if let Some((limit, instance_id)) = self.output_limit {
+                        if self.received_bytes + data.len() as u64 > limit {
+                            return Err(self.stop_at_limit(limit, instance_id).await);
+                        }
+                        self.received_bytes += data.len() as u64;
+                    }
                     self.last_seq = seq;
                     self.unacked_bytes += data.len().max(1);
                     return Ok(Some(Event::Output {

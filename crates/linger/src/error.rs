@@ -82,6 +82,16 @@ pub enum Error {
     /// The server refused every key offered.
     #[error("authentication to {computer} failed: the server accepted none of the keys offered ({offered})")]
     AuthRejected { computer: String, offered: String },
+    /// An operation outlasted one of the client's timeout options.
+    #[error("{what} took longer than {option} ({limit})")]
+    TimedOut {
+        what: String,
+        option: &'static str,
+        limit: String,
+    },
+    /// A command's output passed option `max_received_data_per_command`.
+    #[error("the output passed max_received_data_per_command ({limit} bytes): receiving stopped there; the command goes on in its session, now Disconnected, which keeps the rest")]
+    OutputLimit { limit: u64 },
     /// The server's identity is unknown (and may not be learnt) or has changed.
     #[error("{message}")]
     HostKey { message: String, hint: String },
@@ -114,8 +124,9 @@ impl Error {
             Error::NoMatch(_) | Error::NoJob(_) | Error::Closed { .. } => Kind::NotFound,
             Error::Usage(_) => Kind::Usage,
             Error::Io { .. } | Error::State(_) => Kind::Other,
-            Error::Timeout(_) => Kind::Timeout,
+            Error::Timeout(_) | Error::TimedOut { .. } => Kind::Timeout,
             Error::Auth(_) | Error::AuthRejected { .. } | Error::HostKey { .. } => Kind::Auth,
+            Error::OutputLimit { .. } => Kind::Other,
         }
     }
 
@@ -144,6 +155,12 @@ impl Error {
                 "the server's [server] authorized_keys must list your public key; `--identity FILE` picks another key".into(),
             ),
             Error::HostKey { hint, .. } => Some(hint.clone()),
+            Error::OutputLimit { .. } => Some(
+                "`linger receive SEL` gets the rest (raise the limit with --option max_received_data_per_command=SIZE)".into(),
+            ),
+            Error::TimedOut { option, .. } => Some(format!(
+                "raise it with --option {option}=DURATION or in options.toml"
+            )),
             _ => None,
         }
     }

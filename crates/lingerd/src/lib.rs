@@ -292,6 +292,27 @@ impl Daemon {
             .unwrap_or(direct)
     }
 
+    /// Whether a host running as `uid` may hold the session `meta` describes: this daemon's
+    /// own hosts may; another user's host (a system daemon's) only a session that user owns,
+    /// or one of a configuration that runs its sessions as that user. A host sits in a
+    /// directory its user controls, so what it says of itself is checked against its uid.
+    fn host_may_claim(&self, meta: &HostMeta, uid: u32) -> bool {
+        if uid == nix::unistd::geteuid().as_raw() {
+            return true;
+        }
+        if uid != meta.owner_uid {
+            return false;
+        }
+        let name = user_name(uid);
+        name == meta.owner
+            || self
+                .config()
+                .configurations
+                .get(&meta.configuration_name)
+                .and_then(|c| c.run_as.as_ref())
+                == Some(&name)
+    }
+
     /// Who a new session of `principal` in `config` runs as, with what environment and
     /// where: the configuration's `run_as` user if it names one, else the principal's.
     fn session_owner(
@@ -388,7 +409,11 @@ impl Daemon {
                 continue;
             };
             let socket = self.host_socket(id);
-            match Session::adopt(&socket, self.closed_tx.clone()).await {
+            match Session::adopt(&socket, self.closed_tx.clone(), &|m, uid| {
+                self.host_may_claim(m, uid)
+            })
+            .await
+            {
                 Ok(session) => {
                     tracing::info!(session = %id, name = %session.meta.name, "re-adopted session host");
                     self.registry.insert(session);
@@ -572,7 +597,11 @@ impl Daemon {
             cleanup();
             return Err(internal("cannot start the session", &e));
         }
-        match Session::adopt(&socket, self.closed_tx.clone()).await {
+        match Session::adopt(&socket, self.closed_tx.clone(), &|m, uid| {
+            self.host_may_claim(m, uid)
+        })
+        .await
+        {
             Ok(s) => Ok(s),
             Err(e) => {
                 cleanup();

@@ -44,6 +44,8 @@ use watch::{Key, Tty, Typed, Watcher};
 /// Asks the session for its working directory and home, for the prompt. It hands the
 /// previous command's status on (`return`), so `$?` in the next line is that of the line
 /// before, as at a prompt.
+/// How long the prompt's question waits for the session to be free.
+const CWD_WAIT: Duration = Duration::from_secs(2);
 const CWD_SCRIPT: &str = r#"set -- "$?"; builtin printf '%s\0%s' "$PWD" "${HOME-}"; return "$1""#;
 
 /// How many commands a session's history keeps.
@@ -547,11 +549,13 @@ impl<'a> Repl<'a> {
         Ok(syntax::prompt(&self.entry.computer_name, &cwd, &home))
     }
 
-    /// The session's `$PWD` and `$HOME`; `None` when the session is busy with another
+    /// The session's `$PWD` and `$HOME`; `None` when the session stays busy with another
     /// client's command (the prompt keeps the last one).
     async fn ask_cwd(&mut self) -> Result<Option<(String, String)>> {
         let opts = InvokeOptions {
-            wait: Duration::ZERO,
+            // Our own last command may not have let go of the session yet (its final
+            // acknowledgement in flight): wait a little for that, not for another client.
+            wait: CWD_WAIT,
             ..self.opts.clone()
         };
         let mut cmd = match self.client.invoke(self.entry, CWD_SCRIPT, &opts).await {

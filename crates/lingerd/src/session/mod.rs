@@ -165,9 +165,12 @@ fn human_ms(ms: u64) -> String {
 impl Session {
     /// Connects to a host's socket and starts relaying. `on_close` hears the session's id
     /// once it has ended.
+    /// Takes over the host on `socket`. `may_claim` says whether a host running as a uid
+    /// may hold the session its meta describes.
     pub async fn adopt(
         socket: &std::path::Path,
         on_close: mpsc::UnboundedSender<Uuid>,
+        may_claim: &(dyn Fn(&HostMeta, u32) -> bool + Sync),
     ) -> Result<Arc<Session>, AdoptError> {
         let stream = UnixStream::connect(socket).await?;
         // A host running as another user lives in a directory that user controls: it must
@@ -196,12 +199,7 @@ impl Session {
             }
             _ => return Err(AdoptError::Handshake("unexpected first message".into())),
         };
-        let me = nix::unistd::geteuid().as_raw();
-        let owner_uid = nix::unistd::User::from_name(&meta.owner)
-            .ok()
-            .flatten()
-            .map(|u| u.uid.as_raw());
-        if host_uid != me && (host_uid != meta.owner_uid || owner_uid != Some(host_uid)) {
+        if !may_claim(&meta, host_uid) {
             return Err(AdoptError::Handshake(format!(
                 "it runs as uid {host_uid} but claims session '{}' of '{}'",
                 meta.name, meta.owner

@@ -1,0 +1,697 @@
+//! Session configurations (SPEC §10) and client options (SPEC §11), against a real daemon:
+//! the config file and its drop-ins, `linger config list`, every configuration key, SIGHUP
+//! reloads (good and bad), restricted sessions under hostile input, and the options'
+//! precedence, `linger option show` and the timeouts and output limit they set.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::process::Output;
+
+use common::{eventually, ok_as, run_as, stderr, stdout, World};
+use nix::sys::signal::Signal;
+
+fn json_lines(text: &str) -> Vec<serde_json::Value> {
+    text.lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect()
+}
+
+fn session_json(w: &World, name: &str) -> serde_json::Value {
+    let out = ok_as(w, "homeA", &["--json", "get", name]);
+    json_lines(&out).into_iter().next().expect("a session")
+}
+
+fn refused(o: &Output) -> String {
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(o));
+    let err = stderr(o);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    err
+}
+
+#[test]
+fn configurations_from_the_file_and_drop_ins_shape_sessions() {
+    let mut w = World::new();
+    let startup = w.path("startup.sh");
+    std::fs::write(
+        &startup,
+        "greet() { echo \"hello from $1\"; }\nFROM_STARTUP=yes\necho startup-ran\n",
+    )
+    .expect("startup");
+    std::fs::create_dir_all(w.path("work")).expect("work dir");
+    w.write_config(&format!(
+        r#"[server]
+min_idle_timeout = "1s"
+
+[[configuration]]
+name = "ops"
+shell = ["bash", "--noprofile", "--norc"]
+startup = {startup:?}
+environment = {{ STAGE = "prod" }}
+working_directory = {work:?}
+idle_timeout = "90m"
+max_idle_timeout = "3h"
+output_buffering = "drop"
+output_buffer_size = "64KiB"
+spool_limit = "1MiB"
+"#,
+        startup = startup.display().to_string(),
+        work = w.path("work").display().to_string(),
+    ));
+    std::fs::create_dir_all(w.path("config/linger/lingerd.d")).expect("drop-ins");
+    std::fs::write(
+        w.path("config/linger/lingerd.d/50-sh.toml"),
+        "[[configuration]]\nname = \"plain-sh\"\nshell = [\"bash\", \"--noprofile\", \"--norc\", \"-O\", \"extglob\"]\nidle_timeout = \"5m\"\n[[configuration]]\nname = \"as-nobody\"\nrun_as = \"nobody\"\n",
+    )
+    .expect("drop-in");
+    w.start_daemon();
+
+    let table = ok_as(&w, "homeA", &["config", "list", "--computer", "localhost"]);
+    let lines: Vec<&str> = table.lines().filter(|l| !l.is_empty()).collect();
+    assert_eq!(
+        lines[0].split_whitespace().collect::<Vec<_>>(),
+        [
+            "Name",
+            "IdleTimeout",
+            "MaxIdleTimeout",
+            "OutputBufferingMode",
+            "Shell",
+            "Restricted"
+        ]
+    );
+    assert!(
+        table.contains("default") && table.contains("plain-sh"),
+        "{table}"
+    );
+    let ops = lines
+        .iter()
+        .find(|l| l.starts_with("ops"))
+        .expect("ops row");
+    assert_eq!(
+        ops.split_whitespace().collect::<Vec<_>>(),
+        [
+            "ops",
+            "1h",
+            "30m",
+            "3h",
+            "drop",
+            "bash",
+            "--noprofile",
+            "--norc",
+            "False"
+        ]
+    );
+    let list = json_lines(&ok_as(&w, "homeA", &["--json", "config", "list"]));
+    let ops = list.iter().find(|c| c["name"] == "ops").expect("ops");
+    assert_eq!(ops["idle_timeout_s"], 5400);
+    assert_eq!(ops["output_buffer_size"], 65536);
+    assert_eq!(ops["spool_limit"], 1 << 20);
+    assert_eq!(ops["max_sessions_per_user"], 25);
+    assert_eq!(ops["max_memory_per_session"], 1u64 << 30);
+    assert!(list.last().expect("records")["exit_code"] == 0);
+
+    // A session of "ops": its startup ran first, its environment, directory, timeout and
+    // buffering are the configuration's.
+    ok_as(
+        &w,
+        "homeA",
+        &["new", "localhost", "--name", "o", "--configuration", "ops"],
+    );
+    assert_eq!(
+        ok_as(
+            &w,
+            "homeA",
+            &["invoke", "o", "--", "greet $STAGE; echo $FROM_STARTUP; pwd"]
+        ),
+        format!("hello from prod\nyes\n{}\n", w.path("work").display())
+    );
+    let s = session_json(&w, "o");
+    assert_eq!(s["idle_timeout_s"], 5400);
+    assert_eq!(s["output_buffering_mode"], "drop");
+    assert_eq!(s["configuration_name"], "ops");
+    // The startup's own output went to its log, not to a command.
+    let logs: Vec<String> = std::fs::read_dir(w.state_dir().join("sessions"))
+        .expect("sessions")
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path().join("startup.log")).ok())
+        .collect();
+    assert!(logs.iter().any(|l| l.contains("startup-ran")), "{logs:?}");
+
+    // The drop-in's configuration, and the limits of the main file's.
+    ok_as(
+        &w,
+        "homeA",
+        &[
+            "new",
+            "localhost",
+            "--name",
+            "p",
+            "--configuration",
+            "plain-sh",
+        ],
+    );
+    assert_eq!(
+        ok_as(
+            &w,
+            "homeA",
+            &["invoke", "p", "--", "shopt extglob | cut -f2"]
+        )
+        .trim(),
+        "on"
+    );
+    let o = run_as(
+        &w,
+        "homeA",
+        &[
+            "new",
+            "localhost",
+            "--configuration",
+            "ops",
+            "--idle-timeout",
+            "4h",
+        ],
+    );
+    let err = refused(&o);
+    assert!(
+        err.contains("exceeds the maximum of 3h set by configuration 'ops'"),
+        "{err}"
+    );
+    let o = run_as(
+        &w,
+        "homeA",
+        &["new", "localhost", "--configuration", "as-nobody"],
+    );
+    let err = refused(&o);
+    assert!(err.contains("only a system daemon"), "{err}");
+    let o = run_as(
+        &w,
+        "homeA",
+        &["new", "localhost", "--configuration", "nosuch"],
+    );
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(stderr(&o).contains("linger config list"), "{}", stderr(&o));
+}
+
+#[test]
+fn sighup_reloads_and_a_bad_reload_keeps_the_configuration_in_force() {
+    let mut w = World::new();
+    w.write_config(
+        "[server]\nmin_idle_timeout = \"1s\"\n[[configuration]]\nname = \"a\"\nmax_idle_timeout = \"5h\"\n",
+    );
+    w.start_daemon();
+    ok_as(
+        &w,
+        "homeA",
+        &["new", "localhost", "--name", "old", "--configuration", "a"],
+    );
+    let daemon = w.daemon_pid().expect("daemon");
+
+    // A good reload: "a" now allows at most 1h, and a drop-in adds "b".
+    w.write_config(
+        "[server]\nmin_idle_timeout = \"1s\"\n[[configuration]]\nname = \"a\"\nidle_timeout = \"30m\"\nmax_idle_timeout = \"1h\"\n",
+    );
+    std::fs::create_dir_all(w.path("config/linger/lingerd.d")).expect("dir");
+    std::fs::write(
+        w.path("config/linger/lingerd.d/b.toml"),
+        "[[configuration]]\nname = \"b\"\n",
+    )
+    .expect("b");
+    common::kill(daemon, Signal::SIGHUP);
+    eventually("the reload", || {
+        w.daemon_log().contains("configuration reloaded")
+    });
+    let t = ok_as(&w, "homeA", &["config", "list"]);
+    assert!(t.contains("\nb "), "{t}");
+    // The running session keeps what it was made with; new ones get the new limit.
+    ok_as(&w, "homeA", &["disconnect", "old", "--idle-timeout", "3h"]);
+    let o = run_as(
+        &w,
+        "homeA",
+        &[
+            "new",
+            "localhost",
+            "--configuration",
+            "a",
+            "--idle-timeout",
+            "3h",
+        ],
+    );
+    refused(&o);
+
+    // A bad reload: logged with file, line and field; the configuration in force stays.
+    std::fs::write(
+        w.path("config/linger/lingerd.d/c.toml"),
+        "[[configuration]]\nname = \"c\"\n\nspool_limit = \"lots\"\n",
+    )
+    .expect("c");
+    common::kill(daemon, Signal::SIGHUP);
+    eventually("the refused reload", || {
+        w.daemon_log().contains("reload refused")
+    });
+    let log = w.daemon_log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("reload refused"))
+        .expect("the line");
+    assert!(
+        line.contains("c.toml") && line.contains("line 4") && line.contains("spool_limit"),
+        "{line}"
+    );
+    let t = ok_as(&w, "homeA", &["config", "list"]);
+    assert!(t.contains("\nb ") && !t.contains("\nc "), "{t}");
+    assert!(common::alive(daemon));
+}
+
+#[test]
+fn restricted_sessions_run_only_listed_programs_and_no_shell_syntax() {
+    let mut w = World::new();
+    w.write_config(
+        "[[configuration]]\nname = \"locked\"\nrestricted = [\"echo\", \"id\", \"printf\"]\n",
+    );
+    w.start_daemon();
+    let t = ok_as(&w, "homeA", &["config", "list"]);
+    let row = t.lines().find(|l| l.starts_with("locked")).expect("row");
+    assert!(row.ends_with("True"), "{row}");
+    let list = json_lines(&ok_as(&w, "homeA", &["--json", "config", "list"]));
+    let locked = list.iter().find(|c| c["name"] == "locked").expect("locked");
+    assert_eq!(
+        locked["restricted"],
+        serde_json::json!(["echo", "id", "printf"])
+    );
+
+    ok_as(
+        &w,
+        "homeA",
+        &[
+            "new",
+            "localhost",
+            "--name",
+            "r",
+            "--configuration",
+            "locked",
+        ],
+    );
+    assert_eq!(
+        ok_as(
+            &w,
+            "homeA",
+            &["invoke", "r", "--", "echo hello 'big world' \"it's\""]
+        ),
+        "hello big world it's\n"
+    );
+    // Quoted shell characters are plain text; --arg values are more words.
+    assert_eq!(
+        ok_as(
+            &w,
+            "homeA",
+            &["invoke", "r", "--arg", "$(id)", "--", "echo ';' '`id`'"]
+        ),
+        "; `id` $(id)\n"
+    );
+    let canary = w.path("pwned");
+    let c = canary.display().to_string();
+    let hostile = [
+        format!("echo x; touch {c}"),
+        format!("echo x && touch {c}"),
+        format!("echo x | tee {c}"),
+        format!("echo x > {c}"),
+        format!("echo $(touch {c})"),
+        format!("echo `touch {c}`"),
+        format!("echo \"$(touch {c})\""),
+        format!("echo x & touch {c}"),
+        format!("echo x\ntouch {c}"),
+        "echo $HOME".to_string(),
+        "echo ~".to_string(),
+        "echo *".to_string(),
+        "echo x # comment".to_string(),
+        "echo \\x".to_string(),
+        "echo 'unclosed".to_string(),
+        "(echo x)".to_string(),
+        format!("touch {c}"),
+        "bash -c id".to_string(),
+        "exec id".to_string(),
+        "X=1 echo x".to_string(),
+        "/bin/echo x".to_string(),
+        String::new(),
+    ];
+    for script in &hostile {
+        let o = run_as(&w, "homeA", &["invoke", "r", "--", script]);
+        let err = refused(&o);
+        assert!(
+            err.contains("restricted session (configuration 'locked')"),
+            "{script:?}: {err}"
+        );
+        assert!(err.contains("echo, id, printf"), "{err}");
+        assert_eq!(stdout(&o), "", "{script:?} ran");
+    }
+    assert!(!canary.exists(), "a refused command ran");
+    let o = run_as(&w, "homeA", &["invoke", "r", "--", "cat /etc/passwd"]);
+    assert!(refused(&o).contains("'cat' is not an allowed program"));
+    let o = run_as(&w, "homeA", &["invoke", "r", "--", "echo a | id"]);
+    assert!(refused(&o).contains("'|' is shell syntax"));
+    // Jobs go through the same gate.
+    let o = run_as(
+        &w,
+        "homeA",
+        &["job", "start", "r", "--", format!("touch {c}").as_str()],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(!canary.exists());
+    // The refusals are in the audit log.
+    let audit = std::fs::read_to_string(w.state_dir().join("audit.log")).expect("audit");
+    assert!(audit.contains("\"command_refused\""));
+    // The session is unharmed.
+    assert_eq!(
+        ok_as(&w, "homeA", &["invoke", "r", "--", "printf ok"]),
+        "ok"
+    );
+}
+
+#[test]
+fn limits_on_sessions_memory_and_processes() {
+    let mut w = World::new();
+    w.write_config(
+        "[[configuration]]\nname = \"small\"\nmax_sessions_per_user = 2\nmax_memory_per_session = \"64MiB\"\nmax_processes_per_session = 16\n",
+    );
+    w.start_daemon();
+    ok_as(
+        &w,
+        "homeA",
+        &[
+            "new",
+            "localhost",
+            "--name",
+            "s1",
+            "--configuration",
+            "small",
+        ],
+    );
+    ok_as(
+        &w,
+        "homeA",
+        &[
+            "new",
+            "localhost",
+            "--name",
+            "s2",
+            "--configuration",
+            "small",
+        ],
+    );
+    let o = run_as(
+        &w,
+        "homeA",
+        &[
+            "new",
+            "localhost",
+            "--name",
+            "s3",
+            "--configuration",
+            "small",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("you have 2 sessions of configuration 'small'")
+            && stderr(&o).contains("max_sessions_per_user"),
+        "{}",
+        stderr(&o)
+    );
+    // Other configurations are not counted against it; a removed session frees its place.
+    ok_as(&w, "homeA", &["new", "localhost", "--name", "d"]);
+    ok_as(&w, "homeA", &["remove", "s2"]);
+    ok_as(
+        &w,
+        "homeA",
+        &[
+            "new",
+            "localhost",
+            "--name",
+            "s3",
+            "--configuration",
+            "small",
+        ],
+    );
+
+    // Memory: a command that needs more fails; one that needs less runs; the shell lives.
+    let big = run_as(
+        &w,
+        "homeA",
+        &[
+            "invoke",
+            "s1",
+            "--",
+            "python3 -c 'b = bytearray(256 << 20); b[::4096] = b\"x\" * len(b[::4096])'",
+        ],
+    );
+    assert_ne!(big.status.code(), Some(0), "256 MiB fit in 64 MiB");
+    ok_as(
+        &w,
+        "homeA",
+        &[
+            "invoke",
+            "s1",
+            "--",
+            "python3 -c 'b = bytearray(8 << 20); b[::4096] = b\"x\" * len(b[::4096])'",
+        ],
+    );
+
+    // Processes: forking stops at the limit.
+    let forks = "python3 -c '
+import os, time
+n = 0
+try:
+    for _ in range(64):
+        if os.fork() == 0:
+            time.sleep(2)
+            os._exit(0)
+        n += 1
+except OSError:
+    pass
+print(n)
+'";
+    let host_log = std::fs::read_dir(w.state_dir().join("sessions"))
+        .expect("sessions")
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path().join("host.log")).ok())
+        .collect::<Vec<_>>()
+        .join("\n");
+    let n: u32 = ok_as(&w, "homeA", &["invoke", "s1", "--", forks])
+        .trim()
+        .parse()
+        .expect("a count");
+    if host_log.contains("processes: cgroup") || !nix::unistd::geteuid().is_root() {
+        assert!(n < 16, "{n} processes started under a limit of 16");
+    } else {
+        // RLIMIT_NPROC does not bind root: nothing to check without control groups.
+        eprintln!("no control group for processes here; root ignores RLIMIT_NPROC");
+    }
+    assert_eq!(
+        ok_as(&w, "homeA", &["invoke", "s1", "--", "echo alive"]),
+        "alive\n"
+    );
+}
+
+#[test]
+fn options_precedence_show_and_unknown_keys() {
+    let mut w = World::new();
+    w.write_config("[server]\nmin_idle_timeout = \"1s\"\n");
+    w.start_daemon();
+    std::fs::write(
+        w.path("homeA/options.toml"),
+        "idle_timeout = \"2h\"\ncancel_timeout = \"5s\"\n",
+    )
+    .expect("options");
+    // File < --option < flag.
+    ok_as(&w, "homeA", &["new", "localhost", "--name", "f"]);
+    assert_eq!(session_json(&w, "f")["idle_timeout_s"], 7200);
+    ok_as(
+        &w,
+        "homeA",
+        &[
+            "--option",
+            "idle_timeout=3h",
+            "new",
+            "localhost",
+            "--name",
+            "o",
+        ],
+    );
+    assert_eq!(session_json(&w, "o")["idle_timeout_s"], 10800);
+    ok_as(
+        &w,
+        "homeA",
+        &[
+            "--option",
+            "idle_timeout=3h",
+            "new",
+            "localhost",
+            "--name",
+            "g",
+            "--idle-timeout",
+            "4h",
+        ],
+    );
+    assert_eq!(session_json(&w, "g")["idle_timeout_s"], 14400);
+
+    let shown = ok_as(
+        &w,
+        "homeA",
+        &[
+            "--option",
+            "idle_timeout=3h",
+            "--identity",
+            "/k",
+            "option",
+            "show",
+        ],
+    );
+    let row = |key: &str| -> Vec<String> {
+        shown
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(key))
+            .unwrap_or_else(|| panic!("no {key} in {shown}"))
+            .split_whitespace()
+            .map(String::from)
+            .collect()
+    };
+    assert_eq!(row("idle_timeout")[1..], ["3h", "--option"]);
+    assert_eq!(row("cancel_timeout")[1], "5s");
+    assert!(row("cancel_timeout")[2].ends_with("options.toml"));
+    assert_eq!(row("open_timeout")[1..], ["3m", "default"]);
+    assert_eq!(row("identity_file")[1..], ["/k", "flag"]);
+    let json = json_lines(&ok_as(&w, "homeA", &["--json", "option", "show"]));
+    assert_eq!(json.len(), linger::OPTION_KEYS.len() + 1);
+
+    for bad in [
+        vec!["--option", "idle_timout=1h", "get"],
+        vec!["--option", "idle_timeout", "get"],
+        vec!["--option", "output_buffering=sometimes", "get"],
+    ] {
+        let o = run_as(&w, "homeA", &bad);
+        assert_eq!(o.status.code(), Some(2), "{bad:?}: {}", stderr(&o));
+        assert_eq!(stderr(&o).lines().count(), 1);
+    }
+    let o = run_as(&w, "homeA", &["--option", "idle_timout=1h", "get"]);
+    assert!(
+        stderr(&o).contains("unknown option 'idle_timout'"),
+        "{}",
+        stderr(&o)
+    );
+    std::fs::write(w.path("homeA/options.toml"), "colour = \"blue\"\n").expect("options");
+    let o = run_as(&w, "homeA", &["get"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("unknown option 'colour'"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn max_received_data_stops_receiving_and_keeps_the_rest_on_the_server() {
+    let mut w = World::new();
+    w.start_daemon();
+    ok_as(&w, "homeA", &["new", "localhost", "--name", "m"]);
+    // Output arrives in chunks (up to 256 KiB); the chunk that would cross the limit is not
+    // delivered, so between 768 KiB and 1 MiB arrive here.
+    let full: String = (1..=1_000_000).map(|i| format!("{i}\n")).collect();
+    let o = run_as(
+        &w,
+        "homeA",
+        &[
+            "--option",
+            "max_received_data_per_command=1MiB",
+            "invoke",
+            "m",
+            "--",
+            "seq 1 1000000",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("max_received_data_per_command (1048576 bytes)"),
+        "{err}"
+    );
+    let first = stdout(&o);
+    assert!(
+        first.len() <= 1 << 20 && first.len() >= 768 << 10,
+        "{}",
+        first.len()
+    );
+    assert!(full.starts_with(&first));
+    let s = session_json(&w, "m");
+    assert_eq!(s["state"], "Disconnected", "{s}");
+    // The rest, exactly, from the server.
+    let rest = ok_as(&w, "homeA", &["receive", "m"]);
+    assert_eq!(first.len() + rest.len(), full.len());
+    assert!(format!("{first}{rest}") == full, "output lost or repeated");
+}
+
+/// A daemon that says Welcome and then never answers: `operation_timeout` ends the wait.
+#[test]
+fn open_and_operation_timeouts() {
+    let w = World::new();
+    // A TCP port that accepts and then says nothing: the TLS handshake never completes.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = silent.local_addr().expect("addr").to_string();
+    let o = run_as(
+        &w,
+        "homeA",
+        &["--option", "open_timeout=1s", "get", "--computer", &addr],
+    );
+    assert_eq!(o.status.code(), Some(7), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(&format!(
+            "connecting to {addr} took longer than open_timeout (1s)"
+        )),
+        "{}",
+        stderr(&o)
+    );
+    drop(silent);
+
+    let socket = w.socket();
+    std::fs::create_dir_all(socket.parent().expect("dir")).expect("mkdir");
+    let listener = std::os::unix::net::UnixListener::bind(&socket).expect("bind");
+    let mute = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().expect("accept");
+        let mut len = [0u8; 4];
+        conn.read_exact(&mut len).expect("hello length");
+        let mut hello = vec![0u8; u32::from_be_bytes(len) as usize];
+        conn.read_exact(&mut hello).expect("hello");
+        let welcome = linger_proto::server::ServerMsg::Welcome(linger_proto::server::Welcome {
+            protocol_version: linger_proto::PROTOCOL_VERSION,
+            server_version: "mute".into(),
+            computer_name: "mute".into(),
+            principal: "me".into(),
+            heartbeat_interval_ms: 60_000,
+            heartbeat_timeout_ms: 120_000,
+        });
+        let body = linger_proto::frame::encode(&welcome).expect("encode");
+        conn.write_all(&(body.len() as u32).to_be_bytes())
+            .expect("write");
+        conn.write_all(&body).expect("write");
+        // Read (and ignore) until the client goes.
+        let mut sink = Vec::new();
+        let _ = conn.read_to_end(&mut sink);
+    });
+    let o = run_as(
+        &w,
+        "homeA",
+        &[
+            "--option",
+            "operation_timeout=1s",
+            "get",
+            "--computer",
+            "localhost",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(7), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("took longer than operation_timeout (1s)"),
+        "{}",
+        stderr(&o)
+    );
+    mute.join().expect("the mute daemon");
+}
