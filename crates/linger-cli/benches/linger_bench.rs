@@ -43,8 +43,12 @@ const RECONNECT_PRODUCE_LIMIT: Duration = Duration::from_secs(120);
 /// The configuration, written to lingerd.toml, that keeps 100 MB in memory.
 const BIG_CONFIGURATION: &str = "big";
 const LINGERD_TOML: &str =
-    "# Written by linger_bench: the defaults, plus a configuration with an output\n\
-    # buffer large enough for the receive-after-reconnect measurement to stay in memory.\n\
+    "# Written by linger_bench: the defaults, with room for the sessions made here, plus a\n\
+    # configuration with an output buffer large enough for the receive-after-reconnect\n\
+    # measurement to stay in memory.\n\
+    [[configuration]]\n\
+    name = \"default\"\n\
+    max_sessions_per_user = 1000\n\
     [[configuration]]\n\
     name = \"big\"\n\
     output_buffer_size = \"128MiB\"\n";

@@ -21,17 +21,22 @@
 //! every session made here is removed, the ControlMaster is stopped, the daemon and any
 //! session host still alive are killed by pid, and sshd is killed.
 
+mod common;
 #[path = "../tests/common/sshd.rs"]
 mod sshd;
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use linger::{Client, ClientHome, Entry, Event, InvokeOptions, NewOptions, StreamKind};
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
+use common::{
+    gbps, invoke_all, invoke_drain, kill_session_hosts, login_shell, login_shell_command, ms,
+    off_runtime, print_stat, print_table, read_all, read_pid, release_binaries, run_concurrently,
+    run_process, terminate, throughput_row, time_api, time_process, time_row, time_row_target,
+    Binaries, BoxError, Master, Samples, Ssh, TABLE_HEADER,
+};
+use linger::{Client, ClientHome, Entry, NewOptions};
 use sshd::{ssh_command, user, Sshd};
 
 const SPAWN_WARMUP: usize = 10;
@@ -62,8 +67,6 @@ const TARGET_SPEEDUP_VS_MUX: f64 = 12.0;
 /// Design target: linger's throughput over ssh vs ssh's own.
 const TARGET_THROUGHPUT_RATIO: f64 = 3.0;
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
 fn main() {
     // `cargo bench` passes `--bench`; there are no options to read.
     let bins = match release_binaries() {
@@ -89,7 +92,7 @@ fn main() {
     };
     eprintln!("starting sshd on loopback");
     let server = Sshd::start(env.dir.path());
-    let ssh = Ssh::new(&server);
+    let ssh = Ssh::new(ssh_command(&server), server.port, user());
     // The fan-out's hosts, killed when dropped (below).
     let mut fleet = Vec::with_capacity(FAN_OUT);
     eprintln!("starting {FAN_OUT} more sshd for the fan-out");
@@ -130,85 +133,6 @@ fn main() {
     drop(fleet);
     drop(server);
     std::process::exit(code);
-}
-
-struct Binaries {
-    linger: PathBuf,
-    lingerd: PathBuf,
-}
-
-/// target/release/{linger,lingerd} of this workspace.
-fn release_binaries() -> Result<Binaries, String> {
-    let release = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/release");
-    let release = release.canonicalize().unwrap_or(release);
-    let bins = Binaries {
-        linger: release.join("linger"),
-        lingerd: release.join("lingerd"),
-    };
-    for b in [&bins.linger, &bins.lingerd] {
-        if !b.is_file() {
-            return Err(format!(
-                "{} is missing: run `cargo build --release --workspace` first (or use bench/run.sh)",
-                b.display()
-            ));
-        }
-    }
-    Ok(bins)
-}
-
-/// How this benchmark runs `ssh` against the fixture: the flags the transport uses (the
-/// fixture's key and known_hosts, nothing of the user's), the port and the user.
-#[derive(Clone)]
-struct Ssh {
-    program: String,
-    flags: Vec<String>,
-    /// The whole `ssh_command` option, as the linger client gets it.
-    command_line: String,
-    port: u16,
-    user: String,
-}
-
-impl Ssh {
-    fn new(server: &Sshd) -> Ssh {
-        let command_line = ssh_command(server);
-        let mut words = command_line.split_whitespace().map(str::to_string);
-        let program = words.next().expect("ssh_command names a program");
-        Ssh {
-            program,
-            flags: words.collect(),
-            command_line,
-            port: server.port,
-            user: user(),
-        }
-    }
-
-    /// The same, for the sshd on another port.
-    fn on(&self, port: u16) -> Ssh {
-        Ssh {
-            port,
-            ..self.clone()
-        }
-    }
-
-    /// `ssh FLAGS -p PORT EXTRA -- USER@127.0.0.1 [REMOTE]`.
-    fn command(&self, extra: &[&str], remote: Option<&str>) -> Command {
-        let mut cmd = Command::new(&self.program);
-        cmd.args(&self.flags)
-            .arg("-p")
-            .arg(self.port.to_string())
-            .args(extra)
-            .arg("--")
-            .arg(format!("{}@127.0.0.1", self.user));
-        if let Some(r) = remote {
-            cmd.arg(r);
-        }
-        cmd
-    }
-
-    /// The linger computer for this sshd.
-    fn computer(&self) -> String {
-        format!("ssh://{}@127.0.0.1:{}", self.user, self.port)
-    }
 }
 
 /// The temporary world the benchmark runs in.
@@ -262,8 +186,14 @@ impl BenchEnv {
     }
 
     /// The client's options: the fixture's ssh flags, and a remote command that bridges to
-    /// this benchmark's daemon (sshd gives the remote command a clean environment).
+    /// this benchmark's daemon (sshd gives the remote command a clean environment). The
+    /// daemon's lingerd.toml lets it keep every session made here.
     fn write_options(&self, ssh: &Ssh) -> std::io::Result<()> {
+        std::fs::create_dir_all(self.config.join("linger"))?;
+        std::fs::write(
+            self.config.join("linger/lingerd.toml"),
+            common::MANY_SESSIONS_TOML,
+        )?;
         let lingerd = self.bins.lingerd.display();
         let remote = format!(
             "env XDG_RUNTIME_DIR={} XDG_STATE_HOME={} XDG_CONFIG_HOME={} HOME={} LINGERD={lingerd} {lingerd} --stdio",
@@ -320,30 +250,7 @@ impl BenchEnv {
         if let Some(pid) = read_pid(&self.pid_file()) {
             terminate(pid, "lingerd");
         }
-        let mut shells = Vec::new();
-        if let Ok(dirs) = std::fs::read_dir(self.sessions_dir()) {
-            for d in dirs.flatten() {
-                let Ok(text) = std::fs::read_to_string(d.path().join("meta.json")) else {
-                    continue;
-                };
-                let Ok(meta) = serde_json::from_str::<serde_json::Value>(&text) else {
-                    continue;
-                };
-                let pid = |k: &str| meta.get(k).and_then(|v| v.as_i64()).filter(|p| *p > 0);
-                if let Some(host) = pid("host_pid") {
-                    terminate(host as i32, "lingerd");
-                }
-                if let Some(shell) = pid("shell_pid") {
-                    shells.push(shell as i32);
-                }
-            }
-        }
-        // A host takes its shell with it; anything left behind goes too.
-        for shell in shells {
-            if alive(shell, "bash") {
-                let _ = kill(Pid::from_raw(shell), Signal::SIGKILL);
-            }
-        }
+        kill_session_hosts(&self.sessions_dir());
     }
 }
 
@@ -351,250 +258,6 @@ impl Drop for BenchEnv {
     fn drop(&mut self) {
         self.cleanup();
     }
-}
-
-fn read_pid(path: &Path) -> Option<i32> {
-    std::fs::read_to_string(path).ok()?.trim().parse().ok()
-}
-
-/// Whether `pid` is alive and its command line mentions `what` (guards against pid reuse).
-fn alive(pid: i32, what: &str) -> bool {
-    if kill(Pid::from_raw(pid), None).is_err() {
-        return false;
-    }
-    match std::fs::read(format!("/proc/{pid}/cmdline")) {
-        Ok(cmdline) => !cmdline.is_empty() && String::from_utf8_lossy(&cmdline).contains(what),
-        Err(_) => false,
-    }
-}
-
-/// SIGTERM, then SIGKILL if still there after two seconds.
-fn terminate(pid: i32, what: &str) {
-    if !alive(pid, what) {
-        return;
-    }
-    let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while Instant::now() < deadline {
-        if !alive(pid, what) {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-}
-
-/// An ssh ControlMaster (`ssh -M -S SOCK -o ControlPersist=yes -fN`), stopped with
-/// `ssh -S SOCK -O exit` when dropped, and killed by pid if that did not end it.
-struct Master {
-    ssh: Ssh,
-    socket: PathBuf,
-    pid: Option<i32>,
-}
-
-impl Master {
-    fn start(ssh: &Ssh, socket: PathBuf, log: &Path) -> Result<Master, BoxError> {
-        let sock = socket.to_string_lossy().into_owned();
-        // The backgrounded master keeps the descriptors it was given: nothing piped here.
-        let status = ssh
-            .command(
-                &["-M", "-S", &sock, "-o", "ControlPersist=yes", "-f", "-N"],
-                None,
-            )
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(log)?)
-            .status()?;
-        let mut master = Master {
-            ssh: ssh.clone(),
-            socket,
-            pid: None,
-        };
-        if !status.success() {
-            return Err(format!(
-                "the ControlMaster did not start ({status}); see {}",
-                log.display()
-            )
-            .into());
-        }
-        // `-O check` says `Master running (pid=N)`.
-        let out = master
-            .control("check")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .output()?;
-        let text = String::from_utf8_lossy(&out.stderr);
-        if !out.status.success() {
-            return Err(format!("ssh -O check: {}", text.trim()).into());
-        }
-        master.pid = text
-            .split("pid=")
-            .nth(1)
-            .and_then(|rest| rest.split(')').next())
-            .and_then(|p| p.trim().parse().ok());
-        Ok(master)
-    }
-
-    fn control(&self, op: &str) -> Command {
-        let sock = self.socket.to_string_lossy().into_owned();
-        let mut cmd = self.ssh.command(&["-S", &sock, "-O", op], None);
-        cmd.stdin(Stdio::null());
-        cmd
-    }
-
-    fn client(&self, remote: &str) -> Command {
-        let sock = self.socket.to_string_lossy().into_owned();
-        self.ssh.command(&["-S", &sock], Some(remote))
-    }
-}
-
-impl Drop for Master {
-    fn drop(&mut self) {
-        let _ = self
-            .control("exit")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-        if let Some(pid) = self.pid {
-            let deadline = Instant::now() + Duration::from_secs(2);
-            while alive(pid, "ssh") && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            terminate(pid, "ssh");
-        }
-    }
-}
-
-/// Sorted samples.
-struct Samples(Vec<Duration>);
-
-impl Samples {
-    fn new(mut v: Vec<Duration>) -> Samples {
-        v.sort();
-        Samples(v)
-    }
-    fn one(d: Duration) -> Samples {
-        Samples(vec![d])
-    }
-    fn quantile(&self, q: f64) -> Duration {
-        let n = self.0.len();
-        let i = ((q * n as f64).ceil() as usize).clamp(1, n) - 1;
-        self.0[i]
-    }
-    fn median(&self) -> Duration {
-        self.quantile(0.5)
-    }
-    fn p99(&self) -> Duration {
-        self.quantile(0.99)
-    }
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
-}
-
-fn gbps(bytes: u64, d: Duration) -> f64 {
-    bytes as f64 / d.as_secs_f64() / 1e9
-}
-
-/// Runs a process to completion, failing unless it exits 0.
-fn run_process(cmd: &mut Command) -> Result<(), BoxError> {
-    let out = cmd.stdin(Stdio::null()).output()?;
-    if !out.status.success() {
-        return Err(format!(
-            "{:?} exited with {}: {}",
-            cmd,
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        )
-        .into());
-    }
-    Ok(())
-}
-
-/// Runs blocking work (processes, pipes) on another thread, so that the runtime goes on
-/// serving the open connections meanwhile (their heartbeats: a runtime blocked for
-/// minutes makes the client cut a connection as silent).
-async fn off_runtime<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, BoxError> + Send + 'static,
-) -> Result<T, BoxError> {
-    tokio::task::spawn_blocking(work).await?
-}
-
-/// Times `runs` processes one after another, after `warmup` untimed ones.
-async fn time_process(
-    warmup: usize,
-    runs: usize,
-    make: impl FnMut() -> Command,
-) -> Result<Samples, BoxError> {
-    let cmds: Vec<Command> = std::iter::repeat_with(make).take(warmup + runs).collect();
-    off_runtime(move || time_commands(warmup, cmds)).await
-}
-
-fn time_commands(warmup: usize, cmds: Vec<Command>) -> Result<Samples, BoxError> {
-    let mut times = Vec::with_capacity(cmds.len().saturating_sub(warmup));
-    for (i, mut cmd) in cmds.into_iter().enumerate() {
-        let start = Instant::now();
-        run_process(&mut cmd)?;
-        if i >= warmup {
-            times.push(start.elapsed());
-        }
-    }
-    Ok(Samples::new(times))
-}
-
-/// Runs `script` in the session and waits for it to finish; returns the stdout byte count.
-async fn invoke_drain(client: &Client, entry: &Entry, script: &str) -> Result<u64, BoxError> {
-    let mut stream = client
-        .invoke(entry, script, &InvokeOptions::default())
-        .await?;
-    let mut stdout = 0u64;
-    while let Some(event) = stream.next().await? {
-        match event {
-            Event::Output {
-                stream: StreamKind::Stdout,
-                data,
-                ..
-            } => stdout += data.len() as u64,
-            Event::Output {
-                stream: StreamKind::Stderr,
-                data,
-                ..
-            } => eprint!("{}", String::from_utf8_lossy(&data)),
-            Event::Finished { status, .. } => {
-                if status != 0 {
-                    return Err(format!("`{script}` exited with status {status}").into());
-                }
-                return Ok(stdout);
-            }
-            Event::Dropped { bytes } => {
-                return Err(format!("`{script}`: {bytes} bytes dropped under block").into())
-            }
-        }
-    }
-    Err(format!("`{script}`: the stream ended without Finished").into())
-}
-
-/// `invoke_drain` of `true` in each session, all at once.
-async fn invoke_all(client: &Client, entries: &[Entry]) -> Result<(), BoxError> {
-    let runs = entries.iter().map(|e| invoke_drain(client, e, "true"));
-    for r in futures_util::future::join_all(runs).await {
-        r?;
-    }
-    Ok(())
-}
-
-/// `API_RUNS` invokes of `true`, after `API_WARMUP`.
-async fn time_api(client: &Client, entry: &Entry) -> Result<Samples, BoxError> {
-    let mut times = Vec::with_capacity(API_RUNS);
-    for i in 0..API_WARMUP + API_RUNS {
-        let start = Instant::now();
-        invoke_drain(client, entry, "true").await?;
-        if i >= API_WARMUP {
-            times.push(start.elapsed());
-        }
-    }
-    Ok(Samples::new(times))
 }
 
 /// One byte each way through `ssh … cat`: the round trip of an open ssh channel, under any
@@ -630,44 +293,6 @@ fn ssh_pingpong(ssh: &Ssh) -> Result<Samples, BoxError> {
     Ok(Samples::new(times))
 }
 
-/// Reads everything a process writes to its stdout, 256 KiB at a time; returns the byte
-/// count and the time from spawn to its exit.
-fn read_all(cmd: &mut Command) -> Result<(u64, Duration), BoxError> {
-    let start = Instant::now();
-    let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).spawn()?;
-    let mut out = child.stdout.take().expect("piped stdout");
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut total = 0u64;
-    loop {
-        match out.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => total += n as u64,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    let status = child.wait()?;
-    let elapsed = start.elapsed();
-    if !status.success() {
-        return Err(format!("{cmd:?} exited with {status}").into());
-    }
-    Ok((total, elapsed))
-}
-
-/// The current user's login shell and home directory, which sshd runs remote commands with.
-fn login_shell() -> (String, String) {
-    let u = nix::unistd::User::from_uid(nix::unistd::getuid())
-        .ok()
-        .flatten();
-    match u {
-        Some(u) => (
-            u.shell.to_string_lossy().into_owned(),
-            u.dir.to_string_lossy().into_owned(),
-        ),
-        None => ("/bin/sh".into(), "/".into()),
-    }
-}
-
 /// The fan-out's hosts: one more fixture sshd each (its own port, host key and process, all
 /// on 127.0.0.1, bridging to the one daemon), each also authorizing the main fixture's
 /// client key so that one `ssh_command` reaches them all. Killed when dropped.
@@ -688,34 +313,6 @@ fn start_fleet(env: &BenchEnv, main: &Sshd, fleet: &mut Vec<Sshd>) -> Result<(),
         result?;
     }
     Ok(())
-}
-
-/// All of `cmds` started at once, then waited for; fails unless each exits 0.
-fn run_concurrently(cmds: Vec<Command>) -> Result<(), BoxError> {
-    let mut children: Vec<(String, Child)> = Vec::with_capacity(cmds.len());
-    for mut cmd in cmds {
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()?;
-        children.push((format!("{cmd:?}"), child));
-    }
-    let mut first_error = None;
-    for (what, child) in children {
-        let out = child.wait_with_output()?;
-        if !out.status.success() {
-            first_error.get_or_insert(format!(
-                "{what} exited with {}: {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            ));
-        }
-    }
-    match first_error {
-        Some(e) => Err(e.into()),
-        None => Ok(()),
-    }
 }
 
 struct FanOut {
@@ -788,22 +385,7 @@ async fn measure(
         "context: `{shell} -c true` as sshd starts it (HOME={shell_home}, SSH_CLIENT set) x{SPAWN_RUNS}"
     );
     let login_shell_true = time_process(SPAWN_WARMUP, SPAWN_RUNS, || {
-        let mut c = Command::new("env");
-        c.args([
-            "-i",
-            &format!("HOME={shell_home}"),
-            &format!("SHELL={shell}"),
-        ])
-        .arg(format!("USER={}", ssh.user))
-        .arg(format!("LOGNAME={}", ssh.user))
-        .args([
-            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-            "SSH_CLIENT=127.0.0.1 1 2",
-            &shell,
-            "-c",
-            "true",
-        ]);
-        c
+        login_shell_command(&ssh.user, "true")
     })
     .await?;
 
@@ -849,7 +431,7 @@ async fn measure(
     made.push(entry.clone());
 
     eprintln!("API over ssh: invoke `true` x{API_RUNS} (after {API_WARMUP} warm-up)");
-    let api = time_api(client, &entry).await?;
+    let api = time_api(client, &entry, API_WARMUP, API_RUNS).await?;
 
     eprintln!("API, local socket to the same daemon: invoke `true` x{API_RUNS}");
     let view = client
@@ -857,7 +439,7 @@ async fn measure(
         .await?;
     let local_entry = view.entry.clone();
     made.push(view.entry);
-    let local_api = time_api(client, &local_entry).await?;
+    let local_api = time_api(client, &local_entry, API_WARMUP, API_RUNS).await?;
 
     eprintln!(
         "CLI over ssh: `linger invoke {} -- true` x{CLI_RUNS} (after {CLI_WARMUP} warm-up)",
@@ -1023,19 +605,8 @@ async fn fan_out(
 
 impl Report {
     fn print(&self) {
-        let fmt_ms = |d: Duration| format!("{:.3} ms", ms(d));
-        let stat = |name: &str, s: &Samples| {
-            if s.0.len() == 1 {
-                println!("  {name:<44}{}  (n=1)", fmt_ms(s.median()));
-            } else {
-                println!(
-                    "  {name:<44}median {}  p99 {}  (n={})",
-                    fmt_ms(s.median()),
-                    fmt_ms(s.p99()),
-                    s.0.len()
-                );
-            }
-        };
+        let stat = print_stat;
+        let fmt_ms = common::fmt_ms;
         println!();
         println!(
             "linger over ssh vs OpenSSH (sshd on loopback; medians unless noted; \
@@ -1112,26 +683,13 @@ impl Report {
         let fan_ssh = ms(self.fan.ssh_cold.median());
         let fan_api = ms(self.fan.api.median());
         let fan_cli = ms(self.fan.cli.median());
-        let met = |ok: bool| if ok { "met" } else { "NOT met" };
-        let time_row = |name: &str, linger: f64, ssh: f64| -> [String; 6] {
-            [
-                name.into(),
-                format!("{linger:.3} ms"),
-                format!("{ssh:.3} ms"),
-                format!("{:.2}x", ssh / linger),
-                String::new(),
-                String::new(),
-            ]
-        };
-        let mut speedup_mux = time_row(
-            "`true` round trip: API over open ssh conn (vs ssh ControlMaster)",
-            api,
-            mux,
-        );
-        speedup_mux[4] = format!(">= {TARGET_SPEEDUP_VS_MUX}x");
-        speedup_mux[5] = met(mux / api >= TARGET_SPEEDUP_VS_MUX).into();
         let rows: Vec<[String; 6]> = vec![
-            speedup_mux,
+            time_row_target(
+                "`true` round trip: API over open ssh conn (vs ssh ControlMaster)",
+                api,
+                mux,
+                TARGET_SPEEDUP_VS_MUX,
+            ),
             time_row(
                 "`true` round trip: API over open ssh conn (vs cold ssh)",
                 api,
@@ -1152,14 +710,12 @@ impl Report {
                 create,
                 cold,
             ),
-            [
-                "throughput, 1 GiB stdout: API over ssh (vs `ssh … head -c`)".into(),
-                format!("{api_gbps:.2} GB/s"),
-                format!("{ssh_gbps:.2} GB/s"),
-                format!("{:.2}x", api_gbps / ssh_gbps),
-                format!(">= {TARGET_THROUGHPUT_RATIO}x"),
-                met(api_gbps / ssh_gbps >= TARGET_THROUGHPUT_RATIO).into(),
-            ],
+            throughput_row(
+                "throughput, 1 GiB stdout: API over ssh (vs `ssh … head -c`)",
+                api_gbps,
+                ssh_gbps,
+                TARGET_THROUGHPUT_RATIO,
+            ),
             time_row(
                 &format!("fan-out {FAN_OUT} `true`: API over open conns (vs concurrent cold ssh)"),
                 fan_api,
@@ -1171,42 +727,7 @@ impl Report {
                 fan_ssh,
             ),
         ];
-        let header = [
-            "measurement",
-            "linger",
-            "ssh",
-            "ratio",
-            "design target",
-            "target met",
-        ];
-        let mut widths = header.map(str::len);
-        for row in &rows {
-            for (w, cell) in widths.iter_mut().zip(row) {
-                *w = (*w).max(cell.len());
-            }
-        }
-        let line = |cells: &[&str]| {
-            let parts: Vec<String> = cells
-                .iter()
-                .zip(widths)
-                .enumerate()
-                .map(|(i, (c, w))| {
-                    if i == 0 {
-                        format!("{c:<w$}")
-                    } else {
-                        format!("{c:>w$}")
-                    }
-                })
-                .collect();
-            println!("| {} |", parts.join(" | "));
-        };
-        line(&header);
-        let rule: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
-        println!("|-{}-|", rule.join("-|-"));
-        for row in &rows {
-            let cells: Vec<&str> = row.iter().map(String::as_str).collect();
-            line(&cells);
-        }
+        print_table(&TABLE_HEADER, &rows);
         println!();
         println!(
             "ratio = ssh's time / linger's (throughput: linger's GB/s / ssh's); below 1x linger is"

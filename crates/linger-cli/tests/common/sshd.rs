@@ -31,6 +31,14 @@ fn run(cmd: &mut Command) {
 
 impl Sshd {
     pub fn start(dir: &Path) -> Sshd {
+        Sshd::start_with(dir, "127.0.0.1", "")
+    }
+
+    /// Like `start`, but listening on `listen` (an IPv4 address: `0.0.0.0` makes every
+    /// loopback address 127.0.0.N reach it) and with `extra` appended to its sshd_config
+    /// (whole lines; sshd keeps the first value of a keyword, so these cannot change the
+    /// fixture's own settings, only add to them).
+    pub fn start_with(dir: &Path, listen: &str, extra: &str) -> Sshd {
         assert!(
             Path::new(SSHD).is_file(),
             "{SSHD} is missing: install Debian's openssh-server (.ci/run does)"
@@ -49,7 +57,7 @@ impl Sshd {
         }
         let authorized = dir.join("authorized_keys");
         std::fs::copy(client_key.with_extension("pub"), &authorized).expect("authorized_keys");
-        let port = TcpListener::bind("127.0.0.1:0")
+        let port = TcpListener::bind((listen, 0))
             .and_then(|l| l.local_addr())
             .expect("a free port")
             .port();
@@ -57,9 +65,9 @@ impl Sshd {
         std::fs::write(
             &config,
             format!(
-                "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nAuthorizedKeysFile {}\n\
+                "Port {port}\nListenAddress {listen}\nHostKey {}\nAuthorizedKeysFile {}\n\
                  PidFile {}\nUsePAM no\nStrictModes no\nPermitRootLogin yes\n\
-                 PasswordAuthentication no\nKbdInteractiveAuthentication no\n",
+                 PasswordAuthentication no\nKbdInteractiveAuthentication no\n{extra}",
                 host_key.display(),
                 authorized.display(),
                 dir.join("sshd.pid").display()
@@ -74,8 +82,13 @@ impl Sshd {
             .stderr(std::fs::File::create(dir.join("sshd.log")).expect("sshd log"))
             .spawn()
             .expect("start sshd");
+        let reach = if listen == "0.0.0.0" {
+            "127.0.0.1"
+        } else {
+            listen
+        };
         let started = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        while std::net::TcpStream::connect((reach, port)).is_err() {
             assert!(
                 started.elapsed() < Duration::from_secs(30),
                 "sshd did not listen; see {}",
