@@ -12,17 +12,22 @@
 //! one configuration (`big`, a 128 MiB output buffer) for the receive-after-reconnect
 //! measurement and changes nothing else.
 
-use std::io::Read;
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use linger::{
-    BufferingMode, Client, ClientHome, CommandStream, Entry, Event, InvokeOptions, NewOptions,
-    ReceiveOptions, StreamKind,
+use common::{
+    block_on, drain, exit_code, fmt_ms, gbps, make_private_dirs, met, ms, or_exit, print_table,
+    print_tail, read_counting, read_stdout, release_binaries, time_api, time_drain,
+    time_process_blocking, time_session_creation, BenchEnv, Binaries, BoxError, DrainUntil,
+    Drained, Samples,
 };
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
+use linger::{
+    BufferingMode, Client, ClientHome, CommandStream, Entry, InvokeOptions, NewOptions,
+    ReceiveOptions,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const API_WARMUP: usize = 100;
@@ -59,327 +64,56 @@ const TARGET_CREATE_MS: f64 = 20.0;
 const TARGET_GBPS: f64 = 1.5;
 const TARGET_RECONNECT_GBPS: f64 = 1.0;
 
-type BoxError = Box<dyn std::error::Error>;
-
 fn main() {
     // `cargo bench` passes `--bench`; there are no options to read.
-    let bins = match release_binaries() {
-        Ok(b) => b,
-        Err(e) => {
-            eprintln!("linger_bench: {e}");
-            std::process::exit(2);
-        }
-    };
-    let env = match BenchEnv::new(bins) {
-        Ok(e) => e,
-        Err(e) => {
-            eprintln!("linger_bench: cannot prepare the temporary directory: {e}");
-            std::process::exit(1);
-        }
-    };
-    let code = {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("tokio runtime");
-        let result = runtime.block_on(run(&env));
-        // Connections and their tasks go before the daemon does.
-        drop(runtime);
-        match result {
-            Ok(report) => {
-                report.print();
-                0
-            }
-            Err(e) => {
-                eprintln!("linger_bench: failed: {e}");
-                env.print_log_tail();
-                1
-            }
-        }
-    };
+    let bins = or_exit(release_binaries(), 2, "linger_bench");
+    let env = or_exit(
+        prepare(bins),
+        1,
+        "linger_bench: cannot prepare the temporary directory",
+    );
+    let result =
+        block_on(env.measure_with_client(async |client, made| measure(&env, client, made).await));
+    let code = exit_code("linger_bench", result, Report::print, || {
+        env.print_log_tail()
+    });
     // Kills the daemon and any session host left, then deletes the directory (this also
     // happens if a measurement panics).
     drop(env);
     std::process::exit(code);
 }
 
-struct Binaries {
-    linger: PathBuf,
-    lingerd: PathBuf,
-}
-
-/// target/release/{linger,lingerd} of this workspace.
-fn release_binaries() -> Result<Binaries, String> {
-    let release = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/release");
-    let release = release.canonicalize().unwrap_or(release);
-    let bins = Binaries {
-        linger: release.join("linger"),
-        lingerd: release.join("lingerd"),
-    };
-    for b in [&bins.linger, &bins.lingerd] {
-        if !b.is_file() {
-            return Err(format!(
-                "{} is missing: run `cargo build --release --workspace` first (or use bench/run.sh)",
-                b.display()
-            ));
-        }
-    }
-    Ok(bins)
-}
-
-/// The temporary world the benchmark runs in.
-struct BenchEnv {
-    dir: tempfile::TempDir,
-    runtime: PathBuf,
-    state: PathBuf,
-    config: PathBuf,
-    home: PathBuf,
-    bins: Binaries,
+/// The temporary world the benchmark runs in, its daemon's configuration written.
+fn prepare(bins: Binaries) -> std::io::Result<BenchEnv> {
+    let env = BenchEnv::new("lgb", bins)?;
+    make_private_dirs(&[&env.runtime, &env.state, &env.config, &env.home])?;
+    // Read by the daemon when it starts (on the first session).
+    let toml = env.config.join("linger/lingerd.toml");
+    std::fs::create_dir_all(toml.parent().expect("has a parent"))?;
+    std::fs::write(&toml, LINGERD_TOML)?;
+    // This process is the client that autostarts the daemon, which inherits these.
+    env.export_vars();
+    Ok(env)
 }
 
 impl BenchEnv {
-    fn new(bins: Binaries) -> std::io::Result<BenchEnv> {
-        // Short paths: session hosts put Unix sockets under XDG_RUNTIME_DIR.
-        let dir = tempfile::Builder::new().prefix("lgb").tempdir()?;
-        let env = BenchEnv {
-            runtime: dir.path().join("run"),
-            state: dir.path().join("state"),
-            config: dir.path().join("config"),
-            home: dir.path().join("home"),
-            dir,
-            bins,
-        };
-        for d in [&env.runtime, &env.state, &env.config, &env.home] {
-            std::fs::create_dir_all(d)?;
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o700))?;
-        }
-        // Read by the daemon when it starts (on the first session).
-        let toml = env.config.join("linger/lingerd.toml");
-        std::fs::create_dir_all(toml.parent().expect("has a parent"))?;
-        std::fs::write(&toml, LINGERD_TOML)?;
-        // This process is the client that autostarts the daemon, which inherits these.
-        for (k, v) in env.vars() {
-            std::env::set_var(k, v);
-        }
-        Ok(env)
-    }
-
-    fn vars(&self) -> Vec<(&'static str, &Path)> {
-        vec![
-            ("XDG_RUNTIME_DIR", &self.runtime),
-            ("XDG_STATE_HOME", &self.state),
-            ("XDG_CONFIG_HOME", &self.config),
-            ("LINGER_HOME", &self.home),
-            ("LINGERD", &self.bins.lingerd),
-        ]
-    }
-
-    fn command(&self, program: &Path) -> Command {
-        let mut cmd = Command::new(program);
-        cmd.envs(self.vars());
-        cmd
-    }
-
-    fn pid_file(&self) -> PathBuf {
-        self.runtime.join("linger/lingerd.pid")
-    }
-
-    fn socket(&self) -> PathBuf {
-        self.runtime.join("linger/lingerd.sock")
-    }
-
     /// A fresh, empty client home: another client machine.
     fn other_home(&self, name: &str) -> std::io::Result<PathBuf> {
         let dir = self.dir.path().join(name);
-        std::fs::create_dir_all(&dir)?;
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+        make_private_dirs(&[&dir])?;
         Ok(dir)
     }
 
-    fn sessions_dir(&self) -> PathBuf {
-        self.state.join("linger/server/sessions")
-    }
-
     fn print_log_tail(&self) {
-        let log = self.state.join("linger/server/lingerd.log");
-        if let Ok(text) = std::fs::read_to_string(&log) {
-            let lines: Vec<&str> = text.lines().collect();
-            eprintln!("last lines of {}:", log.display());
-            for l in &lines[lines.len().saturating_sub(20)..] {
-                eprintln!("  {l}");
-            }
-        }
-    }
-
-    /// Kills the daemon (by its pid file) and every session host (by meta.json) still
-    /// alive. Sessions should have been removed before.
-    fn cleanup(&self) {
-        if let Some(pid) = read_pid(&self.pid_file()) {
-            terminate(pid, "lingerd");
-        }
-        let mut shells = Vec::new();
-        if let Ok(dirs) = std::fs::read_dir(self.sessions_dir()) {
-            for d in dirs.flatten() {
-                let Ok(text) = std::fs::read_to_string(d.path().join("meta.json")) else {
-                    continue;
-                };
-                let Ok(meta) = serde_json::from_str::<serde_json::Value>(&text) else {
-                    continue;
-                };
-                let pid = |k: &str| meta.get(k).and_then(|v| v.as_i64()).filter(|p| *p > 0);
-                if let Some(host) = pid("host_pid") {
-                    terminate(host as i32, "lingerd");
-                }
-                if let Some(shell) = pid("shell_pid") {
-                    shells.push(shell as i32);
-                }
-            }
-        }
-        // A host takes its shell with it; anything left behind goes too.
-        for shell in shells {
-            if alive(shell, "bash") {
-                let _ = kill(Pid::from_raw(shell), Signal::SIGKILL);
-            }
-        }
+        print_tail(&self.server_dir().join("lingerd.log"), 20);
     }
 }
 
+/// The client autostarted the daemon: nothing else stops it.
 impl Drop for BenchEnv {
     fn drop(&mut self) {
-        self.cleanup();
+        self.kill_daemon_and_hosts();
     }
-}
-
-fn read_pid(path: &Path) -> Option<i32> {
-    std::fs::read_to_string(path).ok()?.trim().parse().ok()
-}
-
-/// Whether `pid` is alive and its command line mentions `what` (guards against pid reuse).
-fn alive(pid: i32, what: &str) -> bool {
-    if kill(Pid::from_raw(pid), None).is_err() {
-        return false;
-    }
-    match std::fs::read(format!("/proc/{pid}/cmdline")) {
-        Ok(cmdline) => !cmdline.is_empty() && String::from_utf8_lossy(&cmdline).contains(what),
-        Err(_) => false,
-    }
-}
-
-/// SIGTERM, then SIGKILL if still there after two seconds.
-fn terminate(pid: i32, what: &str) {
-    if !alive(pid, what) {
-        return;
-    }
-    let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while Instant::now() < deadline {
-        if !alive(pid, what) {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-}
-
-/// Sorted samples.
-struct Samples(Vec<Duration>);
-
-impl Samples {
-    fn new(mut v: Vec<Duration>) -> Samples {
-        v.sort();
-        Samples(v)
-    }
-    fn quantile(&self, q: f64) -> Duration {
-        let n = self.0.len();
-        let i = ((q * n as f64).ceil() as usize).clamp(1, n) - 1;
-        self.0[i]
-    }
-    fn median(&self) -> Duration {
-        self.quantile(0.5)
-    }
-    fn p99(&self) -> Duration {
-        self.quantile(0.99)
-    }
-    fn min(&self) -> Duration {
-        self.0[0]
-    }
-    fn max(&self) -> Duration {
-        self.0[self.0.len() - 1]
-    }
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
-}
-
-fn gbps(bytes: u64, d: Duration) -> f64 {
-    bytes as f64 / d.as_secs_f64() / 1e9
-}
-
-/// Runs a process to completion, failing unless it exits 0.
-fn run_process(cmd: &mut Command) -> Result<(), BoxError> {
-    let out = cmd.stdin(Stdio::null()).output()?;
-    if !out.status.success() {
-        return Err(format!(
-            "{:?} exited with {}: {}",
-            cmd,
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        )
-        .into());
-    }
-    Ok(())
-}
-
-fn time_process(
-    warmup: usize,
-    runs: usize,
-    mut make: impl FnMut() -> Command,
-) -> Result<Samples, BoxError> {
-    let mut times = Vec::with_capacity(runs);
-    for i in 0..warmup + runs {
-        let mut cmd = make();
-        let start = Instant::now();
-        run_process(&mut cmd)?;
-        if i >= warmup {
-            times.push(start.elapsed());
-        }
-    }
-    Ok(Samples::new(times))
-}
-
-/// Runs `script` in the session and waits for it to finish; returns the stdout byte count.
-async fn invoke_drain(client: &Client, entry: &Entry, script: &str) -> Result<u64, BoxError> {
-    let mut stream = client
-        .invoke(entry, script, &InvokeOptions::default())
-        .await?;
-    let mut stdout = 0u64;
-    while let Some(event) = stream.next().await? {
-        match event {
-            Event::Output {
-                stream: StreamKind::Stdout,
-                data,
-                ..
-            } => stdout += data.len() as u64,
-            Event::Output {
-                stream: StreamKind::Stderr,
-                data,
-                ..
-            } => eprint!("{}", String::from_utf8_lossy(&data)),
-            Event::Finished { status, .. } => {
-                if status != 0 {
-                    return Err(format!("`{script}` exited with status {status}").into());
-                }
-                return Ok(stdout);
-            }
-            Event::Dropped { bytes } => {
-                return Err(format!("`{script}`: {bytes} bytes dropped under block").into())
-            }
-        }
-    }
-    Err(format!("`{script}`: the stream ended without Finished").into())
 }
 
 /// One byte each way over a Unix socket pair, the far end echoing on another thread.
@@ -418,28 +152,9 @@ async fn socket_pingpong() -> Result<Samples, BoxError> {
     Ok(Samples::new(times))
 }
 
-/// Reads everything a process writes to its stdout, 256 KiB at a time.
+/// Reads everything `bash -c SCRIPT` writes to its stdout, 256 KiB at a time.
 fn pipe_throughput(script: &str) -> Result<(u64, Duration), BoxError> {
-    let start = Instant::now();
-    let mut child = Command::new("bash")
-        .arg("-c")
-        .arg(script)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .spawn()?;
-    let mut out = child.stdout.take().expect("piped stdout");
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut total = 0u64;
-    loop {
-        match out.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => total += n as u64,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    let status = child.wait()?;
-    let elapsed = start.elapsed();
+    let (total, elapsed, status) = read_stdout(Command::new("bash").arg("-c").arg(script))?;
     if !status.success() {
         return Err(format!("bash -c '{script}' exited with {status}").into());
     }
@@ -529,29 +244,14 @@ async fn wait_buffered(client: &Client, entry: &Entry) -> Result<(), BoxError> {
 /// Drains a receive to its end; fails unless it holds exactly one command's
 /// `RECONNECT_BYTES` of stdout, ending with status 0, and nothing dropped.
 async fn drain_receive(stream: &mut CommandStream) -> Result<(), BoxError> {
-    let mut stdout = 0u64;
-    let mut stderr = 0u64;
-    let mut statuses = Vec::new();
-    while let Some(event) = stream.next().await? {
-        match event {
-            Event::Output {
-                stream: StreamKind::Stdout,
-                data,
-                ..
-            } => stdout += data.len() as u64,
-            Event::Output {
-                stream: StreamKind::Stderr,
-                data,
-                ..
-            } => {
-                stderr += data.len() as u64;
-                eprint!("{}", String::from_utf8_lossy(&data));
-            }
-            Event::Finished { status, .. } => statuses.push(status),
-            Event::Dropped { bytes } => {
-                return Err(format!("receive: {bytes} bytes reported dropped").into())
-            }
-        }
+    let Drained {
+        stdout,
+        stderr,
+        statuses,
+        dropped,
+    } = drain(stream, DrainUntil::End).await?;
+    if let Some(bytes) = dropped {
+        return Err(format!("receive: {bytes} bytes reported dropped").into());
     }
     if stdout != RECONNECT_BYTES || stderr != 0 || statuses != [0] {
         return Err(format!(
@@ -658,15 +358,7 @@ fn socket_floor() -> Result<Samples, BoxError> {
             }
             Ok(())
         });
-        let mut total = 0u64;
-        loop {
-            match near.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => total += n as u64,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
+        let total = read_counting(&mut near, &mut buf)?;
         let elapsed = start.elapsed();
         writer.join().map_err(|_| "socket writer panicked")??;
         assert_eq!(total, RECONNECT_BYTES, "bytes read from the socket");
@@ -693,42 +385,22 @@ struct Report {
     floor_socket: Samples,
 }
 
-async fn run(env: &BenchEnv) -> Result<Report, BoxError> {
-    let client = Client::open(ClientHome::at(&env.home))?;
-    let mut made: Vec<Entry> = Vec::new();
-    let result = measure(env, &client, &mut made).await;
-    eprintln!("removing {} sessions", made.len());
-    let mut removal_error = None;
-    for entry in &made {
-        if let Err(e) = client.remove(entry).await {
-            removal_error.get_or_insert(e);
-        }
-    }
-    let report = result?;
-    if let Some(e) = removal_error {
-        return Err(format!("removing a session failed: {e}").into());
-    }
-    Ok(report)
-}
-
 async fn measure(
     env: &BenchEnv,
     client: &Client,
     made: &mut Vec<Entry>,
 ) -> Result<Report, BoxError> {
-    eprintln!("bench dir: {}", env.dir.path().display());
-    eprintln!("lingerd:   {}", env.bins.lingerd.display());
-    eprintln!("linger:    {}", env.bins.linger.display());
+    env.print_paths();
 
     // Floors that need no daemon.
     eprintln!("floor: `bash -c true` x{SPAWN_RUNS}");
-    let spawn_true = time_process(SPAWN_WARMUP, SPAWN_RUNS, || {
+    let spawn_true = time_process_blocking(SPAWN_WARMUP, SPAWN_RUNS, || {
         let mut c = Command::new("bash");
         c.args(["-c", "true"]);
         c
     })?;
     eprintln!("floor: `bash --noprofile --norc -c true` x{SPAWN_RUNS}");
-    let spawn_bare = time_process(SPAWN_WARMUP, SPAWN_RUNS, || {
+    let spawn_bare = time_process_blocking(SPAWN_WARMUP, SPAWN_RUNS, || {
         let mut c = Command::new("bash");
         c.args(["--noprofile", "--norc", "-c", "true"]);
         c
@@ -745,50 +417,23 @@ async fn measure(
     made.push(entry.clone());
 
     eprintln!("API round trip: invoke `true` x{API_RUNS} (after {API_WARMUP} warm-up)");
-    let mut times = Vec::with_capacity(API_RUNS);
-    for i in 0..API_WARMUP + API_RUNS {
-        let start = Instant::now();
-        invoke_drain(client, &entry, "true").await?;
-        if i >= API_WARMUP {
-            times.push(start.elapsed());
-        }
-    }
-    let api = Samples::new(times);
+    let api = time_api(client, &entry, API_WARMUP, API_RUNS).await?;
 
     eprintln!(
         "CLI round trip: `linger invoke {} -- true` x{CLI_RUNS}",
         entry.id
     );
     let id = entry.id.to_string();
-    let cli = time_process(CLI_WARMUP, CLI_RUNS, || {
-        let mut c = env.command(&env.bins.linger);
-        c.args(["invoke", &id, "--", "true"]);
-        c
+    let cli = time_process_blocking(CLI_WARMUP, CLI_RUNS, || {
+        env.linger(&["invoke", &id, "--", "true"])
     })?;
 
     eprintln!("session creation x{CREATE_RUNS}");
-    let mut times = Vec::with_capacity(CREATE_RUNS);
-    for _ in 0..CREATE_RUNS {
-        let start = Instant::now();
-        let view = client
-            .new_session("localhost", &NewOptions::default())
-            .await?;
-        times.push(start.elapsed());
-        made.push(view.entry);
-    }
-    let create = Samples::new(times);
-    // Removed now (untimed) so the throughput run does not share the machine with them.
-    eprintln!("removing the {CREATE_RUNS} created sessions");
-    while made.len() > 1 {
-        let e = made.pop().expect("non-empty");
-        client.remove(&e).await?;
-    }
+    let create = time_session_creation(client, "localhost", 0, CREATE_RUNS, made).await?;
 
     let script = format!("head -c {THROUGHPUT_BYTES} /dev/zero");
     eprintln!("throughput: `{script}` through the API");
-    let start = Instant::now();
-    let bytes = invoke_drain(client, &entry, &script).await?;
-    let api_bytes_time = start.elapsed();
+    let (bytes, api_bytes_time) = time_drain(client, &entry, &script).await?;
     assert_eq!(bytes, THROUGHPUT_BYTES, "bytes received through linger");
 
     eprintln!("floor: `bash -c '{script}'` read through a pipe");
@@ -835,7 +480,6 @@ async fn measure(
 
 impl Report {
     fn print(&self) {
-        let fmt_ms = |d: Duration| format!("{:.3} ms", ms(d));
         println!();
         println!(
             "linger benchmark (medians unless noted; ratio = how many times slower than the floor)"
@@ -921,7 +565,6 @@ impl Report {
         let create = ms(self.create.median());
         let api_gbps = gbps(THROUGHPUT_BYTES, self.api_bytes_time);
         let floor_gbps = gbps(THROUGHPUT_BYTES, self.floor_bytes_time);
-        let met = |ok: bool| if ok { "met" } else { "NOT met" };
         let spool_gbps = gbps(RECONNECT_BYTES, self.reconnect_spool.receive.median());
         let memory_gbps = gbps(RECONNECT_BYTES, self.reconnect_memory.receive.median());
         let cat_gbps = gbps(RECONNECT_BYTES, self.floor_cat.median());
@@ -1000,34 +643,7 @@ impl Report {
             "target",
             "target met",
         ];
-        let mut widths = header.map(str::len);
-        for row in &rows {
-            for (w, cell) in widths.iter_mut().zip(row) {
-                *w = (*w).max(cell.len());
-            }
-        }
-        let line = |cells: &[&str]| {
-            let parts: Vec<String> = cells
-                .iter()
-                .zip(widths)
-                .enumerate()
-                .map(|(i, (c, w))| {
-                    if i == 0 {
-                        format!("{c:<w$}")
-                    } else {
-                        format!("{c:>w$}")
-                    }
-                })
-                .collect();
-            println!("| {} |", parts.join(" | "));
-        };
-        line(&header);
-        let rule: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
-        println!("|-{}-|", rule.join("-|-"));
-        for row in &rows {
-            let cells: Vec<&str> = row.iter().map(String::as_str).collect();
-            line(&cells);
-        }
+        print_table(&header, &rows);
         println!();
         println!("GB/s = 10^9 bytes per second. Throughput: one run each, wall time from invoke");
         println!(

@@ -41,17 +41,19 @@ mod common;
 #[path = "../tests/common/sshd.rs"]
 mod sshd;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{
-    gbps, kill_session_hosts, login_shell, login_shell_command, ms, off_runtime, print_stat,
-    print_table, print_tail, read_all, release_binaries, run_process, terminate, throughput_row,
-    time_api, time_api_all, time_concurrently, time_process, time_row, time_row_target, Binaries,
-    BoxError, Master, Samples, Ssh, TABLE_HEADER,
+    block_on, exit_code, gbps, kill_session_hosts, learn_host_keys, make_private_dirs, ms,
+    new_sessions_at_once, off_runtime, or_exit, print_stat, print_table, print_tail,
+    print_throughput, progress, release_binaries, require_sshd, terminate, throughput_row,
+    time_api, time_api_all, time_concurrently, time_drain, time_first_session, time_login_shell,
+    time_process, time_row, time_row_target, time_session_creation, BenchEnv, Binaries, BoxError,
+    Master, Samples, Ssh, TABLE_HEADER,
 };
-use linger::{Client, ClientHome, Entry, NewOptions};
+use linger::{Client, Entry};
 use sshd::{ssh_command, user, Sshd};
 
 const SHELL_WARMUP: usize = 3;
@@ -92,42 +94,21 @@ const TARGET_FAN_OUT_VS_PSSH: f64 = 10.0;
 /// 100 concurrent logins (and sessions per connection).
 const SSHD_EXTRA: &str = "AllowUsers *@127.0.0.0/8\nMaxStartups 200:30:300\nMaxSessions 200\n";
 
-/// A progress line on stderr, stamped with the seconds since the benchmark began.
-macro_rules! step {
-    ($($arg:tt)*) => {
-        eprintln!("[{:>6.1}s] {}", common::since_start(), format_args!($($arg)*))
-    };
-}
-
 fn main() {
     // `cargo bench` passes `--bench`; there are no options to read.
-    common::since_start();
-    let bins = match release_binaries() {
-        Ok(b) => b,
-        Err(e) => {
-            eprintln!("remote_bench: {e}");
-            std::process::exit(2);
-        }
-    };
-    if !Path::new(sshd::SSHD).is_file() {
-        eprintln!(
-            "remote_bench: {} is missing: install Debian's openssh-server (bench/run.sh does)",
-            sshd::SSHD
-        );
-        std::process::exit(2);
-    }
+    common::stamp_progress();
+    let bins = or_exit(release_binaries(), 2, "remote_bench");
+    require_sshd("remote_bench", sshd::SSHD);
     let Some(pssh) = find_program(&["parallel-ssh", "pssh"]) else {
         eprintln!("remote_bench: parallel-ssh is missing: install pssh (bench/run.sh does)");
         std::process::exit(2);
     };
-    let env = match BenchEnv::new(bins) {
-        Ok(e) => e,
-        Err(e) => {
-            eprintln!("remote_bench: cannot prepare the temporary directory: {e}");
-            std::process::exit(1);
-        }
-    };
-    step!("starting sshd on 0.0.0.0 (loopback clients only)");
+    let env = or_exit(
+        prepare(bins),
+        1,
+        "remote_bench: cannot prepare the temporary directory",
+    );
+    progress!("starting sshd on 0.0.0.0 (loopback clients only)");
     let server = Sshd::start_with(env.dir.path(), "0.0.0.0", SSHD_EXTRA);
     let ssh = Ssh::new(ssh_command(&server), server.port, user());
     let mut daemon = None;
@@ -144,24 +125,12 @@ fn main() {
                 pssh,
                 port,
             };
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("tokio runtime");
-            let result = runtime.block_on(bench.run());
-            // Connections go before the daemon does.
-            drop(runtime);
-            match result {
-                Ok(report) => {
-                    report.print();
-                    0
-                }
-                Err(e) => {
-                    eprintln!("remote_bench: failed: {e}");
-                    env.print_log_tail();
-                    1
-                }
-            }
+            let result = block_on(
+                env.measure_with_client(async |client, made| bench.measure(client, made).await),
+            );
+            exit_code("remote_bench", result, Report::print, || {
+                env.print_log_tail()
+            })
         }
     };
     // Kills the daemon and any session host left, then sshd, then deletes the directory
@@ -183,59 +152,23 @@ fn find_program(names: &[&str]) -> Option<PathBuf> {
 }
 
 /// The temporary world the benchmark runs in.
-struct BenchEnv {
-    dir: tempfile::TempDir,
-    runtime: PathBuf,
-    state: PathBuf,
-    config: PathBuf,
-    /// The linger client's home (LINGER_HOME), holding options.toml and known_hosts.
-    home: PathBuf,
-    bins: Binaries,
+fn prepare(bins: Binaries) -> std::io::Result<BenchEnv> {
+    let env = BenchEnv::new("lgr", bins)?;
+    make_private_dirs(&[
+        &env.runtime,
+        &env.state,
+        &env.config.join("linger"),
+        &env.home,
+        &env.dir.path().join("cm"),
+    ])?;
+    // Every process started here (ssh, parallel-ssh, linger, lingerd) inherits these:
+    // nothing of the user's home, configuration or agent is used.
+    env.export_vars();
+    env.isolate_ssh();
+    Ok(env)
 }
 
 impl BenchEnv {
-    fn new(bins: Binaries) -> std::io::Result<BenchEnv> {
-        // Short paths: session hosts and the ControlMasters put Unix sockets in here.
-        let dir = tempfile::Builder::new().prefix("lgr").tempdir()?;
-        let env = BenchEnv {
-            runtime: dir.path().join("run"),
-            state: dir.path().join("state"),
-            config: dir.path().join("config"),
-            home: dir.path().join("home"),
-            dir,
-            bins,
-        };
-        for d in [
-            &env.runtime,
-            &env.state,
-            &env.config.join("linger"),
-            &env.home,
-            &env.dir.path().join("cm"),
-        ] {
-            std::fs::create_dir_all(d)?;
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o700))?;
-        }
-        // Every process started here (ssh, parallel-ssh, linger, lingerd) inherits these:
-        // nothing of the user's home, configuration or agent is used.
-        for (k, v) in [
-            ("XDG_RUNTIME_DIR", &env.runtime),
-            ("XDG_STATE_HOME", &env.state),
-            ("XDG_CONFIG_HOME", &env.config),
-            ("LINGER_HOME", &env.home),
-            ("LINGERD", &env.bins.lingerd),
-        ] {
-            std::env::set_var(k, v);
-        }
-        std::env::set_var("HOME", env.dir.path());
-        std::env::remove_var("SSH_AUTH_SOCK");
-        Ok(env)
-    }
-
-    fn server_dir(&self) -> PathBuf {
-        self.state.join("linger/server")
-    }
-
     /// Starts lingerd in the foreground on one free port of every host address, accepting
     /// the fixture's client key, and points the linger client at that key; returns the
     /// port. The daemon is put in `slot` at once, so that it is killed even if it never
@@ -283,7 +216,7 @@ impl BenchEnv {
             .spawn()?;
         let daemon = slot.insert(Daemon {
             child,
-            sessions_dir: self.server_dir().join("sessions"),
+            sessions_dir: self.sessions_dir(),
         });
         let listening = self.server_dir().join("listening");
         let started = Instant::now();
@@ -306,12 +239,6 @@ impl BenchEnv {
         print_tail(&self.dir.path().join("lingerd.stderr"), 10);
         print_tail(&self.server_dir().join("lingerd.log"), 20);
         print_tail(&self.dir.path().join("sshd/sshd.log"), 10);
-    }
-
-    fn linger(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(&self.bins.linger);
-        cmd.args(args);
-        cmd
     }
 }
 
@@ -395,143 +322,63 @@ impl Bench<'_> {
         ])
     }
 
-    async fn run(&self) -> Result<Report, BoxError> {
-        let client = Client::open(ClientHome::at(&self.env.home))?;
-        let mut made: Vec<Entry> = Vec::new();
-        let result = self.measure(&client, &mut made).await;
-        step!("removing {} sessions", made.len());
-        let mut removal_error = None;
-        for entry in &made {
-            if let Err(e) = client.remove(entry).await {
-                removal_error.get_or_insert(e);
-            }
-        }
-        let report = result?;
-        if let Some(e) = removal_error {
-            return Err(format!("removing a session failed: {e}").into());
-        }
-        Ok(report)
-    }
-
     async fn measure(&self, client: &Client, made: &mut Vec<Entry>) -> Result<Report, BoxError> {
         let env = self.env;
         let ssh = &self.ssh;
-        step!("bench dir: {}", env.dir.path().display());
-        step!("lingerd:   {}", env.bins.lingerd.display());
-        step!("linger:    {}", env.bins.linger.display());
-        step!(
+        env.print_paths();
+        progress!(
             "ssh:       {} (sshd on port {})",
             ssh.command_line,
             ssh.port
         );
-        step!("pssh:      {}", self.pssh.display());
-        step!(
+        progress!("pssh:      {}", self.pssh.display());
+        progress!(
             "lingerd:   TLS on 127.0.0.1..127.0.0.{FAN_HOSTS} port {}",
             self.port
         );
 
         // Every host key, learnt one at a time before anything is timed (accept-new).
-        step!("learning the ssh host key of the {FAN_HOSTS} host addresses");
-        let hosts: Vec<Ssh> = (1..=FAN_HOSTS).map(|n| self.ssh_to(n)).collect();
-        off_runtime(move || {
-            for h in &hosts {
-                run_process(&mut h.command(&[], Some("true")))?;
-            }
-            Ok(())
-        })
-        .await?;
+        progress!("learning the ssh host key of the {FAN_HOSTS} host addresses");
+        learn_host_keys((1..=FAN_HOSTS).map(|n| self.ssh_to(n)).collect()).await?;
 
-        let (shell, shell_home) = login_shell();
-        step!(
-            "context: `{shell} -c true` as sshd starts it (HOME={shell_home}, SSH_CLIENT set) x{SHELL_RUNS}"
-        );
-        let login_shell_true = time_process(SHELL_WARMUP, SHELL_RUNS, || {
-            login_shell_command(&ssh.user, "true")
-        })
-        .await?;
-
-        step!("ssh cold: `ssh … true` x{SSH_COLD_RUNS} (after {SSH_COLD_WARMUP} warm-up)");
-        let ssh_cold = time_process(SSH_COLD_WARMUP, SSH_COLD_RUNS, || {
-            ssh.command(&[], Some("true"))
-        })
-        .await?;
-
-        step!("ssh ControlMaster: `ssh -S SOCK … true` x{SSH_MUX_RUNS}");
-        let ssh_mux = {
-            let master = Master::start(
-                ssh,
+        let login_shell_true = time_login_shell(&ssh.user, SHELL_WARMUP, SHELL_RUNS).await?;
+        let ssh_cold = ssh.time_cold(SSH_COLD_WARMUP, SSH_COLD_RUNS).await?;
+        let ssh_mux = ssh
+            .time_mux(
                 env.dir.path().join("cm/main"),
                 &env.dir.path().join("master.log"),
-            )?;
-            let samples =
-                time_process(SSH_MUX_WARMUP, SSH_MUX_RUNS, || master.client("true")).await?;
-            step!("stopping the ControlMaster (pid {:?})", master.pid);
-            drop(master);
-            samples
-        };
-
-        let computer = self.computer(1);
-        step!("first session on {computer} (TLS connection, key pinned, login, new session)");
-        let start = Instant::now();
-        let view = client
-            .new_session(
-                &computer,
-                &NewOptions {
-                    name: Some("bench".into()),
-                    ..NewOptions::default()
-                },
+                SSH_MUX_WARMUP,
+                SSH_MUX_RUNS,
             )
             .await?;
-        let first_new = Samples::one(start.elapsed());
-        let entry = view.entry.clone();
-        made.push(entry.clone());
 
-        step!("API over TLS: invoke `true` x{API_RUNS} (after {API_WARMUP} warm-up)");
+        let computer = self.computer(1);
+        progress!("first session on {computer} (TLS connection, key pinned, login, new session)");
+        let (entry, first_new) = time_first_session(client, &computer, made).await?;
+
+        progress!("API over TLS: invoke `true` x{API_RUNS} (after {API_WARMUP} warm-up)");
         let api = time_api(client, &entry, API_WARMUP, API_RUNS).await?;
 
-        step!(
+        progress!(
             "CLI over TLS: `linger invoke {} -- true` x{CLI_RUNS} (after {CLI_WARMUP} warm-up)",
             entry.name
         );
-        let cli = time_process(CLI_WARMUP, CLI_RUNS, || {
-            env.linger(&["invoke", &entry.name, "--", "true"])
-        })
-        .await?;
+        let cli = env
+            .time_cli_invoke(&entry.name, CLI_WARMUP, CLI_RUNS)
+            .await?;
 
-        step!("session creation over the open TLS connection x{CREATE_RUNS}");
-        let mut times = Vec::with_capacity(CREATE_RUNS);
-        let mut created = Vec::new();
-        for i in 0..CREATE_WARMUP + CREATE_RUNS {
-            let start = Instant::now();
-            let view = client
-                .new_session(&computer, &NewOptions::default())
-                .await?;
-            if i >= CREATE_WARMUP {
-                times.push(start.elapsed());
-            }
-            made.push(view.entry.clone());
-            created.push(view.entry);
-        }
-        let create = Samples::new(times);
-        // Removed now (untimed) so the rest does not share the machine with them.
-        step!("removing the {} created sessions", created.len());
-        for e in &created {
-            client.remove(e).await?;
-        }
-        made.retain(|m| !created.iter().any(|c| c.instance_id == m.instance_id));
+        progress!("session creation over the open TLS connection x{CREATE_RUNS}");
+        let create =
+            time_session_creation(client, &computer, CREATE_WARMUP, CREATE_RUNS, made).await?;
 
         let script = format!("head -c {THROUGHPUT_BYTES} /dev/zero");
-        step!("throughput: `{script}` through the API over TLS");
-        let start = Instant::now();
-        let bytes = common::invoke_drain(client, &entry, &script).await?;
-        let api_bytes_time = start.elapsed();
+        progress!("throughput: `{script}` through the API over TLS");
+        let (bytes, api_bytes_time) = time_drain(client, &entry, &script).await?;
         if bytes != THROUGHPUT_BYTES {
             return Err(format!("linger delivered {bytes} bytes of {THROUGHPUT_BYTES}").into());
         }
 
-        step!("throughput: `ssh … '{script}'` read by the benchmark");
-        let mut cmd = ssh.command(&[], Some(&script));
-        let (ssh_bytes, ssh_bytes_time) = off_runtime(move || read_all(&mut cmd)).await?;
+        let (ssh_bytes, ssh_bytes_time) = ssh.time_output(&script).await?;
         if ssh_bytes != THROUGHPUT_BYTES {
             return Err(format!("ssh delivered {ssh_bytes} bytes of {THROUGHPUT_BYTES}").into());
         }
@@ -561,10 +408,10 @@ impl Bench<'_> {
         let mut fans: Vec<FanOut> = Vec::new();
 
         for n in FAN_SIZES {
-            step!("fan-out {n}: `parallel-ssh -p {n} … true` x{FAN_PSSH_RUNS}");
+            progress!("fan-out {n}: `parallel-ssh -p {n} … true` x{FAN_PSSH_RUNS}");
             let pssh =
                 time_process(FAN_PSSH_WARMUP, FAN_PSSH_RUNS, || self.pssh_command(n)).await?;
-            step!("fan-out {n}: {n} concurrent `ssh … true` processes x{FAN_SSH_RUNS}");
+            progress!("fan-out {n}: {n} concurrent `ssh … true` processes x{FAN_SSH_RUNS}");
             let hosts: Vec<Ssh> = (1..=n).map(|i| self.ssh_to(i)).collect();
             let ssh_cold = time_concurrently(FAN_SSH_WARMUP, FAN_SSH_RUNS, move || {
                 hosts.iter().map(|h| h.command(&[], Some("true"))).collect()
@@ -581,7 +428,7 @@ impl Bench<'_> {
             });
         }
 
-        step!("fan-out: starting {FAN_HOSTS} ssh ControlMasters, one per host address");
+        progress!("fan-out: starting {FAN_HOSTS} ssh ControlMasters, one per host address");
         {
             let mut masters = Vec::with_capacity(FAN_HOSTS);
             for n in 1..=FAN_HOSTS {
@@ -595,7 +442,7 @@ impl Bench<'_> {
             let masters = std::sync::Arc::new(masters);
             for fan in fans.iter_mut() {
                 let n = fan.n;
-                step!(
+                progress!(
                     "fan-out {n}: `ssh -S SOCK … true` through {n} ControlMasters at once x{FAN_MUX_RUNS}"
                 );
                 let m = masters.clone();
@@ -604,7 +451,7 @@ impl Bench<'_> {
                 })
                 .await?;
             }
-            step!("fan-out: stopping the {FAN_HOSTS} ControlMasters");
+            progress!("fan-out: stopping the {FAN_HOSTS} ControlMasters");
             let masters = std::sync::Arc::into_inner(masters).expect("no other owner");
             off_runtime(move || {
                 drop(masters);
@@ -613,7 +460,7 @@ impl Bench<'_> {
             .await?;
         }
 
-        step!("fan-out: learning lingerd's key on the {FAN_HOSTS} host addresses");
+        progress!("fan-out: learning lingerd's key on the {FAN_HOSTS} host addresses");
         for n in 1..=FAN_HOSTS {
             // Opens the connection the API fan-out uses (and pins the key, accept-new).
             client.connect(&self.computer(n)).await?;
@@ -621,45 +468,21 @@ impl Bench<'_> {
 
         for fan in fans.iter_mut() {
             let n = fan.n;
-            step!(
+            progress!(
                 "fan-out {n}: `linger invoke --computer <{n} computers> --throttle {} -- true` x{FAN_CLI_RUNS}",
                 cli_throttle(n)
             );
             fan.cli = time_process(FAN_CLI_WARMUP, FAN_CLI_RUNS, || self.linger_fan_out(n)).await?;
         }
 
-        step!("fan-out: {FAN_HOSTS} sessions at once through the API, one per open connection");
+        progress!("fan-out: {FAN_HOSTS} sessions at once through the API, one per open connection");
         let computers: Vec<String> = (1..=FAN_HOSTS).map(|n| self.computer(n)).collect();
-        let start = Instant::now();
-        let news = computers.iter().enumerate().map(|(i, c)| async move {
-            let opts = NewOptions {
-                name: Some(format!("fan{:03}", i + 1)),
-                ..NewOptions::default()
-            };
-            client.new_session(c, &opts).await
-        });
-        let results = futures_util::future::join_all(news).await;
-        let api_new = Samples::one(start.elapsed());
-        let mut entries = Vec::with_capacity(FAN_HOSTS);
-        let mut first_error = None;
-        for r in results {
-            match r {
-                Ok(view) => {
-                    made.push(view.entry.clone());
-                    entries.push(view.entry);
-                }
-                Err(e) => {
-                    first_error.get_or_insert(e);
-                }
-            }
-        }
-        if let Some(e) = first_error {
-            return Err(format!("fan-out session creation: {e}").into());
-        }
+        let (entries, api_new) =
+            new_sessions_at_once(client, &computers, |i| format!("fan{:03}", i + 1), made).await?;
 
         for fan in fans.iter_mut() {
             let n = fan.n;
-            step!(
+            progress!(
                 "fan-out {n}: invoke `true` in {n} sessions at once through the API x{FAN_API_RUNS}"
             );
             fan.api = time_api_all(client, &entries[..n], FAN_API_WARMUP, FAN_API_RUNS).await?;
@@ -748,15 +571,15 @@ impl Report {
         }
         let api_gbps = gbps(THROUGHPUT_BYTES, self.api_bytes_time);
         let ssh_gbps = gbps(THROUGHPUT_BYTES, self.ssh_bytes_time);
-        println!(
-            "  {:<44}{}  = {api_gbps:.2} GB/s  (n=1)",
+        print_throughput(
             "1 GiB stdout, linger API over TLS:",
-            common::fmt_ms(self.api_bytes_time)
+            THROUGHPUT_BYTES,
+            self.api_bytes_time,
         );
-        println!(
-            "  {:<44}{}  = {ssh_gbps:.2} GB/s  (n=1)",
+        print_throughput(
             "1 GiB stdout, `ssh … head -c`:",
-            common::fmt_ms(self.ssh_bytes_time)
+            THROUGHPUT_BYTES,
+            self.ssh_bytes_time,
         );
         println!();
 

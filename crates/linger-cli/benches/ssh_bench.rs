@@ -26,17 +26,17 @@ mod common;
 mod sshd;
 
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{
-    gbps, invoke_all, invoke_drain, kill_session_hosts, login_shell, login_shell_command, ms,
-    off_runtime, print_stat, print_table, read_all, read_pid, release_binaries, run_concurrently,
-    run_process, terminate, throughput_row, time_api, time_process, time_row, time_row_target,
-    Binaries, BoxError, Master, Samples, Ssh, TABLE_HEADER,
+    block_on, exit_code, gbps, learn_host_keys, make_private_dirs, ms, new_sessions_at_once,
+    off_runtime, or_exit, print_stat, print_table, print_tail, print_throughput, release_binaries,
+    require_sshd, throughput_row, time_api, time_api_all, time_concurrently, time_drain,
+    time_first_session, time_login_shell, time_process, time_row, time_row_target,
+    time_session_creation, BenchEnv, Binaries, BoxError, Samples, Ssh, TABLE_HEADER,
 };
-use linger::{Client, ClientHome, Entry, NewOptions};
+use linger::{Client, Entry, NewOptions};
 use sshd::{ssh_command, user, Sshd};
 
 const SPAWN_WARMUP: usize = 10;
@@ -69,27 +69,13 @@ const TARGET_THROUGHPUT_RATIO: f64 = 3.0;
 
 fn main() {
     // `cargo bench` passes `--bench`; there are no options to read.
-    let bins = match release_binaries() {
-        Ok(b) => b,
-        Err(e) => {
-            eprintln!("ssh_bench: {e}");
-            std::process::exit(2);
-        }
-    };
-    if !Path::new(sshd::SSHD).is_file() {
-        eprintln!(
-            "ssh_bench: {} is missing: install Debian's openssh-server (bench/run.sh does)",
-            sshd::SSHD
-        );
-        std::process::exit(2);
-    }
-    let env = match BenchEnv::new(bins) {
-        Ok(e) => e,
-        Err(e) => {
-            eprintln!("ssh_bench: cannot prepare the temporary directory: {e}");
-            std::process::exit(1);
-        }
-    };
+    let bins = or_exit(release_binaries(), 2, "ssh_bench");
+    require_sshd("ssh_bench", sshd::SSHD);
+    let env = or_exit(
+        prepare(bins),
+        1,
+        "ssh_bench: cannot prepare the temporary directory",
+    );
     eprintln!("starting sshd on loopback");
     let server = Sshd::start(env.dir.path());
     let ssh = Ssh::new(ssh_command(&server), server.port, user());
@@ -107,24 +93,10 @@ fn main() {
             1
         }
         Ok(()) => {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("tokio runtime");
-            let result = runtime.block_on(run(&env, &ssh, &hosts));
-            // Connections (and the ssh processes they hold) go before the daemon does.
-            drop(runtime);
-            match result {
-                Ok(report) => {
-                    report.print();
-                    0
-                }
-                Err(e) => {
-                    eprintln!("ssh_bench: failed: {e}");
-                    env.print_log_tail();
-                    1
-                }
-            }
+            let result = block_on(env.measure_with_client(async |client, made| {
+                measure(&env, &ssh, &hosts, client, made).await
+            }));
+            exit_code("ssh_bench", result, Report::print, || env.print_log_tail())
         }
     };
     // Kills the daemon and any session host left, then deletes the directory; then sshd
@@ -136,55 +108,18 @@ fn main() {
 }
 
 /// The temporary world the benchmark runs in.
-struct BenchEnv {
-    dir: tempfile::TempDir,
-    runtime: PathBuf,
-    state: PathBuf,
-    config: PathBuf,
-    /// The linger client's home (LINGER_HOME), holding options.toml.
-    home: PathBuf,
-    bins: Binaries,
+fn prepare(bins: Binaries) -> std::io::Result<BenchEnv> {
+    let env = BenchEnv::new("lgs", bins)?;
+    make_private_dirs(&[&env.runtime, &env.state, &env.config, &env.home])?;
+    // The ssh processes (the client's and the benchmark's own) inherit these: nothing
+    // of the user's home or agent is used, and `localhost` finds the same daemon that
+    // the bridge starts.
+    env.export_vars();
+    env.isolate_ssh();
+    Ok(env)
 }
 
 impl BenchEnv {
-    fn new(bins: Binaries) -> std::io::Result<BenchEnv> {
-        // Short paths: session hosts and the ControlMaster put Unix sockets in here.
-        let dir = tempfile::Builder::new().prefix("lgs").tempdir()?;
-        let env = BenchEnv {
-            runtime: dir.path().join("run"),
-            state: dir.path().join("state"),
-            config: dir.path().join("config"),
-            home: dir.path().join("home"),
-            dir,
-            bins,
-        };
-        for d in [&env.runtime, &env.state, &env.config, &env.home] {
-            std::fs::create_dir_all(d)?;
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o700))?;
-        }
-        // The ssh processes (the client's and the benchmark's own) inherit these: nothing
-        // of the user's home or agent is used, and `localhost` finds the same daemon that
-        // the bridge starts.
-        for (k, v) in env.vars() {
-            std::env::set_var(k, v);
-        }
-        std::env::remove_var("SSH_AUTH_SOCK");
-        Ok(env)
-    }
-
-    /// The environment of a CLI process, as the tests' `World` sets it.
-    fn vars(&self) -> Vec<(&'static str, &Path)> {
-        vec![
-            ("XDG_RUNTIME_DIR", &self.runtime),
-            ("XDG_STATE_HOME", &self.state),
-            ("XDG_CONFIG_HOME", &self.config),
-            ("LINGER_HOME", &self.home),
-            ("LINGERD", &self.bins.lingerd),
-            ("HOME", self.dir.path()),
-        ]
-    }
-
     /// The client's options: the fixture's ssh flags, and a remote command that bridges to
     /// this benchmark's daemon (sshd gives the remote command a clean environment). The
     /// daemon's lingerd.toml lets it keep every session made here.
@@ -211,52 +146,16 @@ impl BenchEnv {
         )
     }
 
-    fn linger(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(&self.bins.linger);
-        cmd.env_remove("LINGER_HOME").envs(self.vars()).args(args);
-        cmd
-    }
-
-    fn pid_file(&self) -> PathBuf {
-        self.runtime.join("linger/lingerd.pid")
-    }
-
-    fn sessions_dir(&self) -> PathBuf {
-        self.state.join("linger/server/sessions")
-    }
-
     fn print_log_tail(&self) {
-        let log = self.state.join("linger/server/lingerd.log");
-        if let Ok(text) = std::fs::read_to_string(&log) {
-            let lines: Vec<&str> = text.lines().collect();
-            eprintln!("last lines of {}:", log.display());
-            for l in &lines[lines.len().saturating_sub(20)..] {
-                eprintln!("  {l}");
-            }
-        }
-        let sshd_log = self.dir.path().join("sshd/sshd.log");
-        if let Ok(text) = std::fs::read_to_string(&sshd_log) {
-            let lines: Vec<&str> = text.lines().collect();
-            eprintln!("last lines of {}:", sshd_log.display());
-            for l in &lines[lines.len().saturating_sub(10)..] {
-                eprintln!("  {l}");
-            }
-        }
-    }
-
-    /// Kills the daemon (by its pid file) and every session host (by meta.json) still
-    /// alive. Sessions should have been removed before.
-    fn cleanup(&self) {
-        if let Some(pid) = read_pid(&self.pid_file()) {
-            terminate(pid, "lingerd");
-        }
-        kill_session_hosts(&self.sessions_dir());
+        print_tail(&self.server_dir().join("lingerd.log"), 20);
+        print_tail(&self.dir.path().join("sshd/sshd.log"), 10);
     }
 }
 
+/// The client's bridge autostarted the daemon: nothing else stops it.
 impl Drop for BenchEnv {
     fn drop(&mut self) {
-        self.cleanup();
+        self.kill_daemon_and_hosts();
     }
 }
 
@@ -339,24 +238,6 @@ struct Report {
     fan: FanOut,
 }
 
-async fn run(env: &BenchEnv, ssh: &Ssh, hosts: &[Ssh]) -> Result<Report, BoxError> {
-    let client = Client::open(ClientHome::at(&env.home))?;
-    let mut made: Vec<Entry> = Vec::new();
-    let result = measure(env, ssh, hosts, &client, &mut made).await;
-    eprintln!("removing {} sessions", made.len());
-    let mut removal_error = None;
-    for entry in &made {
-        if let Err(e) = client.remove(entry).await {
-            removal_error.get_or_insert(e);
-        }
-    }
-    let report = result?;
-    if let Some(e) = removal_error {
-        return Err(format!("removing a session failed: {e}").into());
-    }
-    Ok(report)
-}
-
 async fn measure(
     env: &BenchEnv,
     ssh: &Ssh,
@@ -364,9 +245,7 @@ async fn measure(
     client: &Client,
     made: &mut Vec<Entry>,
 ) -> Result<Report, BoxError> {
-    eprintln!("bench dir: {}", env.dir.path().display());
-    eprintln!("lingerd:   {}", env.bins.lingerd.display());
-    eprintln!("linger:    {}", env.bins.linger.display());
+    env.print_paths();
     eprintln!(
         "ssh:       {} (sshd on 127.0.0.1:{})",
         ssh.command_line, ssh.port
@@ -380,33 +259,16 @@ async fn measure(
     })
     .await?;
 
-    let (shell, shell_home) = login_shell();
-    eprintln!(
-        "context: `{shell} -c true` as sshd starts it (HOME={shell_home}, SSH_CLIENT set) x{SPAWN_RUNS}"
-    );
-    let login_shell_true = time_process(SPAWN_WARMUP, SPAWN_RUNS, || {
-        login_shell_command(&ssh.user, "true")
-    })
-    .await?;
-
-    eprintln!("ssh cold: `ssh … true` x{SSH_COLD_RUNS} (after {SSH_COLD_WARMUP} warm-up)");
-    let ssh_cold = time_process(SSH_COLD_WARMUP, SSH_COLD_RUNS, || {
-        ssh.command(&[], Some("true"))
-    })
-    .await?;
-
-    eprintln!("ssh ControlMaster: `ssh -S SOCK … true` x{SSH_MUX_RUNS}");
-    let ssh_mux = {
-        let master = Master::start(
-            ssh,
+    let login_shell_true = time_login_shell(&ssh.user, SPAWN_WARMUP, SPAWN_RUNS).await?;
+    let ssh_cold = ssh.time_cold(SSH_COLD_WARMUP, SSH_COLD_RUNS).await?;
+    let ssh_mux = ssh
+        .time_mux(
             env.dir.path().join("cm"),
             &env.dir.path().join("master.log"),
-        )?;
-        let samples = time_process(SSH_MUX_WARMUP, SSH_MUX_RUNS, || master.client("true")).await?;
-        eprintln!("stopping the ControlMaster (pid {:?})", master.pid);
-        drop(master);
-        samples
-    };
+            SSH_MUX_WARMUP,
+            SSH_MUX_RUNS,
+        )
+        .await?;
 
     eprintln!("ssh channel: 1-byte ping-pong through `ssh … cat` x{PINGPONG_RUNS}");
     let ssh_pingpong = {
@@ -416,19 +278,7 @@ async fn measure(
 
     let computer = ssh.computer();
     eprintln!("first session on {computer} (ssh login, bridge, daemon start, handshake)");
-    let start = Instant::now();
-    let view = client
-        .new_session(
-            &computer,
-            &NewOptions {
-                name: Some("bench".into()),
-                ..NewOptions::default()
-            },
-        )
-        .await?;
-    let first_new = Samples::one(start.elapsed());
-    let entry = view.entry.clone();
-    made.push(entry.clone());
+    let (entry, first_new) = time_first_session(client, &computer, made).await?;
 
     eprintln!("API over ssh: invoke `true` x{API_RUNS} (after {API_WARMUP} warm-up)");
     let api = time_api(client, &entry, API_WARMUP, API_RUNS).await?;
@@ -445,52 +295,26 @@ async fn measure(
         "CLI over ssh: `linger invoke {} -- true` x{CLI_RUNS} (after {CLI_WARMUP} warm-up)",
         entry.name
     );
-    let cli = time_process(CLI_WARMUP, CLI_RUNS, || {
-        env.linger(&["invoke", &entry.name, "--", "true"])
-    })
-    .await?;
+    let cli = env
+        .time_cli_invoke(&entry.name, CLI_WARMUP, CLI_RUNS)
+        .await?;
 
     eprintln!("session creation over the open ssh connection x{CREATE_RUNS}");
-    let mut times = Vec::with_capacity(CREATE_RUNS);
-    let mut created = Vec::new();
-    for i in 0..CREATE_WARMUP + CREATE_RUNS {
-        let start = Instant::now();
-        let view = client
-            .new_session(&computer, &NewOptions::default())
-            .await?;
-        if i >= CREATE_WARMUP {
-            times.push(start.elapsed());
-        }
-        made.push(view.entry.clone());
-        created.push(view.entry);
-    }
-    let create = Samples::new(times);
-    // Removed now (untimed) so the throughput run does not share the machine with them.
-    eprintln!("removing the {} created sessions", created.len());
-    for e in &created {
-        client.remove(e).await?;
-    }
-    made.retain(|m| !created.iter().any(|c| c.instance_id == m.instance_id));
+    let create = time_session_creation(client, &computer, CREATE_WARMUP, CREATE_RUNS, made).await?;
 
     let script = format!("head -c {THROUGHPUT_BYTES} /dev/zero");
     eprintln!("throughput: `{script}` through the API over ssh");
-    let start = Instant::now();
-    let bytes = invoke_drain(client, &entry, &script).await?;
-    let api_bytes_time = start.elapsed();
+    let (bytes, api_bytes_time) = time_drain(client, &entry, &script).await?;
     assert_eq!(bytes, THROUGHPUT_BYTES, "bytes received through linger");
 
     eprintln!("throughput: `{script}` through the API, local socket to the same daemon");
-    let start = Instant::now();
-    let bytes = invoke_drain(client, &local_entry, &script).await?;
-    let local_bytes_time = start.elapsed();
+    let (bytes, local_bytes_time) = time_drain(client, &local_entry, &script).await?;
     assert_eq!(
         bytes, THROUGHPUT_BYTES,
         "bytes received through linger locally"
     );
 
-    eprintln!("throughput: `ssh … '{script}'` read by the benchmark");
-    let mut cmd = ssh.command(&[], Some(&script));
-    let (ssh_bytes, ssh_bytes_time) = off_runtime(move || read_all(&mut cmd)).await?;
+    let (ssh_bytes, ssh_bytes_time) = ssh.time_output(&script).await?;
     assert_eq!(ssh_bytes, THROUGHPUT_BYTES, "bytes read from ssh");
 
     let fan = fan_out(env, hosts, client, made).await?;
@@ -519,81 +343,30 @@ async fn fan_out(
     client: &Client,
     made: &mut Vec<Entry>,
 ) -> Result<FanOut, BoxError> {
-    // One at a time, untimed: each host's key goes into the shared known_hosts before any
-    // concurrent run.
     eprintln!("fan-out: learning the {FAN_OUT} host keys");
-    let fleet = hosts.to_vec();
-    off_runtime(move || {
-        for h in &fleet {
-            run_process(&mut h.command(&[], Some("true")))?;
-        }
-        Ok(())
-    })
-    .await?;
+    learn_host_keys(hosts.to_vec()).await?;
 
     eprintln!("fan-out: {FAN_OUT} concurrent `ssh … true` processes x{FAN_SSH_RUNS}");
     let fleet = hosts.to_vec();
-    let ssh_cold = off_runtime(move || {
-        let mut times = Vec::with_capacity(FAN_SSH_RUNS);
-        for i in 0..FAN_SSH_WARMUP + FAN_SSH_RUNS {
-            let cmds = fleet.iter().map(|h| h.command(&[], Some("true"))).collect();
-            let start = Instant::now();
-            run_concurrently(cmds)?;
-            if i >= FAN_SSH_WARMUP {
-                times.push(start.elapsed());
-            }
-        }
-        Ok(Samples::new(times))
+    let ssh_cold = time_concurrently(FAN_SSH_WARMUP, FAN_SSH_RUNS, move || {
+        fleet.iter().map(|h| h.command(&[], Some("true"))).collect()
     })
     .await?;
 
     eprintln!("fan-out: {FAN_OUT} sessions at once through the API, each a new ssh connection");
     let computers: Vec<String> = hosts.iter().map(Ssh::computer).collect();
-    let start = Instant::now();
-    let news = computers.iter().enumerate().map(|(i, c)| async move {
-        let opts = NewOptions {
-            name: Some(format!("fan{i:02}")),
-            ..NewOptions::default()
-        };
-        client.new_session(c, &opts).await
-    });
-    let results = futures_util::future::join_all(news).await;
-    let new_sessions = Samples::one(start.elapsed());
-    let mut entries = Vec::with_capacity(FAN_OUT);
-    let mut first_error = None;
-    for r in results {
-        match r {
-            Ok(view) => {
-                made.push(view.entry.clone());
-                entries.push(view.entry);
-            }
-            Err(e) => {
-                first_error.get_or_insert(e);
-            }
-        }
-    }
-    if let Some(e) = first_error {
-        return Err(format!("fan-out session creation: {e}").into());
-    }
+    let (entries, new_sessions) =
+        new_sessions_at_once(client, &computers, |i| format!("fan{i:02}"), made).await?;
 
     eprintln!(
         "fan-out: invoke `true` in the {FAN_OUT} sessions at once through the API x{FAN_API_RUNS}"
     );
-    let mut times = Vec::with_capacity(FAN_API_RUNS);
-    for i in 0..FAN_API_WARMUP + FAN_API_RUNS {
-        let start = Instant::now();
-        invoke_all(client, &entries).await?;
-        if i >= FAN_API_WARMUP {
-            times.push(start.elapsed());
-        }
-    }
-    let api = Samples::new(times);
+    let api = time_api_all(client, &entries, FAN_API_WARMUP, FAN_API_RUNS).await?;
 
     eprintln!("fan-out: `linger invoke 'fan*' -- true` x{FAN_CLI_RUNS}");
-    let cli = time_process(FAN_CLI_WARMUP, FAN_CLI_RUNS, || {
-        env.linger(&["invoke", "fan*", "--", "true"])
-    })
-    .await?;
+    let cli = env
+        .time_cli_invoke("fan*", FAN_CLI_WARMUP, FAN_CLI_RUNS)
+        .await?;
 
     Ok(FanOut {
         ssh_cold,
@@ -606,7 +379,6 @@ async fn fan_out(
 impl Report {
     fn print(&self) {
         let stat = print_stat;
-        let fmt_ms = common::fmt_ms;
         println!();
         println!(
             "linger over ssh vs OpenSSH (sshd on loopback; medians unless noted; \
@@ -650,21 +422,20 @@ impl Report {
         );
         let api_gbps = gbps(THROUGHPUT_BYTES, self.api_bytes_time);
         let ssh_gbps = gbps(THROUGHPUT_BYTES, self.ssh_bytes_time);
-        println!(
-            "  {:<44}{}  = {api_gbps:.2} GB/s  (n=1)",
+        print_throughput(
             "1 GiB stdout, linger API over ssh:",
-            fmt_ms(self.api_bytes_time)
+            THROUGHPUT_BYTES,
+            self.api_bytes_time,
         );
-        println!(
-            "  {:<44}{}  = {ssh_gbps:.2} GB/s  (n=1)",
+        print_throughput(
             "1 GiB stdout, `ssh … head -c`:",
-            fmt_ms(self.ssh_bytes_time)
+            THROUGHPUT_BYTES,
+            self.ssh_bytes_time,
         );
-        println!(
-            "  {:<44}{}  = {:.2} GB/s  (n=1)",
+        print_throughput(
             "1 GiB stdout, linger API local socket:",
-            fmt_ms(self.local_bytes_time),
-            gbps(THROUGHPUT_BYTES, self.local_bytes_time)
+            THROUGHPUT_BYTES,
+            self.local_bytes_time,
         );
         let api = ms(self.api.median());
         let local = ms(self.local_api.median());

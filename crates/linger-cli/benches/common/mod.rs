@@ -1,16 +1,22 @@
-//! What the benchmarks that compare linger with OpenSSH share: the release binaries, how
-//! they run `ssh` (and an ssh ControlMaster) against the tests' sshd fixture, timing of
-//! processes and of library calls, killing what they started by pid, and the printed
-//! statistics and ratio table. Each benchmark includes it with `mod common;`.
+//! What the benchmarks share: the release binaries and the temporary directory they run
+//! in, how they run `ssh` (and ssh ControlMasters) against the tests' sshd fixture, timing
+//! of processes and of library calls, the sessions they make and remove, killing what they
+//! started by pid, progress lines, and the printed statistics and tables. Each benchmark
+//! includes it with `mod common;`.
 
 #![allow(dead_code)]
 
+use std::fmt;
+use std::future::Future;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use linger::{Client, Entry, Event, InvokeOptions, StreamKind};
+use linger::{
+    Client, ClientHome, CommandStream, Entry, Event, InvokeOptions, NewOptions, StreamKind,
+};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
@@ -21,11 +27,83 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub const MANY_SESSIONS_TOML: &str =
     "[[configuration]]\nname = \"default\"\nmax_sessions_per_user = 1000\n";
 
-/// Seconds since the first call (a benchmark makes it first thing, then stamps its
-/// progress lines with it).
-pub fn since_start() -> f64 {
-    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-    START.get_or_init(Instant::now).elapsed().as_secs_f64()
+/// A progress line on stderr, as `eprintln!` formats it (see `print_progress`).
+macro_rules! progress {
+    ($($arg:tt)*) => {
+        $crate::common::print_progress(format_args!($($arg)*))
+    };
+}
+// Like the items under `dead_code`: not every benchmark prints through it.
+#[allow(unused_imports)]
+pub(crate) use progress;
+
+static PROGRESS_START: OnceLock<Instant> = OnceLock::new();
+
+/// From now on, progress lines carry the seconds since this call: for a benchmark long
+/// enough that one wants to see where its time goes.
+pub fn stamp_progress() {
+    PROGRESS_START.get_or_init(Instant::now);
+}
+
+/// Prints a progress line on stderr; stamped once `stamp_progress` was called. The shared
+/// helpers print through it, so that their lines look like the rest of each benchmark's.
+pub fn print_progress(line: fmt::Arguments) {
+    match PROGRESS_START.get() {
+        Some(start) => eprintln!("[{:>6.1}s] {line}", start.elapsed().as_secs_f64()),
+        None => eprintln!("{line}"),
+    }
+}
+
+/// The value, or the end of the benchmark: `CONTEXT: ERROR` on stderr and exit `code`.
+pub fn or_exit<T>(result: Result<T, impl fmt::Display>, code: i32, context: &str) -> T {
+    result.unwrap_or_else(|e| {
+        eprintln!("{context}: {e}");
+        std::process::exit(code)
+    })
+}
+
+/// Ends the benchmark (exit 2) unless the fixture's sshd, `sshd`, is installed.
+pub fn require_sshd(bench: &str, sshd: &str) {
+    if !Path::new(sshd).is_file() {
+        eprintln!(
+            "{bench}: {sshd} is missing: install Debian's openssh-server (bench/run.sh does)"
+        );
+        std::process::exit(2);
+    }
+}
+
+/// Runs a benchmark's measurements on a runtime of their own, gone before this returns:
+/// the connections and their tasks (and the ssh processes they hold) must go before the
+/// daemon does.
+pub fn block_on<T>(measurements: impl Future<Output = T>) -> T {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let result = runtime.block_on(measurements);
+    drop(runtime);
+    result
+}
+
+/// A benchmark's exit code: 0 once its report is printed, else 1 once its error, and the
+/// logs that may explain it, are.
+pub fn exit_code<R>(
+    bench: &str,
+    result: Result<R, BoxError>,
+    print_report: impl FnOnce(&R),
+    print_logs: impl FnOnce(),
+) -> i32 {
+    match result {
+        Ok(report) => {
+            print_report(&report);
+            0
+        }
+        Err(e) => {
+            eprintln!("{bench}: failed: {e}");
+            print_logs();
+            1
+        }
+    }
 }
 
 pub struct Binaries {
@@ -50,6 +128,151 @@ pub fn release_binaries() -> Result<Binaries, String> {
         }
     }
     Ok(bins)
+}
+
+/// The temporary world a benchmark runs in: its daemon's XDG directories and the client's
+/// home, in a fresh directory deleted when this is dropped. Each benchmark creates the
+/// directories it uses, adds methods of its own (an `impl BenchEnv` in its file), and
+/// decides whether dropping this stops its daemon (an `impl Drop`, where nothing else
+/// does).
+pub struct BenchEnv {
+    pub dir: tempfile::TempDir,
+    pub runtime: PathBuf,
+    pub state: PathBuf,
+    pub config: PathBuf,
+    /// The linger client's home (LINGER_HOME), holding options.toml and known_hosts.
+    pub home: PathBuf,
+    pub bins: Binaries,
+}
+
+impl BenchEnv {
+    /// `prefix` starts the directory's name: keep it short, since session hosts and ssh
+    /// ControlMasters put Unix sockets in there, whose paths have a small limit.
+    pub fn new(prefix: &str, bins: Binaries) -> std::io::Result<BenchEnv> {
+        let dir = tempfile::Builder::new().prefix(prefix).tempdir()?;
+        Ok(BenchEnv {
+            runtime: dir.path().join("run"),
+            state: dir.path().join("state"),
+            config: dir.path().join("config"),
+            home: dir.path().join("home"),
+            dir,
+            bins,
+        })
+    }
+
+    /// Where linger and lingerd look for their directories and for lingerd.
+    pub fn vars(&self) -> Vec<(&'static str, &Path)> {
+        vec![
+            ("XDG_RUNTIME_DIR", &self.runtime),
+            ("XDG_STATE_HOME", &self.state),
+            ("XDG_CONFIG_HOME", &self.config),
+            ("LINGER_HOME", &self.home),
+            ("LINGERD", &self.bins.lingerd),
+        ]
+    }
+
+    /// Puts `vars` in this process's environment, so that every process started from here
+    /// inherits them (a daemon autostarted by the client among them).
+    pub fn export_vars(&self) {
+        for (k, v) in self.vars() {
+            std::env::set_var(k, v);
+        }
+    }
+
+    /// Keeps ssh away from the user's own keys, known_hosts, configuration and agent.
+    pub fn isolate_ssh(&self) {
+        std::env::set_var("HOME", self.dir.path());
+        std::env::remove_var("SSH_AUTH_SOCK");
+    }
+
+    pub fn pid_file(&self) -> PathBuf {
+        self.runtime.join("linger/lingerd.pid")
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.runtime.join("linger/lingerd.sock")
+    }
+
+    pub fn server_dir(&self) -> PathBuf {
+        self.state.join("linger/server")
+    }
+
+    pub fn sessions_dir(&self) -> PathBuf {
+        self.server_dir().join("sessions")
+    }
+
+    /// A `linger` CLI process, its environment given explicitly so that it does not depend
+    /// on what this process's holds.
+    pub fn linger(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(&self.bins.linger);
+        cmd.envs(self.vars()).args(args);
+        cmd
+    }
+
+    /// Times `runs` `linger invoke NAME -- true` processes, after `warmup` untimed.
+    pub async fn time_cli_invoke(
+        &self,
+        name: &str,
+        warmup: usize,
+        runs: usize,
+    ) -> Result<Samples, BoxError> {
+        time_process(warmup, runs, || {
+            self.linger(&["invoke", name, "--", "true"])
+        })
+        .await
+    }
+
+    /// Prints the paths a reader of the numbers may want to check.
+    pub fn print_paths(&self) {
+        progress!("bench dir: {}", self.dir.path().display());
+        progress!("lingerd:   {}", self.bins.lingerd.display());
+        progress!("linger:    {}", self.bins.linger.display());
+    }
+
+    /// Kills the daemon (by its pid file) and every session host (by meta.json) still
+    /// alive: a daemon the client autostarted is stopped by nothing else. Sessions should
+    /// have been removed before.
+    pub fn kill_daemon_and_hosts(&self) {
+        if let Some(pid) = read_pid(&self.pid_file()) {
+            terminate(pid, "lingerd");
+        }
+        kill_session_hosts(&self.sessions_dir());
+    }
+
+    /// Opens a client on the benchmark's home and runs `measure` with it, which records in
+    /// its second argument every session it makes; then removes them all, also when
+    /// `measure` failed, so that none outlives the benchmark. The error returned is
+    /// `measure`'s, else the first removal's.
+    pub async fn measure_with_client<R>(
+        &self,
+        measure: impl AsyncFnOnce(&Client, &mut Vec<Entry>) -> Result<R, BoxError>,
+    ) -> Result<R, BoxError> {
+        let client = Client::open(ClientHome::at(&self.home))?;
+        let mut made: Vec<Entry> = Vec::new();
+        let result = measure(&client, &mut made).await;
+        progress!("removing {} sessions", made.len());
+        let mut removal_error = None;
+        for entry in &made {
+            if let Err(e) = client.remove(entry).await {
+                removal_error.get_or_insert(e);
+            }
+        }
+        let report = result?;
+        if let Some(e) = removal_error {
+            return Err(format!("removing a session failed: {e}").into());
+        }
+        Ok(report)
+    }
+}
+
+/// Creates each directory (and its parents), then makes it private to the user.
+pub fn make_private_dirs(dirs: &[&Path]) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    for d in dirs {
+        std::fs::create_dir_all(d)?;
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
 }
 
 /// How a benchmark runs `ssh` against the fixture: the flags the transport uses (the
@@ -115,6 +338,49 @@ impl Ssh {
     pub fn computer(&self) -> String {
         format!("ssh://{}@{}:{}", self.user, self.host, self.port)
     }
+
+    /// Times `runs` cold `ssh … true` processes (a login each), after `warmup` untimed.
+    pub async fn time_cold(&self, warmup: usize, runs: usize) -> Result<Samples, BoxError> {
+        progress!("ssh cold: `ssh … true` x{runs} (after {warmup} warm-up)");
+        time_process(warmup, runs, || self.command(&[], Some("true"))).await
+    }
+
+    /// Times `runs` `ssh -S SOCK … true` through a ControlMaster started for them on
+    /// `socket` (and stopped after), after `warmup` untimed.
+    pub async fn time_mux(
+        &self,
+        socket: PathBuf,
+        log: &Path,
+        warmup: usize,
+        runs: usize,
+    ) -> Result<Samples, BoxError> {
+        progress!("ssh ControlMaster: `ssh -S SOCK … true` x{runs}");
+        let master = Master::start(self, socket, log)?;
+        let samples = time_process(warmup, runs, || master.client("true")).await?;
+        progress!("stopping the ControlMaster (pid {:?})", master.pid);
+        drop(master);
+        Ok(samples)
+    }
+
+    /// Reads all that `ssh … SCRIPT` writes to its stdout: the byte count, and the time
+    /// from spawn to exit (its login included).
+    pub async fn time_output(&self, script: &str) -> Result<(u64, Duration), BoxError> {
+        progress!("throughput: `ssh … '{script}'` read by the benchmark");
+        let mut cmd = self.command(&[], Some(script));
+        off_runtime(move || read_all(&mut cmd)).await
+    }
+}
+
+/// `ssh … true` to each host, one at a time and untimed: every host key must be in
+/// known_hosts before concurrent logins, which would all try to add theirs at once.
+pub async fn learn_host_keys(hosts: Vec<Ssh>) -> Result<(), BoxError> {
+    off_runtime(move || {
+        for h in &hosts {
+            run_process(&mut h.command(&[], Some("true")))?;
+        }
+        Ok(())
+    })
+    .await
 }
 
 /// An ssh ControlMaster (`ssh -M -S SOCK -o ControlPersist=yes -fN`), stopped with
@@ -274,6 +540,16 @@ pub fn login_shell() -> (String, String) {
     }
 }
 
+/// Times the user's login shell running `true` as sshd runs a remote command: what its
+/// startup files add to every ssh command (linger's sessions skip them).
+pub async fn time_login_shell(user: &str, warmup: usize, runs: usize) -> Result<Samples, BoxError> {
+    let (shell, shell_home) = login_shell();
+    progress!(
+        "context: `{shell} -c true` as sshd starts it (HOME={shell_home}, SSH_CLIENT set) x{runs}"
+    );
+    time_process(warmup, runs, || login_shell_command(user, "true")).await
+}
+
 /// `SHELL -c SCRIPT` run locally as sshd runs a remote command: the user's login shell
 /// with sshd's environment (HOME, SSH_CLIENT: bash then reads ~/.bashrc).
 pub fn login_shell_command(user: &str, script: &str) -> Command {
@@ -329,6 +605,12 @@ impl Samples {
     pub fn p99(&self) -> Duration {
         self.quantile(0.99)
     }
+    pub fn min(&self) -> Duration {
+        self.0[0]
+    }
+    pub fn max(&self) -> Duration {
+        self.0[self.0.len() - 1]
+    }
 }
 
 pub fn ms(d: Duration) -> f64 {
@@ -363,26 +645,53 @@ pub async fn off_runtime<T: Send + 'static>(
     tokio::task::spawn_blocking(work).await?
 }
 
-/// Times `runs` processes one after another, after `warmup` untimed ones.
-pub async fn time_process(
+/// Times `runs` rounds of `run` on what `prepare` made for each (untimed), after `warmup`
+/// untimed rounds.
+fn time_rounds<T>(
     warmup: usize,
     runs: usize,
-    make: impl FnMut() -> Command,
+    mut prepare: impl FnMut() -> T,
+    mut run: impl FnMut(T) -> Result<(), BoxError>,
 ) -> Result<Samples, BoxError> {
-    let cmds: Vec<Command> = std::iter::repeat_with(make).take(warmup + runs).collect();
-    off_runtime(move || time_commands(warmup, cmds)).await
-}
-
-fn time_commands(warmup: usize, cmds: Vec<Command>) -> Result<Samples, BoxError> {
-    let mut times = Vec::with_capacity(cmds.len().saturating_sub(warmup));
-    for (i, mut cmd) in cmds.into_iter().enumerate() {
+    let mut times = Vec::with_capacity(runs);
+    for i in 0..warmup + runs {
+        let work = prepare();
         let start = Instant::now();
-        run_process(&mut cmd)?;
+        run(work)?;
         if i >= warmup {
             times.push(start.elapsed());
         }
     }
     Ok(Samples::new(times))
+}
+
+/// Times `runs` processes one after another, after `warmup` untimed ones, on this thread:
+/// the runtime serves nothing meanwhile (see `time_process`).
+pub fn time_process_blocking(
+    warmup: usize,
+    runs: usize,
+    make: impl FnMut() -> Command,
+) -> Result<Samples, BoxError> {
+    time_rounds(warmup, runs, make, |mut cmd| run_process(&mut cmd))
+}
+
+/// The same off the runtime (see `off_runtime`). The commands are all made here first,
+/// since `make` may borrow what cannot go to another thread.
+pub async fn time_process(
+    warmup: usize,
+    runs: usize,
+    make: impl FnMut() -> Command,
+) -> Result<Samples, BoxError> {
+    let mut cmds = std::iter::repeat_with(make)
+        .take(warmup + runs)
+        .collect::<Vec<_>>()
+        .into_iter();
+    off_runtime(move || {
+        time_process_blocking(warmup, runs, || {
+            cmds.next().expect("a command made for every run")
+        })
+    })
+    .await
 }
 
 /// All of `cmds` started at once, then waited for; fails unless each exits 0.
@@ -420,20 +729,63 @@ pub async fn time_concurrently(
     runs: usize,
     make: impl FnMut() -> Vec<Command> + Send + 'static,
 ) -> Result<Samples, BoxError> {
-    let mut make = make;
-    off_runtime(move || {
-        let mut times = Vec::with_capacity(runs);
-        for i in 0..warmup + runs {
-            let cmds = make();
-            let start = Instant::now();
-            run_concurrently(cmds)?;
-            if i >= warmup {
-                times.push(start.elapsed());
+    off_runtime(move || time_rounds(warmup, runs, make, run_concurrently)).await
+}
+
+/// How far `drain` reads a command stream.
+pub enum DrainUntil {
+    /// The first `Finished`: an invoke's, whose stream holds one command.
+    FirstFinished,
+    /// The stream's end: a receive's, which may hold several commands.
+    End,
+}
+
+/// What `drain` read.
+pub struct Drained {
+    pub stdout: u64,
+    pub stderr: u64,
+    pub statuses: Vec<i32>,
+    /// Set (and nothing read after it) if the stream reported output dropped.
+    pub dropped: Option<u64>,
+}
+
+/// Reads a command stream, counting its output; its stderr goes on to ours, since it
+/// explains a failure.
+pub async fn drain(stream: &mut CommandStream, until: DrainUntil) -> Result<Drained, BoxError> {
+    let mut drained = Drained {
+        stdout: 0,
+        stderr: 0,
+        statuses: Vec::new(),
+        dropped: None,
+    };
+    while let Some(event) = stream.next().await? {
+        match event {
+            Event::Output {
+                stream: StreamKind::Stdout,
+                data,
+                ..
+            } => drained.stdout += data.len() as u64,
+            Event::Output {
+                stream: StreamKind::Stderr,
+                data,
+                ..
+            } => {
+                drained.stderr += data.len() as u64;
+                eprint!("{}", String::from_utf8_lossy(&data));
+            }
+            Event::Finished { status, .. } => {
+                drained.statuses.push(status);
+                if let DrainUntil::FirstFinished = until {
+                    break;
+                }
+            }
+            Event::Dropped { bytes } => {
+                drained.dropped = Some(bytes);
+                break;
             }
         }
-        Ok(Samples::new(times))
-    })
-    .await
+    }
+    Ok(drained)
 }
 
 /// Runs `script` in the session and waits for it to finish; returns the stdout byte count.
@@ -441,31 +793,15 @@ pub async fn invoke_drain(client: &Client, entry: &Entry, script: &str) -> Resul
     let mut stream = client
         .invoke(entry, script, &InvokeOptions::default())
         .await?;
-    let mut stdout = 0u64;
-    while let Some(event) = stream.next().await? {
-        match event {
-            Event::Output {
-                stream: StreamKind::Stdout,
-                data,
-                ..
-            } => stdout += data.len() as u64,
-            Event::Output {
-                stream: StreamKind::Stderr,
-                data,
-                ..
-            } => eprint!("{}", String::from_utf8_lossy(&data)),
-            Event::Finished { status, .. } => {
-                if status != 0 {
-                    return Err(format!("`{script}` exited with status {status}").into());
-                }
-                return Ok(stdout);
-            }
-            Event::Dropped { bytes } => {
-                return Err(format!("`{script}`: {bytes} bytes dropped under block").into())
-            }
-        }
+    let drained = drain(&mut stream, DrainUntil::FirstFinished).await?;
+    if let Some(bytes) = drained.dropped {
+        return Err(format!("`{script}`: {bytes} bytes dropped under block").into());
     }
-    Err(format!("`{script}`: the stream ended without Finished").into())
+    match drained.statuses[..] {
+        [] => Err(format!("`{script}`: the stream ended without Finished").into()),
+        [0] => Ok(drained.stdout),
+        [status, ..] => Err(format!("`{script}` exited with status {status}").into()),
+    }
 }
 
 /// `invoke_drain` of `true` in each session, all at once.
@@ -477,6 +813,23 @@ pub async fn invoke_all(client: &Client, entries: &[Entry]) -> Result<(), BoxErr
     Ok(())
 }
 
+/// Times `runs` awaits of `call()`, one after another, after `warmup` untimed ones.
+pub async fn time_calls<F: Future<Output = Result<(), BoxError>>>(
+    warmup: usize,
+    runs: usize,
+    mut call: impl FnMut() -> F,
+) -> Result<Samples, BoxError> {
+    let mut times = Vec::with_capacity(runs);
+    for i in 0..warmup + runs {
+        let start = Instant::now();
+        call().await?;
+        if i >= warmup {
+            times.push(start.elapsed());
+        }
+    }
+    Ok(Samples::new(times))
+}
+
 /// `runs` invokes of `true` in one session, one after another, after `warmup` untimed ones.
 pub async fn time_api(
     client: &Client,
@@ -484,15 +837,11 @@ pub async fn time_api(
     warmup: usize,
     runs: usize,
 ) -> Result<Samples, BoxError> {
-    let mut times = Vec::with_capacity(runs);
-    for i in 0..warmup + runs {
-        let start = Instant::now();
+    time_calls(warmup, runs, move || async move {
         invoke_drain(client, entry, "true").await?;
-        if i >= warmup {
-            times.push(start.elapsed());
-        }
-    }
-    Ok(Samples::new(times))
+        Ok(())
+    })
+    .await
 }
 
 /// `runs` rounds of `invoke_all` (`true` in every session at once), after `warmup`.
@@ -502,35 +851,137 @@ pub async fn time_api_all(
     warmup: usize,
     runs: usize,
 ) -> Result<Samples, BoxError> {
+    time_calls(warmup, runs, || invoke_all(client, entries)).await
+}
+
+/// `invoke_drain` of `script`, timed from the call until its status came.
+pub async fn time_drain(
+    client: &Client,
+    entry: &Entry,
+    script: &str,
+) -> Result<(u64, Duration), BoxError> {
+    let start = Instant::now();
+    let bytes = invoke_drain(client, entry, script).await?;
+    Ok((bytes, start.elapsed()))
+}
+
+/// The session the measurements use, named `bench`, made on `computer` and recorded in
+/// `made`; timed, since the first session on a computer includes reaching it.
+pub async fn time_first_session(
+    client: &Client,
+    computer: &str,
+    made: &mut Vec<Entry>,
+) -> Result<(Entry, Samples), BoxError> {
+    let start = Instant::now();
+    let view = client
+        .new_session(
+            computer,
+            &NewOptions {
+                name: Some("bench".into()),
+                ..NewOptions::default()
+            },
+        )
+        .await?;
+    let time = Samples::one(start.elapsed());
+    made.push(view.entry.clone());
+    Ok((view.entry, time))
+}
+
+/// Times `runs` sessions made on `computer` one after another, after `warmup` untimed
+/// ones, recorded in `made` until removed: all are removed after, untimed, so that what is
+/// measured next does not share the machine with them.
+pub async fn time_session_creation(
+    client: &Client,
+    computer: &str,
+    warmup: usize,
+    runs: usize,
+    made: &mut Vec<Entry>,
+) -> Result<Samples, BoxError> {
     let mut times = Vec::with_capacity(runs);
+    let mut created = Vec::new();
     for i in 0..warmup + runs {
         let start = Instant::now();
-        invoke_all(client, entries).await?;
+        let view = client.new_session(computer, &NewOptions::default()).await?;
         if i >= warmup {
             times.push(start.elapsed());
         }
+        made.push(view.entry.clone());
+        created.push(view.entry);
     }
+    progress!("removing the {} created sessions", created.len());
+    for e in &created {
+        client.remove(e).await?;
+    }
+    made.retain(|m| !created.iter().any(|c| c.instance_id == m.instance_id));
     Ok(Samples::new(times))
 }
 
+/// One session on each of `computers`, all asked for at once, the i-th named `name(i)`;
+/// returns them (also recorded in `made`) and the time until the last answered. Fails,
+/// once all have answered, if any session was not made.
+pub async fn new_sessions_at_once(
+    client: &Client,
+    computers: &[String],
+    name: impl Fn(usize) -> String,
+    made: &mut Vec<Entry>,
+) -> Result<(Vec<Entry>, Samples), BoxError> {
+    let name = &name;
+    let start = Instant::now();
+    let news = computers.iter().enumerate().map(|(i, c)| async move {
+        let opts = NewOptions {
+            name: Some(name(i)),
+            ..NewOptions::default()
+        };
+        client.new_session(c, &opts).await
+    });
+    let results = futures_util::future::join_all(news).await;
+    let time = Samples::one(start.elapsed());
+    let mut entries = Vec::with_capacity(computers.len());
+    let mut first_error = None;
+    for r in results {
+        match r {
+            Ok(view) => {
+                made.push(view.entry.clone());
+                entries.push(view.entry);
+            }
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    if let Some(e) = first_error {
+        return Err(format!("fan-out session creation: {e}").into());
+    }
+    Ok((entries, time))
+}
+
+/// Reads `from` to its end through `buf`; returns the byte count.
+pub fn read_counting(from: &mut impl Read, buf: &mut [u8]) -> std::io::Result<u64> {
+    let mut total = 0u64;
+    loop {
+        match from.read(buf) {
+            Ok(0) => return Ok(total),
+            Ok(n) => total += n as u64,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// Reads everything a process writes to its stdout, 256 KiB at a time; returns the byte
-/// count and the time from spawn to its exit.
-pub fn read_all(cmd: &mut Command) -> Result<(u64, Duration), BoxError> {
+/// count, the time from spawn to its exit, and how it exited.
+pub fn read_stdout(cmd: &mut Command) -> Result<(u64, Duration, ExitStatus), BoxError> {
     let start = Instant::now();
     let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).spawn()?;
     let mut out = child.stdout.take().expect("piped stdout");
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut total = 0u64;
-    loop {
-        match out.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => total += n as u64,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
+    let total = read_counting(&mut out, &mut vec![0u8; 256 * 1024])?;
     let status = child.wait()?;
-    let elapsed = start.elapsed();
+    Ok((total, start.elapsed(), status))
+}
+
+/// `read_stdout`, failing unless the process exits 0.
+pub fn read_all(cmd: &mut Command) -> Result<(u64, Duration), BoxError> {
+    let (total, elapsed, status) = read_stdout(cmd)?;
     if !status.success() {
         return Err(format!("{cmd:?} exited with {status}").into());
     }
@@ -553,6 +1004,15 @@ pub fn print_stat(name: &str, s: &Samples) {
             s.0.len()
         );
     }
+}
+
+/// One line for a single timed transfer of `bytes`: its time and rate.
+pub fn print_throughput(name: &str, bytes: u64, time: Duration) {
+    println!(
+        "  {name:<44}{}  = {:.2} GB/s  (n=1)",
+        fmt_ms(time),
+        gbps(bytes, time)
+    );
 }
 
 /// The ratio table's columns.
