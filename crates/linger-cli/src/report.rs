@@ -50,17 +50,55 @@ impl std::fmt::Display for SomeFailed {
 
 impl std::error::Error for SomeFailed {}
 
-/// The error ending a fan-out whose `failed` computers (of `total`) failed, the first with
-/// `first`.
-pub fn some_failed(failed: &[String], total: usize, first: &anyhow::Error) -> anyhow::Error {
-    anyhow::Error::new(SomeFailed {
-        message: format!(
-            "{} of {total} computers failed: {}",
-            failed.len(),
-            failed.join(", ")
-        ),
-        kind: kind_of(first),
-    })
+/// The failures of a command run on several computers or sessions: each is reported on its
+/// own line as it is recorded, and together they end the command with one error of the first
+/// one's kind (`--json`: an error record, never a remote status). With one target, its error
+/// itself.
+pub struct Failures {
+    total: usize,
+    /// What the targets are, plural: "computers", "sessions".
+    what: &'static str,
+    failed: Vec<String>,
+    first: Option<anyhow::Error>,
+}
+
+impl Failures {
+    pub fn new(total: usize, what: &'static str) -> Failures {
+        Failures {
+            total,
+            what,
+            failed: Vec::new(),
+            first: None,
+        }
+    }
+
+    pub fn record(&mut self, label: &str, e: anyhow::Error) {
+        if self.total > 1 {
+            eprintln!("linger: error: [{label}] {}", line(&e));
+        }
+        self.failed.push(label.to_string());
+        self.first.get_or_insert(e);
+    }
+
+    /// Ok if nothing failed.
+    pub fn finish(self) -> anyhow::Result<()> {
+        let Some(first) = self.first else {
+            return Ok(());
+        };
+        if self.total == 1 {
+            return Err(first);
+        }
+        Err(anyhow::Error::new(SomeFailed {
+            message: format!(
+                "{} of {} {} failed: {}",
+                self.failed.len(),
+                self.total,
+                self.what,
+                self.failed.join(", ")
+            ),
+            kind: kind_of(&first),
+        }))
+    }
 }
 
 pub fn usage(message: impl Into<String>) -> anyhow::Error {

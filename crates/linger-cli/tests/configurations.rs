@@ -700,33 +700,23 @@ fn open_and_operation_timeouts() {
 /// killing what it started once the timeout has passed (the default would wait a minute).
 #[test]
 fn cancel_timeout_escalates_ctrl_c() {
-    use std::io::BufRead;
     let mut w = World::new();
     w.start_daemon();
     ok_as(&w, "homeA", &["new", "localhost", "--name", "c"]);
-    let mut child = w
-        .linger(&[
-            "--option",
-            "cancel_timeout=1s",
-            "invoke",
-            "c",
-            "--",
-            "trap '' INT; echo started; sleep 300; echo after",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("invoke");
-    let mut out = std::io::BufReader::new(child.stdout.take().expect("stdout"));
-    let mut line = String::new();
-    out.read_line(&mut line).expect("a line");
-    assert_eq!(line, "started\n");
-    common::kill(child.id() as i32, Signal::SIGINT);
+    let mut run = common::Running::start(w.linger(&[
+        "--option",
+        "cancel_timeout=1s",
+        "invoke",
+        "c",
+        "--",
+        "trap '' INT; echo started; sleep 300; echo after",
+    ]));
+    assert_eq!(run.line().as_deref(), Some("started\n"));
+    run.signal(Signal::SIGINT);
     eventually("the command to be killed after cancel_timeout", || {
-        child.try_wait().expect("wait").is_some()
+        run.exited()
     });
-    let mut rest = String::new();
-    out.read_to_string(&mut rest).expect("stdout");
+    let (_, rest, _) = run.finish();
     // The sleep was killed (long before its 300 s); the script, ignoring SIGINT, went on.
     assert_eq!(rest, "after\n");
     assert_eq!(

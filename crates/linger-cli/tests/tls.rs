@@ -369,48 +369,41 @@ fn keys_in_ssh_agent_are_offered_in_turn() {
     assert!(stderr(&o).contains("no SSH key"), "{}", stderr(&o));
 }
 
+/// A daemon with short heartbeats, reached through a fault-injecting proxy, and a session
+/// "far" that client homeA made through it.
+fn proxied_session(w: &mut World) -> FaultyProxy {
+    let (key, public) = w.keygen("k");
+    authorize_with(
+        w,
+        &[public],
+        "heartbeat_interval = \"200ms\"\nheartbeat_timeout = \"1500ms\"\n",
+    );
+    let direct = w.start_tls_daemon();
+    let proxy = FaultyProxy::start(direct.parse().expect("an address"));
+    w.use_key("homeA", &key);
+    common::ok_as(
+        w,
+        "homeA",
+        &["new", &proxy.addr.to_string(), "--name", "far"],
+    );
+    proxy
+}
+
 /// Robust sessions over a bad network: during one large stream, a proxy between client and
 /// server cuts the connection three times and blackholes it three times. The client notices
 /// (a cut at once, a blackhole by the heartbeat timeout), dials again, logs in again, and
 /// resumes from the last line it acknowledged: every line arrives once, in order.
 #[test]
 fn a_stream_survives_cuts_and_blackholes() {
-    use std::io::BufRead;
     let mut w = World::new();
-    let (key, public) = w.keygen("k");
-    authorize_with(
-        &w,
-        &[public],
-        "heartbeat_interval = \"200ms\"\nheartbeat_timeout = \"1500ms\"\n",
-    );
-    let direct = w.start_tls_daemon();
-    let proxy = FaultyProxy::start(direct.parse().expect("an address"));
-    let computer = proxy.addr.to_string();
-    w.use_key("homeA", &key);
-    common::ok_as(&w, "homeA", &["new", &computer, "--name", "far"]);
+    let proxy = proxied_session(&mut w);
 
     const LINES: u64 = 3_000_000;
     /// Lines read between the client's recovery from one fault and the next fault.
     const GAP: u64 = 50_000;
-    let mut child = w
-        .linger(&["invoke", "far", "--", &format!("seq 1 {LINES}")])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("invoke");
-    let mut out = std::io::BufReader::new(child.stdout.take().expect("stdout"));
-    let err_pipe = child.stderr.take().expect("stderr");
-    let err = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-    let collected = err.clone();
-    let err_reader = std::thread::spawn(move || {
-        for l in std::io::BufReader::new(err_pipe)
-            .lines()
-            .map_while(Result::ok)
-        {
-            collected.lock().expect("stderr").push_str(&(l + "\n"));
-        }
-    });
-    let recovered = || err.lock().expect("stderr").matches("reconnected").count();
+    let mut run =
+        common::Running::start(w.linger(&["invoke", "far", "--", &format!("seq 1 {LINES}")]));
+    let recovered = |run: &common::Running| run.stderr().matches("reconnected").count();
     // Cut, blackhole, cut… Each fault waits until the client has resumed after the
     // previous one: lines already on their way (kernel buffers hold megabytes on loopback)
     // keep arriving from a dead connection for a while, and a fault during the client's
@@ -419,19 +412,14 @@ fn a_stream_survives_cuts_and_blackholes() {
     let mut next = 0;
     let mut next_at = GAP;
     let mut expected = 1u64;
-    let mut line = String::new();
-    loop {
-        line.clear();
-        if out.read_line(&mut line).expect("read") == 0 {
-            break;
-        }
+    while let Some(line) = run.line() {
         let n: u64 = line
             .trim_end()
             .parse()
             .unwrap_or_else(|_| panic!("not a number: {line:?}"));
         assert_eq!(n, expected, "a line was lost or repeated");
         expected += 1;
-        if next < faults.len() && n >= next_at && recovered() == next {
+        if next < faults.len() && n >= next_at && recovered(&run) == next {
             if faults[next] {
                 proxy.cut();
             } else {
@@ -441,9 +429,7 @@ fn a_stream_survives_cuts_and_blackholes() {
             next_at = n + GAP;
         }
     }
-    let code = child.wait().expect("linger ends").code();
-    err_reader.join().expect("stderr reader");
-    let err = err.lock().expect("stderr").clone();
+    let (code, _, err) = run.finish();
     assert_eq!(code, Some(0), "{err}");
     assert_eq!(expected, LINES + 1, "the stream ended early; stderr: {err}");
     assert_eq!(next, faults.len());
@@ -457,51 +443,22 @@ fn a_stream_survives_cuts_and_blackholes() {
 /// Ctrl-C after the stream of an invoke resumed on a new connection still stops the command.
 #[test]
 fn ctrl_c_after_a_reconnect_stops_the_command() {
-    use std::io::{BufRead, Read};
     let mut w = World::new();
-    let (key, public) = w.keygen("k");
-    authorize_with(
-        &w,
-        &[public],
-        "heartbeat_interval = \"200ms\"\nheartbeat_timeout = \"1500ms\"\n",
-    );
-    let direct = w.start_tls_daemon();
-    let proxy = FaultyProxy::start(direct.parse().expect("an address"));
-    let computer = proxy.addr.to_string();
-    w.use_key("homeA", &key);
-    common::ok_as(&w, "homeA", &["new", &computer, "--name", "far"]);
+    let proxy = proxied_session(&mut w);
 
-    let mut child = w
-        .linger(&["invoke", "far", "--", "echo started; sleep 60; echo never"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("invoke");
-    let mut out = std::io::BufReader::new(child.stdout.take().expect("stdout"));
-    let mut line = String::new();
-    out.read_line(&mut line).expect("a line");
-    assert_eq!(line, "started\n");
-    let err = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-    let err_pipe = child.stderr.take().expect("stderr");
-    let collected = err.clone();
-    let reader = std::thread::spawn(move || {
-        for l in std::io::BufReader::new(err_pipe)
-            .lines()
-            .map_while(Result::ok)
-        {
-            collected.lock().expect("stderr").push_str(&(l + "\n"));
-        }
-    });
+    let mut run = common::Running::start(w.linger(&[
+        "invoke",
+        "far",
+        "--",
+        "echo started; sleep 60; echo never",
+    ]));
+    assert_eq!(run.line().as_deref(), Some("started\n"));
     proxy.cut();
     eventually("the client to reconnect", || {
-        err.lock().expect("stderr").contains("reconnected")
+        run.stderr().contains("reconnected")
     });
-    kill(child.id() as i32, nix::sys::signal::Signal::SIGINT);
-    let code = child.wait().expect("linger ends").code();
-    reader.join().expect("stderr reader");
-    let mut rest = String::new();
-    out.read_to_string(&mut rest).expect("stdout");
-    let err = err.lock().expect("stderr").clone();
+    run.signal(nix::sys::signal::Signal::SIGINT);
+    let (code, rest, err) = run.finish();
     assert_eq!(code, Some(130), "{err}");
     assert!(!rest.contains("never"), "{rest}");
     // The session is free again: the command really ended.

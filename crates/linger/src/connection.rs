@@ -401,13 +401,24 @@ impl Connection {
 
     fn receive_request(&self, request: Request, keep: bool) -> Result<CommandStream> {
         let (rid, rx) = self.start(request)?;
-        Ok(CommandStream {
+        Ok(self.stream(rid, rx, Until::Received, !keep))
+    }
+
+    /// A stream of request `rid`'s answers, acknowledging them if `ack`.
+    fn stream(
+        &self,
+        rid: u64,
+        rx: mpsc::UnboundedReceiver<ServerMsg>,
+        until: Until,
+        ack: bool,
+    ) -> CommandStream {
+        CommandStream {
             job_id: None,
             conn: self.clone(),
             rid,
             rx,
-            until: Until::Received,
-            ack: !keep,
+            until,
+            ack,
             summary: None,
             unacked_bytes: 0,
             last_seq: 0,
@@ -422,7 +433,7 @@ impl Connection {
             })),
             output_limit: None,
             received_bytes: 0,
-        })
+        }
     }
 
     /// Starts a command; its output arrives through the returned stream.
@@ -453,28 +464,10 @@ impl Connection {
             // Nothing more comes for it: the output waits on the server for a receive.
             lock(&self.shared.routes).remove(&rid);
         }
-        Ok(CommandStream {
-            done: detached,
-            job_id,
-            conn: self.clone(),
-            rid,
-            rx,
-            until: Until::Finished(command_id),
-            ack: true,
-            summary: None,
-            unacked_bytes: 0,
-            last_seq: 0,
-            resume: None,
-            resumed: false,
-            pending_finish: None,
-            on_notice: None,
-            cancel: Arc::new(Mutex::new(CancelTarget::Request {
-                conn: self.clone(),
-                rid,
-            })),
-            output_limit: None,
-            received_bytes: 0,
-        })
+        let mut stream = self.stream(rid, rx, Until::Finished(command_id), true);
+        stream.done = detached;
+        stream.job_id = job_id;
+        Ok(stream)
     }
 }
 

@@ -113,13 +113,14 @@ pub async fn serve<R, W>(
             }
         }
     };
+    let config = daemon.config();
     let welcome = ServerMsg::Welcome(Welcome {
         protocol_version: PROTOCOL_VERSION,
         server_version: env!("CARGO_PKG_VERSION").to_string(),
         computer_name: daemon.computer_name.clone(),
         principal: peer.principal.clone(),
-        heartbeat_interval_ms: daemon.config().server.heartbeat_interval.as_millis() as u64,
-        heartbeat_timeout_ms: daemon.config().server.heartbeat_timeout.as_millis() as u64,
+        heartbeat_interval_ms: config.server.heartbeat_interval.as_millis() as u64,
+        heartbeat_timeout_ms: config.server.heartbeat_timeout.as_millis() as u64,
     });
     if writer.write(&welcome).await.is_err() {
         return;

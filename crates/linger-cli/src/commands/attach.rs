@@ -36,23 +36,14 @@ where
     Fut: std::future::Future<Output = linger::Result<SessionView>>,
 {
     let mut views = Vec::new();
-    let mut first_error: Option<anyhow::Error> = None;
+    let mut failures = report::Failures::new(entries.len(), "sessions");
     for entry in entries {
         match op(entry).await {
             Ok(v) => views.push(v),
-            Err(e) => {
-                let e = anyhow::Error::new(e);
-                if entries.len() > 1 {
-                    eprintln!("linger: error: [{}] {}", entry.name, report::line(&e));
-                }
-                first_error.get_or_insert(e);
-            }
+            Err(e) => failures.record(&entry.name, anyhow::Error::new(e)),
         }
     }
     print_sessions(&views, json);
-    match first_error {
-        None => Ok(0),
-        Some(e) if entries.len() == 1 => Err(e),
-        Some(e) => Ok(report::kind_of(&e).exit_code()),
-    }
+    failures.finish()?;
+    Ok(0)
 }

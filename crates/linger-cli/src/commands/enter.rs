@@ -303,30 +303,17 @@ async fn run_batch(
     script: &str,
     opts: &InvokeOptions,
     out: &mut Out,
-    mut cancel: channel::Receiver<bool>,
+    cancel: channel::Receiver<bool>,
 ) -> Result<i32> {
-    let mut cmd = client.invoke(entry, script, opts).await?;
-    cmd.on_notice(|m| eprintln!("linger: {m}"));
-    let mut cancelled = *cancel.borrow();
-    if cancelled {
-        cmd.cancel()?;
-    }
+    let mut cmd = super::Interruptible::new(client.invoke(entry, script, opts).await?, cancel)?;
     loop {
-        tokio::select! {
-            event = cmd.next() => match event? {
-                Some(Event::Finished { status, .. }) => {
-                    out.fresh_line().await?;
-                    return Ok(status);
-                }
-                Some(event) => out.show(event).await?,
-                None => return Err(lost(entry)),
-            },
-            changed = cancel.changed(), if !cancelled => {
-                if changed.is_ok() && *cancel.borrow() {
-                    cancelled = true;
-                    cmd.cancel()?;
-                }
+        match cmd.next().await? {
+            Some(Event::Finished { status, .. }) => {
+                out.fresh_line().await?;
+                return Ok(status);
             }
+            Some(event) => out.show(event).await?,
+            None => return Err(lost(entry)),
         }
     }
 }

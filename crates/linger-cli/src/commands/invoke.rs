@@ -90,33 +90,26 @@ pub async fn run(client: &Client, args: InvokeArgs, json: bool) -> Result<i32> {
     // otherwise the first non-zero remote status is the exit code.
     let mut first_status: Option<i32> = None;
     let mut statuses = Vec::new();
-    let mut first_error: Option<&anyhow::Error> = None;
-    let mut unreached = Vec::new();
-    for (label, result) in &results {
+    let mut failures = report::Failures::new(results.len(), "targets");
+    let total = results.len();
+    for (label, result) in results {
         match result {
             Ok(0) => {}
             Ok(status) => {
-                first_status.get_or_insert(*status);
+                first_status.get_or_insert(status);
                 statuses.push(format!("[{label}] {status}"));
             }
-            Err(e) => {
-                eprintln!("linger: error: [{label}] {}", report::line(e));
-                first_error.get_or_insert(e);
-                unreached.push(label.clone());
-            }
+            Err(e) => failures.record(&label, e),
         }
     }
     if !statuses.is_empty() {
         eprintln!(
-            "linger: {} of {} targets exited non-zero: {}",
+            "linger: {} of {total} targets exited non-zero: {}",
             statuses.len(),
-            results.len(),
             statuses.join(", ")
         );
     }
-    if let Some(e) = first_error {
-        return Err(report::some_failed(&unreached, results.len(), e));
-    }
+    failures.finish()?;
     Ok(first_status.unwrap_or(0))
 }
 
@@ -130,9 +123,8 @@ async fn start_disconnected(
     new_opts: &NewOptions,
     json: bool,
 ) -> Result<i32> {
-    let several = targets.len() > 1;
     let mut entries = Vec::new();
-    let mut first_error: Option<anyhow::Error> = None;
+    let mut failures = report::Failures::new(targets.len(), "computers");
     for target in &targets {
         let Where::AdHoc(computer) = &target.place else {
             continue;
@@ -145,22 +137,13 @@ async fn start_disconnected(
         };
         match started.await {
             Ok(entry) => entries.push(entry),
-            Err(e) => {
-                let e = anyhow::Error::new(e);
-                if several {
-                    eprintln!("linger: error: [{}] {}", target.label, report::line(&e));
-                }
-                first_error.get_or_insert(e);
-            }
+            Err(e) => failures.record(&target.label, anyhow::Error::new(e)),
         }
     }
     let views: Vec<SessionView> = client.refresh(entries).await?;
     print_sessions(&views, json);
-    match first_error {
-        None => Ok(0),
-        Some(e) if !several => Err(e),
-        Some(e) => Ok(report::kind_of(&e).exit_code()),
-    }
+    failures.finish()?;
+    Ok(0)
 }
 
 /// `--as-job`: the command starts in each session and the CLI returns at once with the job
@@ -173,9 +156,8 @@ async fn start_jobs(
     new_opts: &NewOptions,
     json: bool,
 ) -> Result<i32> {
-    let several = targets.len() > 1;
     let mut jobs = Vec::new();
-    let mut first_error: Option<anyhow::Error> = None;
+    let mut failures = report::Failures::new(targets.len(), "targets");
     for target in &targets {
         let started = async {
             let entry = match &target.place {
@@ -196,22 +178,13 @@ async fn start_jobs(
                     .rev()
                     .find(|j| j.instance_id == entry.instance_id),
             ),
-            Err(e) => {
-                let e = anyhow::Error::new(e);
-                if several {
-                    eprintln!("linger: error: [{}] {}", target.label, report::line(&e));
-                }
-                first_error.get_or_insert(e);
-            }
+            Err(e) => failures.record(&target.label, anyhow::Error::new(e)),
         }
     }
     let views = client.refresh_jobs(jobs).await?;
     crate::output::print_jobs(&views, json);
-    match first_error {
-        None => Ok(0),
-        Some(e) if !several => Err(e),
-        Some(e) => Ok(report::kind_of(&e).exit_code()),
-    }
+    failures.finish()?;
+    Ok(0)
 }
 
 async fn read_script(args: &InvokeArgs) -> Result<String> {
@@ -311,33 +284,22 @@ async fn stream(
     script: &str,
     opts: &InvokeOptions,
     sink: &mut Sink,
-    mut cancel: watch::Receiver<bool>,
+    cancel: watch::Receiver<bool>,
 ) -> Result<i32> {
-    let mut cmd = client.invoke(entry, script, opts).await?;
-    cmd.on_notice(|m| eprintln!("linger: {m}"));
-    let mut cancelled = *cancel.borrow();
-    if cancelled {
-        cmd.cancel()?;
-    }
+    let mut cmd = super::Interruptible::new(client.invoke(entry, script, opts).await?, cancel)?;
     loop {
-        tokio::select! {
-            event = cmd.next() => match event? {
-                Some(Event::Output { stream, data, .. }) => sink.write(stream, &data).await?,
-                Some(Event::Dropped { bytes }) => sink.dropped(bytes).await?,
-                Some(Event::Finished { status, .. }) => {
-                    sink.finish().await?;
-                    return Ok(status);
-                }
-                None => {
-                    sink.finish().await?;
-                    anyhow::bail!(linger::Error::ConnectionLost { computer: entry.computer_name.clone() });
-                }
-            },
-            changed = cancel.changed(), if !cancelled => {
-                if changed.is_ok() && *cancel.borrow() {
-                    cancelled = true;
-                    cmd.cancel()?;
-                }
+        match cmd.next().await? {
+            Some(Event::Output { stream, data, .. }) => sink.write(stream, &data).await?,
+            Some(Event::Dropped { bytes }) => sink.dropped(bytes).await?,
+            Some(Event::Finished { status, .. }) => {
+                sink.finish().await?;
+                return Ok(status);
+            }
+            None => {
+                sink.finish().await?;
+                anyhow::bail!(linger::Error::ConnectionLost {
+                    computer: entry.computer_name.clone()
+                });
             }
         }
     }

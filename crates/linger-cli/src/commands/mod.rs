@@ -183,3 +183,44 @@ impl Filter {
             && self.instance_id.is_none_or(|g| e.instance_id == g)
     }
 }
+
+/// A command's stream followed while Ctrl-C may come: Ctrl-C (the watched flag turning
+/// true, also before the command started) cancels the command once, and the stream goes on
+/// to the command's end. Connection notices go to stderr.
+pub struct Interruptible {
+    cmd: linger::CommandStream,
+    cancel: tokio::sync::watch::Receiver<bool>,
+    cancelled: bool,
+}
+
+impl Interruptible {
+    pub fn new(
+        mut cmd: linger::CommandStream,
+        cancel: tokio::sync::watch::Receiver<bool>,
+    ) -> Result<Interruptible> {
+        cmd.on_notice(|m| eprintln!("linger: {m}"));
+        let cancelled = *cancel.borrow();
+        if cancelled {
+            cmd.cancel()?;
+        }
+        Ok(Interruptible {
+            cmd,
+            cancel,
+            cancelled,
+        })
+    }
+
+    pub async fn next(&mut self) -> Result<Option<linger::Event>> {
+        loop {
+            tokio::select! {
+                event = self.cmd.next() => return Ok(event?),
+                changed = self.cancel.changed(), if !self.cancelled => {
+                    if changed.is_ok() && *self.cancel.borrow() {
+                        self.cancelled = true;
+                        self.cmd.cancel()?;
+                    }
+                }
+            }
+        }
+    }
+}

@@ -33,25 +33,14 @@ pub async fn run(client: &Client, args: NewArgs, json: bool) -> Result<i32> {
     let results = futures_util::future::join_all(runs).await;
     progress.finish();
     let mut views = Vec::new();
-    let mut failures = Vec::new();
-    let mut first_error: Option<anyhow::Error> = None;
+    let mut failures = report::Failures::new(computers.len(), "computers");
     for (computer, result) in results {
         match result {
             Ok(v) => views.push(v),
-            Err(e) => {
-                let e = anyhow::Error::new(e);
-                if computers.len() > 1 {
-                    eprintln!("linger: error: [{computer}] {}", report::line(&e));
-                    failures.push(computer.clone());
-                }
-                first_error.get_or_insert(e);
-            }
+            Err(e) => failures.record(computer, anyhow::Error::new(e)),
         }
     }
     print_sessions(&views, json);
-    match first_error {
-        None => Ok(0),
-        Some(e) if computers.len() == 1 => Err(e),
-        Some(e) => Err(report::some_failed(&failures, computers.len(), &e)),
-    }
+    failures.finish()?;
+    Ok(0)
 }

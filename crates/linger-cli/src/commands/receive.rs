@@ -40,19 +40,20 @@ pub async fn run(client: &Client, args: ReceiveArgs, json: bool) -> Result<i32> 
         let (_, result) = results.into_iter().next().context("nothing to receive")?;
         return result;
     }
+    // Sessions that could not be received from make the command fail (with their kind);
+    // otherwise the first non-zero status delivered is the exit code.
     let mut first: Option<i32> = None;
-    for (entry, result) in &results {
-        let code = match result {
-            Ok(status) => *status,
-            Err(e) => {
-                eprintln!("linger: error: [{}] {}", entry.name, report::line(e));
-                report::kind_of(e).exit_code()
+    let mut failures = report::Failures::new(results.len(), "sessions");
+    for (entry, result) in results {
+        match result {
+            Ok(0) => {}
+            Ok(status) => {
+                first.get_or_insert(status);
             }
-        };
-        if code != 0 {
-            first.get_or_insert(code);
+            Err(e) => failures.record(&entry.name, e),
         }
     }
+    failures.finish()?;
     Ok(first.unwrap_or(0))
 }
 

@@ -328,6 +328,75 @@ pub fn waves_expected() -> String {
         .collect()
 }
 
+/// A `linger` running in the background: its stdout read line by line while a thread
+/// collects its stderr, so a test can wait for a notice (a reconnection) mid-stream.
+pub struct Running {
+    child: std::process::Child,
+    stdout: std::io::BufReader<std::process::ChildStdout>,
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Running {
+    /// Starts `cmd` with stdout and stderr piped.
+    pub fn start(mut cmd: Command) -> Running {
+        use std::io::BufRead;
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start linger");
+        let stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+        let pipe = child.stderr.take().expect("stderr");
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let collected = stderr.clone();
+        let reader = std::thread::spawn(move || {
+            for l in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
+                collected.lock().expect("stderr").push_str(&(l + "\n"));
+            }
+        });
+        Running {
+            child,
+            stdout,
+            stderr,
+            reader: Some(reader),
+        }
+    }
+
+    /// The next line of stdout, newline included; `None` at its end.
+    pub fn line(&mut self) -> Option<String> {
+        use std::io::BufRead;
+        let mut line = String::new();
+        (self.stdout.read_line(&mut line).expect("read stdout") > 0).then_some(line)
+    }
+
+    /// Its stderr so far.
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().expect("stderr").clone()
+    }
+
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        kill(self.child.id() as i32, sig);
+    }
+
+    /// Whether it has exited (without waiting).
+    pub fn exited(&mut self) -> bool {
+        self.child.try_wait().expect("wait").is_some()
+    }
+
+    /// Waits for its end: the exit code, the rest of stdout, and all of stderr.
+    pub fn finish(mut self) -> (Option<i32>, String, String) {
+        use std::io::Read;
+        let mut rest = String::new();
+        self.stdout.read_to_string(&mut rest).expect("read stdout");
+        let code = self.child.wait().expect("linger ends").code();
+        if let Some(reader) = self.reader.take() {
+            reader.join().expect("stderr reader");
+        }
+        (code, rest, self.stderr())
+    }
+}
+
 /// Checks that `got` is exactly what `WAVES` prints; otherwise says which lines were lost
 /// or repeated.
 pub fn assert_waves(got: &str, stderr: &str) {
