@@ -119,7 +119,7 @@ impl Job {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The launch's arguments for the bootstrap's `__linger_job`: where the FIFOs are.
+    /// The launch record's first argument: where the FIFOs are.
     pub fn prefix(&self) -> String {
         self.prefix.display().to_string()
     }

@@ -26,7 +26,6 @@ use linger_proto::host::HostSpec;
 use tokio::net::UnixListener;
 
 pub use log::{Entry, EntryKind, OutputLog};
-pub use shell::BOOTSTRAP;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HostError {

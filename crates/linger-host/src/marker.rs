@@ -1,4 +1,4 @@
-//! Finding the end-of-command markers the bootstrap writes into the shell's output pipes.
+//! Finding the end-of-command markers the shell's command loop writes into its output pipes.
 //!
 //! The marker is `\0\1LINGER:<nonce>:<status>\1\0` on stdout and `\0\1LINGER:<nonce>\1\0`
 //! on stderr. Output bytes before it belong to the command; the scanner passes everything

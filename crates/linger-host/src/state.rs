@@ -1,7 +1,6 @@
 //! The host's live state and the tasks that feed it: the two pipe readers, the reaper, and
 //! the command writer.
 
-use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -12,7 +11,7 @@ use linger_proto::types::{JobKind, JobState};
 use nix::sys::signal::{killpg, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::unix::pipe;
 use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
@@ -69,8 +68,8 @@ pub struct HostState {
     inner: Mutex<Inner>,
     /// Kept for the daemon, which may restart; only the buffering mode matters here.
     settings: Mutex<SessionSettings>,
-    commands: mpsc::UnboundedSender<Vec<u8>>,
-    commands_rx: Mutex<Option<mpsc::UnboundedReceiver<Vec<u8>>>>,
+    commands: mpsc::UnboundedSender<shell::Record>,
+    commands_rx: Mutex<Option<mpsc::UnboundedReceiver<shell::Record>>>,
     /// Bumped on every change the daemon should hear about (start, end, shell exit).
     pub changed: watch::Sender<u64>,
     /// Signalled when a background job's log has new entries.
@@ -179,14 +178,14 @@ impl HostState {
         self.bump();
     }
 
-    /// Makes background job `job_id` ready and returns the launch command's script and
-    /// arguments for the bootstrap.
+    /// Makes background job `job_id` ready and returns the launch record's arguments for
+    /// the shell's loop: the job's FIFO prefix, its script, then its own arguments.
     fn prepare_job(
         self: &Arc<Self>,
         job_id: Uuid,
         script: &str,
         args: &[String],
-    ) -> Result<(String, Vec<String>), String> {
+    ) -> Result<Vec<String>, String> {
         let me = Arc::downgrade(self);
         let on_change: Arc<dyn Fn() + Send + Sync> = Arc::new(move || {
             if let Some(me) = me.upgrade() {
@@ -207,7 +206,7 @@ impl HostState {
         let mut launch_args = vec![job.prefix(), script.to_string()];
         launch_args.extend(args.iter().cloned());
         self.lock().jobs.push(job);
-        Ok(("__linger_job \"$@\"".to_string(), launch_args))
+        Ok(launch_args)
     }
 
     pub fn settings(&self) -> SessionSettings {
@@ -234,7 +233,7 @@ impl HostState {
         args: &[String],
         kind: RunKind,
     ) -> Result<(), String> {
-        shell::encode_command(script, args)?;
+        shell::encode_record(shell::RecordKind::Command, script, args)?;
         {
             let g = self.lock();
             if let Some(why) = &g.shell_exited {
@@ -244,11 +243,13 @@ impl HostState {
                 return Err(format!("command {} is still running", r.id));
             }
         }
-        let (script, args) = match kind {
-            RunKind::LaunchJob { job_id } => self.prepare_job(job_id, script, args)?,
-            _ => (script.to_string(), args.to_vec()),
+        let bytes = match kind {
+            RunKind::LaunchJob { job_id } => {
+                let launch = self.prepare_job(job_id, script, args)?;
+                shell::encode_record(shell::RecordKind::Job, "", &launch)?
+            }
+            _ => shell::encode_record(shell::RecordKind::Command, script, args)?,
         };
-        let bytes = shell::encode_command(&script, &args)?;
         let mut g = self.lock();
         if kind == RunKind::Job {
             g.remote_jobs.push_back(RemoteJob {
@@ -272,7 +273,7 @@ impl HostState {
         g.current = id;
         drop(g);
         self.commands
-            .send(bytes)
+            .send(shell::Record { bytes, stdin: None })
             .map_err(|_| "the session's shell is not accepting commands".to_string())?;
         self.bump();
         Ok(())
@@ -445,16 +446,19 @@ async fn read_pipe(
     }
 }
 
-async fn write_commands(fd: OwnedFd, mut rx: mpsc::UnboundedReceiver<Vec<u8>>) {
-    let mut pipe = match pipe::Sender::from_owned_fd(fd) {
-        Ok(p) => p,
+async fn write_commands(
+    sock: std::os::unix::net::UnixStream,
+    mut rx: mpsc::UnboundedReceiver<shell::Record>,
+) {
+    let sock = match tokio::net::UnixStream::from_std(sock) {
+        Ok(s) => s,
         Err(e) => {
-            tracing::error!("cannot use the shell's command pipe: {e}");
+            tracing::error!("cannot use the shell's command socket: {e}");
             return;
         }
     };
-    while let Some(bytes) = rx.recv().await {
-        if let Err(e) = pipe.write_all(&bytes).await {
+    while let Some(record) = rx.recv().await {
+        if let Err(e) = shell::send_record(&sock, record).await {
             tracing::error!("writing a command to the shell failed: {e}");
             return;
         }

@@ -192,7 +192,7 @@ pub struct HostSpec {
     pub meta: HostMeta,
     /// The settings the session starts with.
     pub settings: SessionSettings,
-    /// The shell's argv; the bootstrap is appended as `-c SCRIPT linger`.
+    /// The shell's argv, as configured; the host adds nothing to it.
     pub shell: Vec<String>,
     /// The shell's whole environment.
     pub environment: Vec<(String, String)>,

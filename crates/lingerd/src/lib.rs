@@ -542,7 +542,7 @@ impl Daemon {
                 .map(|(k, v)| (k.clone(), v.clone())),
         );
         if let Some(startup) = &config.startup {
-            // The bootstrap sources it before the first command; what it prints goes to
+            // The shell's command loop runs it before the first command; what it prints goes to
             // startup.log in the session's directory.
             environment.push(("__LINGER_STARTUP".into(), startup.display().to_string()));
             environment.push((
