@@ -254,7 +254,7 @@ impl HostState {
         if kind == RunKind::Job {
             g.remote_jobs.push_back(RemoteJob {
                 id,
-                command: shown(&script),
+                command: shown(script),
                 started_at_ms: crate::jobs::now_ms(),
                 ended_at_ms: None,
                 status: None,
