@@ -400,17 +400,43 @@ async fn builtin_exit_and_exec_end_the_session_with_a_reason() {
             continue;
         };
         assert_eq!(got.0, want, "{script}: {got:?}");
-        let err = match client
-            .invoke(&s.entry, "echo no", &InvokeOptions::default())
-            .await
-        {
-            Ok(_) => panic!("{script}: the session still takes commands"),
-            Err(e) => e.to_string(),
-        };
+        // The daemon learns of the shell's end just after the command's status: a command
+        // sent in between is refused as "ended" (on its stream), and the reason follows.
+        let mut err = refusal(&client, &s.entry, script).await;
+        for _ in 0..50 {
+            if err.contains("closed") {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            err = refusal(&client, &s.entry, script).await;
+        }
         assert!(
             err.contains("closed") && err.contains(reason),
             "{script}: {err}"
         );
+    }
+}
+
+/// The error a command sent to an ended session gets, at its start or on its stream.
+async fn refusal(client: &linger::Client, entry: &linger::Entry, script: &str) -> String {
+    match client
+        .invoke(entry, "echo no", &InvokeOptions::default())
+        .await
+    {
+        Ok(mut cmd) => loop {
+            match cmd.next().await {
+                Ok(Some(Event::Output { data, .. })) => {
+                    panic!("{script}: the session still runs commands: {data:?}")
+                }
+                Ok(Some(Event::Finished { status, .. })) => {
+                    panic!("{script}: the session still runs commands (status {status})")
+                }
+                Ok(Some(Event::Dropped { .. })) => {}
+                Ok(None) => panic!("{script}: the stream ended without a reason"),
+                Err(e) => break e.to_string(),
+            }
+        },
+        Err(e) => e.to_string(),
     }
 }
 

@@ -233,7 +233,7 @@ impl HostState {
         args: &[String],
         kind: RunKind,
     ) -> Result<(), String> {
-        shell::encode_record(shell::RecordKind::Command, script, args)?;
+        shell::check_fields(script, args)?;
         {
             let g = self.lock();
             if let Some(why) = &g.shell_exited {

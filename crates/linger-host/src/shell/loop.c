@@ -49,8 +49,6 @@ struct builtin {
 #define BUILTIN_ENABLED 0x01
 #define BUILTIN_DELETED 0x02
 
-#define FORCE_EOF 1
-#define DISCARD 2
 #define EXITPROG 3
 #define ERREXIT 4
 #define EXITBLTIN 6
@@ -63,7 +61,7 @@ extern int last_command_exit_value, parse_and_execute_level, running_trap;
 extern int loop_level, continuing, breaking, funcnest;
 extern int executing_list, comsub_ignore_return, return_catch_flag, wait_intr_flag;
 extern volatile int interrupt_state;
-extern int subshell_environment, expand_aliases, line_number;
+extern int subshell_environment, expand_aliases;
 extern int read_but_dont_execute, funcnest_max, indirection_level;
 extern char *get_string_value(const char *);
 /* Only the leading fields are used: a variable's value is its ARRAY, which starts with its

@@ -173,14 +173,20 @@ pub enum RecordKind {
     Job,
 }
 
-/// One record for the loop: u32 length (LE), then the kind, the argument count, and each
-/// argument and the script as u32 length + bytes.
-pub fn encode_record(kind: RecordKind, script: &str, args: &[String]) -> Result<Vec<u8>, String> {
+/// Refuses what a shell cannot hold (bash strings end at NUL).
+pub fn check_fields(script: &str, args: &[String]) -> Result<(), String> {
     if script.contains('\0') || args.iter().any(|a| a.contains('\0')) {
         return Err(
             "the script or an argument contains a NUL byte, which a shell cannot hold".into(),
         );
     }
+    Ok(())
+}
+
+/// One record for the loop: u32 length (LE), then the kind, the argument count, and each
+/// argument and the script as u32 length + bytes.
+pub fn encode_record(kind: RecordKind, script: &str, args: &[String]) -> Result<Vec<u8>, String> {
+    check_fields(script, args)?;
     let len32 = |n: usize| {
         u32::try_from(n)
             .map_err(|_| "the script or its arguments are larger than 4 GiB".to_string())
@@ -252,6 +258,58 @@ mod tests {
         want.extend_from_slice(&4u32.to_le_bytes());
         want.extend_from_slice(b"echo");
         assert_eq!(r, want);
+    }
+
+    /// The stdin descriptor arrives with the record's first byte, as loop.c reads it.
+    #[tokio::test]
+    async fn a_record_carries_its_stdin_descriptor() {
+        use std::io::Read;
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        let sock = tokio::net::UnixStream::from_std(ours).unwrap();
+        let (pipe_r, pipe_w) = pipe2(OFlag::O_CLOEXEC).unwrap();
+        std::fs::File::from(pipe_w).write_all(b"forwarded").unwrap();
+        let bytes = encode_record(RecordKind::Command, &"x".repeat(300_000), &[]).unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut got = vec![0u8; 4];
+            let mut space = nix::cmsg_space!([RawFd; 1]);
+            let mut iov = [std::io::IoSliceMut::new(&mut got)];
+            let msg = nix::sys::socket::recvmsg::<()>(
+                theirs.as_raw_fd(),
+                &mut iov,
+                Some(&mut space),
+                MsgFlags::MSG_WAITALL,
+            )
+            .unwrap();
+            let fd = msg
+                .cmsgs()
+                .unwrap()
+                .find_map(|c| match c {
+                    nix::sys::socket::ControlMessageOwned::ScmRights(fds) => fds.first().copied(),
+                    _ => None,
+                })
+                .expect("a descriptor with the first bytes");
+            let mut rest = Vec::new();
+            (&theirs).read_to_end(&mut rest).unwrap();
+            // SAFETY: the descriptor was just received and nothing else owns it.
+            let mut stdin = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+            let mut text = String::new();
+            stdin.read_to_string(&mut text).unwrap();
+            (got.len() + rest.len(), text)
+        });
+        send_record(
+            &sock,
+            Record {
+                bytes: bytes.clone(),
+                stdin: Some(pipe_r),
+            },
+        )
+        .await
+        .unwrap();
+        drop(sock);
+        let (len, text) = reader.join().unwrap();
+        assert_eq!(len, bytes.len());
+        assert_eq!(text, "forwarded");
     }
 
     #[test]
