@@ -302,6 +302,10 @@ pub struct InvokeArgs {
     /// print the session table; `linger receive` gets the output later.
     #[arg(long)]
     pub in_disconnected_session: bool,
+    /// Give the command /dev/null as its standard input instead of forwarding this one's
+    /// (as `ssh -n`).
+    #[arg(short = 'n', long)]
+    pub no_stdin: bool,
     #[command(flatten)]
     pub session: SessionFlags,
     /// The script (words are joined with spaces); read from stdin when absent.

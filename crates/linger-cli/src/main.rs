@@ -7,6 +7,7 @@ mod output;
 mod progress;
 mod report;
 mod sink;
+mod stdin;
 
 use clap::Parser;
 

@@ -45,15 +45,7 @@ async fn random_binary_output_arrives_byte_for_byte() {
         .await
         .expect("new");
     let file = w.path("random.bin");
-    let mut data = vec![0u8; 48 << 20];
-    let mut state = 0x2545_f491_4f6c_dd1du64;
-    for chunk in data.chunks_mut(8) {
-        // xorshift64: fast, and every byte value appears, NULs and marker bytes included.
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        chunk.copy_from_slice(&state.to_le_bytes()[..chunk.len()]);
-    }
+    let data = common::random_bytes(48 << 20);
     std::fs::write(&file, &data).expect("write");
     let (out, err, status) = run(&client, &s.entry, &format!("cat '{}'", file.display())).await;
     assert_eq!(status, 0);

@@ -52,6 +52,20 @@ fn sessions_over_ssh() {
     );
     let o = w.run(&["invoke", "far", "--", "exit 5"]);
     assert_eq!(o.status.code(), Some(5));
+    // Standard input crosses the ssh transport too.
+    let data = common::random_bytes(8 << 20);
+    let mut child = w
+        .linger(&["invoke", "far", "--", "sha256sum"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("invoke");
+    let mut input = child.stdin.take().expect("stdin");
+    let feed =
+        std::thread::spawn(move || std::io::Write::write_all(&mut input, &data).map(|_| data));
+    let o = child.wait_with_output().expect("invoke ends");
+    let data = feed.join().expect("feeder").expect("input written");
+    assert_eq!(common::stdout(&o), common::sha256_line(&data));
 
     // The same session from another client, over ssh too: disconnect, connect, receive.
     let t = w.ok(&["disconnect", "far"]);

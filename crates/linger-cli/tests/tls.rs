@@ -467,3 +467,38 @@ fn ctrl_c_after_a_reconnect_stops_the_command() {
         "free\n"
     );
 }
+
+/// Forwarded input over a bad network: while a command reads 40 MiB of input, the proxy
+/// cuts the connection twice and blackholes it once. After each fault the client resumes
+/// and sends again what the host had not written: the command sees every byte once.
+#[test]
+fn input_survives_cuts_and_blackholes() {
+    use std::io::Write;
+    let mut w = World::new();
+    let proxy = proxied_session(&mut w);
+    let data = common::random_bytes(40 << 20);
+    let mut cmd = w.linger(&["invoke", "far", "--", "sha256sum"]);
+    cmd.stdin(Stdio::piped());
+    let mut run = common::Running::start(cmd);
+    let mut input = run.take_stdin();
+    let faults = [true, false, true];
+    let quarter = data.len() / 4;
+    for (i, part) in data.chunks(quarter).enumerate() {
+        input.write_all(part).expect("write input");
+        if let Some(&cut) = faults.get(i) {
+            if cut {
+                proxy.cut();
+            } else {
+                proxy.blackhole();
+            }
+            eventually("the client to resume", || {
+                run.stderr().matches("reconnected").count() == i + 1
+            });
+        }
+    }
+    drop(input);
+    let (code, out, err) = run.finish();
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out, common::sha256_line(&data), "{err}");
+    assert_eq!(err.matches("reconnected").count(), faults.len(), "{err}");
+}

@@ -108,6 +108,7 @@ pub fn corpus() -> Vec<Vec<u8>> {
             cancel_timeout_ms: 1,
             disconnected: false,
             kind: InvokeKind::Job,
+            stdin: true,
         }),
         Request::Connect(Connect {
             instance_id: id,
@@ -153,6 +154,13 @@ pub fn corpus() -> Vec<Vec<u8>> {
             request,
         }));
         input.extend(framed(&ClientMsg::Ack { rid: 1, seq: 9 }));
+        input.extend(framed(&ClientMsg::Stdin {
+            rid: rid as u64,
+            command_id: id,
+            offset: 0,
+            data: Bytes::from_static(b"input"),
+            eof: true,
+        }));
         input.extend(framed(&ClientMsg::Cancel { rid: 1 }));
         input.extend(framed(&ClientMsg::Ping { nonce: 3 }));
         out.push(input);
@@ -169,6 +177,19 @@ pub fn corpus() -> Vec<Vec<u8>> {
         script: "x".into(),
         args: vec![],
         kind: RunKind::LaunchJob { job_id: id },
+        stdin: false,
+    }));
+    out.push(framed(&DaemonToHost::Stdin {
+        command_id: id,
+        offset: 3,
+        data: Bytes::from_static(b"in"),
+        eof: false,
+    }));
+    out.push(framed(&ServerMsg::StdinAck {
+        rid: 1,
+        command_id: id,
+        written: 7,
+        closed: false,
     }));
     out.push(framed(&HostToDaemon::Dropped {
         channel: Some(id),

@@ -92,6 +92,7 @@ async fn connection(stream: UnixStream, state: Arc<HostState>) {
     // The same, for each background job's log.
     let mut job_cursors: HashMap<Uuid, u64> = HashMap::new();
     let mut changed = state.changed.subscribe();
+    let mut input_progress = state.input_progress.subscribe();
     let mut told_exit = false;
     let mut status_tick = tokio::time::interval(STATUS_EVERY);
     status_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -132,6 +133,14 @@ async fn connection(stream: UnixStream, state: Arc<HostState>) {
         tokio::select! {
             _ = appended => {}
             _ = jobs_appended => {}
+            Ok(()) = input_progress.changed() => {
+                let now = *input_progress.borrow_and_update();
+                if let Some(ack) = now.map(stdin_ack) {
+                    if writer.write(&ack).await.is_err() {
+                        return;
+                    }
+                }
+            }
             _ = status_tick.tick() => {
                 // Byte counts change with every chunk; the daemon hears them at this pace
                 // rather than per chunk.
@@ -171,14 +180,17 @@ async fn connection(stream: UnixStream, state: Arc<HostState>) {
                             return;
                         }
                     }
-                    DaemonToHost::Run { command_id, script, args, kind } => {
-                        let reply = match state.run(command_id, &script, &args, kind) {
+                    DaemonToHost::Run { command_id, script, args, kind, stdin } => {
+                        let reply = match state.run(command_id, &script, &args, kind, stdin) {
                             Ok(()) => HostToDaemon::Started { command_id },
                             Err(reason) => HostToDaemon::RunRefused { command_id, reason },
                         };
                         if writer.write(&reply).await.is_err() {
                             return;
                         }
+                    }
+                    DaemonToHost::Stdin { command_id, offset, data, eof } => {
+                        state.offer_input(command_id, offset, data, eof);
                     }
                     DaemonToHost::Interrupt { command_id, escalate_after_ms } => {
                         state.interrupt(command_id, Duration::from_millis(escalate_after_ms));
@@ -205,6 +217,14 @@ async fn connection(stream: UnixStream, state: Arc<HostState>) {
                         }
                         if writer.write(&HostToDaemon::Replaying { channel, from, last }).await.is_err() {
                             return;
+                        }
+                        // A new follower of the foreground resumes forwarded input from
+                        // what was written.
+                        let progress = state.running_input();
+                        if let (None, Some(ack)) = (channel, progress.map(stdin_ack)) {
+                            if writer.write(&ack).await.is_err() {
+                                return;
+                            }
                         }
                     }
                     DaemonToHost::Ack { channel: None, seq } => {
@@ -248,6 +268,14 @@ async fn connection(stream: UnixStream, state: Arc<HostState>) {
                 }
             }
         }
+    }
+}
+
+fn stdin_ack(p: crate::input::Progress) -> HostToDaemon {
+    HostToDaemon::StdinAck {
+        command_id: p.command_id,
+        written: p.written,
+        closed: p.closed,
     }
 }
 

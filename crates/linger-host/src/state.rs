@@ -16,6 +16,7 @@ use tokio::net::unix::pipe;
 use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
 
+use crate::input::{Input, ProgressTx};
 use crate::jobs::Job;
 use crate::log::{LogSettings, OutputLog};
 use crate::marker::{MarkerScanner, Piece};
@@ -59,6 +60,8 @@ struct Inner {
     /// (a background process it left behind).
     current: Uuid,
     shell_exited: Option<String>,
+    /// The running command's forwarded input, if it has one.
+    input: Option<Input>,
 }
 
 pub struct HostState {
@@ -74,6 +77,8 @@ pub struct HostState {
     pub changed: watch::Sender<u64>,
     /// Signalled when a background job's log has new entries.
     pub jobs_appended: Arc<tokio::sync::Notify>,
+    /// How far the forwarded input of the latest command that had one has got.
+    pub input_progress: ProgressTx,
     nonce: String,
 }
 
@@ -97,11 +102,13 @@ impl HostState {
                 jobs: Vec::new(),
                 current: Uuid::nil(),
                 shell_exited: None,
+                input: None,
             }),
             commands: tx,
             commands_rx: Mutex::new(Some(rx)),
             changed: watch::channel(0).0,
             jobs_appended: Arc::new(tokio::sync::Notify::new()),
+            input_progress: Arc::new(watch::channel(None).0),
             nonce: nonce.to_string(),
         }
     }
@@ -225,13 +232,15 @@ impl HostState {
         self.lock().shell_exited.clone()
     }
 
-    /// Starts a command, or says why not.
+    /// Starts a command, or says why not. With `stdin`, the command reads a pipe that
+    /// [`HostState::offer_input`] fills; otherwise `/dev/null`.
     pub fn run(
         self: &Arc<Self>,
         id: Uuid,
         script: &str,
         args: &[String],
         kind: RunKind,
+        stdin: bool,
     ) -> Result<(), String> {
         shell::check_fields(script, args)?;
         {
@@ -249,6 +258,15 @@ impl HostState {
                 shell::encode_record(shell::RecordKind::Job, "", &launch)?
             }
             _ => shell::encode_record(shell::RecordKind::Command, script, args)?,
+        };
+        // Only a plain command reads forwarded input: a job's requester has gone.
+        let (input, stdin) = match stdin && kind == RunKind::Plain {
+            true => {
+                let (input, read_end) = Input::open(id, self.input_progress.clone())
+                    .map_err(|e| format!("cannot make the command's input pipe: {e}"))?;
+                (Some(input), Some(read_end))
+            }
+            false => (None, None),
         };
         let mut g = self.lock();
         if kind == RunKind::Job {
@@ -271,9 +289,10 @@ impl HostState {
             stderr_end: false,
         });
         g.current = id;
+        g.input = input;
         drop(g);
         self.commands
-            .send(shell::Record { bytes, stdin: None })
+            .send(shell::Record { bytes, stdin })
             .map_err(|_| "the session's shell is not accepting commands".to_string())?;
         self.bump();
         Ok(())
@@ -320,6 +339,21 @@ impl HostState {
         procs::signal_all(&rest, Signal::SIGKILL);
     }
 
+    /// How far the running command's forwarded input has got, if it has one.
+    pub fn running_input(&self) -> Option<crate::input::Progress> {
+        let g = self.lock();
+        let running = g.input.as_ref()?.command_id();
+        (*self.input_progress.borrow()).filter(|p| p.command_id == running)
+    }
+
+    /// Forwarded input for command `id`: ignored unless it is running and reads some.
+    pub fn offer_input(&self, id: Uuid, offset: u64, data: Bytes, eof: bool) {
+        let mut g = self.lock();
+        if let Some(input) = g.input.as_mut().filter(|i| i.command_id() == id) {
+            input.offer(offset, data, eof);
+        }
+    }
+
     fn current(&self) -> Uuid {
         self.lock().current
     }
@@ -341,6 +375,7 @@ impl HostState {
             self.log.push_finished(r.id, status);
             let id = r.id;
             g.running = None;
+            g.input = None;
             record_end(&mut g, id, status);
             drop(g);
             self.bump();
@@ -353,6 +388,7 @@ impl HostState {
             self.log.push_finished(r.id, status);
             record_end(&mut g, r.id, status);
         }
+        g.input = None;
         g.shell_exited = Some(reason);
         drop(g);
         self.bump();

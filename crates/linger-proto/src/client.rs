@@ -1,5 +1,6 @@
 //! Messages a client sends to `lingerd`.
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -16,6 +17,17 @@ pub enum ClientMsg {
     Ack { rid: u64, seq: u64 },
     /// Stop the command started by request `rid` (Ctrl-C).
     Cancel { rid: u64 },
+    /// Standard input for `command_id`, which request `rid` follows: `data` is the input
+    /// from byte `offset` on; `eof` says the input ends after it. Sent only within the
+    /// window the last `StdinAck` opened (docs/PROTOCOL.md §12.1).
+    Stdin {
+        rid: u64,
+        command_id: Uuid,
+        offset: u64,
+        data: Bytes,
+        #[serde(default)]
+        eof: bool,
+    },
     /// Liveness; answered with `Pong`.
     Ping { nonce: u64 },
     /// Answer to `Challenge` (TLS only): prove possession of an SSH key.
@@ -148,6 +160,10 @@ pub struct Invoke {
     pub disconnected: bool,
     #[serde(default)]
     pub kind: InvokeKind,
+    /// The client forwards its standard input (`ClientMsg::Stdin`); otherwise the command
+    /// reads `/dev/null`. Ignored for `disconnected` and for kinds other than `Plain`.
+    #[serde(default)]
+    pub stdin: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]

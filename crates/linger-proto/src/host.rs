@@ -25,6 +25,17 @@ pub enum DaemonToHost {
         /// session's state while the shell goes on taking commands.
         #[serde(default)]
         kind: RunKind,
+        /// The command reads forwarded input (`Stdin`) from a pipe; otherwise `/dev/null`.
+        #[serde(default)]
+        stdin: bool,
+    },
+    /// Forwarded input of `command_id` from byte `offset` on (docs/PROTOCOL.md §12.1).
+    Stdin {
+        command_id: Uuid,
+        offset: u64,
+        data: Bytes,
+        #[serde(default)]
+        eof: bool,
     },
     /// Stop a background job: its processes get SIGTERM, then SIGKILL.
     StopJob {
@@ -69,6 +80,14 @@ pub enum HostToDaemon {
     },
     Started {
         command_id: Uuid,
+    },
+    /// How much of `command_id`'s forwarded input has been written to it (or discarded
+    /// once `closed`). Sent when a command with forwarded input starts, as writes progress,
+    /// and after each `Replay` of the foreground log while such a command runs.
+    StdinAck {
+        command_id: Uuid,
+        written: u64,
+        closed: bool,
     },
     RunRefused {
         command_id: Uuid,

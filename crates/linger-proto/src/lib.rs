@@ -10,6 +10,7 @@ pub mod auth;
 pub mod client;
 pub mod frame;
 pub mod host;
+pub mod input;
 pub mod local;
 pub mod server;
 pub mod text;

@@ -44,6 +44,16 @@ pub enum ServerMsg {
     Pong {
         nonce: u64,
     },
+    /// The session host has written (or, once `closed`, discarded) `written` bytes of
+    /// `command_id`'s forwarded input, which request `rid` follows: the sender may forget
+    /// them and send up to `written + STDIN_WINDOW`. `closed`: the command's input is
+    /// closed (end of input written, or nobody reads it any more); send nothing more.
+    StdinAck {
+        rid: u64,
+        command_id: Uuid,
+        written: u64,
+        closed: bool,
+    },
     /// TLS only, instead of `Welcome`: authenticate first. `nonce` has 32 bytes.
     Challenge {
         nonce: Bytes,

@@ -246,6 +246,9 @@ pub struct InvokeOptions {
     /// Run it as a job (`--as-job`): fail at once on a busy session, return at once, and
     /// keep the output on the server for `job receive`. The job joins the job table.
     pub as_job: bool,
+    /// Forward standard input: the stream's [`CommandStream::input`] feeds the command,
+    /// which otherwise reads `/dev/null` (as always with `disconnected` or `as_job`).
+    pub stdin: bool,
 }
 
 impl Default for InvokeOptions {
@@ -256,6 +259,7 @@ impl Default for InvokeOptions {
             cancel_timeout: DEFAULT_CANCEL_TIMEOUT,
             disconnected: false,
             as_job: false,
+            stdin: false,
         }
     }
 }
@@ -772,6 +776,7 @@ impl Client {
                 } else {
                     InvokeKind::Plain
                 },
+                stdin: opts.stdin,
             })
             .await;
         let mut stream = self.note_closed(entry, result)?;
@@ -806,6 +811,7 @@ impl Client {
                 cancel_timeout_ms: opts.cancel_timeout.as_millis() as u64,
                 disconnected: false,
                 kind: InvokeKind::BackgroundJob,
+                stdin: false,
             })
             .await;
         let stream = self.note_closed(entry, result)?;

@@ -19,6 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
+use crate::input::Input;
 
 /// After a broken connection, how long between attempts to dial again.
 const RETRY_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
@@ -36,10 +37,13 @@ fn humantime_short(d: std::time::Duration) -> String {
 const ACK_EVERY: usize = 128 * 1024;
 
 type Routes = Arc<Mutex<HashMap<u64, mpsc::UnboundedSender<ServerMsg>>>>;
+/// Forwarded inputs by the request that feeds them: `StdinAck`s go straight there, so a
+/// writer waiting for room never depends on someone reading the output.
+type Inputs = Arc<Mutex<HashMap<u64, Input>>>;
 
 /// A message for the writer task; `flushed` hears once it is on the wire.
-struct Outgoing {
-    msg: ClientMsg,
+pub(crate) struct Outgoing {
+    pub(crate) msg: ClientMsg,
     flushed: Option<oneshot::Sender<()>>,
 }
 
@@ -53,6 +57,7 @@ struct Shared {
     computer: String,
     out: mpsc::UnboundedSender<Outgoing>,
     routes: Routes,
+    inputs: Inputs,
     next_rid: AtomicU64,
     /// Why the connection ended, once it has.
     ended: Arc<Mutex<Option<Error>>>,
@@ -149,6 +154,7 @@ impl Connection {
             computer: computer.to_string(),
             out,
             routes: Arc::new(Mutex::new(HashMap::new())),
+            inputs: Arc::new(Mutex::new(HashMap::new())),
             next_rid: AtomicU64::new(1),
             ended: Arc::new(Mutex::new(None)),
             process: Mutex::new(None),
@@ -168,6 +174,7 @@ impl Connection {
         tokio::spawn(read_loop(
             reader,
             shared.routes.clone(),
+            shared.inputs.clone(),
             shared.ended.clone(),
             computer.to_string(),
             life,
@@ -203,19 +210,39 @@ impl Connection {
 
     /// Sends a request and returns the receiver of everything answering it.
     fn start(&self, request: Request) -> Result<(u64, mpsc::UnboundedReceiver<ServerMsg>)> {
+        self.start_feeding(request, None)
+    }
+
+    /// Like [`Connection::start`], with `input` fed by the request from now on.
+    fn start_feeding(
+        &self,
+        request: Request,
+        input: Option<&Input>,
+    ) -> Result<(u64, mpsc::UnboundedReceiver<ServerMsg>)> {
         let rid = self.shared.next_rid.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::unbounded_channel();
         lock(&self.shared.routes).insert(rid, tx);
+        if let Some(input) = input {
+            // Before the request goes out: its first acknowledgement may follow at once.
+            input.route(self.shared.out.clone(), rid);
+            lock(&self.shared.inputs).insert(rid, input.clone());
+        }
         if self
             .shared
             .out
             .send(ClientMsg::Request { rid, request }.into())
             .is_err()
         {
-            lock(&self.shared.routes).remove(&rid);
+            self.forget(rid);
             return Err(self.lost());
         }
         Ok((rid, rx))
+    }
+
+    /// Nothing more is routed to request `rid`.
+    fn forget(&self, rid: u64) {
+        lock(&self.shared.routes).remove(&rid);
+        lock(&self.shared.inputs).remove(&rid);
     }
 
     /// Limits how long a request may wait for its answer (option `operation_timeout`);
@@ -414,6 +441,7 @@ impl Connection {
     ) -> CommandStream {
         CommandStream {
             job_id: None,
+            input: None,
             conn: self.clone(),
             rid,
             rx,
@@ -436,11 +464,14 @@ impl Connection {
         }
     }
 
-    /// Starts a command; its output arrives through the returned stream.
-    pub async fn invoke(&self, req: Invoke) -> Result<CommandStream> {
+    /// Starts a command; its output arrives through the returned stream, and with
+    /// `req.stdin` its input goes through [`CommandStream::input`].
+    pub async fn invoke(&self, mut req: Invoke) -> Result<CommandStream> {
         // Nothing more comes for these: the output waits on the server.
         let detached = req.disconnected || req.kind == InvokeKind::Job;
-        let (rid, mut rx) = self.start(Request::Invoke(req))?;
+        req.stdin &= !req.disconnected && req.kind == InvokeKind::Plain;
+        let input = req.stdin.then(Input::new);
+        let (rid, mut rx) = self.start_feeding(Request::Invoke(req), input.as_ref())?;
         let first = rx.recv().await;
         let (command_id, job_id) = match first {
             Some(ServerMsg::Reply {
@@ -448,25 +479,26 @@ impl Connection {
                 ..
             }) => (command_id, job_id),
             Some(ServerMsg::Error { error, .. }) => {
-                lock(&self.shared.routes).remove(&rid);
+                self.forget(rid);
                 return Err(Error::Server(error));
             }
             Some(_) => {
-                lock(&self.shared.routes).remove(&rid);
+                self.forget(rid);
                 return Err(self.unexpected());
             }
             None => {
-                lock(&self.shared.routes).remove(&rid);
+                self.forget(rid);
                 return Err(self.lost());
             }
         };
         if detached {
             // Nothing more comes for it: the output waits on the server for a receive.
-            lock(&self.shared.routes).remove(&rid);
+            self.forget(rid);
         }
         let mut stream = self.stream(rid, rx, Until::Finished(command_id), true);
         stream.done = detached;
         stream.job_id = job_id;
+        stream.input = input;
         Ok(stream)
     }
 }
@@ -545,6 +577,7 @@ async fn heartbeat(
 async fn read_loop<R: AsyncRead + Unpin>(
     mut reader: FrameReader<R>,
     routes: Routes,
+    inputs: Inputs,
     ended: Arc<Mutex<Option<Error>>>,
     computer: String,
     life: Arc<Life>,
@@ -564,8 +597,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
             }
         };
         let rid = match &msg {
-            ServerMsg::Reply { rid, .. }
-            | ServerMsg::Error { rid, .. }
+            ServerMsg::Error { rid, .. }
             | ServerMsg::Output { rid, .. }
             | ServerMsg::Dropped { rid, .. }
             | ServerMsg::Finished { rid, .. } => *rid,
@@ -576,6 +608,30 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 });
                 break;
             }
+            ServerMsg::StdinAck {
+                rid,
+                command_id,
+                written,
+                closed,
+            } => {
+                let input = lock(&inputs).get(rid).cloned();
+                if let Some(input) = input {
+                    input.acked(*command_id, *written, *closed);
+                }
+                continue;
+            }
+            ServerMsg::Reply {
+                rid,
+                reply: Reply::Started { command_id, .. },
+            } => {
+                // Here rather than where the reply is read: the command's first
+                // acknowledgement follows at once.
+                if let Some(input) = lock(&inputs).get(rid) {
+                    input.feeds(*command_id);
+                }
+                *rid
+            }
+            ServerMsg::Reply { rid, .. } => *rid,
             ServerMsg::Welcome(_)
             | ServerMsg::Pong { .. }
             | ServerMsg::Challenge { .. }
@@ -589,6 +645,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
     // Every request still waiting sees its channel close: the connection is gone.
     lock(&ended).get_or_insert(Error::ConnectionLost { computer });
     lock(&routes).clear();
+    lock(&inputs).clear();
 }
 
 /// What a running command produces.
@@ -624,6 +681,8 @@ pub struct CommandStream {
     until: Until,
     /// The job the request started (`invoke --as-job`, `job start`).
     job_id: Option<Uuid>,
+    /// The command's forwarded input (an invoke with `stdin`).
+    input: Option<Input>,
     /// Acknowledge what arrives (a `--keep` receive does not).
     ack: bool,
     summary: Option<ReceiveSummary>,
@@ -740,8 +799,8 @@ impl CommandStream {
                 keep: false,
             },
         };
-        let (rid, rx) = conn.start(request)?;
-        lock(&self.conn.shared.routes).remove(&self.rid);
+        let (rid, rx) = conn.start_feeding(request, self.input.as_ref())?;
+        self.conn.forget(self.rid);
         *lock(&self.cancel) = match (&self.until, r.job) {
             (Until::Finished(_), None) => CancelTarget::Session {
                 conn: conn.clone(),
@@ -783,6 +842,12 @@ impl CommandStream {
     /// The job this invoke started, if it was run as one (or launched one).
     pub fn job_id(&self) -> Option<Uuid> {
         self.job_id
+    }
+
+    /// Where the command's standard input goes, if the invoke forwards it. Feed it from
+    /// another task while this stream is read: it follows the stream across reconnections.
+    pub fn input(&self) -> Option<Input> {
+        self.input.clone()
     }
 
     /// The server's summary, once a receive has ended.
@@ -828,7 +893,10 @@ impl CommandStream {
 
     fn end(&mut self) {
         self.done = true;
-        lock(&self.conn.shared.routes).remove(&self.rid);
+        self.conn.forget(self.rid);
+        if let Some(input) = &self.input {
+            input.close();
+        }
     }
 
     /// The output passed `max_received_data_per_command`: what was delivered is
@@ -966,7 +1034,7 @@ impl CommandStream {
 
 impl Drop for CommandStream {
     fn drop(&mut self) {
-        lock(&self.conn.shared.routes).remove(&self.rid);
+        self.end();
     }
 }
 

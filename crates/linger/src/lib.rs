@@ -20,6 +20,7 @@ mod client;
 mod connection;
 mod error;
 mod home;
+mod input;
 mod keys;
 pub mod known_hosts;
 mod options;
@@ -37,6 +38,7 @@ pub use client::{
 pub use connection::{Canceller, CommandStream, Connection, EnterGuard, Event, Resume};
 pub use error::{Error, Kind, Result};
 pub use home::ClientHome;
+pub use input::Input;
 pub use linger_proto::server::ReceiveSummary;
 pub use linger_proto::types::{
     BufferingMode, ConfigurationInfo, JobInfo, JobKind, JobState, SessionInfo, StreamKind,

@@ -182,6 +182,19 @@ pub async fn serve<R, W>(
                     }
                 }
             }
+            ClientMsg::Stdin {
+                rid,
+                command_id,
+                offset,
+                data,
+                eof,
+            } => {
+                let session = ctx.invokes_lock().get(&rid).map(|f| f.session.clone());
+                // Input for a request no longer in flight has nowhere to go.
+                if let Some(s) = session {
+                    s.input(conn, rid, command_id, offset, data, eof);
+                }
+            }
             ClientMsg::Cancel { rid } if ctx.enters_lock().contains_key(&rid) => {
                 if let Some(s) = ctx.enters_lock().remove(&rid) {
                     s.end_enter(conn, Some(rid));
@@ -570,6 +583,7 @@ impl Ctx {
                 },
                 disconnected: req.disconnected,
                 kind: req.kind,
+                stdin: req.stdin,
                 tx: self.tx.clone(),
                 gone: self.gone.subscribe(),
             },

@@ -13,6 +13,16 @@ use crate::output::print_sessions;
 use crate::progress::Progress;
 use crate::report::{self, usage, usage_hint};
 use crate::sink::{Mode, Sink};
+use crate::stdin::Source;
+
+/// A task that ends with its owner.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
 
 enum Where {
     Session(Entry),
@@ -27,12 +37,19 @@ struct Target {
 
 pub async fn run(client: &Client, args: InvokeArgs, json: bool) -> Result<i32> {
     let script = read_script(&args).await?;
+    // As ssh: the command reads this standard input, unless it held the script or the
+    // command outlives this process.
+    let forward = !args.no_stdin
+        && (args.file.is_some() || !args.script.is_empty())
+        && !args.as_job
+        && !args.in_disconnected_session;
     let opts = InvokeOptions {
         args: args.args.clone(),
         wait: parse_duration("--wait", &args.wait)?,
         cancel_timeout: client.options().cancel_timeout,
         disconnected: args.in_disconnected_session,
         as_job: args.as_job,
+        stdin: forward,
     };
     if args.throttle == 0 {
         return Err(usage("--throttle must be at least 1"));
@@ -46,6 +63,7 @@ pub async fn run(client: &Client, args: InvokeArgs, json: bool) -> Result<i32> {
         return start_jobs(client, targets, &script, &opts, &new_opts, json).await;
     }
     let mode = Mode::pick(json, targets.len());
+    let input = Arc::new(Source::new(targets.len()));
 
     let (cancel_tx, cancel_rx) = watch::channel(false);
     tokio::spawn(async move {
@@ -65,16 +83,23 @@ pub async fn run(client: &Client, args: InvokeArgs, json: bool) -> Result<i32> {
     let progress = Progress::beside_output("running", targets.len());
     let runs = targets.into_iter().map(|target| {
         let (script, opts, new_opts, progress) = (&script, &opts, &new_opts, &progress);
-        let (out, err, throttle, cancel) = (
+        let (out, err, throttle, cancel, input) = (
             out.clone(),
             err.clone(),
             throttle.clone(),
             cancel_rx.clone(),
+            input.clone(),
         );
         async move {
             let _permit = throttle.acquire().await;
             let mut sink = Sink::new(mode, target.label.clone(), out, err);
-            let result = run_one(client, &target, script, opts, new_opts, &mut sink, cancel).await;
+            let run = Run {
+                script,
+                opts,
+                new_opts,
+                input,
+            };
+            let result = run_one(client, &target, &run, &mut sink, cancel).await;
             progress.done(matches!(result, Ok(0)));
             (target.label, result)
         }
@@ -248,20 +273,29 @@ fn targets(client: &Client, args: &InvokeArgs) -> Result<Vec<Target>> {
     }
 }
 
+/// What every target of one streaming invoke runs.
+struct Run<'a> {
+    script: &'a str,
+    opts: &'a InvokeOptions,
+    new_opts: &'a NewOptions,
+    input: Arc<Source>,
+}
+
 async fn run_one(
     client: &Client,
     target: &Target,
-    script: &str,
-    opts: &InvokeOptions,
-    new_opts: &NewOptions,
+    run: &Run<'_>,
     sink: &mut Sink,
     cancel: watch::Receiver<bool>,
 ) -> Result<i32> {
     let (entry, temporary) = match &target.place {
         Where::Session(e) => (e.clone(), false),
-        Where::AdHoc(computer) => (client.new_session(computer, new_opts).await?.entry, true),
+        Where::AdHoc(computer) => (
+            client.new_session(computer, run.new_opts).await?.entry,
+            true,
+        ),
     };
-    let result = stream(client, &entry, script, opts, sink, cancel).await;
+    let result = stream(client, &entry, run, sink, cancel).await;
     if temporary {
         if let Err(e) = client.remove(&entry).await {
             eprintln!(
@@ -281,12 +315,17 @@ async fn run_one(
 async fn stream(
     client: &Client,
     entry: &Entry,
-    script: &str,
-    opts: &InvokeOptions,
+    run: &Run<'_>,
     sink: &mut Sink,
     cancel: watch::Receiver<bool>,
 ) -> Result<i32> {
-    let mut cmd = super::Interruptible::new(client.invoke(entry, script, opts).await?, cancel)?;
+    let started = client.invoke(entry, run.script, run.opts).await?;
+    // Ends with the command: its input closes then, and so does the feed.
+    let _feed = started.input().map(|input| {
+        let source = run.input.clone();
+        AbortOnDrop(tokio::spawn(async move { source.feed(input).await }))
+    });
+    let mut cmd = super::Interruptible::new(started, cancel)?;
     loop {
         match cmd.next().await? {
             Some(Event::Output { stream, data, .. }) => sink.write(stream, &data).await?,

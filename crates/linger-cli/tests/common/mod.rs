@@ -290,6 +290,30 @@ impl World {
     }
 }
 
+/// `len` pseudo-random bytes (xorshift64: fast, and every byte value appears, NULs and
+/// marker bytes included).
+pub fn random_bytes(len: usize) -> Vec<u8> {
+    let mut data = vec![0u8; len];
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    for chunk in data.chunks_mut(8) {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        chunk.copy_from_slice(&state.to_le_bytes()[..chunk.len()]);
+    }
+    data
+}
+
+/// What `sha256sum` prints for `data` read from stdin.
+pub fn sha256_line(data: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    let hex: String = Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("{hex}  -\n")
+}
+
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
@@ -361,6 +385,11 @@ impl Running {
             stderr,
             reader: Some(reader),
         }
+    }
+
+    /// Its stdin, if the command was made with `Stdio::piped()` for it.
+    pub fn take_stdin(&mut self) -> std::process::ChildStdin {
+        self.child.stdin.take().expect("stdin piped")
     }
 
     /// The next line of stdout, newline included; `None` at its end.

@@ -106,6 +106,8 @@ impl Session {
             script: req.script,
             args: req.args,
             kind,
+            // Only a request that follows its command can feed it.
+            stdin: req.stdin && evicted.is_some() && req.kind == InvokeKind::Plain,
         });
         tracing::info!(session = %self.meta.instance_id, command = %command_id, client = %req.client, "command started");
         match run_rx.await {

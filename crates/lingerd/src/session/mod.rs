@@ -30,6 +30,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use uuid::Uuid;
 
 mod attach;
+mod input;
 mod invoke;
 mod receive;
 mod relay;
@@ -107,6 +108,8 @@ struct Inner {
     jobs: HashMap<Uuid, ChannelState>,
     /// The connection and request that entered the session (`linger enter`).
     entered: Option<(u64, u64)>,
+    /// The forwarded input of the latest command that reads some.
+    input: Option<input::InputRelay>,
     pending_runs: HashMap<Uuid, oneshot::Sender<Result<(), String>>>,
 }
 
@@ -136,6 +139,8 @@ pub struct InvokeRequest {
     /// Start, then detach at once: nobody receives the output now.
     pub disconnected: bool,
     pub kind: InvokeKind,
+    /// The requester forwards its standard input.
+    pub stdin: bool,
     pub tx: mpsc::Sender<ServerMsg>,
     /// Turns true when the requester's connection has gone: a command still waiting for
     /// the session then never starts.
@@ -227,6 +232,7 @@ impl Session {
                 },
                 jobs: HashMap::new(),
                 entered: None,
+                input: None,
                 status,
                 starting: false,
                 starting_jobs: Vec::new(),

@@ -104,6 +104,11 @@ impl Session {
                     drop(g);
                     self.bump();
                 }
+                HostToDaemon::StdinAck {
+                    command_id,
+                    written,
+                    closed,
+                } => self.input_acked(command_id, written, closed).await,
                 HostToDaemon::Started { command_id } => {
                     let mut g = self.lock();
                     g.running = Some(command_id);

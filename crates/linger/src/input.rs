@@ -1,0 +1,363 @@
+//! Standard input forwarded to one running command (docs/PROTOCOL.md §12.1). The bytes
+//! the host has not yet acknowledged stay here, at most `STDIN_WINDOW` of them, so that a
+//! stream resumed on a new connection can send them again: the host keeps each byte
+//! once, whatever is repeated. A writer waits while the window is full, which carries a
+//! slow command's backpressure back to whoever feeds the input.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use linger_proto::client::ClientMsg;
+use linger_proto::input::{STDIN_CHUNK, STDIN_WINDOW};
+use tokio::sync::{mpsc, Notify};
+use uuid::Uuid;
+
+use crate::connection::Outgoing;
+
+/// A handle on one command's forwarded input. Cheap to clone; all clones feed the same
+/// stream.
+#[derive(Clone)]
+pub struct Input {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    /// Woken when the window opens or the input closes.
+    room: Notify,
+}
+
+/// Where input goes: a connection's writer and the request that follows the command.
+struct Route {
+    out: mpsc::UnboundedSender<Outgoing>,
+    rid: u64,
+}
+
+#[derive(Default)]
+struct State {
+    route: Option<Route>,
+    /// The command fed, from its request's `Started`: acknowledgements of any other (the
+    /// session's previous command) are not for us.
+    command_id: Option<Uuid>,
+    /// Offset of the first byte not acknowledged.
+    acked: u64,
+    /// Sent on the current route, not yet acknowledged (from `acked` on).
+    unacked: VecDeque<Bytes>,
+    /// Bytes in `unacked`.
+    unacked_len: u64,
+    /// Not sent yet on the current route (after `unacked`).
+    unsent: VecDeque<Bytes>,
+    /// Bytes in both queues: what the window counts.
+    held: u64,
+    /// The writer said the input ends.
+    eof: bool,
+    eof_sent: bool,
+    /// The current route has heard the host's position: sending may start there.
+    synced: bool,
+    /// The host closed the input, or the command ended: nothing more is wanted.
+    closed: bool,
+}
+
+fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Input {
+    pub(crate) fn new() -> Input {
+        Input {
+            shared: Arc::new(Shared {
+                state: Mutex::new(State::default()),
+                room: Notify::new(),
+            }),
+        }
+    }
+
+    /// Sends the input on request `rid` from now on. Nothing goes out until the host says
+    /// where it stands (the first `StdinAck` on this route); then everything not yet
+    /// acknowledged goes again.
+    pub(crate) fn route(&self, out: mpsc::UnboundedSender<Outgoing>, rid: u64) {
+        let mut s = lock(&self.shared.state);
+        s.route = Some(Route { out, rid });
+        s.synced = false;
+    }
+
+    /// Adds `data` to the input, waiting while the window is full. Input written after the
+    /// command stopped reading (or ended) is discarded, as ssh does.
+    pub async fn write(&self, data: Bytes) {
+        if data.is_empty() {
+            return;
+        }
+        loop {
+            let room = self.shared.room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            {
+                let mut s = lock(&self.shared.state);
+                if s.closed || s.eof {
+                    return;
+                }
+                if s.held < STDIN_WINDOW {
+                    s.held += data.len() as u64;
+                    s.unsent.push_back(data);
+                    s.pump();
+                    return;
+                }
+            }
+            room.await;
+        }
+    }
+
+    /// The input ends here (EOF reaches the command once everything before is written).
+    pub fn finish(&self) {
+        let mut s = lock(&self.shared.state);
+        s.eof = true;
+        s.pump();
+    }
+
+    /// Whether the command wants no more input (it closed it, or ended).
+    pub fn is_closed(&self) -> bool {
+        lock(&self.shared.state).closed
+    }
+
+    /// Bytes held for the command and not yet acknowledged (at most `STDIN_WINDOW` plus
+    /// one write).
+    pub fn held(&self) -> u64 {
+        lock(&self.shared.state).held
+    }
+
+    /// The command this input feeds, once its request has started it.
+    pub(crate) fn feeds(&self, command_id: Uuid) {
+        lock(&self.shared.state).command_id = Some(command_id);
+    }
+
+    /// The host's acknowledgement, as relayed on this input's route.
+    pub(crate) fn acked(&self, command_id: Uuid, written: u64, closed: bool) {
+        let mut s = lock(&self.shared.state);
+        if s.command_id != Some(command_id) {
+            return;
+        }
+        s.forget_through(written);
+        if !s.synced {
+            // A new route: resend from what the host has.
+            s.synced = true;
+            let again: Vec<Bytes> = s.unacked.drain(..).collect();
+            for b in again.into_iter().rev() {
+                s.unsent.push_front(b);
+            }
+            s.unacked_len = 0;
+            s.eof_sent = false;
+        }
+        if closed {
+            s.close();
+        }
+        s.pump();
+        drop(s);
+        self.shared.room.notify_waiters();
+    }
+
+    /// The command ended, or its stream was dropped: writers stop waiting.
+    pub(crate) fn close(&self) {
+        lock(&self.shared.state).close();
+        self.shared.room.notify_waiters();
+    }
+}
+
+impl State {
+    fn close(&mut self) {
+        self.closed = true;
+        self.unacked.clear();
+        self.unsent.clear();
+        self.unacked_len = 0;
+        self.held = 0;
+    }
+
+    /// Drops what the host has written, up to offset `written`.
+    fn forget_through(&mut self, written: u64) {
+        while self.acked < written {
+            let from_unacked = !self.unacked.is_empty();
+            let queue = if from_unacked {
+                &mut self.unacked
+            } else {
+                &mut self.unsent
+            };
+            let Some(front) = queue.front_mut() else {
+                break;
+            };
+            let n = (written - self.acked).min(front.len() as u64) as usize;
+            if n == front.len() {
+                queue.pop_front();
+            } else {
+                *front = front.slice(n..);
+            }
+            if from_unacked {
+                self.unacked_len -= n as u64;
+            }
+            self.acked += n as u64;
+            self.held -= n as u64;
+        }
+    }
+
+    /// Sends what is waiting, if the route is ready.
+    fn pump(&mut self) {
+        if !self.synced || self.closed {
+            return;
+        }
+        let (Some(route), Some(command_id)) = (&self.route, self.command_id) else {
+            return;
+        };
+        let mut offset = self.acked + self.unacked_len;
+        while let Some(mut chunk) = self.unsent.pop_front() {
+            if chunk.len() > STDIN_CHUNK {
+                self.unsent.push_front(chunk.split_off(STDIN_CHUNK));
+            }
+            let len = chunk.len() as u64;
+            let _ = route.out.send(
+                ClientMsg::Stdin {
+                    rid: route.rid,
+                    command_id,
+                    offset,
+                    data: chunk.clone(),
+                    eof: false,
+                }
+                .into(),
+            );
+            offset += len;
+            self.unacked_len += len;
+            self.unacked.push_back(chunk);
+        }
+        if self.eof && !self.eof_sent {
+            self.eof_sent = true;
+            let _ = route.out.send(
+                ClientMsg::Stdin {
+                    rid: route.rid,
+                    command_id,
+                    offset,
+                    data: Bytes::new(),
+                    eof: true,
+                }
+                .into(),
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The `Stdin` messages sent so far on a route: (rid, offset, data, eof).
+    fn sent(rx: &mut mpsc::UnboundedReceiver<Outgoing>) -> Vec<(u64, u64, Vec<u8>, bool)> {
+        let mut out = Vec::new();
+        while let Ok(o) = rx.try_recv() {
+            if let ClientMsg::Stdin {
+                rid,
+                offset,
+                data,
+                eof,
+                ..
+            } = o.msg
+            {
+                out.push((rid, offset, data.to_vec(), eof));
+            }
+        }
+        out
+    }
+
+    fn routed(rid: u64) -> (Input, mpsc::UnboundedReceiver<Outgoing>, Uuid) {
+        let input = Input::new();
+        let (tx, rx) = mpsc::unbounded_channel();
+        input.route(tx, rid);
+        let id = Uuid::new_v4();
+        input.feeds(id);
+        (input, rx, id)
+    }
+
+    #[tokio::test]
+    async fn nothing_goes_out_before_the_host_says_where_it_stands() {
+        let (input, mut rx, id) = routed(1);
+        input.write(Bytes::from_static(b"abc")).await;
+        assert!(sent(&mut rx).is_empty());
+        // Another command's acknowledgement (the session's previous one) changes nothing.
+        input.acked(Uuid::new_v4(), 0, true);
+        assert!(sent(&mut rx).is_empty());
+        assert!(!input.is_closed());
+        input.acked(id, 0, false);
+        assert_eq!(sent(&mut rx), vec![(1, 0, b"abc".to_vec(), false)]);
+        input.write(Bytes::from_static(b"de")).await;
+        input.finish();
+        assert_eq!(
+            sent(&mut rx),
+            vec![(1, 3, b"de".to_vec(), false), (1, 5, vec![], true)]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_new_route_resends_everything_not_acknowledged() {
+        let (input, mut rx, id) = routed(1);
+        input.acked(id, 0, false);
+        input.write(Bytes::from_static(b"hello ")).await;
+        input.write(Bytes::from_static(b"world")).await;
+        input.finish();
+        assert_eq!(sent(&mut rx).len(), 3);
+        input.acked(id, 3, false);
+        assert_eq!(input.held(), 8);
+        // The connection broke; a receive on a new one follows the command.
+        let (tx2, mut rx2) = mpsc::unbounded_channel();
+        input.route(tx2, 7);
+        // Input after the end is not input.
+        input.write(Bytes::from_static(b"!")).await;
+        assert!(sent(&mut rx2).is_empty(), "waits for the host's position");
+        // The host had written more than this client heard of.
+        input.acked(id, 4, false);
+        assert_eq!(
+            sent(&mut rx2),
+            vec![
+                (7, 4, b"o ".to_vec(), false),
+                (7, 6, b"world".to_vec(), false),
+                (7, 11, vec![], true)
+            ]
+        );
+        assert_eq!(input.held(), 7);
+        input.acked(id, 11, true);
+        assert_eq!(input.held(), 0);
+        assert!(input.is_closed());
+    }
+
+    #[tokio::test]
+    async fn a_full_window_holds_the_writer_until_acknowledged_or_closed() {
+        let (input, mut rx, id) = routed(1);
+        input.acked(id, 0, false);
+        let big = Bytes::from(vec![1u8; STDIN_WINDOW as usize]);
+        input.write(big).await;
+        // Sent in chunks no larger than STDIN_CHUNK.
+        let msgs = sent(&mut rx);
+        assert_eq!(msgs.len(), STDIN_WINDOW as usize / STDIN_CHUNK);
+        assert!(msgs.iter().all(|m| m.2.len() == STDIN_CHUNK));
+        let writer = {
+            let input = input.clone();
+            tokio::spawn(async move { input.write(Bytes::from_static(b"more")).await })
+        };
+        tokio::task::yield_now().await;
+        assert!(!writer.is_finished(), "the window is full");
+        input.acked(id, 1, false);
+        writer.await.expect("writer");
+        assert_eq!(
+            sent(&mut rx),
+            vec![(1, STDIN_WINDOW, b"more".to_vec(), false)]
+        );
+        // Full again; the command ending releases a waiting writer, and later input is
+        // discarded.
+        let writer = {
+            let input = input.clone();
+            tokio::spawn(async move { input.write(Bytes::from_static(b"x")).await })
+        };
+        tokio::task::yield_now().await;
+        assert!(!writer.is_finished());
+        input.close();
+        writer.await.expect("writer");
+        input.write(Bytes::from_static(b"late")).await;
+        assert!(sent(&mut rx).is_empty());
+        assert_eq!(input.held(), 0);
+    }
+}
