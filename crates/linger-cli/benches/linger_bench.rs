@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use common::{
     block_on, drain, exit_code, fmt_ms, gbps, make_private_dirs, met, ms, or_exit, print_table,
-    print_tail, read_counting, read_stdout, release_binaries, time_api, time_drain,
+    print_tail, read_counting, read_stdout, release_binaries, time_api, time_drain, time_feeds,
     time_process_blocking, time_session_creation, BenchEnv, Binaries, BoxError, DrainUntil,
     Drained, Samples,
 };
@@ -40,6 +40,8 @@ const CLI_WARMUP: usize = 10;
 const CLI_RUNS: usize = 200;
 const CREATE_RUNS: usize = 50;
 const THROUGHPUT_BYTES: u64 = 1 << 30;
+/// Forwarded input: 1 GiB through a whole `linger invoke` process, this many times.
+const INPUT_RUNS: usize = 3;
 /// Output produced while nobody is attached, then received by another client.
 const RECONNECT_BYTES: u64 = 100_000_000;
 const RECONNECT_RUNS: usize = 5;
@@ -379,6 +381,9 @@ struct Report {
     pingpong: Samples,
     api_bytes_time: Duration,
     floor_bytes_time: Duration,
+    /// 1 GiB into `linger invoke`'s stdin, and into a plain pipe.
+    input_cli: Samples,
+    input_floor: Samples,
     reconnect_spool: Reconnect,
     reconnect_memory: Reconnect,
     floor_cat: Samples,
@@ -441,6 +446,19 @@ async fn measure(
     assert_eq!(floor_bytes, THROUGHPUT_BYTES, "bytes read from the pipe");
 
     eprintln!(
+        "input: 1 GiB into `linger invoke {id} -- 'cat >/dev/null'` x{INPUT_RUNS}, and into \
+         `cat >/dev/null` through a plain pipe"
+    );
+    let input_cli = time_feeds(INPUT_RUNS, THROUGHPUT_BYTES, || {
+        env.linger(&["invoke", &id, "--", "cat >/dev/null"])
+    })?;
+    let input_floor = time_feeds(INPUT_RUNS, THROUGHPUT_BYTES, || {
+        let mut c = Command::new("bash");
+        c.args(["-c", "cat >/dev/null"]);
+        c
+    })?;
+
+    eprintln!(
         "receive after reconnect: {RECONNECT_BYTES} bytes kept by a disconnected session \
          (spool), received by a second client, x{RECONNECT_RUNS}"
     );
@@ -471,6 +489,8 @@ async fn measure(
         pingpong,
         api_bytes_time,
         floor_bytes_time,
+        input_cli,
+        input_floor,
         reconnect_spool,
         reconnect_memory,
         floor_cat,
@@ -569,6 +589,8 @@ impl Report {
         let memory_gbps = gbps(RECONNECT_BYTES, self.reconnect_memory.receive.median());
         let cat_gbps = gbps(RECONNECT_BYTES, self.floor_cat.median());
         let socket_gbps = gbps(RECONNECT_BYTES, self.floor_socket.median());
+        let input_gbps = gbps(THROUGHPUT_BYTES, self.input_cli.median());
+        let input_floor_gbps = gbps(THROUGHPUT_BYTES, self.input_floor.median());
         let rows: Vec<[String; 6]> = vec![
             [
                 "API round trip (vs `bash -c true` process)".into(),
@@ -609,6 +631,14 @@ impl Report {
                 format!("{:.2}x", floor_gbps / api_gbps),
                 format!(">= {TARGET_GBPS} GB/s"),
                 met(api_gbps >= TARGET_GBPS).into(),
+            ],
+            [
+                "input, 1 GiB into a `linger invoke` process (vs a plain pipe)".into(),
+                format!("{input_gbps:.2} GB/s"),
+                format!("{input_floor_gbps:.2} GB/s"),
+                format!("{:.2}x", input_floor_gbps / input_gbps),
+                String::new(),
+                String::new(),
             ],
             [
                 "receive after reconnect, 100 MB spooled (vs `cat` of cached file)".into(),
@@ -654,6 +684,10 @@ impl Report {
             "wall time from a second client's receive call to the end of its stream (every byte"
         );
         println!("counted, nothing dropped). Its floors: median of {RECONNECT_RUNS} reads of the same size.");
+        println!(
+            "Input: median of {INPUT_RUNS} runs, from spawn to exit of the process whose stdin"
+        );
+        println!("the benchmark fills (the whole `linger invoke` CLI, or bash running `cat`).");
         println!("get_remote: the second client's first call (connect and handshake included);");
         println!(
             "detached run: from the detached invoke until the session reported all output kept."

@@ -30,11 +30,12 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{
-    block_on, exit_code, gbps, learn_host_keys, make_private_dirs, ms, new_sessions_at_once,
-    off_runtime, or_exit, print_stat, print_table, print_tail, print_throughput, release_binaries,
-    require_sshd, throughput_row, time_api, time_api_all, time_concurrently, time_drain,
-    time_first_session, time_login_shell, time_process, time_row, time_row_target,
-    time_session_creation, BenchEnv, Binaries, BoxError, Samples, Ssh, TABLE_HEADER,
+    block_on, exit_code, feed_stdin, gbps, learn_host_keys, make_private_dirs, ms,
+    new_sessions_at_once, off_runtime, or_exit, print_stat, print_table, print_tail,
+    print_throughput, release_binaries, require_sshd, throughput_row, time_api, time_api_all,
+    time_concurrently, time_drain, time_first_session, time_login_shell, time_process, time_row,
+    time_row_target, time_session_creation, BenchEnv, Binaries, BoxError, Samples, Ssh,
+    TABLE_HEADER,
 };
 use linger::{Client, Entry, NewOptions};
 use sshd::{ssh_command, user, Sshd};
@@ -235,6 +236,9 @@ struct Report {
     api_bytes_time: Duration,
     local_bytes_time: Duration,
     ssh_bytes_time: Duration,
+    /// 1 GiB into `linger invoke`'s stdin over ssh, and into `ssh … cat`'s.
+    input_cli: Duration,
+    input_ssh: Duration,
     fan: FanOut,
 }
 
@@ -317,6 +321,16 @@ async fn measure(
     let (ssh_bytes, ssh_bytes_time) = ssh.time_output(&script).await?;
     assert_eq!(ssh_bytes, THROUGHPUT_BYTES, "bytes read from ssh");
 
+    eprintln!("input: 1 GiB into `linger invoke {} -- 'cat >/dev/null'` (over ssh) and into `ssh … 'cat >/dev/null'`", entry.name);
+    let input_cli = {
+        let cmd = env.linger(&["invoke", &entry.name, "--", "cat >/dev/null"]);
+        off_runtime(move || feed_stdin(&mut { cmd }, THROUGHPUT_BYTES)).await?
+    };
+    let input_ssh = {
+        let cmd = ssh.command(&[], Some("cat >/dev/null"));
+        off_runtime(move || feed_stdin(&mut { cmd }, THROUGHPUT_BYTES)).await?
+    };
+
     let fan = fan_out(env, hosts, client, made).await?;
 
     Ok(Report {
@@ -333,6 +347,8 @@ async fn measure(
         api_bytes_time,
         local_bytes_time,
         ssh_bytes_time,
+        input_cli,
+        input_ssh,
         fan,
     })
 }
@@ -422,6 +438,8 @@ impl Report {
         );
         let api_gbps = gbps(THROUGHPUT_BYTES, self.api_bytes_time);
         let ssh_gbps = gbps(THROUGHPUT_BYTES, self.ssh_bytes_time);
+        let input_gbps = gbps(THROUGHPUT_BYTES, self.input_cli);
+        let input_ssh_gbps = gbps(THROUGHPUT_BYTES, self.input_ssh);
         print_throughput(
             "1 GiB stdout, linger API over ssh:",
             THROUGHPUT_BYTES,
@@ -485,6 +503,12 @@ impl Report {
                 "throughput, 1 GiB stdout: API over ssh (vs `ssh … head -c`)",
                 api_gbps,
                 ssh_gbps,
+                TARGET_THROUGHPUT_RATIO,
+            ),
+            throughput_row(
+                "input, 1 GiB stdin: CLI process over ssh (vs `ssh … cat`)",
+                input_gbps,
+                input_ssh_gbps,
                 TARGET_THROUGHPUT_RATIO,
             ),
             time_row(

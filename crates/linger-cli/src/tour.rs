@@ -54,7 +54,34 @@ impl Tour {
         Ok(code)
     }
 
+    /// Like `run`, with `input` on the command's standard input (shown as a `printf` pipe).
+    fn run_fed(&self, client: &str, input: &str, args: &[&str]) -> Result<i32> {
+        use std::io::Write as _;
+        check_interrupted()?;
+        self.show_fed(client, Some(input), args)?;
+        let mut child = self
+            .cmd(client, args)
+            .stdin(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("cannot run {}", self.linger.display()))?;
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin
+                .write_all(input.as_bytes())
+                .context("cannot write the command's input")?;
+        }
+        let code = child.wait().context("the invoke")?.code().unwrap_or(1);
+        if code != 0 {
+            out!("(exit code {code})");
+        }
+        out!();
+        Ok(code)
+    }
+
     fn show(&self, client: &str, args: &[&str]) -> Result<()> {
+        self.show_fed(client, None, args)
+    }
+
+    fn show_fed(&self, client: &str, input: Option<&str>, args: &[&str]) -> Result<()> {
         let shown: Vec<String> = args
             .iter()
             .map(|a| {
@@ -65,7 +92,10 @@ impl Tour {
                 }
             })
             .collect();
-        let line = format!("[{client}]$ linger {}", shown.join(" "));
+        let pipe = input
+            .map(|i| format!("printf '{}' | ", i.replace('\n', "\\n")))
+            .unwrap_or_default();
+        let line = format!("[{client}]$ {pipe}linger {}", shown.join(" "));
         if std::io::stdout().is_terminal() {
             out!("\x1b[1m{line}\x1b[0m");
         } else {
@@ -191,6 +221,12 @@ fn steps(t: &Tour) -> Result<()> {
             "--",
             "echo \"$greeting, $1\"",
         ],
+    )?;
+    t.say("Standard input reaches the command, as with ssh (binary-safe; `-n` gives /dev/null).")?;
+    t.run_fed(
+        "laptop",
+        "pear\napple\nfig\n",
+        &["invoke", "build", "--", "sort | nl"],
     )?;
     t.say("The session lives in the daemon, not in this client: the desktop sees it, attached elsewhere.")?;
     t.run("desktop", &["get", "--computer", "localhost"])?;

@@ -979,6 +979,41 @@ pub fn read_stdout(cmd: &mut Command) -> Result<(u64, Duration, ExitStatus), Box
     Ok((total, start.elapsed(), status))
 }
 
+/// Writes `bytes` zero bytes to the stdin of `cmd`, 256 KiB at a time: the time from spawn
+/// to its exit, failing unless it exits 0. Its stdout is discarded.
+pub fn feed_stdin(cmd: &mut Command, bytes: u64) -> Result<Duration, BoxError> {
+    use std::io::Write;
+    let start = Instant::now();
+    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::null()).spawn()?;
+    let mut input = child.stdin.take().expect("piped stdin");
+    let chunk = vec![0u8; 256 * 1024];
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(chunk.len() as u64) as usize;
+        input.write_all(&chunk[..n])?;
+        left -= n as u64;
+    }
+    drop(input);
+    let status = child.wait()?;
+    if !status.success() {
+        return Err(format!("{cmd:?} exited with {status}").into());
+    }
+    Ok(start.elapsed())
+}
+
+/// Feeds `bytes` to the commands `make` builds, `runs` times: the median of each.
+pub fn time_feeds(
+    runs: usize,
+    bytes: u64,
+    mut make: impl FnMut() -> Command,
+) -> Result<Samples, BoxError> {
+    let mut times = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        times.push(feed_stdin(&mut make(), bytes)?);
+    }
+    Ok(Samples::new(times))
+}
+
 /// `read_stdout`, failing unless the process exits 0.
 pub fn read_all(cmd: &mut Command) -> Result<(u64, Duration), BoxError> {
     let (total, elapsed, status) = read_stdout(cmd)?;
