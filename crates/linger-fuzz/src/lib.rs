@@ -147,6 +147,21 @@ pub fn corpus() -> Vec<Vec<u8>> {
     login.extend(framed(&authenticate()));
     login.extend(framed(&ClientMsg::Ping { nonce: 1 }));
     out.push(login);
+    // Oversized and hostile login fields: a frame too large to precede a login, a user
+    // name too long to be looked up, one with control characters.
+    for user in [
+        "u".repeat(20_000),
+        "v".repeat(2_000),
+        "bob\n\x1b[2Jforged".to_string(),
+    ] {
+        let mut attack = framed(&hello());
+        attack.extend(framed(&ClientMsg::Authenticate(Authenticate {
+            user,
+            public_key: FUZZ_KEY.into(),
+            signature: FUZZ_SIGNATURE.into(),
+        })));
+        out.push(attack);
+    }
     for (rid, request) in requests.into_iter().enumerate() {
         let mut input = framed(&hello());
         input.extend(framed(&ClientMsg::Request {

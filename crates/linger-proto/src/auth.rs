@@ -16,6 +16,12 @@ pub const CHANNEL_BINDING_LABEL: &[u8] = b"EXPORTER-Channel-Binding";
 pub const BINDING_LEN: usize = 32;
 /// Signature attempts allowed on one connection (as sshd's MaxAuthTries).
 pub const MAX_AUTH_TRIES: u32 = 6;
+/// Largest frame a server reads before `Welcome` (`Hello`, `Authenticate`): an
+/// unauthenticated peer cannot make it reserve more. An RSA-4096 key with its signature
+/// takes under 3 KiB.
+pub const MAX_LOGIN_FRAME_LEN: usize = 16 * 1024;
+/// Longest `Authenticate.user`; a longer one is refused without being looked up.
+pub const MAX_USER_LEN: usize = 64;
 /// Prefix of the signed message; its trailing NUL ends the tag.
 const TAG: &[u8] = b"linger-auth-v1\0";
 

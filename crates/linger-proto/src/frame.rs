@@ -60,6 +60,15 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         }
     }
 
+    /// Refuses frames longer than `len` from now on (as malformed): a peer not yet
+    /// authenticated gets a small limit, so that it cannot make the reader reserve room for
+    /// a large frame. At most [`MAX_FRAME_LEN`].
+    pub fn set_max_frame_len(&mut self, len: usize) {
+        self.inner
+            .decoder_mut()
+            .set_max_frame_length(len.min(MAX_FRAME_LEN));
+    }
+
     /// Next message, or `None` at a clean end of stream.
     pub async fn read<T: DeserializeOwned>(&mut self) -> Result<Option<T>, FrameError> {
         match self.inner.next().await {

@@ -69,6 +69,8 @@ impl Throttle {
 /// Why one attempt failed. For the server's log and audit only, never for the client.
 #[derive(Debug, thiserror::Error)]
 enum Refusal {
+    #[error("the user name asked for is not a valid name")]
+    BadUser,
     #[error("the public key does not parse: {0}")]
     BadKey(ssh_key::Error),
     #[error("the signature does not parse: {0}")]
@@ -114,8 +116,9 @@ where
                 return None;
             }
             Err(e) => {
-                tracing::warn!(%from, "closing connection during authentication: {e}");
-                goodbye(writer, ErrorKind::Protocol, &e.to_string()).await;
+                let why = crate::untrusted::shown(&e.to_string());
+                tracing::warn!(%from, "closing connection during authentication: {why}");
+                goodbye(writer, ErrorKind::Protocol, &why).await;
                 return None;
             }
         };
@@ -143,11 +146,12 @@ where
             }
             Err(why) => {
                 let delay = daemon.auth_throttle.failed(tls.addr.ip());
-                tracing::warn!(%from, user = %auth.user, attempt, "authentication failed: {why}");
+                let user = crate::untrusted::shown(&auth.user);
+                tracing::warn!(%from, %user, attempt, "authentication failed: {why}");
                 daemon.audit.record_failure(
                     &from,
                     serde_json::json!({
-                        "user": auth.user,
+                        "user": user,
                         "reason": why.to_string(),
                         "delay_ms": delay.as_millis() as u64,
                     }),
@@ -184,6 +188,10 @@ fn check(
     auth: &Authenticate,
     message: &[u8],
 ) -> Result<(String, String), Refusal> {
+    // Before anything is looked up with it.
+    if !valid_user(&auth.user) {
+        return Err(Refusal::BadUser);
+    }
     let key = PublicKey::from_openssh(&auth.public_key).map_err(Refusal::BadKey)?;
     let fingerprint = key.fingerprint(HashAlg::Sha256).to_string();
     let signature = SshSig::from_pem(&auth.signature).map_err(Refusal::BadSignature)?;
@@ -261,6 +269,21 @@ fn matching_entries<'k>(
     found.into_iter()
 }
 
+/// A name a client may ask to act as: what a principal may be called (a Unix user name,
+/// or a principal of `principal="…"`), at most `MAX_USER_LEN` bytes.
+fn valid_user(name: &str) -> bool {
+    valid_principal(name) && name.len() <= linger_proto::auth::MAX_USER_LEN
+}
+
+fn valid_principal(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_PRINCIPAL_LEN
+        && !name.starts_with('-')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-@".contains(c))
+}
+
 /// The value of a `principal="NAME"` option, if the options carry one.
 fn principal_option(opts: &str) -> Option<Result<String, String>> {
     let opts = ssh_key::authorized_keys::ConfigOpts::new(opts).ok()?;
@@ -269,12 +292,7 @@ fn principal_option(opts: &str) -> Option<Result<String, String>> {
         .strip_prefix('"')
         .and_then(|r| r.strip_suffix('"'))
         .unwrap_or(raw);
-    let valid = !name.is_empty()
-        && name.len() <= MAX_PRINCIPAL_LEN
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "._-@".contains(c));
-    Some(if valid {
+    Some(if valid_principal(name) {
         Ok(name.to_string())
     } else {
         Err(name.to_string())
@@ -297,6 +315,22 @@ mod tests {
             principal_option(r#"principal="../root""#),
             Some(Err("../root".into()))
         );
+    }
+
+    #[test]
+    fn only_plain_names_of_bounded_length_are_looked_up() {
+        assert!(valid_user("alice"));
+        assert!(valid_user("ops.team-1@example"));
+        for bad in [
+            "", "-oops", "a b", "a
+b", "../x", "é",
+        ] {
+            assert!(!valid_user(bad), "{bad:?}");
+        }
+        assert!(!valid_user(&"u".repeat(2_500_000)));
+        assert!(!valid_user(
+            &"u".repeat(linger_proto::auth::MAX_USER_LEN + 1)
+        ));
     }
 
     #[test]

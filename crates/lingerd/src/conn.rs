@@ -85,6 +85,8 @@ pub async fn serve<R, W>(
     W: AsyncWrite + Unpin + Send + 'static,
 {
     let mut reader = FrameReader::new(r);
+    // Until Welcome the peer may be anyone: it cannot make us hold a large frame.
+    reader.set_max_frame_len(linger_proto::auth::MAX_LOGIN_FRAME_LEN);
     let mut writer = FrameWriter::new(w);
     let from = match &admission {
         Admission::Trusted(p) => p.from.clone(),
@@ -96,7 +98,10 @@ pub async fn serve<R, W>(
         Ok(Ok(Some(_))) => {
             return refuse(&mut writer, &from, "the first message must be Hello").await;
         }
-        Ok(Err(e)) => return refuse(&mut writer, &from, &format!("bad handshake: {e}")).await,
+        Ok(Err(e)) => {
+            let why = format!("bad handshake: {}", crate::untrusted::shown(&e.to_string()));
+            return refuse(&mut writer, &from, &why).await;
+        }
         Err(_) => return refuse(&mut writer, &from, "no Hello in time").await,
     };
     if let Err(why) = check_hello(&hello) {
@@ -125,10 +130,11 @@ pub async fn serve<R, W>(
     if writer.write(&welcome).await.is_err() {
         return;
     }
+    reader.set_max_frame_len(linger_proto::MAX_FRAME_LEN);
     drop(handshaking);
     let conn = daemon.next_conn();
     daemon.saw(hello.client_id);
-    tracing::debug!(conn, principal = %peer.principal, from = %peer.from, client = %hello.client_id, program = %hello.client_name, "client connected");
+    tracing::debug!(conn, principal = %peer.principal, from = %peer.from, client = %hello.client_id, program = %crate::untrusted::shown(&hello.client_name), "client connected");
 
     let (tx, rx) = mpsc::channel(OUTBOX);
     let writer_task = tokio::spawn(write_loop(writer, rx));
@@ -147,11 +153,12 @@ pub async fn serve<R, W>(
             Ok(Some(m)) => m,
             Ok(None) => break,
             Err(e) => {
-                tracing::warn!(conn, from = %ctx.peer.from, "closing connection: {e}");
+                let why = crate::untrusted::shown(&e.to_string());
+                tracing::warn!(conn, from = %ctx.peer.from, "closing connection: {why}");
                 let _ = ctx
                     .tx
                     .send(ServerMsg::Goodbye {
-                        error: ErrorBody::new(ErrorKind::Protocol, e.to_string()),
+                        error: ErrorBody::new(ErrorKind::Protocol, why),
                     })
                     .await;
                 break;

@@ -14,6 +14,7 @@ mod restricted;
 mod session;
 mod spawn;
 pub mod tls;
+mod untrusted;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
