@@ -502,3 +502,60 @@ fn input_survives_cuts_and_blackholes() {
     assert_eq!(out, common::sha256_line(&data), "{err}");
     assert_eq!(err.matches("reconnected").count(), faults.len(), "{err}");
 }
+
+/// A TCP connection to `to` from `from` (any 127.0.0.0/8 address works on loopback).
+fn connect_from(from: std::net::Ipv4Addr, to: &str) -> std::net::TcpStream {
+    let to: std::net::SocketAddr = to.parse().expect("an address");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .bind(std::net::SocketAddr::from((from, 0)))
+            .expect("bind");
+        let stream = socket.connect(to).await.expect("connect");
+        stream.into_std().expect("a std stream")
+    })
+}
+
+/// Idle connections that never begin TLS: one address gets only its share of the
+/// listener's handshake places, and a listener full of them locks out neither another
+/// address nor the local socket (each has a budget of its own).
+#[test]
+fn idle_connections_lock_out_nobody_else() {
+    let mut w = World::new();
+    let (key, public) = w.keygen("k");
+    authorize(&w, &[format!("principal=\"ops\" {public}")]);
+    let computer = w.start_tls_daemon();
+    w.use_key("homeA", &key);
+    let per_address = lingerd::MAX_HANDSHAKING_PER_ADDRESS;
+    let mut idle: Vec<std::net::TcpStream> = (0..per_address + 5)
+        .map(|_| connect_from([127, 0, 0, 2].into(), &computer))
+        .collect();
+    eventually("the refusals to be logged", || {
+        w.daemon_log()
+            .contains(&format!("{per_address} others from the same source"))
+    });
+    // The clients here connect from 127.0.0.1: still served.
+    ok_tls(&w, &computer);
+    // Fill the listener from more addresses: the local socket is unaffected.
+    for last in 3..=9u8 {
+        idle.extend((0..per_address).map(|_| connect_from([127, 0, 0, last].into(), &computer)));
+    }
+    eventually("the listener to be full", || {
+        w.daemon_log().contains(&format!(
+            "{} others have not finished their handshake",
+            lingerd::MAX_HANDSHAKING
+        ))
+    });
+    let t = w.ok(&["new", "localhost", "--name", "local"]);
+    assert!(t.contains("Opened"), "{t}");
+    drop(idle);
+}
+
+fn ok_tls(w: &World, computer: &str) {
+    let t = common::ok_as(w, "homeA", &["new", computer, "--name", "still-served"]);
+    assert!(t.contains("Opened"), "{t}");
+}

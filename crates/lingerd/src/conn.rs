@@ -79,7 +79,7 @@ pub async fn serve<R, W>(
     r: R,
     w: W,
     admission: Admission,
-    handshaking: tokio::sync::OwnedSemaphorePermit,
+    handshaking: crate::budget::Slot<crate::budget::Source>,
 ) where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,

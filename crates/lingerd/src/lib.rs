@@ -4,6 +4,7 @@
 
 mod audit;
 mod auth;
+mod budget;
 pub mod config;
 mod conn;
 pub mod identity;
@@ -37,8 +38,13 @@ use session::Session;
 
 /// Longest session name accepted.
 const MAX_NAME_LEN: usize = 64;
-/// Most connections that may be in their handshake at once; more are refused at accept.
+/// Most connections that may be in their handshake at once on one listener (the local
+/// socket, each TLS address); more are refused at accept.
 pub const MAX_HANDSHAKING: usize = 64;
+/// Of those, most from one TLS peer address (as sshd's PerSourceMaxStartups).
+pub const MAX_HANDSHAKING_PER_ADDRESS: usize = 10;
+/// Of the local socket's, most from one uid when a system daemon serves every user.
+pub const MAX_HANDSHAKING_PER_USER: usize = 32;
 /// How often attachments and idle timeouts are checked.
 const SWEEP_EVERY: Duration = Duration::from_millis(250);
 
@@ -51,8 +57,11 @@ pub struct Daemon {
     closed_tx: mpsc::UnboundedSender<Uuid>,
     conns: AtomicU64,
     audit: audit::AuditLog,
-    /// Permits for connections still in their handshake.
-    handshaking: Arc<tokio::sync::Semaphore>,
+    /// Places for local connections still in their handshake, by uid.
+    local_budget: Arc<budget::Budget<budget::Source>>,
+    /// The same for connections handed over in-process (`serve_connection`,
+    /// `serve_tls_connection`); each TLS listener has its own.
+    direct_budget: Arc<budget::Budget<budget::Source>>,
     /// When each client last showed a sign of life (any message).
     clients: Mutex<HashMap<Uuid, Instant>>,
     /// Clients not heard from since this daemon started get their heartbeat timeout from
@@ -115,7 +124,19 @@ impl Daemon {
             closed_tx,
             conns: AtomicU64::new(0),
             audit,
-            handshaking: Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKING)),
+            local_budget: budget::Budget::new(
+                "the local socket",
+                MAX_HANDSHAKING,
+                match mode {
+                    Mode::System => MAX_HANDSHAKING_PER_USER,
+                    Mode::PerUser => MAX_HANDSHAKING,
+                },
+            ),
+            direct_budget: budget::Budget::new(
+                "in-process connections",
+                MAX_HANDSHAKING,
+                MAX_HANDSHAKING,
+            ),
             clients: Mutex::new(HashMap::new()),
             started: Instant::now(),
             auth_throttle: auth::Throttle::default(),
@@ -642,16 +663,17 @@ fn validate_name(name: &str) -> Result<(), ErrorBody> {
 
 impl Daemon {
     /// Serves one already-established connection whose peer the transport authenticated as
-    /// `peer` (used by transports and by the fuzzer). Waits for a handshake slot.
+    /// `peer` (used by transports and by the fuzzer), if its handshake budget has room.
     pub async fn serve_connection<R, W>(self: &Arc<Self>, r: R, w: W, peer: Peer)
     where
         R: tokio::io::AsyncRead + Unpin + Send + 'static,
         W: tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
-        let Ok(permit) = self.handshaking.clone().acquire_owned().await else {
+        let source = budget::Source::Principal(peer.principal.clone());
+        let Some(slot) = admit(&self.direct_budget, source, &peer.from) else {
             return;
         };
-        conn::serve(self.clone(), r, w, conn::Admission::Trusted(peer), permit).await;
+        conn::serve(self.clone(), r, w, conn::Admission::Trusted(peer), slot).await;
     }
 
     /// Serves one connection whose TLS handshake is done: the client must log in first
@@ -661,10 +683,31 @@ impl Daemon {
         R: tokio::io::AsyncRead + Unpin + Send + 'static,
         W: tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
-        let Ok(permit) = self.handshaking.clone().acquire_owned().await else {
+        let from = peer.addr.to_string();
+        let Some(slot) = admit(
+            &self.direct_budget,
+            budget::Source::Ip(peer.addr.ip()),
+            &from,
+        ) else {
             return;
         };
-        conn::serve(self.clone(), r, w, conn::Admission::Challenge(peer), permit).await;
+        conn::serve(self.clone(), r, w, conn::Admission::Challenge(peer), slot).await;
+    }
+}
+
+/// A handshake place in `budget` for a connection from `source`, or `None` (and a log line
+/// saying why) when there is none.
+pub(crate) fn admit(
+    budget: &Arc<budget::Budget<budget::Source>>,
+    source: budget::Source,
+    from: &str,
+) -> Option<budget::Slot<budget::Source>> {
+    match budget.try_admit(source) {
+        Ok(slot) => Some(slot),
+        Err(why) => {
+            tracing::warn!(%from, "refusing a connection on {}: {why}", budget.name);
+            None
+        }
     }
 }
 
@@ -692,16 +735,23 @@ pub async fn serve_unix(
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
                     // As sshd's MaxStartups: connections that have not introduced themselves
-                    // are bounded in number (and, by the Hello timeout, in time).
-                    let Ok(permit) = daemon.handshaking.clone().try_acquire_owned() else {
-                        tracing::warn!(
-                            "refusing a connection: {MAX_HANDSHAKING} others have not finished their handshake"
-                        );
+                    // are bounded in number, per uid too (and, by the Hello timeout, in
+                    // time).
+                    let uid = match stream.peer_cred() {
+                        Ok(c) => c.uid(),
+                        Err(e) => {
+                            tracing::warn!("cannot identify a local peer: {e}");
+                            continue;
+                        }
+                    };
+                    let from = format!("local uid {uid}");
+                    let Some(slot) = admit(&daemon.local_budget, budget::Source::Uid(uid), &from)
+                    else {
                         drop(stream);
                         continue;
                     };
                     let daemon = daemon.clone();
-                    tokio::spawn(async move { serve_local(daemon, stream, permit).await });
+                    tokio::spawn(async move { serve_local(daemon, stream, uid, slot).await });
                 }
                 Err(e) => {
                     tracing::error!("accept failed: {e}");
@@ -715,16 +765,10 @@ pub async fn serve_unix(
 async fn serve_local(
     daemon: Arc<Daemon>,
     stream: UnixStream,
-    handshaking: tokio::sync::OwnedSemaphorePermit,
+    uid: u32,
+    handshaking: budget::Slot<budget::Source>,
 ) {
     let me = nix::unistd::geteuid().as_raw();
-    let uid = match stream.peer_cred() {
-        Ok(c) => c.uid(),
-        Err(e) => {
-            tracing::warn!("cannot identify a local peer: {e}");
-            return;
-        }
-    };
     if uid != me && !daemon.system {
         tracing::warn!(uid, "refused a local connection from another user");
         let (_, w) = stream.into_split();

@@ -11,9 +11,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
 use crate::auth::TlsPeer;
+use crate::budget::{Budget, Slot, Source};
 use crate::conn::Admission;
 use crate::identity::ServerIdentity;
-use crate::{Daemon, MAX_HANDSHAKING};
+use crate::{Daemon, MAX_HANDSHAKING, MAX_HANDSHAKING_PER_ADDRESS};
 
 /// A TLS handshake must complete within this time.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -34,6 +35,12 @@ pub fn parse_listen(text: &str) -> Result<SocketAddr, String> {
 /// Accepts TLS clients on `listener` for as long as the task runs.
 pub async fn serve_tls(daemon: Arc<Daemon>, listener: TcpListener, identity: Arc<ServerIdentity>) {
     let acceptor = TlsAcceptor::from(identity.tls.clone());
+    let name = match listener.local_addr() {
+        Ok(a) => format!("TLS on {a}"),
+        Err(_) => "a TLS listener".to_string(),
+    };
+    // This listener's own: connections here never use up another's places.
+    let budget = Budget::new(name, MAX_HANDSHAKING, MAX_HANDSHAKING_PER_ADDRESS);
     loop {
         let (tcp, addr) = match listener.accept().await {
             Ok(a) => a,
@@ -44,8 +51,7 @@ pub async fn serve_tls(daemon: Arc<Daemon>, listener: TcpListener, identity: Arc
                 continue;
             }
         };
-        let Ok(permit) = daemon.handshaking.clone().try_acquire_owned() else {
-            tracing::warn!(%addr, "refusing a connection: {MAX_HANDSHAKING} others have not finished their handshake");
+        let Some(permit) = crate::admit(&budget, Source::Ip(addr.ip()), &addr.to_string()) else {
             continue;
         };
         let daemon = daemon.clone();
@@ -85,7 +91,7 @@ async fn serve(
     addr: SocketAddr,
     channel_binding: [u8; BINDING_LEN],
     identity: Arc<ServerIdentity>,
-    permit: tokio::sync::OwnedSemaphorePermit,
+    permit: Slot<Source>,
 ) {
     let peer = TlsPeer {
         addr,
