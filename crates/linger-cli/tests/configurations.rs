@@ -724,3 +724,36 @@ fn cancel_timeout_escalates_ctrl_c() {
         "free\n"
     );
 }
+
+/// `max_sessions_per_user` holds when the requests race: twelve `new`s at once, on twelve
+/// connections, against a limit of two.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_session_limit_holds_under_concurrent_requests() {
+    let mut w = World::new();
+    w.write_config("[[configuration]]\nname = \"small\"\nmax_sessions_per_user = 2\n");
+    w.start_daemon();
+    let attempts = (0..12).map(|i| {
+        // A client of its own each: twelve connections, as twelve CLI processes would be.
+        let client = w.client(if i % 2 == 0 { "homeA" } else { "homeB" });
+        async move {
+            client
+                .new_session(
+                    "localhost",
+                    &linger::NewOptions {
+                        name: Some(format!("race{i}")),
+                        configuration: Some("small".into()),
+                        ..Default::default()
+                    },
+                )
+                .await
+        }
+    });
+    let results = futures_util::future::join_all(attempts).await;
+    let made = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(made, 2, "{made} of 12 sessions made under a limit of 2");
+    for r in results.iter().filter_map(|r| r.as_ref().err()) {
+        assert!(r.to_string().contains("max_sessions_per_user"), "{r}");
+    }
+    let listed = ok_as(&w, "homeA", &["get", "--computer", "localhost"]);
+    assert_eq!(listed.matches("race").count(), 2, "{listed}");
+}

@@ -478,38 +478,36 @@ impl Daemon {
             None => config.idle_timeout,
         };
         self.check_idle_timeout(config_name, config.max_idle_timeout, idle_timeout)?;
-        let live = self
+        let reservation = self
             .registry
-            .owned_by(&peer.principal)
-            .iter()
-            .filter(|s| s.meta.configuration_name == config.name && s.closed_reason().is_none())
-            .count();
-        if live >= config.max_sessions_per_user as usize {
-            return Err(ErrorBody::new(
-                ErrorKind::Limit,
-                format!(
-                    "you have {live} sessions of configuration '{config_name}' on {}, its limit (max_sessions_per_user)",
-                    self.computer_name
-                ),
+            .reserve(
+                &peer.principal,
+                &req.name,
+                &config.name,
+                config.max_sessions_per_user as usize,
             )
-            .with_hint("remove one (`linger get --computer HOST` lists them)"));
-        }
-        if !self.registry.reserve(&peer.principal, &req.name) {
-            return Err(ErrorBody::new(
-                ErrorKind::InvalidRequest,
-                format!(
-                    "a session named '{}' already exists on {}",
-                    req.name, self.computer_name
-                ),
-            )
-            .with_hint("choose another --name, or remove the old one"));
-        }
-        let result = self
+            .map_err(|refusal| match refusal {
+                registry::Refusal::NameTaken => ErrorBody::new(
+                    ErrorKind::InvalidRequest,
+                    format!(
+                        "a session named '{}' already exists on {}",
+                        req.name, self.computer_name
+                    ),
+                )
+                .with_hint("choose another --name, or remove the old one"),
+                registry::Refusal::Limit(live) => ErrorBody::new(
+                    ErrorKind::Limit,
+                    format!(
+                        "you have {live} sessions of configuration '{config_name}' on {}, its limit (max_sessions_per_user)",
+                        self.computer_name
+                    ),
+                )
+                .with_hint("remove one (`linger get --computer HOST` lists them)"),
+            })?;
+        let session = self
             .spawn_session(peer, client, &req, config, idle_timeout)
-            .await;
-        self.registry.unreserve(&peer.principal, &req.name);
-        let session = result?;
-        self.registry.insert(session.clone());
+            .await?;
+        reservation.fill(session.clone());
         tracing::info!(session = %session.id(), name = %req.name, principal = %peer.principal, from = %peer.from, configuration = %config_name, "session started");
         self.audit.record(
             peer,

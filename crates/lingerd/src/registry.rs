@@ -15,9 +15,32 @@ const TOMBSTONES: usize = 1024;
 #[derive(Default)]
 struct Inner {
     live: HashMap<Uuid, Arc<Session>>,
-    /// Names being created, per owner, so two concurrent `new`s cannot take one name.
-    reserved: Vec<(String, String)>,
+    /// Sessions being created, so that concurrent `new`s can take neither one name nor
+    /// more than a configuration's limit together.
+    reserved: Vec<Reserved>,
     ended: VecDeque<(String, SessionInfo)>,
+}
+
+#[derive(Clone, PartialEq, Eq)]
+struct Reserved {
+    owner: String,
+    name: String,
+    configuration: String,
+}
+
+/// Why a session cannot be reserved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    NameTaken,
+    /// The owner already has (or is creating) this many sessions of the configuration.
+    Limit(usize),
+}
+
+/// A session being created: its name is taken and it counts against its configuration's
+/// limit until it is [`Reservation::fill`]ed or dropped.
+pub struct Reservation<'r> {
+    registry: &'r Registry,
+    what: Reserved,
 }
 
 #[derive(Default)]
@@ -30,27 +53,59 @@ impl Registry {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Reserves `name` for `owner`, or says it is taken.
-    pub fn reserve(&self, owner: &str, name: &str) -> bool {
+    /// Reserves session `name` of `configuration` for `owner`, who may have at most
+    /// `limit` live sessions of it. Sessions being created count, and the check and the
+    /// reservation are one step under the registry's lock, so concurrent requests cannot
+    /// pass the limit together.
+    pub fn reserve(
+        &self,
+        owner: &str,
+        name: &str,
+        configuration: &str,
+        limit: usize,
+    ) -> Result<Reservation<'_>, Refusal> {
         let mut g = self.lock();
-        let taken =
-            g.live.values().any(|s| {
-                s.meta.owner == owner && s.meta.name == name && s.closed_reason().is_none()
-            }) || g.reserved.iter().any(|(o, n)| o == owner && n == name);
-        if !taken {
-            g.reserved.push((owner.to_string(), name.to_string()));
+        let live = |s: &&Arc<Session>| s.meta.owner == owner && s.closed_reason().is_none();
+        if g.live.values().filter(live).any(|s| s.meta.name == name)
+            || g.reserved
+                .iter()
+                .any(|r| r.owner == owner && r.name == name)
+        {
+            return Err(Refusal::NameTaken);
         }
-        !taken
-    }
-
-    pub fn unreserve(&self, owner: &str, name: &str) {
-        self.lock()
-            .reserved
-            .retain(|(o, n)| !(o == owner && n == name));
+        let of_configuration = g
+            .live
+            .values()
+            .filter(live)
+            .filter(|s| s.meta.configuration_name == configuration)
+            .count()
+            + g.reserved
+                .iter()
+                .filter(|r| r.owner == owner && r.configuration == configuration)
+                .count();
+        if of_configuration >= limit {
+            return Err(Refusal::Limit(of_configuration));
+        }
+        let what = Reserved {
+            owner: owner.to_string(),
+            name: name.to_string(),
+            configuration: configuration.to_string(),
+        };
+        g.reserved.push(what.clone());
+        Ok(Reservation {
+            registry: self,
+            what,
+        })
     }
 
     pub fn insert(&self, session: Arc<Session>) {
         self.lock().live.insert(session.id(), session);
+    }
+
+    fn unreserve(g: &mut Inner, what: &Reserved) {
+        if let Some(i) = g.reserved.iter().position(|r| r == what) {
+            g.reserved.remove(i);
+        }
     }
 
     /// The live session `id`, if `owner` owns it. Another owner's session is invisible.
@@ -87,6 +142,12 @@ impl Registry {
             .map(|(_, i)| i.clone())
     }
 
+    /// Reservations being held (for tests).
+    #[cfg(test)]
+    fn reserved(&self) -> usize {
+        self.lock().reserved.len()
+    }
+
     /// Moves a session that has ended from the live set to the remembered ones.
     pub fn retire(&self, id: Uuid) {
         let mut g = self.lock();
@@ -97,5 +158,51 @@ impl Registry {
                 g.ended.pop_front();
             }
         }
+    }
+}
+
+impl Reservation<'_> {
+    /// The session is made: it takes the reservation's place, in one step.
+    pub fn fill(self, session: Arc<Session>) {
+        let mut g = self.registry.lock();
+        Registry::unreserve(&mut g, &self.what);
+        g.live.insert(session.id(), session);
+        drop(g);
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for Reservation<'_> {
+    /// Creation failed: the name and the place are free again.
+    fn drop(&mut self) {
+        Registry::unreserve(&mut self.registry.lock(), &self.what);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reservations_count_against_the_limit_and_free_their_place() {
+        let r = Registry::default();
+        let a = r.reserve("alice", "a", "small", 2).expect("first");
+        let _b = r.reserve("alice", "b", "small", 2).expect("second");
+        assert_eq!(
+            r.reserve("alice", "c", "small", 2).err(),
+            Some(Refusal::Limit(2))
+        );
+        assert_eq!(
+            r.reserve("alice", "a", "other", 9).err(),
+            Some(Refusal::NameTaken)
+        );
+        // Another owner, another configuration: their own counts.
+        let _c = r.reserve("bob", "c", "small", 2).expect("bob");
+        let _d = r
+            .reserve("alice", "d", "other", 2)
+            .expect("other configuration");
+        drop(a);
+        let _e = r.reserve("alice", "e", "small", 2).expect("a place freed");
+        assert_eq!(r.reserved(), 4);
     }
 }
