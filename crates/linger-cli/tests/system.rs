@@ -225,6 +225,20 @@ fn a_system_daemon_runs_each_session_as_its_owner() {
         "{t}"
     );
 
+    // The daemon's logs hold every user's scripts: only root reads them.
+    for log in ["audit.log", "lingerd.log"] {
+        let path = w.state_dir().join(log);
+        let mode = std::fs::metadata(&path).expect(log).permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{log}");
+        let o = Command::new("cat")
+            .arg(&path)
+            .uid(u2.uid.as_raw())
+            .gid(u2.gid.as_raw())
+            .output()
+            .expect("cat as USER2");
+        assert!(!o.status.success(), "USER2 read {log}");
+    }
+
     // A restarted daemon re-adopts hosts that run as their owners.
     w.stop_daemon();
     w.start_daemon_with(&["--system", "--config", &config_arg, "--listen", &addr]);

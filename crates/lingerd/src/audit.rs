@@ -3,7 +3,6 @@
 //! who, from where, when, and what. Kept apart from `lingerd.log`, whose level and wording
 //! are for debugging; this file's fields are stable for tools.
 
-use std::fs::File;
 use std::io::Write;
 use std::path::Path;
 use std::sync::Mutex;
@@ -12,19 +11,17 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::conn::Peer;
+use crate::logfile::LogFile;
 
 pub struct AuditLog {
-    file: Mutex<Option<File>>,
+    file: Mutex<Option<LogFile>>,
 }
 
 impl AuditLog {
     /// Opens (appending) `path`. A log that cannot be opened is reported once and audit
     /// records go to the daemon's log instead.
     pub fn open(path: &Path) -> AuditLog {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path);
+        let file = LogFile::open(path, crate::logfile::AUDIT_LOG_LIMIT);
         let file = match file {
             Ok(f) => Some(f),
             Err(e) => {

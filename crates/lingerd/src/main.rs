@@ -157,10 +157,7 @@ fn run(args: Args) -> Result<()> {
     let _lock = lingerd::instance::acquire(&paths)?;
 
     let log_path = paths.log_file();
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
+    let log = lingerd::logfile::LogFile::open(&log_path, lingerd::logfile::DAEMON_LOG_LIMIT)
         .with_context(|| format!("cannot open the log {}", log_path.display()))?;
     tracing_subscriber::fmt()
         .with_env_filter(
