@@ -239,6 +239,27 @@ fn a_system_daemon_runs_each_session_as_its_owner() {
         assert!(!o.status.success(), "USER2 read {log}");
     }
 
+    // USER2 plants a FIFO, then /dev/zero, as its authorized_keys: its logins fail (nothing
+    // is read from either), and the daemon goes on serving USER1 meanwhile.
+    let keys2 = ssh_dir.join("authorized_keys");
+    let saved = std::fs::read(&keys2).expect("USER2's keys");
+    std::fs::remove_file(&keys2).expect("rm");
+    nix::unistd::mkfifo(&keys2, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo");
+    std::os::unix::fs::chown(&keys2, Some(u2.uid.as_raw()), Some(u2.gid.as_raw())).expect("chown");
+    for planted in ["a FIFO", "/dev/zero"] {
+        if planted == "/dev/zero" {
+            std::fs::remove_file(&keys2).expect("rm");
+            std::os::unix::fs::symlink("/dev/zero", &keys2).expect("ln -s");
+        }
+        let o = common::run_as(&w, "homeB", &["get", "--computer", &as_user2]);
+        assert_eq!(o.status.code(), Some(5), "{planted}: {}", stderr(&o));
+        let t = common::ok_as(&w, "homeA", &["get", "--computer", &addr]);
+        assert!(t.contains("work"), "{planted}: {t}");
+    }
+    assert!(w.daemon_log().contains("not reading authorized keys"));
+    std::fs::remove_file(&keys2).expect("rm");
+    std::fs::write(&keys2, saved).expect("restore USER2's keys");
+
     // A restarted daemon re-adopts hosts that run as their owners.
     w.stop_daemon();
     w.start_daemon_with(&["--system", "--config", &config_arg, "--listen", &addr]);

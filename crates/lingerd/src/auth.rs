@@ -31,6 +31,9 @@ const MAX_DELAY: Duration = Duration::from_secs(8);
 const FORGET_AFTER: Duration = Duration::from_secs(600);
 /// Longest principal name accepted from a `principal="…"` option.
 const MAX_PRINCIPAL_LEN: usize = 64;
+/// How long one attempt's checks (a user lookup, key files) may take off the runtime: a
+/// hung name service or file system fails the attempt instead of holding the connection.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The TLS facts an authentication is bound to.
 pub struct TlsPeer {
@@ -79,12 +82,14 @@ enum Refusal {
     NotAuthorized(String),
     #[error("key {0}: the signature does not verify ({1})")]
     WrongSignature(String, ssh_key::Error),
+    #[error("the checks took longer than {0:?}")]
+    TimedOut(Duration),
 }
 
 /// Runs the challenge exchange after `Hello` on a TLS connection. Returns who the client
 /// is, or `None` once the connection has been refused (and told so).
 pub async fn authenticate<R, W>(
-    daemon: &Daemon,
+    daemon: &std::sync::Arc<Daemon>,
     reader: &mut FrameReader<R>,
     writer: &mut FrameWriter<W>,
     tls: &TlsPeer,
@@ -128,7 +133,17 @@ where
             &tls.certificate_sha256,
             &auth.user,
         );
-        match check(daemon, &auth, &message) {
+        // User lookups and key files may block (a name service, a slow disk, a planted
+        // FIFO): never on the runtime, and never for long.
+        let checked = {
+            let (daemon, auth) = (daemon.clone(), auth.clone());
+            let work = tokio::task::spawn_blocking(move || check(&daemon, &auth, &message));
+            match tokio::time::timeout(CHECK_TIMEOUT, work).await {
+                Ok(Ok(result)) => result,
+                Ok(Err(_)) | Err(_) => Err(Refusal::TimedOut(CHECK_TIMEOUT)),
+            }
+        };
+        match checked {
             Ok((principal, fingerprint)) => {
                 daemon.auth_throttle.succeeded(tls.addr.ip());
                 let peer = Peer {
@@ -209,7 +224,9 @@ fn check(
 /// A system daemon also accepts keys from `user`'s own `~/.ssh/authorized_keys`, as `user`.
 fn authorized_as(daemon: &Daemon, key: &PublicKey, user: &str) -> Option<String> {
     if let Some(path) = &daemon.config().server.authorized_keys {
-        for (opts, _) in matching_entries(path, key) {
+        // The administrator's file: the daemon's user's (or root's) alone.
+        let own = nix::unistd::geteuid().as_raw();
+        for (opts, _) in matching_entries(path, key, own, None) {
             match principal_option(&opts) {
                 Some(Ok(name)) => return Some(name),
                 Some(Err(bad)) => {
@@ -224,9 +241,13 @@ fn authorized_as(daemon: &Daemon, key: &PublicKey, user: &str) -> Option<String>
         }
     }
     if daemon.system {
-        let home = nix::unistd::User::from_name(user).ok().flatten()?.dir;
-        let path = home.join(".ssh/authorized_keys");
-        if matching_entries(&path, key).next().is_some() {
+        let account = nix::unistd::User::from_name(user).ok().flatten()?;
+        let path = account.dir.join(".ssh/authorized_keys");
+        let uid = account.uid.as_raw();
+        if matching_entries(&path, key, uid, Some(&account.dir))
+            .next()
+            .is_some()
+        {
             return Some(user.to_string());
         }
     }
@@ -238,12 +259,14 @@ fn authorized_as(daemon: &Daemon, key: &PublicKey, user: &str) -> Option<String>
 fn matching_entries<'k>(
     path: &Path,
     key: &'k PublicKey,
+    uid: u32,
+    home: Option<&Path>,
 ) -> impl Iterator<Item = (String, PathBuf)> + 'k {
-    let text = match std::fs::read_to_string(path) {
+    let text = match crate::keyfile::read(path, uid, home) {
         Ok(t) => t,
         Err(e) => {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                tracing::warn!(path = %path.display(), "cannot read authorized keys: {e}");
+            if !e.is_missing() {
+                tracing::warn!(path = %path.display(), "not reading authorized keys: {e}");
             }
             String::new()
         }

@@ -9,6 +9,7 @@ pub mod config;
 mod conn;
 pub mod identity;
 pub mod instance;
+mod keyfile;
 pub mod logfile;
 pub mod paths;
 mod registry;
