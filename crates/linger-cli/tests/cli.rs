@@ -453,3 +453,28 @@ fn new_on_several_computers_reports_each_failure() {
     let o = w.run(&["new", "localhost", "--throttle", "0"]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
 }
+
+/// A socket directory others can write (made first by someone else, or opened up) is
+/// refused by the client and by the daemon alike, before anything is sent or bound there.
+#[test]
+fn an_open_socket_directory_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let w = World::new();
+    let dir = w.path("run/linger");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let o = w.run(&["new", "localhost"]);
+    assert_ne!(o.status.code(), Some(0));
+    let err = stderr(&o);
+    assert!(
+        err.contains("has mode 777") && err.lines().count() <= 2,
+        "{err}"
+    );
+    let o = w
+        .lingerd(&["--socket", w.socket().to_str().expect("utf-8")])
+        .output()
+        .expect("lingerd");
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("has mode 777"), "{}", stderr(&o));
+    assert!(!w.socket().exists(), "nothing was bound there");
+}

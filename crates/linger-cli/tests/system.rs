@@ -260,6 +260,33 @@ fn a_system_daemon_runs_each_session_as_its_owner() {
     std::fs::remove_file(&keys2).expect("rm");
     std::fs::write(&keys2, saved).expect("restore USER2's keys");
 
+    // Without XDG_RUNTIME_DIR the socket directory is /tmp/linger-UID: USER2 makes USER1's
+    // first, open to all. USER1's client refuses it and starts no daemon there.
+    let trap = std::path::PathBuf::from(format!("/tmp/linger-{}", u1.uid.as_raw()));
+    let _ = std::fs::remove_dir_all(&trap);
+    std::fs::create_dir(&trap).expect("mkdir");
+    std::fs::set_permissions(&trap, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    std::os::unix::fs::chown(&trap, Some(u2.uid.as_raw()), Some(u2.gid.as_raw())).expect("chown");
+    let o = {
+        let mut cmd = w.linger_as(
+            &format!("home-{USER1}"),
+            &["get", "--computer", "localhost"],
+        );
+        cmd.env_remove("XDG_RUNTIME_DIR")
+            .env("HOME", &u1.dir)
+            .uid(u1.uid.as_raw())
+            .gid(u1.gid.as_raw());
+        cmd.output().expect("linger as USER1")
+    };
+    assert_ne!(o.status.code(), Some(0));
+    assert!(
+        stderr(&o).contains(&format!("belongs to uid {}", u2.uid)),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(std::fs::read_dir(&trap).expect("the trap").count(), 0);
+    std::fs::remove_dir_all(&trap).expect("rm the trap");
+
     // A restarted daemon re-adopts hosts that run as their owners.
     w.stop_daemon();
     w.start_daemon_with(&["--system", "--config", &config_arg, "--listen", &addr]);

@@ -13,10 +13,13 @@ use crate::error::{Error, Result};
 /// How long a freshly started daemon gets to open its socket.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Connects to the daemon's socket, starting the daemon first if nothing listens.
+/// Connects to the daemon's socket, starting the daemon first if nothing listens. The
+/// socket's directory must be this user's (or root's) alone, and the daemon that answers
+/// must run as this user or root: otherwise nothing is sent.
 pub async fn connect_or_start(socket: &Path) -> Result<UnixStream> {
+    check_socket_dir(socket)?;
     match UnixStream::connect(socket).await {
-        Ok(s) => return Ok(s),
+        Ok(s) => return verified(s, socket),
         Err(e) if is_absent(&e) => {}
         Err(e) => {
             return Err(Error::Unreachable {
@@ -31,13 +34,14 @@ pub async fn connect_or_start(socket: &Path) -> Result<UnixStream> {
     // from then on, wait for that one's socket.
     let mut lost_race = false;
     loop {
+        check_socket_dir(socket)?;
         match UnixStream::connect(socket).await {
             Ok(s) => {
                 // Reap the daemon if it ever exits while we live; it usually outlives us.
                 std::thread::spawn(move || {
                     let _ = child.wait();
                 });
-                return Ok(s);
+                return verified(s, socket);
             }
             Err(e) if is_absent(&e) => {}
             Err(e) => {
@@ -77,6 +81,45 @@ pub async fn connect_or_start(socket: &Path) -> Result<UnixStream> {
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+}
+
+fn my_uid() -> u32 {
+    nix::unistd::geteuid().as_raw()
+}
+
+/// Refuses a socket directory another user could have made or could write (one not made
+/// yet is fine: the daemon makes it, and it is checked again before connecting).
+fn check_socket_dir(socket: &Path) -> Result<()> {
+    let Some(dir) = socket.parent() else {
+        return Ok(());
+    };
+    if !dir.exists() {
+        return Ok(());
+    }
+    linger_proto::local::check_dir(dir, my_uid()).map_err(|e| Error::Unreachable {
+        computer: "localhost".into(),
+        reason: e.to_string(),
+    })
+}
+
+/// The connection, if the daemon on it runs as this user or as root (SO_PEERCRED).
+fn verified(stream: UnixStream, socket: &Path) -> Result<UnixStream> {
+    let peer = stream.peer_cred().map_err(|e| Error::Unreachable {
+        computer: "localhost".into(),
+        reason: format!("cannot tell who serves {}: {e}", socket.display()),
+    })?;
+    let me = my_uid();
+    if peer.uid() != me && peer.uid() != 0 {
+        return Err(Error::Unreachable {
+            computer: "localhost".into(),
+            reason: format!(
+                "the daemon on {} runs as uid {}, not as you (uid {me}) or root: refusing to talk to it",
+                socket.display(),
+                peer.uid()
+            ),
+        });
+    }
+    Ok(stream)
 }
 
 fn is_absent(e: &std::io::Error) -> bool {

@@ -4,6 +4,7 @@
 
 use std::fs::File;
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use nix::fcntl::{Flock, FlockArg};
@@ -36,6 +37,8 @@ pub fn acquire(paths: &DaemonPaths) -> Result<InstanceLock, InstanceError> {
         .create(true)
         .truncate(false)
         .write(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(&lock_path)
         .map_err(io_err)?;
     let lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
@@ -56,6 +59,12 @@ pub fn acquire(paths: &DaemonPaths) -> Result<InstanceLock, InstanceError> {
 }
 
 fn write_pid(path: &Path) -> std::io::Result<()> {
-    let mut f = File::create(path)?;
+    let mut f = File::options()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o644)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)?;
     writeln!(f, "{}", std::process::id())
 }

@@ -147,6 +147,8 @@ fn run(args: Args) -> Result<()> {
             std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))
                 .with_context(|| format!("cannot open up {}", dir.display()))?;
         }
+        // A directory someone else made first (under /tmp) would hand them our sessions.
+        linger_proto::local::check_dir(dir, nix::unistd::geteuid().as_raw())?;
     }
     paths::private_dir(&paths.state_dir).with_context(|| {
         format!(
@@ -154,6 +156,9 @@ fn run(args: Args) -> Result<()> {
             paths.state_dir.display()
         )
     })?;
+    // Its files (logs, identity key, sessions) are opened by name: nobody else may own or
+    // write the directory (a system daemon's becomes 0711, root's).
+    linger_proto::local::check_dir(&paths.state_dir, nix::unistd::geteuid().as_raw())?;
     let _lock = lingerd::instance::acquire(&paths)?;
 
     let log_path = paths.log_file();
