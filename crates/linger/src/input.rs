@@ -207,9 +207,16 @@ impl State {
             return;
         };
         let mut offset = self.acked + self.unacked_len;
-        while let Some(mut chunk) = self.unsent.pop_front() {
-            if chunk.len() > STDIN_CHUNK {
-                self.unsent.push_front(chunk.split_off(STDIN_CHUNK));
+        // Never past the window: receivers would cut what lies beyond it, and this side
+        // would not know to send it again. The rest waits for acknowledgements.
+        let limit = self.acked + STDIN_WINDOW;
+        while offset < limit {
+            let Some(mut chunk) = self.unsent.pop_front() else {
+                break;
+            };
+            let room = ((limit - offset) as usize).min(STDIN_CHUNK);
+            if chunk.len() > room {
+                self.unsent.push_front(chunk.split_off(room));
             }
             let len = chunk.len() as u64;
             let _ = route.out.send(
@@ -226,7 +233,7 @@ impl State {
             self.unacked_len += len;
             self.unacked.push_back(chunk);
         }
-        if self.eof && !self.eof_sent {
+        if self.eof && !self.eof_sent && self.unsent.is_empty() {
             self.eof_sent = true;
             let _ = route.out.send(
                 ClientMsg::Stdin {
@@ -325,6 +332,40 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn nothing_is_sent_past_the_window_until_acknowledged() {
+        let (input, mut rx, id) = routed(1);
+        input.acked(id, 0, false);
+        input
+            .write(Bytes::from(vec![1u8; STDIN_WINDOW as usize - 1]))
+            .await;
+        // Room is left, so this write is taken, but only its first byte may go out.
+        input.write(Bytes::from_static(b"abcdef")).await;
+        input.finish();
+        let msgs = sent(&mut rx);
+        let last = msgs.last().expect("sent");
+        assert_eq!(
+            (last.1, last.2.as_slice(), last.3),
+            (STDIN_WINDOW - 1, &b"a"[..], false)
+        );
+        let end: u64 = msgs.iter().map(|m| m.2.len() as u64).sum();
+        assert_eq!(end, STDIN_WINDOW);
+        // Acknowledgements open the window as far as they go: then the rest, then the end.
+        input.acked(id, 3, false);
+        assert_eq!(
+            sent(&mut rx),
+            vec![(1, STDIN_WINDOW, b"bcd".to_vec(), false)]
+        );
+        input.acked(id, 10, false);
+        assert_eq!(
+            sent(&mut rx),
+            vec![
+                (1, STDIN_WINDOW + 3, b"ef".to_vec(), false),
+                (1, STDIN_WINDOW + 5, vec![], true)
+            ]
+        );
+    }
+
+    #[tokio::test]
     async fn a_full_window_holds_the_writer_until_acknowledged_or_closed() {
         let (input, mut rx, id) = routed(1);
         input.acked(id, 0, false);
@@ -340,7 +381,7 @@ mod tests {
         };
         tokio::task::yield_now().await;
         assert!(!writer.is_finished(), "the window is full");
-        input.acked(id, 1, false);
+        input.acked(id, 4, false);
         writer.await.expect("writer");
         assert_eq!(
             sent(&mut rx),
