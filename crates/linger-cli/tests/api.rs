@@ -366,3 +366,95 @@ async fn silent_connections_are_bounded() {
     }
     assert_eq!(out, b"still-here\n");
 }
+
+/// One client pipelining thousands of requests that all wait (invokes queued behind a busy
+/// session) gets answers, not unbounded tasks: past the per-connection limit each is refused
+/// at once with `limit`, and the daemon serves everyone else meanwhile.
+#[tokio::test]
+async fn pipelined_requests_are_bounded_per_connection() {
+    use linger_proto::client::{ClientMsg, Hello, Invoke, InvokeKind, NewSession, Request};
+    use linger_proto::frame::{FrameReader, FrameWriter};
+    use linger_proto::server::{Reply, ServerMsg};
+    use linger_proto::types::ErrorKind;
+
+    let mut w = World::new();
+    w.start_daemon();
+    let stream = tokio::net::UnixStream::connect(w.socket())
+        .await
+        .expect("connect");
+    let (r, wr) = stream.into_split();
+    let (mut rd, mut wr) = (FrameReader::new(r), FrameWriter::new(wr));
+    wr.write(&ClientMsg::Hello(Hello {
+        protocol_version: linger_proto::PROTOCOL_VERSION,
+        client_id: uuid::Uuid::new_v4(),
+        client_name: "flood".into(),
+    }))
+    .await
+    .expect("hello");
+    assert!(matches!(
+        rd.read::<ServerMsg>().await,
+        Ok(Some(ServerMsg::Welcome(_)))
+    ));
+    wr.write(&ClientMsg::Request {
+        rid: 1,
+        request: Request::NewSession(NewSession {
+            name: "busy".into(),
+            configuration: None,
+            idle_timeout_ms: None,
+            buffering: None,
+        }),
+    })
+    .await
+    .expect("new");
+    let instance_id = match rd.read::<ServerMsg>().await {
+        Ok(Some(ServerMsg::Reply {
+            reply: Reply::Session(s),
+            ..
+        })) => s.instance_id,
+        other => panic!("unexpected {other:?}"),
+    };
+    const FLOOD: u64 = 3000;
+    let invoke = |rid: u64| ClientMsg::Request {
+        rid,
+        request: Request::Invoke(Invoke {
+            instance_id,
+            script: "sleep 600".into(),
+            args: vec![],
+            wait_ms: 600_000,
+            cancel_timeout_ms: 1_000,
+            disconnected: false,
+            kind: InvokeKind::Plain,
+            stdin: false,
+        }),
+    };
+    // Read while writing: the daemon's answers must not fill the socket.
+    let reading = tokio::spawn(async move {
+        let mut refused = 0u64;
+        while refused < FLOOD - lingerd::MAX_REQUESTS_PER_CONNECTION as u64 {
+            match rd.read::<ServerMsg>().await {
+                Ok(Some(ServerMsg::Error { error, .. })) => {
+                    assert_eq!(error.kind, ErrorKind::Limit, "{error:?}");
+                    refused += 1;
+                }
+                Ok(Some(_)) => {}
+                other => panic!("the connection ended: {other:?}"),
+            }
+        }
+        refused
+    });
+    for rid in 2..2 + FLOOD {
+        wr.feed(&invoke(rid)).await.expect("feed");
+    }
+    wr.flush().await.expect("flush");
+    let refused = reading.await.expect("reader");
+    assert!(refused >= FLOOD - lingerd::MAX_REQUESTS_PER_CONNECTION as u64);
+    // Everyone else is served meanwhile.
+    let client = w.client("homeB");
+    let s = client
+        .new_session("localhost", &NewOptions::default())
+        .await
+        .expect("another client's session");
+    let (out, _, status) = run(&client, &s.entry, "echo served").await;
+    assert_eq!((out, status), (b"served\n".to_vec(), 0));
+    drop(wr);
+}

@@ -1,11 +1,14 @@
 //! Framing: every message is a big-endian `u32` length followed by that many bytes of
 //! MessagePack (maps with named fields, enums externally tagged).
 
-use bytes::{BufMut, Bytes, BytesMut};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures_util::StreamExt;
 use serde::{de::DeserializeOwned, Serialize};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
+use tokio_util::codec::{Decoder, FramedRead};
 
 /// Largest frame either side accepts. A peer announcing more is malformed and the
 /// connection is closed; output is chunked far below this.
@@ -33,11 +36,127 @@ impl FrameError {
     }
 }
 
-pub fn codec() -> LengthDelimitedCodec {
-    LengthDelimitedCodec::builder()
-        .length_field_type::<u32>()
-        .max_frame_length(MAX_FRAME_LEN)
-        .new_codec()
+/// Bytes of a partial frame a reader holds before they count against its budget.
+const FREE_PARTIAL: usize = 256 * 1024;
+/// How much room a reader makes at a time for a frame still arriving.
+const GROW: usize = 256 * 1024;
+
+/// Bytes that the readers sharing it may hold in frames not yet complete (a peer that
+/// announces big frames and sends them slowly, on many connections). Each reader's first
+/// `FREE_PARTIAL` bytes are not counted.
+pub struct FrameBudget {
+    limit: usize,
+    held: AtomicUsize,
+}
+
+impl FrameBudget {
+    pub fn new(limit: usize) -> Arc<FrameBudget> {
+        Arc::new(FrameBudget {
+            limit,
+            held: AtomicUsize::new(0),
+        })
+    }
+
+    /// Bytes counted now.
+    pub fn held(&self) -> usize {
+        self.held.load(Ordering::Relaxed)
+    }
+
+    fn charge(&self, n: usize) -> bool {
+        self.held
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                (held + n <= self.limit).then_some(held + n)
+            })
+            .is_ok()
+    }
+
+    fn release(&self, n: usize) {
+        self.held.fetch_sub(n, Ordering::AcqRel);
+    }
+}
+
+/// Length-prefixed frames (a big-endian `u32`, then the body), as tokio-util's
+/// `LengthDelimitedCodec` reads them, except that room for a frame is made as its bytes
+/// arrive, not when its header announces them: a header alone costs nothing, and the
+/// partial frames of readers sharing a [`FrameBudget`] are bounded in total.
+pub struct FrameCodec {
+    max: usize,
+    budget: Option<Arc<FrameBudget>>,
+    /// Bytes of the current partial frame counted against the budget.
+    charged: usize,
+}
+
+impl FrameCodec {
+    pub fn new() -> FrameCodec {
+        FrameCodec {
+            max: MAX_FRAME_LEN,
+            budget: None,
+            charged: 0,
+        }
+    }
+
+    fn uncharge(&mut self) {
+        if let Some(b) = &self.budget {
+            b.release(self.charged);
+        }
+        self.charged = 0;
+    }
+}
+
+impl Default for FrameCodec {
+    fn default() -> Self {
+        FrameCodec::new()
+    }
+}
+
+impl Drop for FrameCodec {
+    fn drop(&mut self) {
+        self.uncharge();
+    }
+}
+
+impl Decoder for FrameCodec {
+    type Item = BytesMut;
+    type Error = std::io::Error;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<BytesMut>, std::io::Error> {
+        if src.len() < 4 {
+            return Ok(None);
+        }
+        let len = u32::from_be_bytes([src[0], src[1], src[2], src[3]]) as usize;
+        if len > self.max {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "a frame of {len} bytes is larger than the {} allowed here",
+                    self.max
+                ),
+            ));
+        }
+        let whole = 4 + len;
+        if src.len() < whole {
+            // Room for the next chunk of it only.
+            let room = (whole - src.len()).min(GROW);
+            src.reserve(room);
+            if let Some(budget) = &self.budget {
+                let counted = src.len().saturating_sub(FREE_PARTIAL);
+                if counted > self.charged {
+                    if !budget.charge(counted - self.charged) {
+                        return Err(std::io::Error::new(
+                            std::io::ErrorKind::InvalidData,
+                            "too many bytes of unfinished frames are held for all connections",
+                        ));
+                    }
+                    self.charged = counted;
+                }
+            }
+            return Ok(None);
+        }
+        self.uncharge();
+        let mut frame = src.split_to(whole);
+        frame.advance(4);
+        Ok(Some(frame))
+    }
 }
 
 pub fn encode<T: Serialize>(msg: &T) -> Result<Bytes, FrameError> {
@@ -50,23 +169,29 @@ pub fn decode<T: DeserializeOwned>(frame: &[u8]) -> Result<T, FrameError> {
 
 /// Reading half of a framed connection.
 pub struct FrameReader<R> {
-    inner: FramedRead<R, LengthDelimitedCodec>,
+    inner: FramedRead<R, FrameCodec>,
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
     pub fn new(r: R) -> Self {
         FrameReader {
-            inner: FramedRead::with_capacity(r, codec(), 256 * 1024),
+            inner: FramedRead::with_capacity(r, FrameCodec::new(), 256 * 1024),
         }
+    }
+
+    /// Counts this reader's unfinished frames against `budget` from now on; one that would
+    /// pass it fails the read (as malformed).
+    pub fn set_budget(&mut self, budget: Arc<FrameBudget>) {
+        let codec = self.inner.decoder_mut();
+        codec.uncharge();
+        codec.budget = Some(budget);
     }
 
     /// Refuses frames longer than `len` from now on (as malformed): a peer not yet
     /// authenticated gets a small limit, so that it cannot make the reader reserve room for
     /// a large frame. At most [`MAX_FRAME_LEN`].
     pub fn set_max_frame_len(&mut self, len: usize) {
-        self.inner
-            .decoder_mut()
-            .set_max_frame_length(len.min(MAX_FRAME_LEN));
+        self.inner.decoder_mut().max = len.min(MAX_FRAME_LEN);
     }
 
     /// Next message, or `None` at a clean end of stream.
@@ -200,6 +325,50 @@ mod tests {
             }
         }
         writing.await.expect("writer task");
+    }
+
+    #[test]
+    fn a_header_alone_reserves_nothing_and_partial_frames_are_counted() {
+        let budget = FrameBudget::new(1 << 20);
+        let mut codec = FrameCodec::new();
+        codec.budget = Some(budget.clone());
+        let mut src = BytesMut::new();
+        src.put_u32(MAX_FRAME_LEN as u32);
+        assert!(codec.decode(&mut src).expect("a header").is_none());
+        assert!(src.capacity() <= 4 + GROW, "{}", src.capacity());
+        assert_eq!(budget.held(), 0, "the first bytes are free");
+        // The frame's bytes arrive: beyond the free part they count, up to the limit.
+        src.extend_from_slice(&vec![0; FREE_PARTIAL + 1000]);
+        assert!(codec.decode(&mut src).expect("partial").is_none());
+        assert_eq!(budget.held(), 1004);
+        src.extend_from_slice(&vec![0; 1 << 20]);
+        assert!(codec.decode(&mut src).is_err(), "past the budget");
+        // A reader that goes away gives back what it held.
+        drop(codec);
+        assert_eq!(budget.held(), 0);
+    }
+
+    #[test]
+    fn a_complete_frame_gives_back_what_it_held() {
+        let budget = FrameBudget::new(8 << 20);
+        let mut codec = FrameCodec::new();
+        codec.budget = Some(budget.clone());
+        let body = vec![7u8; 2 << 20];
+        let mut src = BytesMut::new();
+        src.put_u32(body.len() as u32);
+        src.extend_from_slice(&body[..1 << 20]);
+        assert!(codec.decode(&mut src).expect("partial").is_none());
+        assert!(budget.held() > 0);
+        src.extend_from_slice(&body[1 << 20..]);
+        src.put_u32(1);
+        src.put_u8(9);
+        let frame = codec.decode(&mut src).expect("frame").expect("complete");
+        assert_eq!(frame.len(), body.len());
+        assert_eq!(budget.held(), 0);
+        assert_eq!(
+            &codec.decode(&mut src).expect("next").expect("small")[..],
+            [9]
+        );
     }
 
     #[tokio::test]

@@ -62,6 +62,8 @@ struct Ctx {
     enters: Mutex<HashMap<u64, Arc<Session>>>,
     /// Set once the client's side of the connection has ended.
     gone: tokio::sync::watch::Sender<bool>,
+    /// Requests of this connection in flight.
+    requests: Arc<tokio::sync::Semaphore>,
 }
 
 /// How a transport vouches for a connection's peer.
@@ -131,6 +133,7 @@ pub async fn serve<R, W>(
         return;
     }
     reader.set_max_frame_len(linger_proto::MAX_FRAME_LEN);
+    reader.set_budget(daemon.frame_budget.clone());
     drop(handshaking);
     let conn = daemon.next_conn();
     daemon.saw(hello.client_id);
@@ -147,6 +150,9 @@ pub async fn serve<R, W>(
         invokes: Mutex::new(HashMap::new()),
         enters: Mutex::new(HashMap::new()),
         gone: tokio::sync::watch::channel(false).0,
+        requests: Arc::new(tokio::sync::Semaphore::new(
+            crate::MAX_REQUESTS_PER_CONNECTION,
+        )),
     });
     loop {
         let msg = match reader.read::<ClientMsg>().await {
@@ -173,8 +179,30 @@ pub async fn serve<R, W>(
                 tracing::warn!(conn, "Authenticate after the handshake ignored");
             }
             ClientMsg::Request { rid, request } => {
+                // Each request is a task until answered: a client pipelining without bound
+                // gets `limit` answers instead of tasks.
+                let permits = ctx.requests.clone().try_acquire_owned().and_then(|mine| {
+                    let all = ctx.daemon.requests.clone().try_acquire_owned()?;
+                    Ok((mine, all))
+                });
+                let Ok(permits) = permits else {
+                    let error = ErrorBody::new(
+                        ErrorKind::Limit,
+                        format!(
+                            "too many requests in flight (at most {} per connection, {} in all)",
+                            crate::MAX_REQUESTS_PER_CONNECTION,
+                            crate::MAX_REQUESTS
+                        ),
+                    )
+                    .with_hint("wait for answers before sending more requests");
+                    let _ = ctx.tx.send(ServerMsg::Error { rid, error }).await;
+                    continue;
+                };
                 let ctx = ctx.clone();
-                tokio::spawn(async move { ctx.handle(rid, request).await });
+                tokio::spawn(async move {
+                    ctx.handle(rid, request).await;
+                    drop(permits);
+                });
             }
             ClientMsg::Ack { rid, seq } => {
                 let session = ctx.invokes_lock().get(&rid).map(|f| f.session.clone());

@@ -47,6 +47,15 @@ pub const MAX_HANDSHAKING: usize = 64;
 pub const MAX_HANDSHAKING_PER_ADDRESS: usize = 10;
 /// Of the local socket's, most from one uid when a system daemon serves every user.
 pub const MAX_HANDSHAKING_PER_USER: usize = 32;
+/// Requests one connection may have in flight (each is a task until answered); more are
+/// answered `limit` at once.
+pub const MAX_REQUESTS_PER_CONNECTION: usize = 1024;
+/// The same over all connections.
+pub const MAX_REQUESTS: usize = 16 * 1024;
+/// Bytes of unfinished frames all client connections together may hold (each connection's
+/// first 256 KiB apart): a client announcing big frames and sending them slowly, on many
+/// connections, costs at most this.
+pub const MAX_PARTIAL_FRAME_BYTES: usize = 256 << 20;
 /// How often attachments and idle timeouts are checked.
 const SWEEP_EVERY: Duration = Duration::from_millis(250);
 
@@ -64,6 +73,10 @@ pub struct Daemon {
     /// The same for connections handed over in-process (`serve_connection`,
     /// `serve_tls_connection`); each TLS listener has its own.
     direct_budget: Arc<budget::Budget<budget::Source>>,
+    /// Requests in flight over all connections.
+    requests: Arc<tokio::sync::Semaphore>,
+    /// Unfinished frames of all welcomed client connections.
+    frame_budget: Arc<linger_proto::frame::FrameBudget>,
     /// When each client last showed a sign of life (any message).
     clients: Mutex<HashMap<Uuid, Instant>>,
     /// Clients not heard from since this daemon started get their heartbeat timeout from
@@ -139,6 +152,8 @@ impl Daemon {
                 MAX_HANDSHAKING,
                 MAX_HANDSHAKING,
             ),
+            requests: Arc::new(tokio::sync::Semaphore::new(MAX_REQUESTS)),
+            frame_budget: linger_proto::frame::FrameBudget::new(MAX_PARTIAL_FRAME_BYTES),
             clients: Mutex::new(HashMap::new()),
             started: Instant::now(),
             auth_throttle: auth::Throttle::default(),
