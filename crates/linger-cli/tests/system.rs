@@ -239,6 +239,45 @@ fn a_system_daemon_runs_each_session_as_its_owner() {
         assert!(!o.status.success(), "USER2 read {log}");
     }
 
+    // As sshd: an account with a no-login shell, a locked password or an expired account
+    // cannot log in, whatever its keys; restored, it can again.
+    for (lock, unlock) in [
+        (
+            vec!["usermod", "-s", "/usr/sbin/nologin", USER2],
+            vec!["usermod", "-s", "/bin/bash", USER2],
+        ),
+        (vec!["usermod", "-p", "$6$x$y", USER2], vec!["true"]),
+        (vec!["usermod", "-L", USER2], vec!["usermod", "-U", USER2]),
+        (
+            vec!["chage", "-E", "1", USER2],
+            vec!["chage", "-E", "-1", USER2],
+        ),
+    ] {
+        sh(Command::new(lock[0]).args(&lock[1..]));
+        let o = common::run_as(&w, "homeB", &["get", "--computer", &as_user2]);
+        let locked = lock[1..].join(" ") != format!("-p $6$x$y {USER2}");
+        if locked {
+            assert_eq!(o.status.code(), Some(5), "{lock:?}: {}", stderr(&o));
+        } else {
+            assert_eq!(
+                o.status.code(),
+                Some(0),
+                "a password alone locks nothing: {}",
+                stderr(&o)
+            );
+        }
+        sh(Command::new(unlock[0]).args(&unlock[1..]));
+    }
+    let reasons = std::fs::read_to_string(w.state_dir().join("audit.log")).expect("audit");
+    for why in [
+        "its shell is /usr/sbin/nologin",
+        "password is locked",
+        "has expired",
+    ] {
+        assert!(reasons.contains(why), "the audit log does not say {why:?}");
+    }
+    common::ok_as(&w, "homeB", &["get", "--computer", &as_user2]);
+
     // USER2 plants a FIFO, then /dev/zero, as its authorized_keys: its logins fail (nothing
     // is read from either), and the daemon goes on serving USER1 meanwhile.
     let keys2 = ssh_dir.join("authorized_keys");

@@ -559,3 +559,73 @@ fn ok_tls(w: &World, computer: &str) {
     let t = common::ok_as(w, "homeA", &["new", computer, "--name", "still-served"]);
     assert!(t.contains("Opened"), "{t}");
 }
+
+/// authorized_keys options are honoured as sshd does, or the key is refused: never ignored.
+/// A forced command, an address outside `from=`, an `expiry-time` in the past and an option
+/// linger does not know each refuse their key (the audit log says which); `from=` with
+/// wildcards and a negation, and restrictions linger never lifts, admit theirs.
+#[test]
+fn key_options_are_honoured_or_the_key_refused() {
+    let mut w = World::new();
+    let cases = [
+        (
+            "forced",
+            r#"command="/usr/bin/backup",principal="ops""#,
+            false,
+            "forced command",
+        ),
+        (
+            "elsewhere",
+            r#"from="10.9.9.9",principal="ops""#,
+            false,
+            "does not match",
+        ),
+        (
+            "expired",
+            r#"expiry-time="20200101",principal="ops""#,
+            false,
+            "expired",
+        ),
+        (
+            "unknown",
+            r#"frobnicate,principal="ops""#,
+            false,
+            "not supported",
+        ),
+        (
+            "admitted",
+            r#"from="10.*,127.0.0.*,!127.0.0.2",restrict,no-pty,principal="ops""#,
+            true,
+            "",
+        ),
+    ];
+    let mut lines = Vec::new();
+    let mut keys = Vec::new();
+    for (name, opts, _, _) in &cases {
+        let (key, public) = w.keygen(name);
+        lines.push(format!("{opts} {public}"));
+        keys.push(key);
+    }
+    authorize(&w, &lines);
+    let computer = w.start_tls_daemon();
+    for ((name, _, admitted, why), key) in cases.iter().zip(&keys) {
+        let home = format!("home-{name}");
+        std::fs::create_dir_all(w.path(&home)).expect("home");
+        w.use_key(&home, key);
+        let o = run_as(&w, &home, &["get", "--computer", &computer]);
+        if *admitted {
+            assert_eq!(o.status.code(), Some(0), "{name}: {}", stderr(&o));
+        } else {
+            assert_eq!(o.status.code(), Some(5), "{name}: {}", stderr(&o));
+            let refused = audit(&w)
+                .into_iter()
+                .filter(|r| r["action"] == "login_failed")
+                .any(|r| {
+                    r["detail"]["reason"]
+                        .as_str()
+                        .is_some_and(|s| s.contains(why))
+                });
+            assert!(refused, "{name}: the audit log does not say {why:?}");
+        }
+    }
+}

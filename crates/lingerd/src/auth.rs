@@ -80,6 +80,10 @@ enum Refusal {
     BadSignature(ssh_key::Error),
     #[error("key {0} is not authorized")]
     NotAuthorized(String),
+    #[error("key {0} is listed but refused: {1}")]
+    KeyOptions(String, String),
+    #[error("account {0} may not log in: {1}")]
+    Account(String, String),
     #[error("key {0}: the signature does not verify ({1})")]
     WrongSignature(String, ssh_key::Error),
     #[error("the checks took longer than {0:?}")]
@@ -137,7 +141,8 @@ where
         // FIFO): never on the runtime, and never for long.
         let checked = {
             let (daemon, auth) = (daemon.clone(), auth.clone());
-            let work = tokio::task::spawn_blocking(move || check(&daemon, &auth, &message));
+            let ip = tls.addr.ip();
+            let work = tokio::task::spawn_blocking(move || check(&daemon, &auth, &message, ip));
             match tokio::time::timeout(CHECK_TIMEOUT, work).await {
                 Ok(Ok(result)) => result,
                 Ok(Err(_)) | Err(_) => Err(Refusal::TimedOut(CHECK_TIMEOUT)),
@@ -202,6 +207,7 @@ fn check(
     daemon: &Daemon,
     auth: &Authenticate,
     message: &[u8],
+    peer: IpAddr,
 ) -> Result<(String, String), Refusal> {
     // Before anything is looked up with it.
     if !valid_user(&auth.user) {
@@ -210,10 +216,15 @@ fn check(
     let key = PublicKey::from_openssh(&auth.public_key).map_err(Refusal::BadKey)?;
     let fingerprint = key.fingerprint(HashAlg::Sha256).to_string();
     let signature = SshSig::from_pem(&auth.signature).map_err(Refusal::BadSignature)?;
-    let principal = authorized_as(daemon, &key, &auth.user)
-        .ok_or_else(|| Refusal::NotAuthorized(fingerprint.clone()))?;
+    let principal = authorized_as(daemon, &key, &auth.user, peer, &fingerprint)?;
     key.verify(SIGNATURE_NAMESPACE, message, &signature)
         .map_err(|e| Refusal::WrongSignature(fingerprint.clone(), e))?;
+    if daemon.system {
+        // The principal is a Unix user the session will run as: as sshd, not one that may
+        // not log in.
+        crate::account::usable(&principal)
+            .map_err(|why| Refusal::Account(principal.clone(), why))?;
+    }
     Ok((principal, fingerprint))
 }
 
@@ -222,36 +233,72 @@ fn check(
 /// `[server] authorized_keys`: a line with `principal="NAME"` acts as NAME. Without one, a
 /// per-user daemon takes it as its own user; a system daemon ignores it (it would be root).
 /// A system daemon also accepts keys from `user`'s own `~/.ssh/authorized_keys`, as `user`.
-fn authorized_as(daemon: &Daemon, key: &PublicKey, user: &str) -> Option<String> {
+fn authorized_as(
+    daemon: &Daemon,
+    key: &PublicKey,
+    user: &str,
+    peer: IpAddr,
+    fingerprint: &str,
+) -> Result<String, Refusal> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    // As sshd: a line whose options refuse this login does not end the search; the reason
+    // of the last one is what the log gets if no line admits it.
+    let mut refused: Option<String> = None;
+    let judge = |opts: &str, refused: &mut Option<String>| match crate::keyopts::judge(
+        opts,
+        peer,
+        now,
+        &crate::keyopts::local_offset,
+    ) {
+        Ok(granted) => Some(granted),
+        Err(why) => {
+            *refused = Some(why);
+            None
+        }
+    };
     if let Some(path) = &daemon.config().server.authorized_keys {
         // The administrator's file: the daemon's user's (or root's) alone.
         let own = nix::unistd::geteuid().as_raw();
         for (opts, _) in matching_entries(path, key, own, None) {
-            match principal_option(&opts) {
-                Some(Ok(name)) => return Some(name),
-                Some(Err(bad)) => {
+            let Some(granted) = judge(&opts, &mut refused) else {
+                continue;
+            };
+            match granted.principal {
+                Some(name) if valid_principal(&name) => return Ok(name),
+                Some(bad) => {
                     tracing::warn!(path = %path.display(), "ignoring a key with an invalid principal {bad:?}")
                 }
                 None if daemon.system => tracing::warn!(
                     path = %path.display(),
                     "a system daemon ignores keys without principal=\"NAME\" in [server] authorized_keys"
                 ),
-                None => return Some(daemon.own_user.clone()),
+                None => return Ok(daemon.own_user.clone()),
             }
         }
     }
     if daemon.system {
-        let account = nix::unistd::User::from_name(user).ok().flatten()?;
-        let path = account.dir.join(".ssh/authorized_keys");
-        let uid = account.uid.as_raw();
-        if matching_entries(&path, key, uid, Some(&account.dir))
-            .next()
-            .is_some()
-        {
-            return Some(user.to_string());
+        if let Some(account) = nix::unistd::User::from_name(user).ok().flatten() {
+            let path = account.dir.join(".ssh/authorized_keys");
+            let uid = account.uid.as_raw();
+            for (opts, _) in matching_entries(&path, key, uid, Some(&account.dir)) {
+                match judge(&opts, &mut refused) {
+                    // A user's own file cannot make the key act as someone else.
+                    Some(g) if g.principal.as_ref().is_some_and(|p| p != user) => {
+                        refused = Some("principal= in a user's own file".into())
+                    }
+                    Some(_) => return Ok(user.to_string()),
+                    None => {}
+                }
+            }
         }
     }
-    None
+    Err(match refused {
+        Some(why) => Refusal::KeyOptions(fingerprint.to_string(), why),
+        None => Refusal::NotAuthorized(fingerprint.to_string()),
+    })
 }
 
 /// The entries of an authorized_keys file holding `key`, with their options. Lines that do
@@ -307,38 +354,9 @@ fn valid_principal(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || "._-@".contains(c))
 }
 
-/// The value of a `principal="NAME"` option, if the options carry one.
-fn principal_option(opts: &str) -> Option<Result<String, String>> {
-    let opts = ssh_key::authorized_keys::ConfigOpts::new(opts).ok()?;
-    let raw = opts.iter().find_map(|o| o.strip_prefix("principal="))?;
-    let name = raw
-        .strip_prefix('"')
-        .and_then(|r| r.strip_suffix('"'))
-        .unwrap_or(raw);
-    Some(if valid_principal(name) {
-        Ok(name.to_string())
-    } else {
-        Err(name.to_string())
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn principal_option_is_read_and_checked() {
-        assert_eq!(
-            principal_option(r#"principal="alice",no-pty"#),
-            Some(Ok("alice".into()))
-        );
-        assert_eq!(principal_option("no-pty"), None);
-        assert_eq!(principal_option(""), None);
-        assert_eq!(
-            principal_option(r#"principal="../root""#),
-            Some(Err("../root".into()))
-        );
-    }
 
     #[test]
     fn only_plain_names_of_bounded_length_are_looked_up() {

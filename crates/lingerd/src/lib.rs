@@ -2,6 +2,7 @@
 //! clients. It never runs a shell itself (that is `linger-host`'s job) and never formats
 //! anything for people (that is the CLI's).
 
+mod account;
 mod audit;
 mod auth;
 mod budget;
@@ -10,6 +11,7 @@ mod conn;
 pub mod identity;
 pub mod instance;
 mod keyfile;
+mod keyopts;
 pub mod logfile;
 pub mod paths;
 mod registry;
