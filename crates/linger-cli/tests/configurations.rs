@@ -61,7 +61,14 @@ spool_limit = "1MiB"
     std::fs::create_dir_all(w.path("config/linger/lingerd.d")).expect("drop-ins");
     std::fs::write(
         w.path("config/linger/lingerd.d/50-sh.toml"),
-        "[[configuration]]\nname = \"plain-sh\"\nshell = [\"bash\", \"--noprofile\", \"--norc\", \"-O\", \"extglob\"]\nidle_timeout = \"5m\"\n[[configuration]]\nname = \"as-nobody\"\nrun_as = \"nobody\"\n",
+        format!(
+            "[[configuration]]\nname = \"plain-sh\"\nshell = [\"bash\", \"--noprofile\", \"--norc\", \"-O\", \"extglob\"]\nidle_timeout = \"5m\"\n[[configuration]]\nname = \"as-nobody\"\nrun_as = \"nobody\"\nallowed_principals = [{me:?}]\n",
+            me = nix::unistd::User::from_uid(nix::unistd::geteuid())
+                .ok()
+                .flatten()
+                .map(|u| u.name)
+                .expect("this test's user"),
+        ),
     )
     .expect("drop-in");
     w.start_daemon();

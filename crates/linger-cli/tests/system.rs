@@ -16,6 +16,8 @@ use common::{stderr, stdout, World};
 
 const USER1: &str = "lingert1";
 const USER2: &str = "lingert2";
+/// The account a run_as configuration runs sessions as.
+const SERVICE: &str = "lingert3";
 const GROUP: &str = "lingertg";
 
 /// Users (and a supplementary group) made for the test and deleted with it.
@@ -28,11 +30,12 @@ impl TestUsers {
         sh(Command::new("groupadd").arg(GROUP));
         sh(Command::new("useradd").args(["-m", "-s", "/bin/bash", "-G", GROUP, USER1]));
         sh(Command::new("useradd").args(["-m", "-s", "/bin/bash", USER2]));
+        sh(Command::new("useradd").args(["-m", "-s", "/bin/bash", SERVICE]));
         users
     }
 
     fn delete(&self) {
-        for u in [USER1, USER2] {
+        for u in [USER1, USER2, SERVICE] {
             let _ = Command::new("pkill").args(["-KILL", "-u", u]).output();
             let _ = Command::new("userdel").args(["-r", "-f", u]).output();
         }
@@ -107,7 +110,7 @@ fn a_system_daemon_runs_each_session_as_its_owner() {
     std::fs::write(
         &config,
         format!(
-            "[server]\nauthorized_keys = {:?}\n[[configuration]]\nname = \"svc\"\nrun_as = \"{USER2}\"\n",
+            "[server]\nauthorized_keys = {:?}\n[[configuration]]\nname = \"svc\"\nrun_as = \"{SERVICE}\"\nallowed_principals = [\"{USER1}\"]\nallowed_groups = [\"{USER2}\"]\n[[configuration]]\nname = \"mine\"\nallowed_principals = [\"{USER1}\"]\n",
             authorized.display().to_string()
         ),
     )
@@ -189,7 +192,9 @@ fn a_system_daemon_runs_each_session_as_its_owner() {
     let t = common::ok_as(&w, "homeB", &["get", "--computer", &as_user2]);
     assert!(t.contains("theirs") && !t.contains("work"), "{t}");
 
-    // A configuration with run_as: USER1's session runs as USER2, yet stays USER1's.
+    // A configuration with run_as: USER1's session runs as the service account, yet stays
+    // USER1's.
+    let u3 = user(SERVICE);
     common::ok_as(
         &w,
         "homeA",
@@ -197,11 +202,50 @@ fn a_system_daemon_runs_each_session_as_its_owner() {
     );
     assert_eq!(
         common::ok_as(&w, "homeA", &["invoke", "svc", "--", "id -un; echo $HOME"]),
-        format!("{USER2}\n{}\n", u2.dir.display())
+        format!("{SERVICE}\n{}\n", u3.dir.display())
     );
     let t = common::ok_as(&w, "homeB", &["get", "--computer", &as_user2]);
     assert!(!t.contains("svc"), "{t}");
+    // USER2 may use it too (its own group is allowed), but not while another principal's
+    // session runs as that account: two principals never share a uid.
+    let o = common::run_as(
+        &w,
+        "homeB",
+        &["new", &as_user2, "--name", "svc2", "--configuration", "svc"],
+    );
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("another principal's session"),
+        "{}",
+        stderr(&o)
+    );
     common::ok_as(&w, "homeA", &["remove", "svc"]);
+    common::ok_as(
+        &w,
+        "homeB",
+        &["new", &as_user2, "--name", "svc2", "--configuration", "svc"],
+    );
+    common::ok_as(&w, "homeB", &["remove", "svc2"]);
+    // A configuration open to USER1 alone does not exist for USER2.
+    let listed = common::ok_as(&w, "homeB", &["config", "list", "--computer", &as_user2]);
+    assert!(!listed.contains("mine"), "{listed}");
+    let o = common::run_as(
+        &w,
+        "homeB",
+        &["new", &as_user2, "--name", "m", "--configuration", "mine"],
+    );
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("no session configuration named 'mine'"),
+        "{}",
+        stderr(&o)
+    );
+    common::ok_as(
+        &w,
+        "homeA",
+        &["new", &addr, "--name", "m", "--configuration", "mine"],
+    );
+    common::ok_as(&w, "homeA", &["remove", "m"]);
 
     // USER1 through the local socket: the same principal, the same sessions.
     let t = ok(

@@ -54,6 +54,10 @@ pub struct Configuration {
     pub run_as: Option<String>,
     /// Set: the session runs only these programs, as argv, with no shell syntax.
     pub restricted: Option<Vec<String>>,
+    /// Set (either): only these principals, and members of these Unix groups, may use the
+    /// configuration; others are told it does not exist. Required with `run_as`.
+    pub allowed_principals: Option<Vec<String>>,
+    pub allowed_groups: Option<Vec<String>>,
 }
 
 impl Configuration {
@@ -97,7 +101,23 @@ impl Configuration {
             max_processes_per_session: None,
             run_as: None,
             restricted: None,
+            allowed_principals: None,
+            allowed_groups: None,
         }
+    }
+
+    /// Whether `principal` (a member of `groups`) may use this configuration.
+    pub fn admits(&self, principal: &str, groups: &[String]) -> bool {
+        if self.allowed_principals.is_none() && self.allowed_groups.is_none() {
+            return true;
+        }
+        self.allowed_principals
+            .as_ref()
+            .is_some_and(|names| names.iter().any(|n| n == principal))
+            || self
+                .allowed_groups
+                .as_ref()
+                .is_some_and(|allowed| allowed.iter().any(|g| groups.contains(g)))
     }
 }
 
@@ -159,6 +179,8 @@ struct RawConfiguration {
     max_processes_per_session: Option<Spanned<i64>>,
     run_as: Option<Spanned<String>>,
     restricted: Option<Spanned<Vec<String>>>,
+    allowed_principals: Option<Spanned<Vec<String>>>,
+    allowed_groups: Option<Spanned<Vec<String>>>,
 }
 
 /// The drop-in directory of a main configuration file: `lingerd.toml` -> `lingerd.d`.
@@ -392,7 +414,34 @@ fn configuration(src: &Source<'_>, rc: RawConfiguration) -> Result<Configuration
                 &format!("no user named '{}' on this host", v.get_ref()),
             ));
         }
+        if rc.allowed_principals.is_none() && rc.allowed_groups.is_none() {
+            return Err(src.err(
+                v.span(),
+                &field("run_as"),
+                "needs allowed_principals or allowed_groups: open to all, every principal would \
+                 run as one user and could reach the others' sessions",
+            ));
+        }
         c.run_as = Some(v.into_inner());
+    }
+    for (list, slot, what) in [
+        (
+            &rc.allowed_principals,
+            &mut c.allowed_principals,
+            "allowed_principals",
+        ),
+        (&rc.allowed_groups, &mut c.allowed_groups, "allowed_groups"),
+    ] {
+        if let Some(list) = list {
+            if let Some(bad) = list
+                .get_ref()
+                .iter()
+                .find(|n| n.is_empty() || n.chars().any(|ch| ch.is_whitespace() || ch.is_control()))
+            {
+                return Err(src.err(list.span(), &field(what), &format!("'{bad}' is not a name")));
+            }
+            *slot = Some(list.get_ref().clone());
+        }
     }
     if let Some(list) = rc.restricted {
         if let Some(bad) = list
@@ -470,6 +519,19 @@ mod tests {
             Config::parse("[[configuration]]\nname = \"x\"\nrun_as = \"no-such-user-here\"\n")
                 .expect_err("must fail");
         assert!(err.contains("line 3") && err.contains("run_as"), "{err}");
+        // A run_as open to every principal would make them all one user.
+        let err = Config::parse("[[configuration]]\nname = \"x\"\nrun_as = \"root\"\n")
+            .expect_err("refused");
+        assert!(err.contains("allowed_principals"), "{err}");
+        let c = Config::parse(
+            "[[configuration]]\nname = \"x\"\nrun_as = \"root\"\nallowed_groups = [\"wheel\"]\nallowed_principals = [\"ops\"]\n",
+        )
+        .expect("with a list");
+        let x = &c.configurations["x"];
+        assert!(x.admits("ops", &[]));
+        assert!(x.admits("alice", &["wheel".into()]));
+        assert!(!x.admits("alice", &["users".into()]));
+        assert!(Config::default().configurations["default"].admits("anyone", &[]));
         let err = Config::parse("[[configuration]]\nname = \"x\"\nmax_processes_per_session = 0\n")
             .expect_err("must fail");
         assert!(

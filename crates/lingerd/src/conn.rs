@@ -346,6 +346,7 @@ impl Ctx {
                     .config()
                     .configurations
                     .values()
+                    .filter(|c| self.daemon.may_use(c, &self.peer.principal))
                     .map(crate::config::Configuration::info)
                     .collect(),
             )),

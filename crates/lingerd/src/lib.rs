@@ -356,6 +356,17 @@ impl Daemon {
 
     /// Who a new session of `principal` in `config` runs as, with what environment and
     /// where: the configuration's `run_as` user if it names one, else the principal's.
+    /// Whether `principal` may use configuration `c` (its `allowed_principals` and
+    /// `allowed_groups`; groups are the principal's Unix groups, where it is a user).
+    pub(crate) fn may_use(&self, c: &config::Configuration, principal: &str) -> bool {
+        let groups = if c.allowed_groups.is_some() {
+            unix_groups(principal)
+        } else {
+            Vec::new()
+        };
+        c.admits(principal, &groups)
+    }
+
     fn session_owner(
         &self,
         principal: &str,
@@ -482,7 +493,12 @@ impl Daemon {
         validate_name(&req.name)?;
         let config_name = req.configuration.as_deref().unwrap_or("default");
         let all = self.config();
-        let config = all.configurations.get(config_name).ok_or_else(|| {
+        // A configuration not open to this principal does not exist for it.
+        let config = all
+            .configurations
+            .get(config_name)
+            .filter(|c| self.may_use(c, &peer.principal));
+        let config = config.ok_or_else(|| {
             ErrorBody::new(
                 ErrorKind::NotFound,
                 format!(
@@ -497,6 +513,7 @@ impl Daemon {
             None => config.idle_timeout,
         };
         self.check_idle_timeout(config_name, config.max_idle_timeout, idle_timeout)?;
+        let owner = self.session_owner(&peer.principal, config)?;
         let reservation = self
             .registry
             .reserve(
@@ -504,6 +521,9 @@ impl Daemon {
                 &req.name,
                 &config.name,
                 config.max_sessions_per_user as usize,
+                // A system daemon's principals never share a uid (run_as included): one
+                // could reach the other's processes.
+                self.system.then_some(owner.uid),
             )
             .map_err(|refusal| match refusal {
                 registry::Refusal::NameTaken => ErrorBody::new(
@@ -514,6 +534,14 @@ impl Daemon {
                     ),
                 )
                 .with_hint("choose another --name, or remove the old one"),
+                registry::Refusal::UidInUse => ErrorBody::new(
+                    ErrorKind::Busy,
+                    format!(
+                        "configuration '{config_name}' runs sessions as a user that another principal's session runs as on {}",
+                        self.computer_name
+                    ),
+                )
+                .with_hint("sessions of different principals never share a Unix user; try again once that session has ended"),
                 registry::Refusal::Limit(live) => ErrorBody::new(
                     ErrorKind::Limit,
                     format!(
@@ -524,7 +552,7 @@ impl Daemon {
                 .with_hint("remove one (`linger get --computer HOST` lists them)"),
             })?;
         let session = self
-            .spawn_session(peer, client, &req, config, idle_timeout)
+            .spawn_session(peer, client, &req, config, owner, idle_timeout)
             .await?;
         reservation.fill(session.clone());
         tracing::info!(session = %session.id(), name = %req.name, principal = %peer.principal, from = %peer.from, configuration = %config_name, "session started");
@@ -544,6 +572,7 @@ impl Daemon {
         client: Uuid,
         req: &NewSession,
         config: &config::Configuration,
+        owner: Owner,
         idle_timeout: Duration,
     ) -> Result<Arc<Session>, ErrorBody> {
         let id = Uuid::new_v4();
@@ -551,7 +580,6 @@ impl Daemon {
             tracing::error!(session = %id, "{what}: {e}");
             ErrorBody::new(ErrorKind::Internal, format!("{what}: {e}"))
         };
-        let owner = self.session_owner(&peer.principal, config)?;
         let session_dir = self.paths.sessions_dir().join(id.to_string());
         paths::private_dir(&session_dir)
             .map_err(|e| internal("cannot create the session directory", &e))?;
@@ -726,6 +754,23 @@ pub(crate) fn admit(
             None
         }
     }
+}
+
+/// The names of the Unix groups user `name` belongs to (primary and supplementary); none if
+/// it is no user.
+fn unix_groups(name: &str) -> Vec<String> {
+    let Some(user) = nix::unistd::User::from_name(name).ok().flatten() else {
+        return Vec::new();
+    };
+    let Ok(cname) = std::ffi::CString::new(name) else {
+        return Vec::new();
+    };
+    nix::unistd::getgrouplist(&cname, user.gid)
+        .unwrap_or_else(|_| vec![user.gid])
+        .into_iter()
+        .filter_map(|gid| nix::unistd::Group::from_gid(gid).ok().flatten())
+        .map(|g| g.name)
+        .collect()
 }
 
 /// The name of user `uid`, or `uid<N>` if it has no passwd entry.

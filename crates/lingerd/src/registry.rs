@@ -26,6 +26,8 @@ struct Reserved {
     owner: String,
     name: String,
     configuration: String,
+    /// The uid its session will run as, when principals must not share one.
+    uid: Option<u32>,
 }
 
 /// Why a session cannot be reserved.
@@ -34,6 +36,8 @@ pub enum Refusal {
     NameTaken,
     /// The owner already has (or is creating) this many sessions of the configuration.
     Limit(usize),
+    /// Another owner's session runs (or is being made to run) as the same uid.
+    UidInUse,
 }
 
 /// A session being created: its name is taken and it counts against its configuration's
@@ -56,15 +60,29 @@ impl Registry {
     /// Reserves session `name` of `configuration` for `owner`, who may have at most
     /// `limit` live sessions of it. Sessions being created count, and the check and the
     /// reservation are one step under the registry's lock, so concurrent requests cannot
-    /// pass the limit together.
+    /// pass the limit together. With `uid`, no other owner's live or reserved session may
+    /// run as that uid.
     pub fn reserve(
         &self,
         owner: &str,
         name: &str,
         configuration: &str,
         limit: usize,
+        uid: Option<u32>,
     ) -> Result<Reservation<'_>, Refusal> {
         let mut g = self.lock();
+        if let Some(uid) = uid {
+            let others_live = g.live.values().any(|s| {
+                s.meta.owner != owner && s.meta.owner_uid == uid && s.closed_reason().is_none()
+            });
+            let others_reserved = g
+                .reserved
+                .iter()
+                .any(|r| r.owner != owner && r.uid == Some(uid));
+            if others_live || others_reserved {
+                return Err(Refusal::UidInUse);
+            }
+        }
         let live = |s: &&Arc<Session>| s.meta.owner == owner && s.closed_reason().is_none();
         if g.live.values().filter(live).any(|s| s.meta.name == name)
             || g.reserved
@@ -90,6 +108,7 @@ impl Registry {
             owner: owner.to_string(),
             name: name.to_string(),
             configuration: configuration.to_string(),
+            uid,
         };
         g.reserved.push(what.clone());
         Ok(Reservation {
@@ -186,23 +205,43 @@ mod tests {
     #[test]
     fn reservations_count_against_the_limit_and_free_their_place() {
         let r = Registry::default();
-        let a = r.reserve("alice", "a", "small", 2).expect("first");
-        let _b = r.reserve("alice", "b", "small", 2).expect("second");
+        let a = r.reserve("alice", "a", "small", 2, None).expect("first");
+        let _b = r.reserve("alice", "b", "small", 2, None).expect("second");
         assert_eq!(
-            r.reserve("alice", "c", "small", 2).err(),
+            r.reserve("alice", "c", "small", 2, None).err(),
             Some(Refusal::Limit(2))
         );
         assert_eq!(
-            r.reserve("alice", "a", "other", 9).err(),
+            r.reserve("alice", "a", "other", 9, None).err(),
             Some(Refusal::NameTaken)
         );
         // Another owner, another configuration: their own counts.
-        let _c = r.reserve("bob", "c", "small", 2).expect("bob");
+        let _c = r.reserve("bob", "c", "small", 2, None).expect("bob");
         let _d = r
-            .reserve("alice", "d", "other", 2)
+            .reserve("alice", "d", "other", 2, None)
             .expect("other configuration");
         drop(a);
-        let _e = r.reserve("alice", "e", "small", 2).expect("a place freed");
+        let _e = r
+            .reserve("alice", "e", "small", 2, None)
+            .expect("a place freed");
         assert_eq!(r.reserved(), 4);
+    }
+
+    #[test]
+    fn two_owners_never_reserve_one_uid() {
+        let r = Registry::default();
+        let _a = r
+            .reserve("alice", "a", "svc", 9, Some(1500))
+            .expect("alice");
+        let _a2 = r
+            .reserve("alice", "a2", "svc", 9, Some(1500))
+            .expect("alice again");
+        assert_eq!(
+            r.reserve("bob", "b", "svc", 9, Some(1500)).err(),
+            Some(Refusal::UidInUse)
+        );
+        let _b = r
+            .reserve("bob", "b", "other", 9, Some(1501))
+            .expect("bob's own uid");
     }
 }
