@@ -370,6 +370,20 @@ fn a_system_daemon_runs_each_session_as_its_owner() {
     assert_eq!(std::fs::read_dir(&trap).expect("the trap").count(), 0);
     std::fs::remove_dir_all(&trap).expect("rm the trap");
 
+    // USER2 plants, in the hosts directory it controls, a dead socket named like USER1's
+    // session: the restarted daemon must neither forget USER1's session nor delete it.
+    let json = common::ok_as(&w, "homeA", &["--json", "get", "work"]);
+    let record: serde_json::Value =
+        serde_json::from_str(json.lines().next().expect("a record")).expect("json");
+    let id = uuid::Uuid::parse_str(record["instance_id"].as_str().expect("id")).expect("uuid");
+    let planted = w
+        .path("run/linger/hosts")
+        .join(u2.uid.to_string())
+        .join(format!("{}.sock", id.simple()));
+    drop(std::os::unix::net::UnixListener::bind(&planted).expect("plant a socket"));
+    std::os::unix::fs::chown(&planted, Some(u2.uid.as_raw()), Some(u2.gid.as_raw()))
+        .expect("chown");
+
     // A restarted daemon re-adopts hosts that run as their owners.
     w.stop_daemon();
     w.start_daemon_with(&["--system", "--config", &config_arg, "--listen", &addr]);

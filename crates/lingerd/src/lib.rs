@@ -318,19 +318,21 @@ impl Daemon {
     /// Where session `id`'s host listens: `hosts/ID.sock`, or `hosts/UID/ID.sock` for a
     /// host a system daemon runs as user UID (a directory that user owns, since the host
     /// makes its socket itself).
+    /// Where session `id`'s host listens: the daemon's own `hosts/` for its own sessions,
+    /// else `hosts/UID/` of the user its session directory was handed to. Decided from
+    /// that directory (which only the daemon creates and hands over), never by searching
+    /// directories users control: a socket another user plants under their own `hosts/UID/`
+    /// with a victim's id is never looked at.
     fn host_socket(&self, id: Uuid) -> std::path::PathBuf {
+        use std::os::unix::fs::MetadataExt;
         let name = format!("{}.sock", id.simple());
-        let direct = self.paths.hosts_dir().join(&name);
-        if direct.exists() {
-            return direct;
+        let dir = self.paths.sessions_dir().join(id.to_string());
+        match std::fs::symlink_metadata(&dir).map(|m| m.uid()) {
+            Ok(uid) if uid != nix::unistd::geteuid().as_raw() => {
+                self.paths.hosts_dir().join(uid.to_string()).join(name)
+            }
+            _ => self.paths.hosts_dir().join(name),
         }
-        std::fs::read_dir(self.paths.hosts_dir())
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|e| e.path().join(&name))
-            .find(|p| p.exists())
-            .unwrap_or(direct)
     }
 
     /// Whether a host running as `uid` may hold the session `meta` describes: this daemon's
