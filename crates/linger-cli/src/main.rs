@@ -19,7 +19,7 @@ fn main() {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("linger: error: cannot start the async runtime: {e}");
+            crate::say!("linger: error: cannot start the async runtime: {e}");
             std::process::exit(1);
         }
     };

@@ -148,6 +148,12 @@ pub fn print_jobs(views: &[JobView], json: bool) {
 /// A table with the seeds' layout: one space after the first column, two between the
 /// others, the last column unpadded.
 fn render(headers: &[&str], rows: &[Vec<String>], min: &[usize], right: &[bool]) -> String {
+    // Every cell may come from a server: none may drive the terminal.
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| r.iter().map(|c| crate::report::printable(c)).collect())
+        .collect();
+    let rows = &rows;
     let mut widths: Vec<usize> = headers
         .iter()
         .zip(min)
@@ -268,6 +274,13 @@ mod tests {
     use super::*;
     use linger::{Availability, Entry};
     use uuid::Uuid;
+
+    #[test]
+    fn control_characters_in_cells_are_escaped() {
+        let rows = vec![vec!["x\x1b]52;c;aGk=\x07".to_string()]];
+        let t = render(&["Name"], &rows, &[0], &[false]);
+        assert!(!t.contains('\x1b') && t.contains("\\u{1b}]52"), "{t}");
+    }
 
     #[test]
     fn table_matches_the_seed_layout() {

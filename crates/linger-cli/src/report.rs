@@ -74,7 +74,11 @@ impl Failures {
 
     pub fn record(&mut self, label: &str, e: anyhow::Error) {
         if self.total > 1 {
-            eprintln!("linger: error: [{label}] {}", line(&e));
+            say(&format!(
+                "linger: error: [{}] {}",
+                printable(label),
+                line(&e)
+            ));
         }
         self.failed.push(label.to_string());
         self.first.get_or_insert(e);
@@ -118,11 +122,44 @@ pub fn usage_hint(message: impl Into<String>, hint: impl Into<String>) -> anyhow
 /// One line for an error: the whole chain, newlines folded.
 pub fn line(e: &anyhow::Error) -> String {
     let (_, hint) = classify(e);
-    let what = format!("{e:#}").replace('\n', " ");
+    // A server's message may carry anything: it must not drive the terminal.
+    let what = printable(&format!("{e:#}").replace('\n', " "));
     match hint {
-        Some(h) => format!("{what} ({h})"),
+        Some(h) => format!("{what} ({})", printable(&h)),
         None => what,
     }
+}
+
+/// `text` with control characters (ESC, BEL, carriage returns…) escaped, so that what a
+/// server or a session sends cannot move the cursor, retitle the terminal or write the
+/// clipboard when printed in a message or a table.
+pub fn printable(text: &str) -> String {
+    if !text.chars().any(char::is_control) {
+        return text.to_string();
+    }
+    text.chars()
+        .flat_map(|c| {
+            let escaped: Vec<char> = if c.is_control() {
+                c.escape_default().collect()
+            } else {
+                vec![c]
+            };
+            escaped
+        })
+        .collect()
+}
+
+/// Writes one line to standard error. Never panics: a closed or broken stderr only loses
+/// the message (`eprintln!` would abort the CLI with exit 101).
+pub fn say(text: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "{text}");
+}
+
+/// `say!("…", args)`: a line on standard error, as `eprintln!` but never panicking.
+#[macro_export]
+macro_rules! say {
+    ($($arg:tt)*) => { $crate::report::say(&format!($($arg)*)) };
 }
 
 /// Prints the error and returns the exit code.
@@ -139,7 +176,7 @@ pub fn error(e: &anyhow::Error, json: bool) -> i32 {
             }})
         ));
     } else {
-        eprintln!("linger: error: {}", line(e));
+        say(&format!("linger: error: {}", line(e)));
     }
     kind.exit_code()
 }

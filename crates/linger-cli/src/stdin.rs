@@ -60,7 +60,7 @@ impl Source {
         };
         match reading {
             Ok(reading) => reading.feed(&input).await,
-            Err(e) => eprintln!("linger: {e}; the command gets no input"),
+            Err(e) => crate::say!("linger: {e}; the command gets no input"),
         }
         input.finish();
     }
@@ -83,7 +83,7 @@ impl Reading {
             let mut total = 0u64;
             read_stdin(|chunk| {
                 if let Err(e) = writer.write_all(&chunk) {
-                    eprintln!("linger: cannot keep standard input for the targets: {e}; they see it end here");
+                    crate::say!("linger: cannot keep standard input for the targets: {e}; they see it end here");
                     return false;
                 }
                 total += chunk.len() as u64;
@@ -117,7 +117,7 @@ impl Reading {
                         let chunk = match tee.read_at(offset, n).await {
                             Ok(c) => c,
                             Err(e) => {
-                                eprintln!("linger: cannot read back standard input: {e}; the command sees it end here");
+                                crate::say!("linger: cannot read back standard input: {e}; the command sees it end here");
                                 return;
                             }
                         };
@@ -168,7 +168,7 @@ fn read_stdin(mut take: impl FnMut(Vec<u8>) -> bool) {
             Err(e) => {
                 // A closed or unreadable stdin is the end of input, said once.
                 if e.raw_os_error() != Some(nix::errno::Errno::EBADF as i32) {
-                    eprintln!(
+                    crate::say!(
                         "linger: cannot read standard input: {e}; the command sees it end here"
                     );
                 }

@@ -478,3 +478,43 @@ fn an_open_socket_directory_is_refused() {
     assert!(stderr(&o).contains("has mode 777"), "{}", stderr(&o));
     assert!(!w.socket().exists(), "nothing was bound there");
 }
+
+/// A descriptor the daemon's starter left open does not reach sessions' shells; a closed
+/// stderr does not make the CLI panic (exit 101) on its error message.
+#[test]
+fn inherited_descriptors_stay_out_of_sessions_and_a_closed_stderr_is_no_panic() {
+    use std::os::unix::process::CommandExt;
+    let w = World::new();
+    let leaked = std::fs::File::create(w.path("leaked")).expect("file");
+    let raw = std::os::fd::AsRawFd::as_raw_fd(&leaked);
+    let mut daemon = w.lingerd(&["--socket", w.socket().to_str().expect("utf-8")]);
+    // SAFETY: dup2 is async-signal-safe; fd 9 is left open across exec on purpose.
+    unsafe {
+        daemon.pre_exec(move || {
+            if libc::dup2(raw, 9) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut daemon = daemon.spawn().expect("lingerd");
+    eventually("the socket", || w.socket().exists());
+    w.ok(&["new", "localhost", "--name", "fds"]);
+    let fds = w.ok(&["invoke", "fds", "--", "ls /proc/$$/fd"]);
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    let fds: Vec<&str> = fds.split_whitespace().collect();
+    assert!(
+        !fds.contains(&"9"),
+        "fd 9 reached the session's shell: {fds:?}"
+    );
+
+    let (r, wr) = nix::unistd::pipe().expect("pipe");
+    drop(r);
+    let o = w
+        .linger(&["invoke", "no-such-session", "--", "true"])
+        .stderr(std::process::Stdio::from(wr))
+        .output()
+        .expect("linger");
+    assert_eq!(o.status.code(), Some(3), "a panic exits 101");
+}

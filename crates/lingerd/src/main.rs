@@ -70,6 +70,7 @@ fn tune_allocator() {
 fn tune_allocator() {}
 
 fn main() {
+    seal_inherited_fds();
     tune_allocator();
     let args = Args::parse();
     if let Some(Internal::SessionHost) = args.command {
@@ -83,6 +84,30 @@ fn main() {
     if let Err(e) = run(args) {
         eprintln!("lingerd: error: {e:#}");
         std::process::exit(1);
+    }
+}
+
+/// Descriptors this process inherited beyond stdin, stdout and stderr (a test harness's, a
+/// terminal's, whatever the starter left open) must not reach session hosts and every
+/// user's shell: they become close-on-exec before anything else runs.
+fn seal_inherited_fds() {
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    let fds: Vec<i32> = dir
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .filter(|&fd| fd > 2)
+        .collect();
+    for fd in fds {
+        // SAFETY: F_GETFD/F_SETFD only change this process's descriptor flags; a descriptor
+        // that closed meanwhile (the directory's own) just fails.
+        unsafe {
+            let flags = libc::fcntl(fd, libc::F_GETFD);
+            if flags >= 0 {
+                libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC);
+            }
+        }
     }
 }
 

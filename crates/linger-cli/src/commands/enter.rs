@@ -70,10 +70,10 @@ pub async fn run(client: &Client, args: EnterArgs) -> Result<i32> {
                 ""
             };
             match running {
-                Some(cmd) => eprintln!(
+                Some(cmd) => crate::say!(
                     "linger: detached from {name}{kept}; `{cmd}` keeps running there: `linger receive {name}` gets its output, `linger enter {name}` goes back"
                 ),
-                None => eprintln!(
+                None => crate::say!(
                     "linger: detached from {name}{kept}: `linger enter {name}` goes back, `linger receive {name}` gets what it runs meanwhile"
                 ),
             }
@@ -151,7 +151,7 @@ async fn enter(client: &Client, entry: &Entry) -> Result<Leave> {
 
 async fn remove_temporary(client: &Client, entry: &Entry) {
     if let Err(e) = client.remove(entry).await {
-        eprintln!(
+        crate::say!(
             "linger: warning: could not remove the temporary session {}: {e}",
             entry.name
         );
@@ -161,7 +161,7 @@ async fn remove_temporary(client: &Client, entry: &Entry) {
         s.forget(id);
         Ok(())
     }) {
-        eprintln!("linger: warning: could not forget the temporary session: {e}");
+        crate::say!("linger: warning: could not forget the temporary session: {e}");
     }
     let _ = std::fs::remove_file(history_file(client, entry));
 }
@@ -250,7 +250,7 @@ async fn batch(client: &Client, entry: &Entry, opts: &InvokeOptions) -> Result<L
         if tokio::signal::ctrl_c().await.is_ok() {
             let _ = cancel_tx.send(true);
             if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!("linger: left the command running");
+                crate::say!("linger: left the command running");
                 std::process::exit(130);
             }
         }
@@ -669,7 +669,10 @@ impl<'a> Repl<'a> {
                 started = &mut start => {
                     let mut cmd = started?;
                     // On a raw terminal a line needs its carriage return.
-                    cmd.on_notice(|m| eprint!("linger: {m}\r\n"));
+                    cmd.on_notice(|m| {
+                        use std::io::Write;
+                        let _ = write!(std::io::stderr(), "linger: {m}\r\n");
+                    });
                     break cmd;
                 }
                 key = next_key(&mut watcher) => match key {

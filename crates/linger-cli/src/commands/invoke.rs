@@ -68,10 +68,10 @@ pub async fn run(client: &Client, args: InvokeArgs, json: bool) -> Result<i32> {
     let (cancel_tx, cancel_rx) = watch::channel(false);
     tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!("linger: stopping the command (Ctrl-C again leaves it running)");
+            crate::say!("linger: stopping the command (Ctrl-C again leaves it running)");
             let _ = cancel_tx.send(true);
             if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!("linger: left the command running");
+                crate::say!("linger: left the command running");
                 std::process::exit(130);
             }
         }
@@ -128,7 +128,7 @@ pub async fn run(client: &Client, args: InvokeArgs, json: bool) -> Result<i32> {
         }
     }
     if !statuses.is_empty() {
-        eprintln!(
+        crate::say!(
             "linger: {} of {total} targets exited non-zero: {}",
             statuses.len(),
             statuses.join(", ")
@@ -298,7 +298,7 @@ async fn run_one(
     let result = stream(client, &entry, run, sink, cancel).await;
     if temporary {
         if let Err(e) = client.remove(&entry).await {
-            eprintln!(
+            crate::say!(
                 "linger: warning: could not remove the temporary session {}: {e}",
                 entry.name
             );

@@ -54,7 +54,7 @@ async fn list(client: &Client, args: JobListArgs, json: bool) -> Result<i32> {
 async fn receive(client: &Client, args: JobReceiveArgs, json: bool) -> Result<i32> {
     let job = find(client, &args.job)?;
     let mut stream = client.receive_job(&job, args.keep).await?;
-    stream.on_notice(|m| eprintln!("linger: {m}"));
+    stream.on_notice(|m| crate::say!("linger: {m}"));
     let mut sink = Sink::new(
         Mode::pick(json, 1),
         job.computer_name.clone(),
@@ -149,7 +149,11 @@ async fn start(client: &Client, args: JobStartArgs, json: bool) -> Result<i32> {
     let mut status = 0;
     while let Some(event) = launch.next().await? {
         match event {
-            Event::Output { data, .. } => eprint!("{}", String::from_utf8_lossy(&data)),
+            Event::Output { data, .. } => {
+                use std::io::Write;
+                // The launch's own output, passed through as the command wrote it.
+                let _ = std::io::stderr().write_all(&data);
+            }
             Event::Finished { status: s, .. } => status = s,
             Event::Dropped { .. } => {}
         }

@@ -198,7 +198,7 @@ impl Interruptible {
         mut cmd: linger::CommandStream,
         cancel: tokio::sync::watch::Receiver<bool>,
     ) -> Result<Interruptible> {
-        cmd.on_notice(|m| eprintln!("linger: {m}"));
+        cmd.on_notice(|m| crate::say!("linger: {m}"));
         let cancelled = *cancel.borrow();
         if cancelled {
             cmd.cancel()?;

@@ -117,7 +117,7 @@ async fn receive_one(
     sink: &mut Sink,
 ) -> Result<i32> {
     let mut stream = client.receive(entry, opts).await?;
-    stream.on_notice(|m| eprintln!("linger: {m}"));
+    stream.on_notice(|m| crate::say!("linger: {m}"));
     let mut last_status = 0;
     loop {
         let event = match client.note_closed(entry, stream.next().await) {
@@ -137,7 +137,7 @@ async fn receive_one(
     sink.finish().await?;
     if let Some(cmd) = stream.summary().and_then(|s| s.running_command.as_ref()) {
         if opts.keep {
-            eprintln!(
+            crate::say!(
                 "linger: note: [{}] `{cmd}` is still running; what it wrote so far was shown and kept",
                 entry.name
             );
