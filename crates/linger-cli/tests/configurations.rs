@@ -281,10 +281,21 @@ fn restricted_sessions_run_only_listed_programs_and_no_shell_syntax() {
     assert!(row.ends_with("True"), "{row}");
     let list = json_lines(&ok_as(&w, "homeA", &["--json", "config", "list"]));
     let locked = list.iter().find(|c| c["name"] == "locked").expect("locked");
-    assert_eq!(
-        locked["restricted"],
-        serde_json::json!(["echo", "id", "printf"])
-    );
+    // Resolved at load to absolute paths, which is what the session runs.
+    let programs: Vec<&str> = locked["restricted"]
+        .as_array()
+        .expect("a list")
+        .iter()
+        .filter_map(|p| p.as_str())
+        .collect();
+    assert_eq!(programs.len(), 3, "{programs:?}");
+    for (path, name) in programs.iter().zip(["echo", "id", "printf"]) {
+        assert!(
+            path.starts_with('/') && path.ends_with(&format!("/{name}")),
+            "{path}"
+        );
+    }
+    let shown = programs.join(", ");
 
     ok_as(
         &w,
@@ -348,7 +359,7 @@ fn restricted_sessions_run_only_listed_programs_and_no_shell_syntax() {
             err.contains("restricted session (configuration 'locked')"),
             "{script:?}: {err}"
         );
-        assert!(err.contains("echo, id, printf"), "{err}");
+        assert!(err.contains(&shown), "{err}");
         assert_eq!(stdout(&o), "", "{script:?} ran");
     }
     assert!(!canary.exists(), "a refused command ran");
@@ -372,6 +383,68 @@ fn restricted_sessions_run_only_listed_programs_and_no_shell_syntax() {
         ok_as(&w, "homeA", &["invoke", "r", "--", "printf ok"]),
         "ok"
     );
+    // An allowed builtin cannot reach the restricted shell: `printf -v PATH DIR` used to set
+    // the shell's PATH, and the next `id` ran a program planted in DIR.
+    let planted = w.path("planted");
+    std::fs::create_dir_all(&planted).expect("mkdir");
+    let fake = planted.join("id");
+    std::fs::write(&fake, format!("#!/bin/sh\ntouch {c}\n")).expect("plant");
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    let _ = run_as(
+        &w,
+        "homeA",
+        &[
+            "invoke",
+            "r",
+            "--",
+            &format!("printf -v PATH {}", planted.display()),
+        ],
+    );
+    let o = run_as(&w, "homeA", &["invoke", "r", "--", "id -u"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(!canary.exists(), "the planted program ran");
+}
+
+/// Restricted programs that launch others are refused at load unless accepted knowingly,
+/// and a program's argument pattern (as JEA's ValidatePattern) admits only what it says.
+#[test]
+fn restricted_launchers_and_argument_patterns() {
+    let mut w = World::new();
+    w.write_config("[[configuration]]\nname = \"r\"\nrestricted = [\"id\", \"env\"]\n");
+    let o = w
+        .lingerd(&["--socket", w.socket().to_str().expect("utf-8")])
+        .output()
+        .expect("lingerd");
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("'env' runs other programs"),
+        "{}",
+        stderr(&o)
+    );
+    w.write_config(
+        "[[configuration]]\nname = \"r\"\nrestricted = [\"id\", \"echo\"]\narguments = { id = \"-[ug]\", echo = \"(hello|bye) world\" }\n",
+    );
+    w.start_daemon();
+    ok_as(
+        &w,
+        "homeA",
+        &["new", "localhost", "--name", "p", "--configuration", "r"],
+    );
+    assert_eq!(
+        ok_as(&w, "homeA", &["invoke", "p", "--", "echo bye world"]),
+        "bye world\n"
+    );
+    ok_as(&w, "homeA", &["invoke", "p", "--", "id -g"]);
+    for refused_script in ["id", "id -un", "echo bye", "echo hello world again"] {
+        let o = run_as(&w, "homeA", &["invoke", "p", "--", refused_script]);
+        assert_eq!(o.status.code(), Some(2), "{refused_script}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains("arguments are not among those allowed"),
+            "{}",
+            stderr(&o)
+        );
+    }
 }
 
 #[test]

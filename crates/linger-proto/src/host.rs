@@ -154,9 +154,13 @@ pub struct HostMeta {
     /// The configuration's limit when the session was made (a reload does not change it).
     #[serde(default)]
     pub max_idle_timeout_ms: Option<u64>,
-    /// The programs a restricted session may run (its configuration's `restricted`).
+    /// The programs a restricted session may run (its configuration's `restricted`, as
+    /// absolute paths).
     #[serde(default)]
     pub restricted: Option<Vec<String>>,
+    /// Argument patterns of restricted programs: (absolute path, regular expression).
+    #[serde(default)]
+    pub restricted_arguments: Vec<(String, String)>,
 }
 
 /// The host's state at a moment.

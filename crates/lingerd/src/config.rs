@@ -52,8 +52,12 @@ pub struct Configuration {
     pub max_processes_per_session: Option<u32>,
     /// The Unix user sessions run as (a system daemon), whoever owns them.
     pub run_as: Option<String>,
-    /// Set: the session runs only these programs, as argv, with no shell syntax.
+    /// Set: the session runs only these programs (absolute paths, resolved at load), as
+    /// argv, with no shell syntax.
     pub restricted: Option<Vec<String>>,
+    /// Per restricted program (absolute path): a regular expression its arguments, joined
+    /// by single spaces, must match whole.
+    pub arguments: Vec<(String, String)>,
     /// Set (either): only these principals, and members of these Unix groups, may use the
     /// configuration; others are told it does not exist. Required with `run_as`.
     pub allowed_principals: Option<Vec<String>>,
@@ -101,6 +105,7 @@ impl Configuration {
             max_processes_per_session: None,
             run_as: None,
             restricted: None,
+            arguments: Vec::new(),
             allowed_principals: None,
             allowed_groups: None,
         }
@@ -181,6 +186,31 @@ struct RawConfiguration {
     restricted: Option<Spanned<Vec<String>>>,
     allowed_principals: Option<Spanned<Vec<String>>>,
     allowed_groups: Option<Spanned<Vec<String>>>,
+    /// Restricted programs that run others, accepted knowingly.
+    allow_launchers: Option<Spanned<Vec<String>>>,
+    /// Restricted program (as written in `restricted`) -> pattern for its arguments.
+    arguments: Option<Spanned<BTreeMap<String, String>>>,
+}
+
+/// Where restricted programs named without a slash are found (never the daemon's own PATH).
+const SAFE_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// A restricted program as an absolute path to an executable regular file: the path itself,
+/// or a bare name looked up in [`SAFE_PATH`].
+fn resolve_program(program: &str) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let executable = |p: &Path| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if program.contains('/') {
+        let p = Path::new(program);
+        return (p.is_absolute() && executable(p)).then(|| program.to_string());
+    }
+    SAFE_PATH
+        .split(':')
+        .map(|dir| Path::new(dir).join(program))
+        .find(|p| executable(p))
+        .map(|p| p.display().to_string())
 }
 
 /// The drop-in directory of a main configuration file: `lingerd.toml` -> `lingerd.d`.
@@ -444,18 +474,82 @@ fn configuration(src: &Source<'_>, rc: RawConfiguration) -> Result<Configuration
         }
     }
     if let Some(list) = rc.restricted {
-        if let Some(bad) = list
-            .get_ref()
-            .iter()
-            .find(|p| p.is_empty() || p.chars().any(|ch| ch.is_whitespace() || ch.is_control()))
-        {
-            return Err(src.err(
-                list.span(),
-                &field("restricted"),
-                &format!("'{bad}' is not a program name or path"),
-            ));
+        let launchers_ok: Vec<String> = rc
+            .allow_launchers
+            .as_ref()
+            .map(|l| l.get_ref().clone())
+            .unwrap_or_default();
+        let mut resolved = Vec::new();
+        for program in list.get_ref() {
+            if program.is_empty()
+                || program
+                    .chars()
+                    .any(|ch| ch.is_whitespace() || ch.is_control())
+            {
+                return Err(src.err(
+                    list.span(),
+                    &field("restricted"),
+                    &format!("'{program}' is not a program name or path"),
+                ));
+            }
+            let path = resolve_program(program).ok_or_else(|| {
+                src.err(
+                    list.span(),
+                    &field("restricted"),
+                    &format!(
+                        "'{program}' is not an executable file (names are looked up in {SAFE_PATH})"
+                    ),
+                )
+            })?;
+            if crate::restricted::is_launcher(&path) {
+                if !launchers_ok.iter().any(|l| l == program) {
+                    return Err(src.err(
+                        list.span(),
+                        &field("restricted"),
+                        &format!(
+                            "'{program}' runs other programs as its arguments say, so a restricted session allowing it allows anything; name it in allow_launchers too to accept that"
+                        ),
+                    ));
+                }
+                tracing::warn!(
+                    configuration = %name,
+                    "restricted session configuration allows the launcher '{program}': its sessions can run any program"
+                );
+            }
+            resolved.push((program.clone(), path));
         }
-        c.restricted = Some(list.into_inner());
+        if let Some(patterns) = &rc.arguments {
+            for (program, pattern) in patterns.get_ref() {
+                let Some((_, path)) = resolved.iter().find(|(p, _)| p == program) else {
+                    return Err(src.err(
+                        patterns.span(),
+                        &field("arguments"),
+                        &format!("'{program}' is not in restricted"),
+                    ));
+                };
+                if let Err(e) = regex::Regex::new(&format!("^(?:{pattern})$")) {
+                    return Err(src.err(
+                        patterns.span(),
+                        &field("arguments"),
+                        &format!("the pattern for '{program}' is not a regular expression: {e}"),
+                    ));
+                }
+                c.arguments.push((path.clone(), pattern.clone()));
+            }
+        }
+        c.restricted = Some(resolved.into_iter().map(|(_, path)| path).collect());
+    } else if rc.arguments.is_some() || rc.allow_launchers.is_some() {
+        let span = rc
+            .arguments
+            .as_ref()
+            .map(|a| a.span())
+            .or(rc.allow_launchers.as_ref().map(|a| a.span()))
+            .unwrap_or_else(|| rc.name.span());
+        return Err(src.err(
+            span,
+            &field("arguments"),
+            "applies only to a restricted configuration",
+        ));
     }
     if c.idle_timeout > c.max_idle_timeout {
         let span = rc
@@ -492,10 +586,32 @@ mod tests {
         let small = &c.configurations["small"];
         assert_eq!(small.output_buffer_size, 64 * 1024);
         assert_eq!(small.max_sessions_per_user, 2);
+        // Names are resolved at load, in the fixed PATH, never the daemon's.
+        let ls = resolve_program("ls").expect("ls is installed");
+        assert!(ls.ends_with("/ls") && ls.starts_with('/'), "{ls}");
         assert_eq!(
             small.restricted.as_deref(),
-            Some(&["ls".to_string(), "/usr/bin/id".to_string()][..])
+            Some(&[ls, "/usr/bin/id".to_string()][..])
         );
+        // A launcher is refused unless accepted knowingly; patterns must name a program.
+        let err =
+            Config::parse("[[configuration]]\nname = \"r\"\nrestricted = [\"ls\", \"env\"]\n")
+                .expect_err("env refused");
+        assert!(err.contains("'env' runs other programs"), "{err}");
+        assert!(Config::parse(
+            "[[configuration]]\nname = \"r\"\nrestricted = [\"env\"]\nallow_launchers = [\"env\"]\n"
+        )
+        .is_ok());
+        let err = Config::parse(
+            "[[configuration]]\nname = \"r\"\nrestricted = [\"ls\"]\narguments = { id = \"-u\" }\n",
+        )
+        .expect_err("id is not restricted");
+        assert!(err.contains("'id' is not in restricted"), "{err}");
+        let err = Config::parse(
+            "[[configuration]]\nname = \"r\"\nrestricted = [\"no-such-program-here\"]\n",
+        )
+        .expect_err("missing program");
+        assert!(err.contains("not an executable file"), "{err}");
         assert_eq!(small.max_memory_per_session, 1 << 30);
     }
 

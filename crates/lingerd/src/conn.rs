@@ -551,7 +551,8 @@ impl Ctx {
             ));
         }
         if let Some(allowed) = &session.meta.restricted {
-            match crate::restricted::command(&req.script, &req.args, allowed) {
+            let patterns = &session.meta.restricted_arguments;
+            match crate::restricted::command(&req.script, &req.args, allowed, patterns) {
                 Ok(command) => {
                     req.script = command;
                     req.args.clear();

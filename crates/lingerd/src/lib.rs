@@ -640,6 +640,7 @@ impl Daemon {
                 shell_pid: 0,
                 max_idle_timeout_ms: Some(config.max_idle_timeout.as_millis() as u64),
                 restricted: config.restricted.clone(),
+                restricted_arguments: config.arguments.clone(),
             },
             settings: SessionSettings {
                 buffering,

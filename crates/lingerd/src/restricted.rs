@@ -1,12 +1,116 @@
 //! Restricted sessions (SPEC §10, the seeds' restricted endpoints): a configuration with
 //! `restricted = ["prog", …]` runs only those programs, as argv, with no shell syntax.
 //!
-//! A script is split into words the way a shell would split a plain command line — blanks
-//! separate words, `'…'` and `"…"` quote — and anything else the shell would interpret is
+//! A script is split into words the way a shell would split a plain command line: blanks
+//! separate words, `'…'` and `"…"` quote, and anything else the shell would interpret is
 //! refused before anything runs: separators and pipes, redirections, expansions and
 //! substitutions, globs, comments, escapes, newlines. The first word must be on the list.
-//! What the session's shell then runs is the words re-quoted, each in single quotes, after
-//! `command --`: the shell sees one simple command whose words it cannot expand.
+//! What the session's shell then runs is the program's absolute path (resolved when the
+//! configuration was loaded) and the words re-quoted, each in single quotes: the shell sees
+//! one simple command whose words it cannot expand, and a name with a slash is never a
+//! builtin or a function, so an allowed `printf` cannot `-v PATH` the shell itself. A
+//! program may also have an argument pattern (a regular expression the arguments, joined by
+//! single spaces, must match whole: PowerShell JEA's ValidatePattern).
+//!
+//! Programs that run other programs (`env`, `find -exec`, `xargs`, `awk`, `git -c alias`,
+//! `tar --checkpoint-action`, `sed e`, `timeout`, `nice`, shells, editors, pagers…) would
+//! allow anything: [`LAUNCHERS`] are refused at load unless the configuration names them in
+//! `allow_launchers`.
+
+/// Programs known to run others (or a shell) as their arguments say.
+pub const LAUNCHERS: &[&str] = &[
+    "env",
+    "find",
+    "xargs",
+    "awk",
+    "gawk",
+    "mawk",
+    "nawk",
+    "git",
+    "tar",
+    "sed",
+    "timeout",
+    "nice",
+    "ionice",
+    "nohup",
+    "stdbuf",
+    "setsid",
+    "chrt",
+    "taskset",
+    "time",
+    "watch",
+    "flock",
+    "chroot",
+    "nsenter",
+    "unshare",
+    "systemd-run",
+    "sudo",
+    "su",
+    "doas",
+    "pkexec",
+    "runuser",
+    "sh",
+    "bash",
+    "dash",
+    "zsh",
+    "ksh",
+    "csh",
+    "tcsh",
+    "fish",
+    "busybox",
+    "perl",
+    "python",
+    "ruby",
+    "lua",
+    "node",
+    "php",
+    "tclsh",
+    "expect",
+    "script",
+    "ssh",
+    "scp",
+    "rsync",
+    "make",
+    "vi",
+    "vim",
+    "nvim",
+    "ex",
+    "ed",
+    "emacs",
+    "nano",
+    "less",
+    "more",
+    "man",
+    "strace",
+    "ltrace",
+    "gdb",
+    "tmux",
+    "screen",
+    "crontab",
+    "at",
+    "dpkg",
+    "rpm",
+    "apt",
+    "apt-get",
+    "yum",
+    "dnf",
+    "docker",
+    "podman",
+    "kubectl",
+    "ansible",
+    "zip",
+    "unzip",
+    "mail",
+];
+
+/// Whether the program at `path` is a known launcher.
+pub fn is_launcher(path: &str) -> bool {
+    let base = std::path::Path::new(path)
+        .file_name()
+        .and_then(|b| b.to_str())
+        .unwrap_or(path);
+    LAUNCHERS.contains(&base) || base.starts_with("python")
+}
 
 /// Characters that mean something to the shell outside quotes.
 const SPECIAL: &[char] = &[
@@ -20,6 +124,8 @@ pub enum Refusal {
     Empty,
     Syntax(String),
     NotAllowed(String),
+    /// The arguments do not match the program's pattern.
+    Arguments(String),
 }
 
 impl Refusal {
@@ -29,6 +135,9 @@ impl Refusal {
             Refusal::Empty => "the command is empty".to_string(),
             Refusal::Syntax(what) => format!("{what} is shell syntax"),
             Refusal::NotAllowed(prog) => format!("'{prog}' is not an allowed program"),
+            Refusal::Arguments(prog) => {
+                format!("the arguments are not among those allowed for '{prog}'")
+            }
         };
         format!(
             "restricted session (configuration '{configuration}'): {why}; it runs only {}, as plain words without shell syntax",
@@ -107,15 +216,39 @@ pub fn words(script: &str) -> Result<Vec<String>, Refusal> {
 }
 
 /// The command the session's shell runs for `script` (plus the invoke's arguments as more
-/// words), if `allowed` permits it.
-pub fn command(script: &str, args: &[String], allowed: &[String]) -> Result<String, Refusal> {
+/// words), if `allowed` (absolute paths) permits it and its arguments match the program's
+/// entry in `patterns` (absolute path, regular expression), if any. The first word may be
+/// the path itself or, without a slash, its file name.
+pub fn command(
+    script: &str,
+    args: &[String],
+    allowed: &[String],
+    patterns: &[(String, String)],
+) -> Result<String, Refusal> {
     let mut argv = words(script)?;
-    if !allowed.iter().any(|a| *a == argv[0]) {
-        return Err(Refusal::NotAllowed(argv[0].clone()));
-    }
+    let asked = argv[0].clone();
+    let program = allowed
+        .iter()
+        .find(|path| {
+            **path == asked
+                || (!asked.contains('/')
+                    && std::path::Path::new(path.as_str())
+                        .file_name()
+                        .is_some_and(|b| b == asked.as_str()))
+        })
+        .ok_or_else(|| Refusal::NotAllowed(asked.clone()))?
+        .clone();
     argv.extend(args.iter().cloned());
+    if let Some((_, pattern)) = patterns.iter().find(|(p, _)| *p == program) {
+        let whole = regex::Regex::new(&format!("^(?:{pattern})$"))
+            .map_err(|_| Refusal::Arguments(asked.clone()))?;
+        if !whole.is_match(&argv[1..].join(" ")) {
+            return Err(Refusal::Arguments(asked));
+        }
+    }
+    argv[0] = program;
     let quoted: Vec<String> = argv.iter().map(|w| quote(w)).collect();
-    Ok(format!("command -- {}", quoted.join(" ")))
+    Ok(quoted.join(" "))
 }
 
 /// `w` in single quotes, each `'` written as `'\''`.
@@ -128,28 +261,32 @@ mod tests {
     use super::*;
 
     fn allowed() -> Vec<String> {
-        vec!["ls".into(), "echo".into(), "/usr/bin/id".into()]
+        vec!["/bin/ls".into(), "/bin/echo".into(), "/usr/bin/id".into()]
+    }
+
+    fn command(script: &str, args: &[String], allowed: &[String]) -> Result<String, Refusal> {
+        super::command(script, args, allowed, &[])
     }
 
     #[test]
     fn plain_words_and_quotes_pass() {
         assert_eq!(
             command("echo hello 'big world' \"it's\"\n", &[], &allowed()),
-            Ok(r#"command -- 'echo' 'hello' 'big world' 'it'\''s'"#.to_string())
+            Ok(r#"'/bin/echo' 'hello' 'big world' 'it'\''s'"#.to_string())
         );
         assert_eq!(
             command("ls", &["-l".into(), "a b".into()], &allowed()),
-            Ok("command -- 'ls' '-l' 'a b'".to_string())
+            Ok("'/bin/ls' '-l' 'a b'".to_string())
         );
         assert_eq!(
             command("  echo   --color=auto  x=1 ", &[], &allowed()),
-            Ok("command -- 'echo' '--color=auto' 'x=1'".to_string())
+            Ok("'/bin/echo' '--color=auto' 'x=1'".to_string())
         );
         assert!(command("/usr/bin/id -u", &[], &allowed()).is_ok());
         // Quotes make shell characters plain text.
         assert_eq!(
             command("echo ';' '$(id)' \"a|b\"", &[], &allowed()),
-            Ok(r#"command -- 'echo' ';' '$(id)' 'a|b'"#.to_string())
+            Ok(r#"'/bin/echo' ';' '$(id)' 'a|b'"#.to_string())
         );
     }
 
@@ -196,15 +333,16 @@ mod tests {
     #[test]
     fn only_listed_programs_run() {
         for s in [
-            "id",
+            "whoami",
             "sh -c id",
             "bash",
             "command id",
             "exec ls",
             "FOO=1 ls",
             "./ls",
-            "/bin/ls",
+            "/usr/bin/ls",
             "eval ls",
+            "printf -v PATH /tmp",
         ] {
             assert!(
                 matches!(command(s, &[], &allowed()), Err(Refusal::NotAllowed(_))),
@@ -216,6 +354,36 @@ mod tests {
     #[test]
     fn the_message_says_why_and_what_is_allowed() {
         let m = Refusal::Syntax("';'".into()).message("ops", &allowed());
-        assert!(m.contains("';' is shell syntax") && m.contains("ls, echo, /usr/bin/id"));
+        assert!(m.contains("';' is shell syntax") && m.contains("/bin/ls, /bin/echo, /usr/bin/id"));
+    }
+
+    #[test]
+    fn arguments_must_match_the_programs_pattern_whole() {
+        let patterns = vec![("/bin/ls".to_string(), "-l /srv/[a-z]+".to_string())];
+        let ok = super::command("ls -l /srv/www", &[], &allowed(), &patterns);
+        assert_eq!(ok, Ok("'/bin/ls' '-l' '/srv/www'".to_string()));
+        for bad in ["ls -l /srv/www /etc", "ls /etc", "ls -l /srv/www2", "ls"] {
+            assert_eq!(
+                super::command(bad, &[], &allowed(), &patterns),
+                Err(Refusal::Arguments("ls".into())),
+                "{bad}"
+            );
+        }
+        // Other programs have no pattern.
+        assert!(super::command("id -u", &[], &allowed(), &patterns).is_ok());
+    }
+
+    #[test]
+    fn launchers_are_known() {
+        for l in [
+            "/usr/bin/env",
+            "find",
+            "/usr/bin/python3.11",
+            "xargs",
+            "git",
+        ] {
+            assert!(is_launcher(l), "{l}");
+        }
+        assert!(!is_launcher("/usr/bin/journalctl"));
     }
 }
