@@ -518,3 +518,18 @@ fn inherited_descriptors_stay_out_of_sessions_and_a_closed_stderr_is_no_panic() 
         .expect("linger");
     assert_eq!(o.status.code(), Some(3), "a panic exits 101");
 }
+
+/// The client's own files say where its sessions are and let it claim them: its user's only.
+#[test]
+fn the_clients_files_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let w = World::new();
+    w.ok(&["new", "localhost", "--name", "mine"]);
+    for file in ["client_id", "sessions.json"] {
+        let mode = std::fs::metadata(w.path("homeA").join(file))
+            .unwrap_or_else(|e| panic!("{file}: {e}"))
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{file}");
+    }
+}

@@ -114,7 +114,7 @@ fn sessions_over_ssh() {
     assert!(
         audit
             .lines()
-            .any(|l| l.contains("\"command\"") && l.contains("ssh from 127.0.0.1 port")),
+            .any(|l| l.contains("\"command\"") && l.contains("claiming ssh from 127.0.0.1 port")),
         "{audit}"
     );
 

@@ -73,9 +73,7 @@ impl ClientHome {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 self.ensure()?;
                 let id = Uuid::new_v4();
-                let tmp = path.with_extension("tmp");
-                std::fs::write(&tmp, format!("{id}\n"))
-                    .and_then(|_| std::fs::rename(&tmp, &path))
+                write_private(&path, format!("{id}\n").as_bytes())
                     .map_err(|e| Error::io(format!("cannot write {}", path.display()), e))?;
                 Ok(id)
             }
@@ -84,7 +82,31 @@ impl ClientHome {
     }
 
     pub fn ensure(&self) -> Result<()> {
-        std::fs::create_dir_all(&self.state_dir)
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.state_dir)
             .map_err(|e| Error::io(format!("cannot create {}", self.state_dir.display()), e))
     }
+}
+
+/// Replaces `path` with `bytes`, readable by this user only (the registry and the client's
+/// identity say where its sessions are and let it claim them): written to a temporary file
+/// (0600, never through a symlink) and renamed over.
+pub(crate) fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = std::path::PathBuf::from(tmp);
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(&tmp)?;
+    f.write_all(bytes)?;
+    std::fs::rename(&tmp, path)
 }

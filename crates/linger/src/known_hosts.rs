@@ -167,11 +167,16 @@ fn pin(file: &Path, pattern: &str, key: &PublicKey) -> Result<()> {
     if let Some(dir) = file.parent() {
         std::fs::create_dir_all(dir).map_err(io)?;
     }
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(file)
-        .map_err(io)?;
+    let mut f = {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .custom_flags(nix::libc::O_NOFOLLOW)
+            .open(file)
+            .map_err(io)?
+    };
     // One write: concurrent first connections to several hosts append whole lines.
     f.write_all(format!("{pattern} {line}\n").as_bytes())
         .map_err(io)?;

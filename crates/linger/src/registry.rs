@@ -208,9 +208,7 @@ impl Registry {
         let after = serde_json::to_vec_pretty(&sessions)
             .map_err(|e| Error::State(format!("cannot encode the registry: {e}")))?;
         if serde_json::to_vec(&sessions).unwrap_or_default() != before {
-            let tmp = path.with_extension("json.tmp");
-            std::fs::write(&tmp, &after)
-                .and_then(|_| std::fs::rename(&tmp, &path))
+            crate::home::write_private(&path, &after)
                 .map_err(|e| Error::io(format!("cannot write {}", path.display()), e))?;
         }
         Ok(sessions)

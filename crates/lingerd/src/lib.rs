@@ -856,7 +856,9 @@ async fn serve_local(
         .and_then(|c| c.pid())
         .and_then(ssh_origin);
     let from = match via_ssh {
-        Some(origin) => format!("ssh from {origin} (local uid {uid})"),
+        // The peer's own environment says so: any local user could set it, so it is a
+        // claim, and the record says whose.
+        Some(origin) => format!("local uid {uid}, claiming ssh from {origin}"),
         None => format!("local uid {uid}"),
     };
     let peer = Peer { principal, from };
