@@ -128,3 +128,19 @@ async fn user_names_are_bounded_and_escaped_before_they_are_logged() {
     );
     assert!(!audit.contains("\"principal\":\"root\""), "{audit}");
 }
+
+/// A login that never completes is ended at the grace time as a login failure that says why
+/// (a client slowed down by others' failures must not read it as a protocol error).
+#[tokio::test(start_paused = true)]
+async fn a_login_past_its_grace_time_is_an_auth_failure_that_says_why() {
+    let d = linger_fuzz::DaemonUnderTest::start().await.expect("daemon");
+    let mut c = connect(&d, 0x0a00_0301);
+    c.send(&frame(&hello())).await;
+    // Nothing more: the paused clock runs ahead to the grace time.
+    let error = c.goodbye().await;
+    assert_eq!(error.kind, ErrorKind::Auth, "{error:?}");
+    assert!(
+        error.message.contains("no successful login within 30 s"),
+        "{error:?}"
+    );
+}

@@ -116,7 +116,21 @@ pub async fn serve<R, W>(
             match tokio::time::timeout(LOGIN_GRACE, login).await {
                 Ok(Some(peer)) => peer,
                 Ok(None) => return,
-                Err(_) => return refuse(&mut writer, &from, "no authentication in time").await,
+                Err(_) => {
+                    // Say why, as a login failure: a client whose attempts were slowed down
+                    // (other failures from its address) must not read it as a protocol bug.
+                    let why = format!(
+                        "no successful login within {} s (failed logins from this address are answered ever more slowly)",
+                        LOGIN_GRACE.as_secs()
+                    );
+                    tracing::warn!(%from, "refusing connection: {why}");
+                    let _ = writer
+                        .write(&ServerMsg::Goodbye {
+                            error: ErrorBody::new(ErrorKind::Auth, why),
+                        })
+                        .await;
+                    return;
+                }
             }
         }
     };
