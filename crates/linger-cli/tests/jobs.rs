@@ -276,3 +276,25 @@ fn background_jobs_in_a_session() {
         "{j}"
     );
 }
+
+/// Background jobs per session are capped: the one past the limit is refused, saying why,
+/// and the session goes on running commands.
+#[test]
+fn background_jobs_per_session_are_capped() {
+    let w = World::new();
+    ok_as(&w, "homeA", &["new", "localhost", "--name", "many"]);
+    for _ in 0..linger_host::MAX_RUNNING_JOBS {
+        ok_as(&w, "homeA", &["job", "start", "many", "--", "sleep 600"]);
+    }
+    let o = run_as(&w, "homeA", &["job", "start", "many", "--", "sleep 600"]);
+    assert_ne!(o.status.code(), Some(0));
+    assert!(
+        stderr(&o).contains("background jobs, its limit"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(
+        ok_as(&w, "homeA", &["invoke", "many", "--", "echo still"]),
+        "still\n"
+    );
+}

@@ -27,6 +27,7 @@ use linger_proto::host::HostSpec;
 use tokio::net::UnixListener;
 
 pub use log::{Entry, EntryKind, OutputLog};
+pub use state::MAX_RUNNING_JOBS;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HostError {

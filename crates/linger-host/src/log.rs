@@ -30,8 +30,8 @@ pub struct LogSettings {
     pub memory_cap: u64,
     /// File used by spool mode (created on first use, in the session's state directory).
     pub spool_path: PathBuf,
-    /// Most bytes the spool file may hold at once.
-    pub spool_limit: u64,
+    /// The session's spool space (`spool_limit` over all its logs together).
+    pub spool_quota: std::sync::Arc<crate::spool::SpoolQuota>,
 }
 
 #[derive(Debug, Clone)]
@@ -400,7 +400,7 @@ impl OutputLog {
                 next_seq: 1,
                 memory: 0,
                 memory_cap: settings.memory_cap.max(1),
-                spool: Spool::new(settings.spool_path, settings.spool_limit),
+                spool: Spool::new(settings.spool_path, settings.spool_quota),
                 dropped: 0,
                 drop_from: 0,
                 sent_through: 0,
@@ -516,7 +516,7 @@ impl OutputLog {
             mode: g.mode,
             memory_cap: g.memory_cap,
             spool_path,
-            spool_limit: g.spool.limit(),
+            spool_quota: g.spool.quota(),
         }
     }
 }
@@ -535,7 +535,7 @@ mod tests {
             mode,
             memory_cap,
             spool_path: dir.join("spool"),
-            spool_limit: 100 << 20,
+            spool_quota: crate::spool::SpoolQuota::new(100 << 20),
         }
     }
 
@@ -904,7 +904,7 @@ mod tests {
     async fn spool_at_its_limit_blocks_until_acked() {
         let dir = tempdir();
         let log = OutputLog::new(LogSettings {
-            spool_limit: 8,
+            spool_quota: crate::spool::SpoolQuota::new(8),
             ..settings(BufferingMode::Spool, 4, dir.path())
         });
         push(&log, b"abcdefgh"); // too big for memory: spooled, and the spool is full
@@ -922,6 +922,38 @@ mod tests {
         assert_eq!(seqs(&entries), vec![2, 3]);
         assert_eq!(output(&entries[1]), b"m");
         assert_eq!(spool_len(dir.path()), 1);
+    }
+
+    #[tokio::test]
+    async fn the_logs_of_a_session_share_one_spool_limit() {
+        let dir = tempdir();
+        let fg = OutputLog::new(LogSettings {
+            spool_quota: crate::spool::SpoolQuota::new(8),
+            ..settings(BufferingMode::Spool, 4, dir.path())
+        });
+        // A background job's log, made like the foreground one, with a file of its own.
+        let job = OutputLog::new(fg.settings_like(dir.path().join("job.spool")));
+        push(&fg, b"abcdef"); // spooled: 6 of the session's 8 bytes
+        push(&job, b"ijkl"); // fits the job's memory
+        let job2 = job.clone();
+        let writer = tokio::spawn(async move {
+            // Too big for the job's memory, and only 2 bytes of spool are left.
+            job2.push_output(Uuid::nil(), StreamKind::Stdout, Bytes::from_static(b"mnop"))
+                .await;
+        });
+        tokio::task::yield_now().await;
+        assert!(
+            !writer.is_finished(),
+            "the job may not spool past the session's limit"
+        );
+        let held = fg.lock().spool.quota().used();
+        assert_eq!(held, 6);
+        job.ack(job.last_seq()); // the job's own receiver frees its memory
+        writer.await.expect("writer task");
+        // A log that goes away gives its spool space back.
+        drop(job);
+        fg.ack(fg.last_seq());
+        assert_eq!(fg.lock().spool.quota().used(), 0);
     }
 
     #[tokio::test]

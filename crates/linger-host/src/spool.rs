@@ -28,10 +28,33 @@ use nix::fcntl::{fallocate, FallocateFlags};
 /// re-punches some hole, which costs nothing; this is a multiple of every common block size.
 const PUNCH_ALIGN: u64 = 64 * 1024;
 
+/// The spool space of one session, shared by all its logs (the foreground one and each
+/// background job's): `spool_limit` bounds what they occupy together.
+pub struct SpoolQuota {
+    limit: u64,
+    used: std::sync::atomic::AtomicU64,
+}
+
+impl SpoolQuota {
+    pub fn new(limit: u64) -> std::sync::Arc<SpoolQuota> {
+        std::sync::Arc::new(SpoolQuota {
+            limit,
+            used: std::sync::atomic::AtomicU64::new(0),
+        })
+    }
+
+    /// Bytes the session's spool files occupy now.
+    pub fn used(&self) -> u64 {
+        self.used.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
 pub(crate) struct Spool {
     path: PathBuf,
-    /// Most bytes the file may occupy at once.
-    limit: u64,
+    /// The session's spool space, which this file takes part of.
+    quota: std::sync::Arc<SpoolQuota>,
+    /// What this file occupies as far as the quota knows.
+    counted: u64,
     /// Opened (and emptied) on first use: most sessions never spool.
     file: Option<File>,
     /// Offset where the next chunk goes.
@@ -51,14 +74,15 @@ pub(crate) struct Spool {
 }
 
 impl Spool {
-    pub(crate) fn limit(&self) -> u64 {
-        self.limit
+    pub(crate) fn quota(&self) -> std::sync::Arc<SpoolQuota> {
+        self.quota.clone()
     }
 
-    pub(crate) fn new(path: PathBuf, limit: u64) -> Self {
+    pub(crate) fn new(path: PathBuf, quota: std::sync::Arc<SpoolQuota>) -> Self {
         Spool {
             path,
-            limit,
+            quota,
+            counted: 0,
             file: None,
             end: 0,
             held: 0,
@@ -77,7 +101,23 @@ impl Spool {
     /// Whether `len` more bytes stay within the limit. Acknowledged space not given back yet
     /// counts, as the disk still holds it.
     pub(crate) fn has_room(&self, len: u64) -> bool {
-        (self.end - self.reclaimed).saturating_add(len) <= self.limit
+        self.quota.used().saturating_add(len) <= self.quota.limit
+    }
+
+    /// Tells the quota what the file occupies now (after it grew or gave space back).
+    fn count(&mut self) {
+        use std::sync::atomic::Ordering;
+        let now = self.end - self.reclaimed;
+        if now >= self.counted {
+            self.quota
+                .used
+                .fetch_add(now - self.counted, Ordering::Relaxed);
+        } else {
+            self.quota
+                .used
+                .fetch_sub(self.counted - now, Ordering::Relaxed);
+        }
+        self.counted = now;
     }
 
     /// Appends `data`, answering the offset it was written at; `None` if it could not be
@@ -122,6 +162,7 @@ impl Spool {
         // A partial write leaves garbage past `end`, which the next write overwrites.
         file.write_all_at(data, offset)?;
         self.end += data.len() as u64;
+        self.count();
         self.held += data.len() as u64;
         Ok(offset)
     }
@@ -159,6 +200,7 @@ impl Spool {
             // at 0 and overwrite rather than grow.
             self.end = 0;
             self.reclaimed = 0;
+            self.count();
             return;
         }
         let live = self.end - self.held;
@@ -173,7 +215,10 @@ impl Spool {
         // the range is zeroed there rather than freed, and the range holds dead data only.
         let flags = FallocateFlags::FALLOC_FL_PUNCH_HOLE | FallocateFlags::FALLOC_FL_KEEP_SIZE;
         match fallocate(file, flags, offset, len) {
-            Ok(()) => self.reclaimed = live,
+            Ok(()) => {
+                self.reclaimed = live;
+                self.count();
+            }
             Err(Errno::EOPNOTSUPP) => {
                 tracing::debug!("the spool's filesystem cannot punch holes; space comes back when the spool empties");
                 self.can_punch = false;
@@ -186,5 +231,14 @@ impl Spool {
                 }
             }
         }
+    }
+}
+
+impl Drop for Spool {
+    /// The log is gone (a forgotten job, the session's end): its file no longer counts.
+    fn drop(&mut self) {
+        self.end = 0;
+        self.reclaimed = 0;
+        self.count();
     }
 }

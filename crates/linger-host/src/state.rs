@@ -50,6 +50,9 @@ struct RemoteJob {
 
 /// Remote job records kept (oldest forgotten first).
 const REMOTE_JOBS_KEPT: usize = 64;
+/// Background jobs one session may run at once (each holds two FIFOs, reader tasks, a log
+/// and a subshell); a further `job start` is refused.
+pub const MAX_RUNNING_JOBS: usize = 64;
 
 struct Inner {
     running: Option<Running>,
@@ -89,7 +92,7 @@ impl HostState {
             mode: spec.settings.buffering,
             memory_cap: spec.meta.output_buffer_size,
             spool_path: std::path::Path::new(&spec.session_dir).join("spool"),
-            spool_limit: spec.meta.spool_limit,
+            spool_quota: crate::spool::SpoolQuota::new(spec.meta.spool_limit),
         });
         HostState {
             settings: Mutex::new(spec.settings.clone()),
@@ -193,6 +196,12 @@ impl HostState {
         script: &str,
         args: &[String],
     ) -> Result<Vec<String>, String> {
+        let running = self.lock().jobs.iter().filter(|j| j.is_running()).count();
+        if running >= MAX_RUNNING_JOBS {
+            return Err(format!(
+                "the session already runs {running} background jobs, its limit; wait for one to end or stop one"
+            ));
+        }
         let me = Arc::downgrade(self);
         let on_change: Arc<dyn Fn() + Send + Sync> = Arc::new(move || {
             if let Some(me) = me.upgrade() {
