@@ -147,6 +147,16 @@ fn a_key_without_principal_acts_as_the_daemons_user() {
     // The same daemon's local socket serves that user too: the session is theirs there.
     let local = common::ok_as(&w, "homeB", &["get", "--computer", "localhost"]);
     assert!(local.contains(" s "), "{local}");
+    // As ssh, a private key others can read is refused, saying so.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let o = run_as(&w, "homeA", &["get", "--computer", &computer]);
+    assert_eq!(o.status.code(), Some(5), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("has mode 644, open to others"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]

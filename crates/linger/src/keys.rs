@@ -148,6 +148,19 @@ fn agent_keys() -> Option<(PathBuf, Vec<PublicKey>)> {
 /// A signer for the key in `path`: the file itself, or the agent when the file is
 /// encrypted and the agent holds its key. `None`: encrypted, and not in the agent.
 fn from_file(path: &Path, agent: &Option<(PathBuf, Vec<PublicKey>)>) -> Result<Option<Signer>> {
+    use std::os::unix::fs::PermissionsExt;
+    // As ssh: a private key others may read is not one to use.
+    let mode = std::fs::metadata(path)
+        .map_err(|e| Error::io(format!("cannot read the key {}", path.display()), e))?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        return Err(Error::Auth(format!(
+            "the private key {} has mode {:o}, open to others; make it private (chmod 600)",
+            path.display(),
+            mode & 0o777
+        )));
+    }
     let text = std::fs::read_to_string(path)
         .map_err(|e| Error::io(format!("cannot read the key {}", path.display()), e))?;
     let key = PrivateKey::from_openssh(&text).map_err(|e| {
