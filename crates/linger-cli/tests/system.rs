@@ -156,6 +156,37 @@ fn a_system_daemon_runs_each_session_as_its_owner() {
         !report.contains("XDG_RUNTIME_DIR") && !report.contains("LINGER_HOME"),
         "the daemon's environment leaked: {report}"
     );
+    // The session has control groups of its own, made by the root daemon before the host
+    // became USER1 (who could not have made them), with the configuration's memory limit.
+    let cgroups = common::ok_as(
+        &w,
+        "homeA",
+        &["invoke", "work", "--", "cat /proc/self/cgroup"],
+    );
+    let session_groups: Vec<std::path::PathBuf> = cgroups
+        .lines()
+        .filter(|l| l.contains("/linger-"))
+        .filter_map(|l| {
+            let mut parts = l.splitn(3, ':');
+            let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+            let base = std::path::Path::new("/sys/fs/cgroup");
+            let dir = match controllers {
+                "" => base.join(path.trim_start_matches('/')),
+                c => base.join(c).join(path.trim_start_matches('/')),
+            };
+            Some(dir)
+        })
+        .collect();
+    assert!(
+        !session_groups.is_empty(),
+        "no control group of its own: {cgroups}"
+    );
+    let limited = session_groups.iter().any(|d| {
+        ["memory.max", "memory.limit_in_bytes"].iter().any(|f| {
+            std::fs::read_to_string(d.join(f)).is_ok_and(|v| v.trim() == (1u64 << 30).to_string())
+        })
+    });
+    assert!(limited, "no 1 GiB memory limit in {session_groups:?}");
     // Its host process, not only its shell, is USER1's.
     for pid in w.host_pids() {
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
@@ -399,4 +430,8 @@ fn a_system_daemon_runs_each_session_as_its_owner() {
     );
     common::ok_as(&w, "homeA", &["remove", "work"]);
     common::ok_as(&w, "homeB", &["remove", "theirs"]);
+    // The daemon removed the control groups it made.
+    common::eventually("the session's control groups to go", || {
+        session_groups.iter().all(|d| !d.exists())
+    });
 }

@@ -10,7 +10,7 @@
 mod conn;
 mod input;
 mod jobs;
-mod limits;
+pub mod limits;
 mod log;
 mod marker;
 mod procs;
@@ -83,7 +83,11 @@ async fn run(mut spec: HostSpec) -> Result<(), HostError> {
     std::fs::set_permissions(socket_path, std::fs::Permissions::from_mode(0o600))?;
 
     let nonce = uuid::Uuid::new_v4().simple().to_string();
-    let limits = limits::prepare(&spec.meta.instance_id.simple().to_string(), &spec.limits);
+    let id = spec.meta.instance_id.simple().to_string();
+    let limits = match &spec.cgroups {
+        Some(given) => limits::inherited(given, &spec.limits),
+        None => limits::prepare(&id, &spec.limits),
+    };
     for how in &limits.how {
         tracing::info!(session = %spec.meta.instance_id, "limit {how}");
     }

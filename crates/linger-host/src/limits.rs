@@ -18,7 +18,7 @@ use linger_proto::host::SessionLimits;
 /// Limits ready to be entered by the shell between fork and exec.
 #[derive(Default)]
 pub struct Prepared {
-    /// The session's control groups, removed when it ends.
+    /// The session's control groups.
     pub cgroups: Vec<PathBuf>,
     /// Each group's `cgroup.procs`, opened beforehand: the child writes "0" (itself) there.
     join: Vec<OwnedFd>,
@@ -29,6 +29,11 @@ pub struct Prepared {
 }
 
 impl Prepared {
+    /// The `cgroup.procs` descriptors, in the order of `cgroups`.
+    pub fn procs_fds(&self) -> Vec<std::os::fd::RawFd> {
+        self.join.iter().map(|fd| fd.as_raw_fd()).collect()
+    }
+
     /// Runs in the child before exec: only system calls on prepared data.
     pub fn enter(&self) -> std::io::Result<()> {
         for fd in &self.join {
@@ -54,9 +59,78 @@ impl Prepared {
 /// The control groups this host made (one session per host process).
 static CGROUPS: std::sync::OnceLock<Vec<PathBuf>> = std::sync::OnceLock::new();
 
-/// Removes the session's control groups once its processes are gone.
+/// Removes the control groups this host made, once the session's processes are gone.
 pub fn remove_cgroups() {
-    for dir in CGROUPS.get().map(Vec::as_slice).unwrap_or_default() {
+    remove_dirs(CGROUPS.get().map(Vec::as_slice).unwrap_or_default());
+}
+
+/// Decides how to enforce `limits` for session `id`, making its control groups where this
+/// process may (the host's own, which it removes at the end).
+pub fn prepare(id: &str, limits: &SessionLimits) -> Prepared {
+    let p = make_cgroups(id, limits);
+    let _ = CGROUPS.set(p.cgroups.clone());
+    with_rlimits(p, limits)
+}
+
+/// Makes session `id`'s control groups, if this process may, with their limits written and
+/// their `cgroup.procs` opened. A system daemon calls this as root for a host that will run
+/// as another user, and hands it the descriptors (`HostSpec.cgroups`).
+pub fn make_cgroups(id: &str, limits: &SessionLimits) -> Prepared {
+    let mut p = Prepared::default();
+    if limits.memory.is_none() && limits.processes.is_none() {
+        return p;
+    }
+    let name = format!("linger-{id}");
+    if !v2(&name, limits, &mut p) {
+        v1(&name, limits, &mut p);
+    }
+    p
+}
+
+/// Control groups the daemon made and handed over: descriptors inherited at `procs_fds`.
+pub fn inherited(given: &linger_proto::host::PreparedCgroups, limits: &SessionLimits) -> Prepared {
+    use std::os::fd::FromRawFd;
+    let p = Prepared {
+        cgroups: given.dirs.iter().map(PathBuf::from).collect(),
+        // SAFETY: the daemon put these descriptors there for us, and nothing else owns them.
+        join: given
+            .procs_fds
+            .iter()
+            .map(|&fd| unsafe { OwnedFd::from_raw_fd(fd) })
+            .collect(),
+        rlimits: Vec::new(),
+        how: given.how.clone(),
+    };
+    with_rlimits(p, limits)
+}
+
+/// Removes session `id`'s control groups (made by [`make_cgroups`] in this process's own
+/// group), once their processes are gone. For the daemon, at a session's end.
+pub fn remove_for(id: &str) {
+    let name = format!("linger-{id}");
+    let mut dirs = Vec::new();
+    if let Some(own) = own_cgroup("") {
+        dirs.push(
+            Path::new("/sys/fs/cgroup")
+                .join(own.trim_start_matches('/'))
+                .join(&name),
+        );
+    }
+    for controller in ["memory", "pids"] {
+        if let Some(own) = own_cgroup(controller) {
+            dirs.push(
+                Path::new("/sys/fs/cgroup")
+                    .join(controller)
+                    .join(own.trim_start_matches('/'))
+                    .join(&name),
+            );
+        }
+    }
+    remove_dirs(&dirs);
+}
+
+fn remove_dirs(dirs: &[PathBuf]) {
+    for dir in dirs {
         // The group empties as the kernel reaps its last processes.
         for _ in 0..50 {
             if std::fs::remove_dir(dir).is_ok() || !dir.exists() {
@@ -67,17 +141,8 @@ pub fn remove_cgroups() {
     }
 }
 
-/// Decides how to enforce `limits` for session `id`.
-pub fn prepare(id: &str, limits: &SessionLimits) -> Prepared {
-    let mut p = Prepared::default();
-    if limits.memory.is_none() && limits.processes.is_none() {
-        return p;
-    }
-    let name = format!("linger-{id}");
-    if !v2(&name, limits, &mut p) {
-        v1(&name, limits, &mut p);
-    }
-    let _ = CGROUPS.set(p.cgroups.clone());
+/// rlimits for what no control group covers.
+fn with_rlimits(mut p: Prepared, limits: &SessionLimits) -> Prepared {
     let memory_done = p.how.iter().any(|h| h.starts_with("memory"));
     let procs_done = p.how.iter().any(|h| h.starts_with("processes"));
     if let (Some(bytes), false) = (limits.memory, memory_done) {

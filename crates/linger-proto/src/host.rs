@@ -227,6 +227,12 @@ pub struct HostSpec {
     /// Resource limits on the shell and everything it starts.
     #[serde(default)]
     pub limits: SessionLimits,
+    /// Control groups the daemon made for the session (a system daemon, as root, before
+    /// the host runs as the session's user, who could not make them): the host moves the
+    /// shell into them through the `cgroup.procs` descriptors it inherited, and does not
+    /// remove them (the daemon does, when the session ends).
+    #[serde(default)]
+    pub cgroups: Option<PreparedCgroups>,
 }
 
 /// A session's resource limits (its configuration's `max_memory_per_session` and
@@ -237,4 +243,15 @@ pub struct SessionLimits {
     pub memory: Option<u64>,
     /// Processes (and threads) at once.
     pub processes: Option<u32>,
+}
+
+/// See [`HostSpec::cgroups`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreparedCgroups {
+    /// The groups' directories.
+    pub dirs: Vec<String>,
+    /// For each, the host's descriptor of its `cgroup.procs`, opened by the daemon.
+    pub procs_fds: Vec<i32>,
+    /// How each limit is enforced, for the host's log.
+    pub how: Vec<String>,
 }

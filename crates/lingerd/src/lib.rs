@@ -166,7 +166,12 @@ impl Daemon {
         tokio::spawn(async move {
             while let Some(id) = closed_rx.recv().await {
                 match weak.upgrade() {
-                    Some(d) => d.registry.retire(id),
+                    Some(d) => {
+                        d.registry.retire(id);
+                        if d.system {
+                            remove_cgroups_of(id);
+                        }
+                    }
                     None => return,
                 }
             }
@@ -657,13 +662,42 @@ impl Daemon {
                 memory: Some(config.max_memory_per_session),
                 processes: config.max_processes_per_session,
             },
+            cgroups: None,
         };
+        // A host that will run as another user cannot make control groups: a system
+        // daemon makes them now, as root, and hands over their `cgroup.procs`.
+        let mut spec = spec;
+        let prepared = match &owner.run_as {
+            Some(_) if self.system => {
+                let (name, limits) = (id.simple().to_string(), spec.limits);
+                tokio::task::spawn_blocking(move || {
+                    linger_host::limits::make_cgroups(&name, &limits)
+                })
+                .await
+                .ok()
+            }
+            _ => None,
+        };
+        let inherit = prepared.as_ref().map(|p| p.procs_fds()).unwrap_or_default();
+        if let Some(p) = prepared.as_ref().filter(|p| !p.cgroups.is_empty()) {
+            spec.cgroups = Some(linger_proto::host::PreparedCgroups {
+                dirs: p.cgroups.iter().map(|d| d.display().to_string()).collect(),
+                procs_fds: (3..3 + inherit.len() as i32).collect(),
+                how: p.how.clone(),
+            });
+        }
         let cleanup = || {
             let _ = std::fs::remove_dir_all(&session_dir);
             let _ = std::fs::remove_file(&socket);
         };
         let host_log = session_dir.join("host.log");
-        if let Err(e) = spawn::spawn_host(&spec, &host_log, owner.run_as.as_ref()).await {
+        let spawned = spawn::spawn_host(&spec, &host_log, owner.run_as.as_ref(), &inherit).await;
+        // The host holds its own copies now.
+        drop(prepared);
+        if let Err(e) = spawned {
+            if self.system {
+                remove_cgroups_of(id);
+            }
             cleanup();
             return Err(internal("cannot start the session", &e));
         }
@@ -674,6 +708,9 @@ impl Daemon {
         {
             Ok(s) => Ok(s),
             Err(e) => {
+                if self.system {
+                    remove_cgroups_of(id);
+                }
                 cleanup();
                 Err(internal("cannot reach the new session", &e))
             }
@@ -757,6 +794,13 @@ pub(crate) fn admit(
             None
         }
     }
+}
+
+/// Removes the control groups a system daemon made for session `id` (its host, running
+/// as the session's user, cannot), off the runtime.
+fn remove_cgroups_of(id: Uuid) {
+    let name = id.simple().to_string();
+    tokio::task::spawn_blocking(move || linger_host::limits::remove_for(&name));
 }
 
 /// The names of the Unix groups user `name` belongs to (primary and supplementary); none if

@@ -32,11 +32,15 @@ pub struct RunAs {
 
 /// Starts the host (as `run_as`, when given) and waits for it to be ready to accept the
 /// daemon.
+/// `inherit`: descriptors the host gets at 3, 4, … in order (the session's `cgroup.procs`,
+/// opened by the daemon).
 pub async fn spawn_host(
     spec: &HostSpec,
     log: &Path,
     run_as: Option<&RunAs>,
+    inherit: &[std::os::fd::RawFd],
 ) -> Result<(), SpawnError> {
+    let inherit = inherit.to_vec();
     let exe = std::env::current_exe()?;
     let log_file = std::fs::OpenOptions::new()
         .create(true)
@@ -71,6 +75,21 @@ pub async fn spawn_host(
     unsafe {
         cmd.pre_exec(move || {
             nix::unistd::setsid()?;
+            // Up out of the way first, then down to 3, 4, …: a source may sit on a target.
+            let mut high = Vec::with_capacity(inherit.len());
+            for &fd in &inherit {
+                let moved = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 1000);
+                if moved < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                high.push(moved);
+            }
+            for (i, &fd) in high.iter().enumerate() {
+                // dup2 leaves the copy open across exec.
+                if libc::dup2(fd, 3 + i as i32) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
             // Groups, then gid, then uid: after setuid nothing else may change.
             if let Some((uid, gid, groups)) = &ids {
                 nix::unistd::setgroups(groups)?;
