@@ -29,6 +29,9 @@ const FIRST_DELAY: Duration = Duration::from_millis(100);
 const MAX_DELAY: Duration = Duration::from_secs(8);
 /// An address's failures are forgotten after this long without one.
 const FORGET_AFTER: Duration = Duration::from_secs(600);
+/// The most an address's failures with other keys add to an attempt's wait: someone
+/// sharing a client's address (NAT) can slow its logins this much, not lock it out.
+const MAX_ADDRESS_DELAY: Duration = Duration::from_secs(1);
 /// Longest principal name accepted from a `principal="…"` option.
 const MAX_PRINCIPAL_LEN: usize = 64;
 /// How long one attempt's checks (a user lookup, key files) may take off the runtime: a
@@ -42,30 +45,55 @@ pub struct TlsPeer {
     pub certificate_sha256: [u8; BINDING_LEN],
 }
 
-/// Failed attempts per source address, to slow down guessing.
+/// Failed attempts per source address and key, to slow down guessing: each (address, key)
+/// waits longer with each failure, up to [`MAX_DELAY`]; an address's failures with any key
+/// add at most [`MAX_ADDRESS_DELAY`].
 #[derive(Default)]
 pub struct Throttle {
-    failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+    failures: Mutex<HashMap<Counted, (u32, Instant)>>,
+}
+
+/// What a failure count is kept for: an address with one key, or the address (`None`).
+type Counted = (IpAddr, Option<String>);
+
+/// Which key an attempt offered, for the throttle: its base64 part, bounded.
+pub fn key_id(public_key: &str) -> String {
+    public_key
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or(public_key)
+        .chars()
+        .take(128)
+        .collect()
+}
+
+fn backoff(failures: u32) -> Duration {
+    let doublings = failures.saturating_sub(1).min(16);
+    FIRST_DELAY.saturating_mul(1 << doublings).min(MAX_DELAY)
 }
 
 impl Throttle {
-    /// Records a failure from `ip` and says how long to wait before answering it.
-    pub fn failed(&self, ip: IpAddr) -> Duration {
+    /// Records a failure from `ip` with key `key` and says how long to wait before
+    /// answering it.
+    pub fn failed(&self, ip: IpAddr, key: &str) -> Duration {
         let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
         map.retain(|_, (_, last)| now.duration_since(*last) < FORGET_AFTER);
-        let entry = map.entry(ip).or_insert((0, now));
-        entry.0 = entry.0.saturating_add(1);
-        entry.1 = now;
-        let doublings = entry.0.saturating_sub(1).min(16);
-        FIRST_DELAY.saturating_mul(1 << doublings).min(MAX_DELAY)
+        let mut count = |k: Counted| {
+            let entry = map.entry(k).or_insert((0, now));
+            entry.0 = entry.0.saturating_add(1);
+            entry.1 = now;
+            entry.0
+        };
+        let with_key = count((ip, Some(key.to_string())));
+        let from_address = count((ip, None));
+        backoff(with_key).max(backoff(from_address).min(MAX_ADDRESS_DELAY))
     }
 
-    pub fn succeeded(&self, ip: IpAddr) {
-        self.failures
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&ip);
+    pub fn succeeded(&self, ip: IpAddr, key: &str) {
+        let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        map.remove(&(ip, Some(key.to_string())));
+        map.remove(&(ip, None));
     }
 }
 
@@ -150,7 +178,9 @@ where
         };
         match checked {
             Ok((principal, fingerprint)) => {
-                daemon.auth_throttle.succeeded(tls.addr.ip());
+                daemon
+                    .auth_throttle
+                    .succeeded(tls.addr.ip(), &key_id(&auth.public_key));
                 let peer = Peer {
                     principal,
                     from: format!("{from} (key {fingerprint})"),
@@ -165,7 +195,9 @@ where
                 return Some(peer);
             }
             Err(why) => {
-                let delay = daemon.auth_throttle.failed(tls.addr.ip());
+                let delay = daemon
+                    .auth_throttle
+                    .failed(tls.addr.ip(), &key_id(&auth.public_key));
                 let user = crate::untrusted::shown(&auth.user);
                 tracing::warn!(%from, %user, attempt, "authentication failed: {why}");
                 daemon.audit.record_failure(
@@ -378,12 +410,28 @@ b", "../x", "é",
     fn failures_wait_longer_each_time_up_to_a_ceiling() {
         let t = Throttle::default();
         let ip: IpAddr = [192, 0, 2, 1].into();
-        let delays: Vec<Duration> = (0..10).map(|_| t.failed(ip)).collect();
+        let delays: Vec<Duration> = (0..10).map(|_| t.failed(ip, "k")).collect();
         assert_eq!(delays[0], FIRST_DELAY);
         assert!(delays.windows(2).all(|w| w[1] >= w[0]));
         assert_eq!(delays[9], MAX_DELAY);
-        t.succeeded(ip);
-        assert_eq!(t.failed(ip), FIRST_DELAY);
-        assert_eq!(t.failed([192, 0, 2, 2].into()), FIRST_DELAY);
+        t.succeeded(ip, "k");
+        assert_eq!(t.failed(ip, "k"), FIRST_DELAY);
+        assert_eq!(t.failed([192, 0, 2, 2].into(), "k"), FIRST_DELAY);
+    }
+
+    #[test]
+    fn someone_sharing_the_address_cannot_lock_out_another_key() {
+        let t = Throttle::default();
+        let ip: IpAddr = [192, 0, 2, 9].into();
+        for _ in 0..30 {
+            t.failed(ip, "attacker");
+        }
+        assert_eq!(t.failed(ip, "attacker"), MAX_DELAY);
+        // The victim's keys, one after another: each waits at most the address's share.
+        let waits: Vec<Duration> = (0..6)
+            .map(|i| t.failed(ip, &format!("victim{i}")))
+            .collect();
+        assert!(waits.iter().all(|&w| w <= MAX_ADDRESS_DELAY), "{waits:?}");
+        assert_eq!(key_id("ssh-ed25519 AAAAblob comment"), "AAAAblob");
     }
 }
