@@ -3,6 +3,22 @@
 
 use std::time::Duration;
 
+/// OpenSSH's host and address patterns: `*` matches any run of characters, `?` any one,
+/// letters compare without case (match_pattern in ssh's match.c). Used for authorized_keys'
+/// `from=` and known_hosts' host patterns alike.
+pub fn wildcard(pattern: &str, text: &str) -> bool {
+    fn go(p: &[u8], s: &[u8]) -> bool {
+        match (p.first(), s.first()) {
+            (None, None) => true,
+            (Some(b'*'), _) => go(&p[1..], s) || (!s.is_empty() && go(p, &s[1..])),
+            (Some(b'?'), Some(_)) => go(&p[1..], &s[1..]),
+            (Some(a), Some(b)) if a.eq_ignore_ascii_case(b) => go(&p[1..], &s[1..]),
+            _ => false,
+        }
+    }
+    go(pattern.as_bytes(), text.as_bytes())
+}
+
 /// "90", "90s", "5m", "2h 30m", "250ms". A bare number is seconds.
 pub fn parse_duration(v: &str) -> Result<Duration, String> {
     let v = v.trim();

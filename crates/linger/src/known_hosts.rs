@@ -7,6 +7,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use linger_proto::auth::DEFAULT_TLS_PORT;
+use ssh_key::known_hosts::{Entry, HostPatterns, Marker};
 use ssh_key::{HashAlg, PublicKey};
 
 use crate::error::{Error, Result};
@@ -51,8 +52,44 @@ pub fn host_pattern(host: &str, port: u16) -> String {
 /// What the file says of a host.
 enum Known {
     Same,
-    Other { line: usize, key: PublicKey },
+    Other {
+        line: usize,
+        key: PublicKey,
+    },
+    /// An `@revoked` line lists the presented key for this host.
+    Revoked {
+        line: usize,
+    },
     Unknown,
+}
+
+/// Whether a known_hosts line's host field names `pattern` (`host` or `[host]:port`): a
+/// hashed name (`|1|salt|hash`, HMAC-SHA1 as ssh writes it with HashKnownHosts), or a comma
+/// list of patterns with `*`/`?` wildcards and `!` negations.
+fn names(hosts: &HostPatterns, pattern: &str) -> bool {
+    match hosts {
+        HostPatterns::HashedName { salt, hash } => {
+            use hmac::Mac;
+            let Ok(mut mac) = hmac::Hmac::<sha1::Sha1>::new_from_slice(salt) else {
+                return false;
+            };
+            mac.update(pattern.as_bytes());
+            mac.verify_slice(hash).is_ok()
+        }
+        HostPatterns::Patterns(list) => {
+            let mut named = false;
+            for p in list {
+                match p.strip_prefix('!') {
+                    Some(negated) if linger_proto::text::wildcard(negated, pattern) => {
+                        return false
+                    }
+                    Some(_) => {}
+                    None => named |= linger_proto::text::wildcard(p, pattern),
+                }
+            }
+            named
+        }
+    }
 }
 
 fn lookup(file: &Path, pattern: &str, presented: &PublicKey) -> Known {
@@ -60,22 +97,35 @@ fn lookup(file: &Path, pattern: &str, presented: &PublicKey) -> Known {
         return Known::Unknown;
     };
     let mut other = None;
+    let mut same = false;
     for (n, line) in text.lines().enumerate() {
-        let mut fields = line.split_whitespace();
-        let (Some(hosts), Some(kind), Some(data)) = (fields.next(), fields.next(), fields.next())
-        else {
-            continue;
-        };
-        if hosts.starts_with('#') || !hosts.split(',').any(|h| h == pattern) {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let Ok(key) = PublicKey::from_openssh(&format!("{kind} {data}")) else {
+        // Lines this parser does not read are skipped, as ssh skips them.
+        let Ok(entry) = line.parse::<Entry>() else {
             continue;
         };
-        if key.key_data() == presented.key_data() {
-            return Known::Same;
+        if !names(entry.host_patterns(), pattern) {
+            continue;
         }
-        other.get_or_insert(Known::Other { line: n + 1, key });
+        let matches = entry.public_key().key_data() == presented.key_data();
+        match entry.marker() {
+            // A revoked key is refused wherever else it is pinned.
+            Some(Marker::Revoked) if matches => return Known::Revoked { line: n + 1 },
+            Some(_) => {}
+            None if matches => same = true,
+            None => {
+                other.get_or_insert(Known::Other {
+                    line: n + 1,
+                    key: entry.public_key().clone(),
+                });
+            }
+        }
+    }
+    if same {
+        return Known::Same;
     }
     other.unwrap_or(Known::Unknown)
 }
@@ -93,6 +143,13 @@ pub fn verify(
     let fingerprint = presented.fingerprint(HashAlg::Sha256);
     match lookup(file, &pattern, presented) {
         Known::Same => Ok(()),
+        Known::Revoked { line } => Err(Error::HostKey {
+            message: format!(
+                "the key {pattern} presents ({fingerprint}) is revoked ({}:{line} marks it @revoked)",
+                file.display()
+            ),
+            hint: "do not use this server until its owner replaces its identity".into(),
+        }),
         Known::Other { line, key } => Err(Error::HostKey {
             message: format!(
                 "the identity of {pattern} has changed: {}:{line} pins {} but the server presents {fingerprint}",
@@ -217,5 +274,44 @@ mod tests {
         let pins = std::fs::read_to_string(&file).expect("file");
         assert!(pins.starts_with("web ssh-ed25519 "), "{pins}");
         assert!(pins.contains("\n[web]:7000 ssh-ed25519 "), "{pins}");
+    }
+
+    fn line(hosts: &str, marker: &str, k: &PublicKey) -> String {
+        format!("{marker}{hosts} {}\n", k.to_openssh().expect("openssh"))
+    }
+
+    #[test]
+    fn revoked_hashed_and_wildcard_lines_are_read_as_ssh_reads_them() {
+        use hmac::Mac;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("known_hosts");
+        // A hashed name, as `ssh-keygen -H` writes it.
+        let salt = [7u8; 20];
+        let mut mac = hmac::Hmac::<sha1::Sha1>::new_from_slice(&salt).expect("hmac");
+        mac.update(b"[db]:7000");
+        let hash: [u8; 20] = mac.finalize().into_bytes().into();
+        let hashed = HostPatterns::HashedName {
+            salt: salt.to_vec(),
+            hash,
+        }
+        .to_string();
+        let text = [
+            line(&hashed, "", &key(3)),
+            line("*.example,!bad.example", "", &key(4)),
+            line("*", "@revoked ", &key(5)),
+            line("old.example", "", &key(5)),
+        ]
+        .concat();
+        std::fs::write(&file, text).expect("write");
+        verify(&file, "db", 7000, &key(3), Checking::Strict).expect("the hashed pin");
+        assert!(verify(&file, "db", 7000, &key(6), Checking::Strict)
+            .expect_err("another key for a hashed pin")
+            .to_string()
+            .contains("has changed"));
+        verify(&file, "web.example", 5990, &key(4), Checking::Strict).expect("wildcard");
+        assert!(verify(&file, "bad.example", 5990, &key(4), Checking::Strict).is_err());
+        let err = verify(&file, "old.example", 5990, &key(5), Checking::AcceptNew)
+            .expect_err("revoked, though pinned");
+        assert!(err.to_string().contains("is revoked"), "{err}");
     }
 }

@@ -109,7 +109,7 @@ fn address_matches(patterns: &str, peer: IpAddr) -> bool {
         };
         let hit = match pattern.split_once('/') {
             Some((net, bits)) => cidr_contains(net, bits, &text),
-            None => wildcard(pattern.as_bytes(), text.as_bytes()),
+            None => linger_proto::text::wildcard(pattern, &text),
         };
         if hit && negated {
             return false;
@@ -136,17 +136,6 @@ fn cidr_contains(net: &str, bits: &str, addr: &str) -> bool {
             let mask = u128::MAX.checked_shl(128 - bits).unwrap_or(0);
             u128::from(n) & mask == u128::from(a) & mask
         }
-        _ => false,
-    }
-}
-
-/// `*` and `?` wildcards, as sshd's match_pattern.
-fn wildcard(p: &[u8], s: &[u8]) -> bool {
-    match (p.first(), s.first()) {
-        (None, None) => true,
-        (Some(b'*'), _) => wildcard(&p[1..], s) || (!s.is_empty() && wildcard(p, &s[1..])),
-        (Some(b'?'), Some(_)) => wildcard(&p[1..], &s[1..]),
-        (Some(a), Some(b)) if a.eq_ignore_ascii_case(b) => wildcard(&p[1..], &s[1..]),
         _ => false,
     }
 }
