@@ -639,3 +639,27 @@ fn key_options_are_honoured_or_the_key_refused() {
         }
     }
 }
+
+/// RSA key files log in as Ed25519 ones do (rsa-sha2-512 signatures), not only through
+/// ssh-agent.
+#[test]
+fn an_rsa_key_file_logs_in() {
+    let mut w = World::new();
+    let key = w.path("rsa");
+    let out = Command::new("ssh-keygen")
+        .args(["-q", "-t", "rsa", "-b", "2048", "-N", "", "-C", "rsa", "-f"])
+        .arg(&key)
+        .output()
+        .expect("ssh-keygen");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let public = std::fs::read_to_string(key.with_extension("pub")).expect("pub");
+    authorize(&w, &[format!("principal=\"ops\" {}", public.trim())]);
+    let computer = w.start_tls_daemon();
+    w.use_key("homeA", &key);
+    let t = common::ok_as(&w, "homeA", &["new", &computer, "--name", "r"]);
+    assert!(t.contains("Opened"), "{t}");
+    assert_eq!(
+        common::ok_as(&w, "homeA", &["invoke", "r", "--", "echo signed"]),
+        "signed\n"
+    );
+}

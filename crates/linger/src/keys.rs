@@ -41,9 +41,30 @@ impl Signer {
     /// An SshSig over `msg` in `namespace`, PEM-armoured. Blocking (agent I/O).
     pub fn sign(&self, namespace: &str, msg: &[u8]) -> Result<String> {
         let sig = match self {
-            Signer::File { path, key } => key
-                .sign(namespace, HashAlg::Sha512, msg)
-                .map_err(|e| Error::Auth(format!("cannot sign with {}: {e}", path.display())))?,
+            Signer::File { path, key } => {
+                let failed = |e: &dyn std::fmt::Display| {
+                    Error::Auth(format!("cannot sign with {}: {e}", path.display()))
+                };
+                match key.key_data().rsa() {
+                    // ssh-key 0.6 rebuilds an RSA key with its first prime twice, which the
+                    // rsa crate rightly refuses: sign RSA keys here, from their own parts.
+                    Some(rsa_key) => {
+                        let data = SshSig::signed_data(namespace, HashAlg::Sha512, msg)
+                            .map_err(|e| failed(&e))?;
+                        let signature = rsa_sign(rsa_key, &data).map_err(|e| failed(&e))?;
+                        SshSig::new(
+                            key.public_key().key_data().clone(),
+                            namespace,
+                            HashAlg::Sha512,
+                            signature,
+                        )
+                        .map_err(|e| failed(&e))?
+                    }
+                    None => key
+                        .sign(namespace, HashAlg::Sha512, msg)
+                        .map_err(|e| failed(&e))?,
+                }
+            }
             Signer::Agent { socket, key } => {
                 // The agent signs SshSig's "signed data" blob, as `ssh-keygen -Y sign` does
                 // with an agent key.
@@ -184,4 +205,34 @@ fn from_file(path: &Path, agent: &Option<(PathBuf, Vec<PublicKey>)>) -> Result<O
             })
     });
     Ok(held)
+}
+
+/// An rsa-sha2-512 signature of `data` by `key`.
+fn rsa_sign(
+    key: &ssh_key::private::RsaKeypair,
+    data: &[u8],
+) -> std::result::Result<ssh_key::Signature, String> {
+    use rsa::signature::{SignatureEncoding, Signer as _};
+    let int = |m: &ssh_key::Mpint| {
+        m.as_positive_bytes()
+            .map(rsa::BigUint::from_bytes_be)
+            .ok_or_else(|| "the key has a negative component".to_string())
+    };
+    let private = rsa::RsaPrivateKey::from_components(
+        int(&key.public.n)?,
+        int(&key.public.e)?,
+        int(&key.private.d)?,
+        vec![int(&key.private.p)?, int(&key.private.q)?],
+    )
+    .map_err(|e| e.to_string())?;
+    let signed = rsa::pkcs1v15::SigningKey::<rsa::sha2::Sha512>::new(private)
+        .try_sign(data)
+        .map_err(|e| e.to_string())?;
+    ssh_key::Signature::new(
+        ssh_key::Algorithm::Rsa {
+            hash: Some(HashAlg::Sha512),
+        },
+        signed.to_vec(),
+    )
+    .map_err(|e| e.to_string())
 }
