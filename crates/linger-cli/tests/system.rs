@@ -187,6 +187,10 @@ fn a_system_daemon_runs_each_session_as_its_owner() {
         })
     });
     assert!(limited, "no 1 GiB memory limit in {session_groups:?}");
+    // The root-opened cgroup.procs descriptors the host got never reach the shell (they
+    // would let the user move any process into its group).
+    let fds = common::ok_as(&w, "homeA", &["invoke", "work", "--", "ls -l /proc/$$/fd"]);
+    assert!(!fds.contains("cgroup"), "{fds}");
     // Its host process, not only its shell, is USER1's.
     for pid in w.host_pids() {
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");

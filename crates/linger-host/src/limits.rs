@@ -93,10 +93,15 @@ pub fn inherited(given: &linger_proto::host::PreparedCgroups, limits: &SessionLi
     let p = Prepared {
         cgroups: given.dirs.iter().map(PathBuf::from).collect(),
         // SAFETY: the daemon put these descriptors there for us, and nothing else owns them.
+        // Close-on-exec: opened by root, they must never reach the shell, which could move
+        // any process into its group with them.
         join: given
             .procs_fds
             .iter()
-            .map(|&fd| unsafe { OwnedFd::from_raw_fd(fd) })
+            .map(|&fd| unsafe {
+                libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+                OwnedFd::from_raw_fd(fd)
+            })
             .collect(),
         rlimits: Vec::new(),
         how: given.how.clone(),
