@@ -680,9 +680,11 @@ impl Client {
             Err(e) => return Err(e),
         };
         let mut closed = entry.clone();
-        closed.closed_reason = Some(reason.clone());
+        closed.closed_reason = Some(reason);
+        // Removed is forgotten (SPEC §3, as Remove-PSSession): a record kept as Closed would
+        // still match its name, and a new session of that name would become a second target.
         self.registry.update(|s| {
-            s.mark_closed(entry.instance_id, &reason);
+            s.forget(entry.instance_id);
             Ok(())
         })?;
         Ok(SessionView::closed(closed))
