@@ -530,3 +530,25 @@ fn the_clients_files_are_private() {
         assert_eq!(mode & 0o777, 0o600, "{file}");
     }
 }
+
+/// logrotate's convention: after the log is moved away, SIGUSR1 makes the daemon write a new
+/// one at the same path.
+#[test]
+fn sigusr1_reopens_the_daemons_log() {
+    let mut w = World::new();
+    w.start_daemon();
+    let log = w.state_dir().join("lingerd.log");
+    eventually("the first log line", || log.exists());
+    std::fs::rename(&log, w.state_dir().join("lingerd.log.1")).expect("move the log away");
+    common::kill(
+        w.daemon_pid().expect("daemon"),
+        nix::sys::signal::Signal::SIGUSR1,
+    );
+    eventually("a new log", || {
+        std::fs::read_to_string(&log).is_ok_and(|t| t.contains("log files reopened"))
+    });
+    w.ok(&["new", "localhost", "--name", "after"]);
+    assert!(std::fs::read_to_string(&log)
+        .expect("log")
+        .contains("session started"));
+}

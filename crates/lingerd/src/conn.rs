@@ -490,7 +490,7 @@ impl Ctx {
                 cancel_early: false,
             },
         );
-        tracing::info!(session = %session.id(), name = %session.meta.name, principal = %self.peer.principal, from = %self.peer.from, keep = req.keep, "receive");
+        tracing::debug!(session = %session.id(), name = %session.meta.name, principal = %self.peer.principal, from = %self.peer.from, keep = req.keep, "receive");
         self.audit(
             &session,
             "receive",
@@ -613,7 +613,7 @@ impl Ctx {
                 if let Some((session, cancel_timeout)) = early {
                     session.interrupt(cmd, cancel_timeout);
                 }
-                tracing::info!(session = %req.instance_id, command = %cmd, principal = %me.peer.principal, from = %me.peer.from, "command");
+                tracing::debug!(session = %req.instance_id, command = %cmd, principal = %me.peer.principal, from = %me.peer.from, "command");
                 let mut detail = audited;
                 detail["command"] = serde_json::json!(cmd);
                 me.audit(&audit_session, "command", detail);

@@ -19,6 +19,17 @@ pub struct LogFile {
     file: File,
     len: u64,
     limit: u64,
+    /// The [`reopen_all`] generation this file was opened in.
+    generation: u64,
+}
+
+/// Bumped by [`reopen_all`]: every log opens its path again at its next write.
+static GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Makes every log file open its path again before its next line (SIGUSR1, logrotate's
+/// convention after it has moved the files away).
+pub fn reopen_all() {
+    GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
 }
 
 fn open(path: &Path) -> std::io::Result<File> {
@@ -48,6 +59,7 @@ impl LogFile {
             file,
             len,
             limit,
+            generation: GENERATION.load(std::sync::atomic::Ordering::Relaxed),
         })
     }
 
@@ -64,6 +76,15 @@ impl LogFile {
 
 impl Write for LogFile {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let generation = GENERATION.load(std::sync::atomic::Ordering::Relaxed);
+        if generation != self.generation {
+            // A failed reopen keeps the old file: the line is not lost.
+            if let Ok(file) = open(&self.path) {
+                self.len = file.metadata().map(|m| m.len()).unwrap_or(0);
+                self.file = file;
+            }
+            self.generation = generation;
+        }
         if self.len > 0 && self.len + buf.len() as u64 > self.limit {
             // A failed rotation must not lose the line: keep writing where we are.
             let _ = self.rotate();
@@ -93,6 +114,22 @@ mod tests {
         writeln!(log, "new").unwrap();
         assert_eq!(std::fs::metadata(&path).unwrap().mode() & 0o777, 0o600);
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "old\nnew\n");
+    }
+
+    #[test]
+    fn a_moved_log_is_reopened_on_request() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lingerd.log");
+        let mut log = LogFile::open(&path, 1 << 20).unwrap();
+        writeln!(log, "before").unwrap();
+        std::fs::rename(&path, dir.path().join("lingerd.log.old")).unwrap();
+        reopen_all();
+        writeln!(log, "after").unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "after\n");
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("lingerd.log.old")).unwrap(),
+            "before\n"
+        );
     }
 
     #[test]

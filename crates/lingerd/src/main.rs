@@ -217,6 +217,7 @@ fn run(args: Args) -> Result<()> {
             .context("cannot prepare the state directory")?;
         start_tls(&daemon, &paths, &listen).await?;
         tokio::spawn(reload_on_hangup(Arc::clone(&daemon), config_path.clone()));
+        tokio::spawn(reopen_logs_on_usr1());
         tracing::info!(socket = %paths.socket.display(), pid = std::process::id(), "lingerd listening");
         lingerd::serve_unix(Arc::clone(&daemon), listener, shutdown_signal()).await;
         tracing::info!("lingerd stopping; sessions keep running and will be re-adopted");
@@ -338,6 +339,19 @@ async fn reload_on_hangup(daemon: Arc<lingerd::Daemon>, path: PathBuf) {
             Ok(config) => daemon.reload(config),
             Err(e) => tracing::error!("reload refused, the configuration in force stays: {e}"),
         }
+    }
+}
+
+/// SIGUSR1: open the log files again (logrotate's convention, after moving them away).
+async fn reopen_logs_on_usr1() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut usr1) = signal(SignalKind::user_defined1()) else {
+        tracing::warn!("cannot listen for SIGUSR1; the logs cannot be reopened");
+        return;
+    };
+    while usr1.recv().await.is_some() {
+        lingerd::logfile::reopen_all();
+        tracing::info!("log files reopened (SIGUSR1)");
     }
 }
 

@@ -109,7 +109,7 @@ impl Session {
             // Only a request that follows its command can feed it.
             stdin: req.stdin && evicted.is_some() && req.kind == InvokeKind::Plain,
         });
-        tracing::info!(session = %self.meta.instance_id, command = %command_id, client = %req.client, "command started");
+        tracing::debug!(session = %self.meta.instance_id, command = %command_id, client = %req.client, "command started");
         match run_rx.await {
             Ok(Ok(())) => {}
             Ok(Err(reason)) => {
