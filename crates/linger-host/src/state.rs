@@ -317,7 +317,22 @@ impl HostState {
         let _ = killpg(Pid::from_raw(self.shell_pid), Signal::SIGINT);
         let me = self.clone();
         tokio::spawn(async move {
-            tokio::time::sleep(escalate_after).await;
+            // A SIGINT that lands while bash forks a program (after the fork, before the
+            // child resets its handlers) is lost in the child and ignored by bash, which
+            // waits for it: say it again, as a user presses Ctrl-C again, before the kill.
+            let mut waited = Duration::ZERO;
+            for again in [Duration::from_millis(250), Duration::from_secs(1)] {
+                if waited + again >= escalate_after {
+                    break;
+                }
+                tokio::time::sleep(again).await;
+                waited += again;
+                if !matches!(&me.lock().running, Some(r) if r.id == id) {
+                    return;
+                }
+                let _ = killpg(Pid::from_raw(me.shell_pid), Signal::SIGINT);
+            }
+            tokio::time::sleep(escalate_after.saturating_sub(waited)).await;
             let still = matches!(&me.lock().running, Some(r) if r.id == id);
             if still {
                 tracing::warn!(command = %id, "command ignored SIGINT; killing what it started");
