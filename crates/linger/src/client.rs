@@ -684,7 +684,7 @@ impl Client {
         // Removed is forgotten (SPEC §3, as Remove-PSSession): a record kept as Closed would
         // still match its name, and a new session of that name would become a second target.
         self.registry.update(|s| {
-            s.forget(entry.instance_id);
+            s.forget_session(entry.instance_id);
             Ok(())
         })?;
         Ok(SessionView::closed(closed))

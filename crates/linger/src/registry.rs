@@ -99,6 +99,12 @@ impl Sessions {
         self.jobs.retain(|j| j.instance_id != id);
     }
 
+    /// Forgets session `id` but not its jobs, which then show Stopped ("its session ended")
+    /// until `job remove` forgets them.
+    pub fn forget_session(&mut self, id: Uuid) {
+        self.entries.retain(|e| e.instance_id != id);
+    }
+
     /// Records a job, keeping its Id if already known; returns its entry.
     pub fn remember_job(&mut self, mut job: JobEntry) -> JobEntry {
         if let Some(known) = self.jobs.iter().find(|j| j.job_id == job.job_id) {
