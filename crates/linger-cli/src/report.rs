@@ -134,19 +134,7 @@ pub fn line(e: &anyhow::Error) -> String {
 /// server or a session sends cannot move the cursor, retitle the terminal or write the
 /// clipboard when printed in a message or a table.
 pub fn printable(text: &str) -> String {
-    if !text.chars().any(char::is_control) {
-        return text.to_string();
-    }
-    text.chars()
-        .flat_map(|c| {
-            let escaped: Vec<char> = if c.is_control() {
-                c.escape_default().collect()
-            } else {
-                vec![c]
-            };
-            escaped
-        })
-        .collect()
+    linger_proto::text::escape_controls(text)
 }
 
 /// Writes one line to standard error. Never panics: a closed or broken stderr only loses

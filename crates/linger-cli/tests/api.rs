@@ -2,38 +2,9 @@
 
 mod common;
 
-use common::World;
+use common::{run_api as run, World};
 use linger::{Event, InvokeOptions, NewOptions, StreamKind};
 use sha2::{Digest, Sha256};
-
-async fn run(
-    client: &linger::Client,
-    entry: &linger::Entry,
-    script: &str,
-) -> (Vec<u8>, Vec<u8>, i32) {
-    let mut cmd = client
-        .invoke(entry, script, &InvokeOptions::default())
-        .await
-        .expect("invoke");
-    let (mut out, mut err) = (Vec::new(), Vec::new());
-    while let Some(ev) = cmd.next().await.expect("stream") {
-        match ev {
-            Event::Output {
-                stream: StreamKind::Stdout,
-                data,
-                ..
-            } => out.extend(data),
-            Event::Output {
-                stream: StreamKind::Stderr,
-                data,
-                ..
-            } => err.extend(data),
-            Event::Finished { status, .. } => return (out, err, status),
-            Event::Dropped { bytes } => panic!("{bytes} bytes dropped under block"),
-        }
-    }
-    panic!("stream ended without Finished");
-}
 
 #[tokio::test]
 async fn random_binary_output_arrives_byte_for_byte() {
@@ -372,47 +343,13 @@ async fn silent_connections_are_bounded() {
 /// at once with `limit`, and the daemon serves everyone else meanwhile.
 #[tokio::test]
 async fn pipelined_requests_are_bounded_per_connection() {
-    use linger_proto::client::{ClientMsg, Hello, Invoke, InvokeKind, NewSession, Request};
-    use linger_proto::frame::{FrameReader, FrameWriter};
-    use linger_proto::server::{Reply, ServerMsg};
+    use linger_proto::client::{ClientMsg, Invoke, InvokeKind, Request};
+    use linger_proto::server::ServerMsg;
     use linger_proto::types::ErrorKind;
 
     let mut w = World::new();
     w.start_daemon();
-    let stream = tokio::net::UnixStream::connect(w.socket())
-        .await
-        .expect("connect");
-    let (r, wr) = stream.into_split();
-    let (mut rd, mut wr) = (FrameReader::new(r), FrameWriter::new(wr));
-    wr.write(&ClientMsg::Hello(Hello {
-        protocol_version: linger_proto::PROTOCOL_VERSION,
-        client_id: uuid::Uuid::new_v4(),
-        client_name: "flood".into(),
-    }))
-    .await
-    .expect("hello");
-    assert!(matches!(
-        rd.read::<ServerMsg>().await,
-        Ok(Some(ServerMsg::Welcome(_)))
-    ));
-    wr.write(&ClientMsg::Request {
-        rid: 1,
-        request: Request::NewSession(NewSession {
-            name: "busy".into(),
-            configuration: None,
-            idle_timeout_ms: None,
-            buffering: None,
-        }),
-    })
-    .await
-    .expect("new");
-    let instance_id = match rd.read::<ServerMsg>().await {
-        Ok(Some(ServerMsg::Reply {
-            reply: Reply::Session(s),
-            ..
-        })) => s.instance_id,
-        other => panic!("unexpected {other:?}"),
-    };
+    let (mut rd, mut wr, instance_id) = common::raw_session(&w, "flood", "busy").await;
     const FLOOD: u64 = 3000;
     let invoke = |rid: u64| ClientMsg::Request {
         rid,

@@ -6,7 +6,7 @@
 mod common;
 
 use common::World;
-use linger::{Event, InvokeOptions, NewOptions, StreamKind};
+use linger::{Event, InvokeOptions, NewOptions};
 
 /// What a step's stderr must be.
 #[derive(Clone, Copy)]
@@ -286,35 +286,12 @@ async fn run(
     entry: &linger::Entry,
     script: &str,
 ) -> (i32, String, String) {
-    let mut cmd = client
-        .invoke(entry, script, &InvokeOptions::default())
-        .await
-        .unwrap_or_else(|e| panic!("invoke {script:?}: {e}"));
-    let (mut out, mut err) = (Vec::new(), Vec::new());
-    loop {
-        match cmd.next().await {
-            Ok(Some(Event::Output {
-                stream: StreamKind::Stdout,
-                data,
-                ..
-            })) => out.extend(data),
-            Ok(Some(Event::Output {
-                stream: StreamKind::Stderr,
-                data,
-                ..
-            })) => err.extend(data),
-            Ok(Some(Event::Finished { status, .. })) => {
-                return (
-                    status,
-                    String::from_utf8_lossy(&out).into_owned(),
-                    String::from_utf8_lossy(&err).into_owned(),
-                )
-            }
-            Ok(Some(Event::Dropped { bytes })) => panic!("{bytes} bytes dropped"),
-            Ok(None) => panic!("{script:?}: the stream ended without a status"),
-            Err(e) => panic!("{script:?}: {e}"),
-        }
-    }
+    let (out, err, status) = common::run_api(client, entry, script).await;
+    (
+        status,
+        String::from_utf8_lossy(&out).into_owned(),
+        String::from_utf8_lossy(&err).into_owned(),
+    )
 }
 
 #[tokio::test]

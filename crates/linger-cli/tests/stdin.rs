@@ -287,16 +287,7 @@ async fn a_command_that_stops_reading_applies_backpressure() {
         }
     }
     feeder.await.expect("feeder ends");
-    let mut again = client
-        .invoke(&s.entry, "echo free", &InvokeOptions::default())
-        .await
-        .expect("invoke");
-    let mut got = Vec::new();
-    while let Some(ev) = again.next().await.expect("stream") {
-        if let Event::Output { data, .. } = ev {
-            got.extend(data);
-        }
-    }
+    let (got, _, _) = common::run_api(&client, &s.entry, "echo free").await;
     assert_eq!(got, b"free\n");
 }
 
@@ -337,46 +328,13 @@ fn input_survives_the_daemon_dying_in_the_middle() {
 /// exactly the honest stream, and the daemon serves on.
 #[tokio::test]
 async fn input_outside_the_rules_is_ignored() {
-    use linger_proto::client::{ClientMsg, Hello, Invoke, InvokeKind, NewSession, Request};
-    use linger_proto::frame::{FrameReader, FrameWriter};
+    use linger_proto::client::{ClientMsg, Invoke, InvokeKind, Request};
     use linger_proto::input::STDIN_WINDOW;
     use linger_proto::server::{Reply, ServerMsg};
 
     let mut w = World::new();
     w.start_daemon();
-    let stream = tokio::net::UnixStream::connect(w.socket())
-        .await
-        .expect("connect");
-    let (r, wr) = stream.into_split();
-    let (mut rd, mut wr) = (FrameReader::new(r), FrameWriter::new(wr));
-    wr.write(&ClientMsg::Hello(Hello {
-        protocol_version: linger_proto::PROTOCOL_VERSION,
-        client_id: uuid::Uuid::new_v4(),
-        client_name: "hostile".into(),
-    }))
-    .await
-    .expect("hello");
-    assert!(matches!(
-        rd.read::<ServerMsg>().await,
-        Ok(Some(ServerMsg::Welcome(_)))
-    ));
-    let new = ClientMsg::Request {
-        rid: 1,
-        request: Request::NewSession(NewSession {
-            name: "h".into(),
-            configuration: None,
-            idle_timeout_ms: None,
-            buffering: None,
-        }),
-    };
-    wr.write(&new).await.expect("new");
-    let instance_id = match rd.read::<ServerMsg>().await {
-        Ok(Some(ServerMsg::Reply {
-            reply: Reply::Session(s),
-            ..
-        })) => s.instance_id,
-        other => panic!("unexpected {other:?}"),
-    };
+    let (mut rd, mut wr, instance_id) = common::raw_session(&w, "hostile", "h").await;
     let invoke = ClientMsg::Request {
         rid: 2,
         request: Request::Invoke(Invoke {
@@ -481,16 +439,7 @@ async fn input_outside_the_rules_is_ignored() {
         .new_session("localhost", &NewOptions::default())
         .await
         .expect("a new session after the attack");
-    let mut cmd = client
-        .invoke(&s.entry, "echo fine", &InvokeOptions::default())
-        .await
-        .expect("invoke");
-    let mut got = Vec::new();
-    while let Some(ev) = cmd.next().await.expect("stream") {
-        if let Event::Output { data, .. } = ev {
-            got.extend(data);
-        }
-    }
+    let (got, _, _) = common::run_api(&client, &s.entry, "echo fine").await;
     assert_eq!(got, b"fine\n");
 }
 

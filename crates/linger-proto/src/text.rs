@@ -3,6 +3,24 @@
 
 use std::time::Duration;
 
+/// `text` with its control characters (newlines, ESC, BEL, DEL…) escaped as `\n`,
+/// `\u{1b}`…: what a peer sent, fit to print or log without forging lines or driving a
+/// terminal.
+pub fn escape_controls(text: &str) -> String {
+    if !text.chars().any(char::is_control) {
+        return text.to_string();
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// OpenSSH's host and address patterns: `*` matches any run of characters, `?` any one,
 /// letters compare without case (match_pattern in ssh's match.c). Used for authorized_keys'
 /// `from=` and known_hosts' host patterns alike.

@@ -629,7 +629,7 @@ impl Daemon {
         let created_at_ms = session::now_ms();
         let buffering = req.buffering.unwrap_or(config.output_buffering);
         let idle_timeout_ms = idle_timeout.as_millis() as u64;
-        let spec = HostSpec {
+        let mut spec = HostSpec {
             meta: HostMeta {
                 instance_id: id,
                 name: req.name.clone(),
@@ -666,7 +666,6 @@ impl Daemon {
         };
         // A host that will run as another user cannot make control groups: a system
         // daemon makes them now, as root, and hands over their `cgroup.procs`.
-        let mut spec = spec;
         let prepared = match &owner.run_as {
             Some(_) if self.system => {
                 let (name, limits) = (id.simple().to_string(), spec.limits);

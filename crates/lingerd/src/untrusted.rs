@@ -9,19 +9,14 @@ pub const SHOWN_CHARS: usize = 100;
 /// characters (newlines, ESC, DEL…) escaped as `\n`, `\u{1b}`, and a note of the length
 /// when it was cut.
 pub fn shown(text: &str) -> String {
-    let mut out = String::with_capacity(text.len().min(SHOWN_CHARS * 2));
-    for (i, c) in text.chars().enumerate() {
-        if i == SHOWN_CHARS {
-            out.push_str(&format!("… ({} bytes)", text.len()));
-            break;
-        }
-        if c.is_control() {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
+    match text.char_indices().nth(SHOWN_CHARS) {
+        Some((cut, _)) => format!(
+            "{}… ({} bytes)",
+            linger_proto::text::escape_controls(&text[..cut]),
+            text.len()
+        ),
+        None => linger_proto::text::escape_controls(text),
     }
-    out
 }
 
 #[cfg(test)]

@@ -490,3 +490,87 @@ pub fn stream_waves(
     let code = child.wait().expect("linger ends").code();
     (got, err, code)
 }
+
+/// Runs `script` in `entry` through the library API; its stdout, stderr and status. Panics,
+/// naming the script, if the stream fails, ends without a status or drops output.
+pub async fn run_api(
+    client: &linger::Client,
+    entry: &linger::Entry,
+    script: &str,
+) -> (Vec<u8>, Vec<u8>, i32) {
+    use linger::{Event, StreamKind};
+    let mut cmd = client
+        .invoke(entry, script, &linger::InvokeOptions::default())
+        .await
+        .unwrap_or_else(|e| panic!("invoke {script:?}: {e}"));
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    loop {
+        match cmd.next().await {
+            Ok(Some(Event::Output {
+                stream: StreamKind::Stdout,
+                data,
+                ..
+            })) => out.extend(data),
+            Ok(Some(Event::Output {
+                stream: StreamKind::Stderr,
+                data,
+                ..
+            })) => err.extend(data),
+            Ok(Some(Event::Finished { status, .. })) => return (out, err, status),
+            Ok(Some(Event::Dropped { bytes })) => panic!("{script:?}: {bytes} bytes dropped"),
+            Ok(None) => panic!("{script:?}: the stream ended without a status"),
+            Err(e) => panic!("{script:?}: {e}"),
+        }
+    }
+}
+
+/// A client speaking the wire protocol by hand on `w`'s local socket: Hello answered with
+/// Welcome, then a new session `name` (request id 1). Returns both halves and its id.
+pub async fn raw_session(
+    w: &World,
+    client_name: &str,
+    name: &str,
+) -> (
+    linger_proto::frame::FrameReader<tokio::net::unix::OwnedReadHalf>,
+    linger_proto::frame::FrameWriter<tokio::net::unix::OwnedWriteHalf>,
+    uuid::Uuid,
+) {
+    use linger_proto::client::{ClientMsg, Hello, NewSession, Request};
+    use linger_proto::server::{Reply, ServerMsg};
+    let stream = tokio::net::UnixStream::connect(w.socket())
+        .await
+        .expect("connect");
+    let (r, wr) = stream.into_split();
+    let mut rd = linger_proto::frame::FrameReader::new(r);
+    let mut wr = linger_proto::frame::FrameWriter::new(wr);
+    wr.write(&ClientMsg::Hello(Hello {
+        protocol_version: linger_proto::PROTOCOL_VERSION,
+        client_id: uuid::Uuid::new_v4(),
+        client_name: client_name.into(),
+    }))
+    .await
+    .expect("hello");
+    assert!(matches!(
+        rd.read::<ServerMsg>().await,
+        Ok(Some(ServerMsg::Welcome(_)))
+    ));
+    wr.write(&ClientMsg::Request {
+        rid: 1,
+        request: Request::NewSession(NewSession {
+            name: name.into(),
+            configuration: None,
+            idle_timeout_ms: None,
+            buffering: None,
+        }),
+    })
+    .await
+    .expect("new");
+    let instance_id = match rd.read::<ServerMsg>().await {
+        Ok(Some(ServerMsg::Reply {
+            reply: Reply::Session(s),
+            ..
+        })) => s.instance_id,
+        other => panic!("unexpected {other:?}"),
+    };
+    (rd, wr, instance_id)
+}
