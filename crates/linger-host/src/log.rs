@@ -69,6 +69,9 @@ enum Data {
     },
 }
 
+/// How often a writer blocked by an unwritable spool tries it again.
+const SPOOL_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// An entry as the log keeps it: an [`EntryKind`] whose output may be in the spool file.
 enum Kept {
     Output {
@@ -433,8 +436,18 @@ impl OutputLog {
         loop {
             // Created before checking, so that an ack in between is not missed.
             let freed = self.freed.notified();
-            if self.lock().try_push(command_id, stream, &data) {
-                break;
+            let disk_full = {
+                let mut g = self.lock();
+                if g.try_push(command_id, stream, &data) {
+                    break;
+                }
+                g.mode == BufferingMode::Spool && g.spool.failing()
+            };
+            if disk_full {
+                // Blocked because the spool cannot be written (a full disk): try it again
+                // now and then, as space may come back with nobody acknowledging anything.
+                let _ = tokio::time::timeout(SPOOL_RETRY, freed).await;
+                continue;
             }
             freed.await;
         }

@@ -93,6 +93,11 @@ impl Spool {
         }
     }
 
+    /// Whether the last write failed (a full disk): the log blocks meanwhile.
+    pub(crate) fn failing(&self) -> bool {
+        self.failing
+    }
+
     /// Bytes of unacknowledged data in the file.
     pub(crate) fn held(&self) -> u64 {
         self.held
