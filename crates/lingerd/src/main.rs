@@ -111,14 +111,29 @@ fn seal_inherited_fds() {
     }
 }
 
+/// A session host logs to its stderr, which the daemon opened on the session's host.log.
 fn init_stderr_logging() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(lingerd::logfile::Sink::new(std::io::stderr()))
+        .log_internal_errors(false)
         .with_ansi(false)
         .try_init();
+}
+
+/// Once the daemon serves, its stderr (often a pipe to the client that started it, long
+/// gone) is /dev/null, so nothing can fail writing there; a panic's message goes to the log.
+fn quiet_stderr() {
+    std::panic::set_hook(Box::new(|info| {
+        tracing::error!("panic: {info}");
+    }));
+    if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+        use std::os::fd::AsRawFd;
+        // SAFETY: dup2 onto fd 2, which this process owns.
+        unsafe { libc::dup2(null.as_raw_fd(), 2) };
+    }
 }
 
 fn run(args: Args) -> Result<()> {
@@ -193,9 +208,17 @@ fn run(args: Args) -> Result<()> {
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
-        .with_writer(std::sync::Mutex::new(log))
+        .with_writer(lingerd::logfile::Sink::new(log))
+        .log_internal_errors(false)
         .with_ansi(false)
         .init();
+    match lingerd::raise_nofile() {
+        Ok((before, now)) if before != now => {
+            tracing::info!("raised the descriptor limit from {before} to {now}")
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!("cannot raise the descriptor limit: {e}"),
+    }
 
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async move {
@@ -219,6 +242,7 @@ fn run(args: Args) -> Result<()> {
         tokio::spawn(reload_on_hangup(Arc::clone(&daemon), config_path.clone()));
         tokio::spawn(reopen_logs_on_usr1());
         tracing::info!(socket = %paths.socket.display(), pid = std::process::id(), "lingerd listening");
+        quiet_stderr();
         lingerd::serve_unix(Arc::clone(&daemon), listener, shutdown_signal()).await;
         tracing::info!("lingerd stopping; sessions keep running and will be re-adopted");
         let _ = std::fs::remove_file(&paths.socket);

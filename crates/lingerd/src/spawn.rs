@@ -15,10 +15,27 @@ const READY_TIMEOUT: Duration = Duration::from_secs(15);
 
 #[derive(Debug, thiserror::Error)]
 pub enum SpawnError {
-    #[error("cannot start a session host: {0}")]
+    #[error("cannot start a session host: {}", linger_host::io_error_text(.0))]
     Io(#[from] std::io::Error),
     #[error("the session host failed: {0}")]
     Host(String),
+}
+
+/// The descriptor limit this daemon was started with, restored in each session host (and so
+/// in every shell) after the daemon raised its own.
+static STARTED_NOFILE: std::sync::OnceLock<(u64, u64)> = std::sync::OnceLock::new();
+
+/// Raises this process's soft descriptor limit to its hard limit: the daemon holds one
+/// descriptor per session and per connection, and the usual soft limit of 1024 would stop it
+/// near 1,000. Sessions keep the limit the daemon was started with. Returns (before, now).
+pub fn raise_nofile() -> std::io::Result<(u64, u64)> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    let _ = STARTED_NOFILE.set((soft, hard));
+    if soft < hard {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
+    }
+    Ok((soft, hard.max(soft)))
 }
 
 /// The Unix identity a system daemon runs a session host as (its owner's).
@@ -41,6 +58,7 @@ pub async fn spawn_host(
     inherit: &[std::os::fd::RawFd],
 ) -> Result<(), SpawnError> {
     let inherit = inherit.to_vec();
+    let nofile = STARTED_NOFILE.get().copied();
     let exe = std::env::current_exe()?;
     let log_file = std::fs::OpenOptions::new()
         .create(true)
@@ -75,6 +93,13 @@ pub async fn spawn_host(
     unsafe {
         cmd.pre_exec(move || {
             nix::unistd::setsid()?;
+            if let Some((soft, hard)) = nofile {
+                nix::sys::resource::setrlimit(
+                    nix::sys::resource::Resource::RLIMIT_NOFILE,
+                    soft,
+                    hard,
+                )?;
+            }
             // Up out of the way first, then down to 3, 4, …: a source may sit on a target.
             let mut high = Vec::with_capacity(inherit.len());
             for &fd in &inherit {
@@ -116,10 +141,9 @@ pub async fn spawn_host(
         .await
         .map_err(|_| SpawnError::Host("it did not report ready in time".into()))?;
     read?;
-    // Reap the host whenever it exits, for as long as this daemon lives.
-    tokio::spawn(async move {
-        let _ = child.wait().await;
-    });
+    // What was started is the host's short-lived parent (the host leaves at once): reap it
+    // now, so the daemon holds nothing of the host but its socket.
+    let _ = child.wait().await;
     let line = line.trim();
     if line.starts_with("READY") {
         Ok(())

@@ -41,13 +41,25 @@ pub async fn serve_tls(daemon: Arc<Daemon>, listener: TcpListener, identity: Arc
     };
     // This listener's own: connections here never use up another's places.
     let budget = Budget::new(name, MAX_HANDSHAKING, MAX_HANDSHAKING_PER_ADDRESS);
+    let mut spare = crate::Spare::take();
     loop {
         let (tcp, addr) = match listener.accept().await {
             Ok(a) => a,
             Err(e) => {
-                // Out of descriptors, most likely: back off rather than spin.
-                tracing::error!("TLS accept failed: {e}");
+                tracing::error!("TLS accept failed: {}", linger_host::io_error_text(&e));
+                if linger_host::out_of_descriptors(&e) && spare.0.is_some() {
+                    // At the descriptor limit: close the waiting client (it sees the
+                    // connection refused at once, rather than hang in the backlog).
+                    spare.0 = None;
+                    let pending =
+                        tokio::time::timeout(Duration::from_millis(100), listener.accept()).await;
+                    drop(pending);
+                }
+                // Back off rather than spin.
                 tokio::time::sleep(Duration::from_millis(100)).await;
+                if spare.0.is_none() {
+                    spare = crate::Spare::take();
+                }
                 continue;
             }
         };

@@ -28,5 +28,13 @@ pub async fn run(client: &Client, args: GetArgs, json: bool) -> Result<i32> {
                 .is_none_or(|s| v.state.as_str().eq_ignore_ascii_case(s))
     });
     print_sessions(&views, json);
+    // Broken says only that a server could not be asked: say why, once per computer.
+    let mut told = std::collections::BTreeSet::new();
+    for v in views.iter().filter(|v| v.state == linger::State::Broken) {
+        let why = v.reason.as_deref().unwrap_or("it cannot be reached");
+        if told.insert((v.entry.computer_name.as_str(), why)) {
+            crate::say!("linger: warning: {}: {why}", v.entry.computer_name);
+        }
+    }
     Ok(0)
 }

@@ -4,7 +4,8 @@
  * shell (functions or aliases named like builtins, traps, `set -euo pipefail`, `set -xv`,
  * redirections of the shell's own fds) can reach code that is not bash code.
  *
- * Each command arrives on the command socket (fd 250) as one record; the loop runs it in the
+ * Each command arrives on the command socket (fd 250, or the base the
+ * host passes) as one record; the loop runs it in the
  * shell's own context with bash's `parse_and_execute` (what `eval` and `bash -c` use), and
  * catches every jump to the top level bash makes on the way out of a script: errexit,
  * nounset and other fatal expansion errors, `exit`, and Ctrl-C. Those end the command, with
@@ -98,10 +99,13 @@ extern struct builtin *shell_builtins;
 extern int num_shell_builtins;
 /* ---------------------------------------------------------------------------------- */
 
-#define CMD_FD 250
-#define OUT_FD 251
-#define ERR_FD 252
-#define SO_FD 253
+/* The loop's descriptors: four in a row from the base the host passes as the builtin's
+   argument (250 normally; lower under a descriptor limit below 256). */
+static int fd_base = 250;
+#define CMD_FD (fd_base)
+#define OUT_FD (fd_base + 1)
+#define ERR_FD (fd_base + 2)
+#define SO_FD (fd_base + 3)
 #define FRAME "linger-command"
 #define DEFAULT_FUNCNEST 1000
 
@@ -461,7 +465,12 @@ static void run_startup(void) {
 
 static int linger_shell_builtin(WORD_LIST *list) {
   const char *n = getenv("__LINGER_NONCE");
-  (void)list;
+  if (list && list->word && list->word->word) {
+    char *end = NULL;
+    long base = strtol(list->word->word, &end, 10);
+    if (!end || *end || base < 10 || base > 252) return 2;
+    fd_base = (int)base;
+  }
   if (!n || strlen(n) >= sizeof nonce) return 2;
   strcpy(nonce, n);
   unbind_variable("__LINGER_NONCE");

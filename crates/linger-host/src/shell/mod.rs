@@ -21,14 +21,31 @@ use crate::HostError;
 
 /// The command loop, a shared object bash loads with `enable -f`.
 const LOOP_SO: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/linger_shell.so"));
-/// The one line bash reads on stdin: load the loop and enter it (it never returns).
-const BOOTSTRAP: &[u8] = b"enable -f /proc/self/fd/253 linger_shell && linger_shell\n";
+/// The one line bash reads on stdin: load the loop and enter it (it never returns), telling
+/// it where its descriptors are.
+fn bootstrap(base: RawFd) -> Vec<u8> {
+    format!(
+        "enable -f /proc/self/fd/{} linger_shell && linger_shell {base}\n",
+        base + 3
+    )
+    .into_bytes()
+}
 
-/// Where the loop finds its descriptors (fixed in loop.c).
-const CMD_FD: RawFd = 250;
-const OUT_FD: RawFd = 251;
-const ERR_FD: RawFd = 252;
-const SO_FD: RawFd = 253;
+/// Where the loop's four descriptors start: just under 256, out of the way of the user's
+/// redirections (bash numbers those from 10 up), or under the descriptor limit when it is
+/// lower, keeping two spare below it for bash's own high descriptors.
+fn fd_base() -> Result<RawFd, HostError> {
+    let (soft, _) =
+        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).map_err(io)?;
+    let top = soft.min(256) as RawFd;
+    let base = top - 6;
+    if base < 16 {
+        return Err(HostError::Spawn(format!(
+            "the descriptor limit ({soft}) is too low for a shell session: raise it (ulimit -n, or LimitNOFILE= in the daemon's unit)"
+        )));
+    }
+    Ok(base)
+}
 /// Output pipes get this much room, so a fast writer needs fewer wakeups of the host.
 const PIPE_SIZE: i32 = 1 << 20;
 /// How long the shell may take to load the loop.
@@ -60,7 +77,8 @@ pub fn spawn(
     }
     let so = loop_memfd()?;
     let (boot_r, boot_w) = pipe2(OFlag::O_CLOEXEC).map_err(io)?;
-    std::fs::File::from(boot_w).write_all(BOOTSTRAP)?;
+    let base = fd_base()?;
+    std::fs::File::from(boot_w).write_all(&bootstrap(base))?;
 
     let mut cmd = Command::new(program);
     cmd.args(args)
@@ -72,10 +90,10 @@ pub fn spawn(
         .stdout(Stdio::from(out_w.try_clone()?))
         .stderr(Stdio::from(err_w.try_clone()?));
     let fixed = [
-        (shell_end.as_raw_fd(), CMD_FD),
-        (out_w.as_raw_fd(), OUT_FD),
-        (err_w.as_raw_fd(), ERR_FD),
-        (so.as_raw_fd(), SO_FD),
+        (shell_end.as_raw_fd(), base),
+        (out_w.as_raw_fd(), base + 1),
+        (err_w.as_raw_fd(), base + 2),
+        (so.as_raw_fd(), base + 3),
     ];
     // SAFETY: between fork and exec only async-signal-safe calls are made (dup2, setpgid,
     // sigaction, sigprocmask, writes to cgroup files), and no memory is allocated.
@@ -109,9 +127,12 @@ pub fn spawn(
             Ok(())
         });
     }
-    let child = cmd
-        .spawn()
-        .map_err(|e| HostError::Spawn(format!("cannot start the shell '{program}': {e}")))?;
+    let child = cmd.spawn().map_err(|e| {
+        HostError::Spawn(format!(
+            "cannot start the shell '{program}': {}",
+            crate::io_error_text(&e)
+        ))
+    })?;
     drop((shell_end, out_w, err_w, so));
     wait_loaded(&commands, program)?;
     commands.set_nonblocking(true)?;
