@@ -13,7 +13,7 @@ mod jobs;
 pub mod limits;
 mod log;
 mod marker;
-mod procs;
+pub mod procs;
 mod shell;
 mod spool;
 mod state;
@@ -31,7 +31,7 @@ pub use state::MAX_RUNNING_JOBS;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HostError {
-    #[error("{0}")]
+    #[error("{}", io_error_text(.0))]
     Io(#[from] std::io::Error),
     #[error("{0}")]
     Spawn(String),
@@ -39,10 +39,30 @@ pub enum HostError {
     Spec(String),
 }
 
+/// Whether `e` says a descriptor limit was reached (this process's or the system's).
+pub fn out_of_descriptors(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE))
+}
+
+/// An I/O error for a message: out of descriptors says what to raise, with the limit.
+pub fn io_error_text(e: &std::io::Error) -> String {
+    if !out_of_descriptors(e) {
+        return e.to_string();
+    }
+    let limit = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map(|(soft, _)| format!(" (the limit is {soft})"))
+        .unwrap_or_default();
+    match e.raw_os_error() {
+        Some(libc::ENFILE) => "too many open files on this system: raise fs.file-max".into(),
+        _ => format!("too many open files{limit}: raise LimitNOFILE (or ulimit -n) for lingerd"),
+    }
+}
+
 /// Entry point of `lingerd session-host`: reads the [`HostSpec`] from stdin, starts the
 /// shell, reports `READY <pid>` (or `ERROR <why>`) on stdout, then serves until the session
 /// ends. Never returns while the session lives.
 pub fn main_from_stdin() -> Result<(), HostError> {
+    detach()?;
     let mut input = Vec::new();
     std::io::stdin().read_to_end(&mut input)?;
     let spec: HostSpec =
@@ -55,6 +75,23 @@ pub fn main_from_stdin() -> Result<(), HostError> {
         report(&format!("ERROR {e}"));
     }
     result
+}
+
+/// Leaves the daemon's process tree: the daemon waits only for this short-lived parent, so
+/// it holds nothing per host but the host's socket (no child handle, no pidfd), and a host
+/// is never a zombie of a daemon that stopped waiting. Runs before any thread exists.
+fn detach() -> Result<(), HostError> {
+    // SAFETY: called first thing in the process, with one thread; the parent only exits.
+    match unsafe { nix::unistd::fork() }.map_err(std::io::Error::from)? {
+        nix::unistd::ForkResult::Parent { .. } => {
+            // SAFETY: _exit ends the process without running anything of the child's.
+            unsafe { libc::_exit(0) }
+        }
+        nix::unistd::ForkResult::Child => {
+            nix::unistd::setsid().map_err(std::io::Error::from)?;
+            Ok(())
+        }
+    }
 }
 
 /// Writes the one status line the daemon waits for, then detaches stdout so the daemon's
@@ -97,7 +134,8 @@ async fn run(mut spec: HostSpec) -> Result<(), HostError> {
         &spec.working_directory,
         &nonce,
         Arc::new(limits),
-    )?;
+    )
+    .inspect_err(|_| limits::remove_cgroups())?;
     spec.meta.host_pid = std::process::id();
     spec.meta.shell_pid = shell.pid as u32;
     let meta_path = Path::new(&spec.session_dir).join("meta.json");

@@ -112,6 +112,22 @@ pub fn inherited(given: &linger_proto::host::PreparedCgroups, limits: &SessionLi
 /// Removes session `id`'s control groups (made by [`make_cgroups`] in this process's own
 /// group), once their processes are gone. For the daemon, at a session's end.
 pub fn remove_for(id: &str) {
+    remove_dirs(&dirs_for(id));
+}
+
+/// Ends every process left in session `id`'s control groups, then removes them: for the
+/// daemon, when a host died without ending its session. Blocking.
+pub fn kill_and_remove_for(id: &str) {
+    let dirs = dirs_for(id);
+    for dir in &dirs {
+        kill_members(dir);
+    }
+    remove_dirs(&dirs);
+}
+
+/// Where session `id`'s control groups are, if it has any: below this process's own group
+/// in each hierarchy (a host's group is its daemon's).
+fn dirs_for(id: &str) -> Vec<PathBuf> {
     let name = format!("linger-{id}");
     let mut dirs = Vec::new();
     if let Some(own) = own_cgroup("") {
@@ -131,13 +147,35 @@ pub fn remove_for(id: &str) {
             );
         }
     }
-    remove_dirs(&dirs);
+    dirs.retain(|d| d.exists());
+    dirs
+}
+
+/// SIGKILL to every process in the group at `dir`, until none is left.
+fn kill_members(dir: &Path) {
+    // cgroup v2 (Linux 5.14 on) ends them all at once, forks included.
+    if write(&dir.join("cgroup.kill"), "1").is_ok() {
+        return;
+    }
+    for _ in 0..100 {
+        let Ok(text) = std::fs::read_to_string(dir.join("cgroup.procs")) else {
+            return;
+        };
+        let pids: Vec<i32> = text.lines().filter_map(|l| l.trim().parse().ok()).collect();
+        if pids.is_empty() {
+            return;
+        }
+        // A fork racing the read is listed at the next one.
+        crate::procs::signal_all(&pids, nix::sys::signal::Signal::SIGKILL);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }
 
 fn remove_dirs(dirs: &[PathBuf]) {
     for dir in dirs {
-        // The group empties as the kernel reaps its last processes.
-        for _ in 0..50 {
+        // The group empties as the kernel reaps its last processes, which can take a while
+        // on a loaded machine.
+        for _ in 0..250 {
             if std::fs::remove_dir(dir).is_ok() || !dir.exists() {
                 break;
             }

@@ -7,11 +7,17 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 #[derive(Debug, Clone, Copy)]
-struct ProcStat {
-    pid: i32,
-    ppid: i32,
-    /// Start time in clock ticks after boot.
-    start: u64,
+pub struct ProcStat {
+    pub pid: i32,
+    pub ppid: i32,
+    /// Start time in clock ticks after boot: with the pid, it names one process for good.
+    pub start: u64,
+    pub zombie: bool,
+}
+
+/// What /proc says of `pid`, if it exists.
+pub fn stat(pid: i32) -> Option<ProcStat> {
+    read_stat(pid)
 }
 
 fn read_stat(pid: i32) -> Option<ProcStat> {
@@ -22,6 +28,7 @@ fn read_stat(pid: i32) -> Option<ProcStat> {
     // After the name: state(0) ppid(1) … starttime is field 22 of the whole line, 19 here.
     Some(ProcStat {
         pid,
+        zombie: fields.first() == Some(&"Z"),
         ppid: fields.get(1)?.parse().ok()?,
         start: fields.get(19)?.parse().ok()?,
     })
@@ -34,6 +41,21 @@ fn all() -> Vec<ProcStat> {
     dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
         .filter_map(read_stat)
         .collect()
+}
+
+/// Whether this process has a child left (running, or exited and not yet reaped).
+pub fn has_children() -> bool {
+    // SAFETY: waitid with WNOWAIT only inspects; the siginfo is ours to fill.
+    let r = unsafe {
+        let mut info: libc::siginfo_t = std::mem::zeroed();
+        libc::waitid(
+            libc::P_ALL,
+            0,
+            &mut info,
+            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+        )
+    };
+    !(r == -1 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ECHILD))
 }
 
 /// Every descendant of `root` (not `root` itself).

@@ -347,20 +347,45 @@ impl HostState {
     }
 
     /// Ends every process of the session: SIGHUP and SIGTERM, then SIGKILL after `grace`.
+    ///
+    /// The session's processes are the shell's process group (the shell, its commands, its
+    /// background jobs), signalled as one. Anything that left the group (a `set -m` job, a
+    /// daemon that called setsid) is still below this host, a subreaper: once the group is
+    /// gone, a host with no child left has no descendant left, so /proc is read (once) only
+    /// when something outlived the group.
     pub async fn kill_all(&self, grace: Duration) {
+        // The shell's pid names its group only while the shell is unreaped: afterwards the
+        // number may belong to someone else.
+        let group = self
+            .shell_exited()
+            .is_none()
+            .then(|| Pid::from_raw(self.shell_pid));
         let me = std::process::id() as i32;
-        let victims: Vec<i32> = procs::descendants(me).into_iter().map(|(p, _)| p).collect();
-        procs::signal_all(&victims, Signal::SIGHUP);
-        procs::signal_all(&victims, Signal::SIGTERM);
+        let everyone =
+            || -> Vec<i32> { procs::descendants(me).into_iter().map(|(p, _)| p).collect() };
+        match group {
+            Some(group) => {
+                let _ = killpg(group, Signal::SIGHUP);
+                let _ = killpg(group, Signal::SIGTERM);
+            }
+            None if procs::has_children() => {
+                let victims = everyone();
+                procs::signal_all(&victims, Signal::SIGHUP);
+                procs::signal_all(&victims, Signal::SIGTERM);
+            }
+            None => return,
+        }
         let deadline = tokio::time::Instant::now() + grace;
         while tokio::time::Instant::now() < deadline {
-            if procs::descendants(me).is_empty() {
+            if !procs::has_children() {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let rest: Vec<i32> = procs::descendants(me).into_iter().map(|(p, _)| p).collect();
-        procs::signal_all(&rest, Signal::SIGKILL);
+        if let Some(group) = group {
+            let _ = killpg(group, Signal::SIGKILL);
+        }
+        procs::signal_all(&everyone(), Signal::SIGKILL);
     }
 
     /// How far the running command's forwarded input has got, if it has one.

@@ -15,9 +15,11 @@ mod keyopts;
 pub mod logfile;
 pub mod paths;
 mod registry;
+mod remains;
 mod restricted;
 mod session;
 mod spawn;
+pub use spawn::raise_nofile;
 pub mod tls;
 mod untrusted;
 
@@ -67,7 +69,7 @@ pub struct Daemon {
     pub paths: DaemonPaths,
     pub computer_name: String,
     registry: Registry,
-    closed_tx: mpsc::UnboundedSender<Uuid>,
+    closed_tx: mpsc::UnboundedSender<Arc<Session>>,
     conns: AtomicU64,
     audit: audit::AuditLog,
     /// Places for local connections still in their handshake, by uid.
@@ -90,6 +92,9 @@ pub struct Daemon {
     pub system: bool,
     /// The user this daemon runs as: the principal of keys without `principal="…"`.
     own_user: String,
+    /// Names of the local users seen, so a connection is named without reading the user
+    /// database (which opens files, and fails at the descriptor limit).
+    user_names: Mutex<HashMap<u32, String>>,
 }
 
 /// Who a new session runs as (see [`Daemon::session_owner`]).
@@ -161,19 +166,25 @@ impl Daemon {
             auth_throttle: auth::Throttle::default(),
             system: mode == Mode::System,
             own_user: user_name(nix::unistd::geteuid().as_raw()),
+            user_names: Mutex::new(HashMap::new()),
         });
         let weak = Arc::downgrade(&daemon);
         tokio::spawn(async move {
-            while let Some(id) = closed_rx.recv().await {
-                match weak.upgrade() {
-                    Some(d) => {
-                        d.registry.retire(id);
-                        if d.system {
-                            remove_cgroups_of(id);
+            while let Some(session) = closed_rx.recv().await {
+                let Some(d) = weak.upgrade() else { return };
+                d.registry.retire(session.id());
+                tokio::task::spawn_blocking(move || {
+                    let cleared = session.remains.clear();
+                    match cleared {
+                        remains::Cleared::Ended => {
+                            tracing::warn!(session = %session.id(), name = %session.meta.name, "the session host died: ended the session's processes and removed its files")
                         }
+                        remains::Cleared::HostAlive => {
+                            tracing::warn!(session = %session.id(), "lost the connection to a session host that still runs")
+                        }
+                        remains::Cleared::Finished => {}
                     }
-                    None => return,
-                }
+                });
             }
         });
         daemon.adopt_existing().await;
@@ -340,6 +351,31 @@ impl Daemon {
         }
     }
 
+    /// The principal of a local connection from `uid`: its user's name (`uid<N>` for a uid
+    /// with no name). An error only when the user database cannot be read.
+    fn principal_of(&self, uid: u32) -> Result<String, ErrorBody> {
+        if uid == nix::unistd::geteuid().as_raw() {
+            return Ok(self.own_user.clone());
+        }
+        let mut names = self.user_names.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(name) = names.get(&uid) {
+            return Ok(name.clone());
+        }
+        let name = match nix::unistd::User::from_uid(uid.into()) {
+            Ok(Some(u)) => u.name,
+            Ok(None) => format!("uid{uid}"),
+            Err(e) => {
+                let why = linger_host::io_error_text(&std::io::Error::from(e));
+                return Err(ErrorBody::new(
+                    ErrorKind::Internal,
+                    format!("cannot read the user database to name uid {uid}: {why}"),
+                ));
+            }
+        };
+        names.insert(uid, name.clone());
+        Ok(name)
+    }
+
     /// Whether a host running as `uid` may hold the session `meta` describes: this daemon's
     /// own hosts may; another user's host (a system daemon's) only a session that user owns,
     /// or one of a configuration that runs its sessions as that user. A host sits in a
@@ -468,7 +504,7 @@ impl Daemon {
                 continue;
             };
             let socket = self.host_socket(id);
-            match Session::adopt(&socket, self.closed_tx.clone(), &|m, uid| {
+            match Session::adopt(&socket, entry.path(), self.closed_tx.clone(), &|m, uid| {
                 self.host_may_claim(m, uid)
             })
             .await
@@ -481,6 +517,7 @@ impl Daemon {
                     tracing::warn!(session = %id, "session host is gone ({e}); forgetting it");
                     let _ = std::fs::remove_dir_all(entry.path());
                     let _ = std::fs::remove_file(&socket);
+                    remove_cgroups_of(id, true);
                 }
                 // It answered: it lives, but cannot be driven by this daemon. Its files stay
                 // so that a matching daemon can adopt it again.
@@ -588,8 +625,12 @@ impl Daemon {
             ErrorBody::new(ErrorKind::Internal, format!("{what}: {e}"))
         };
         let session_dir = self.paths.sessions_dir().join(id.to_string());
-        paths::private_dir(&session_dir)
-            .map_err(|e| internal("cannot create the session directory", &e))?;
+        paths::private_dir(&session_dir).map_err(|e| {
+            internal(
+                "cannot create the session directory",
+                &linger_host::io_error_text(&e),
+            )
+        })?;
         let mut socket = self.paths.hosts_dir().join(format!("{}.sock", id.simple()));
         if let Some(run_as) = &owner.run_as {
             // The host runs as the owner and writes its own files: hand it its directories.
@@ -694,22 +735,21 @@ impl Daemon {
         // The host holds its own copies now.
         drop(prepared);
         if let Err(e) = spawned {
-            if self.system {
-                remove_cgroups_of(id);
-            }
+            remove_cgroups_of(id, false);
             cleanup();
             return Err(internal("cannot start the session", &e));
         }
-        match Session::adopt(&socket, self.closed_tx.clone(), &|m, uid| {
-            self.host_may_claim(m, uid)
-        })
+        match Session::adopt(
+            &socket,
+            session_dir.clone(),
+            self.closed_tx.clone(),
+            &|m, uid| self.host_may_claim(m, uid),
+        )
         .await
         {
             Ok(s) => Ok(s),
             Err(e) => {
-                if self.system {
-                    remove_cgroups_of(id);
-                }
+                remove_cgroups_of(id, true);
                 cleanup();
                 Err(internal("cannot reach the new session", &e))
             }
@@ -795,11 +835,15 @@ pub(crate) fn admit(
     }
 }
 
-/// Removes the control groups a system daemon made for session `id` (its host, running
-/// as the session's user, cannot), off the runtime.
-fn remove_cgroups_of(id: Uuid) {
+/// Removes session `id`'s control groups (made by a system daemon for a host that could
+/// not, or left by a host that failed), off the runtime; with `kill`, ending any process
+/// still in them first.
+fn remove_cgroups_of(id: Uuid, kill: bool) {
     let name = id.simple().to_string();
-    tokio::task::spawn_blocking(move || linger_host::limits::remove_for(&name));
+    tokio::task::spawn_blocking(move || match kill {
+        true => linger_host::limits::kill_and_remove_for(&name),
+        false => linger_host::limits::remove_for(&name),
+    });
 }
 
 /// The names of the Unix groups user `name` belongs to (primary and supplementary); none if
@@ -837,6 +881,7 @@ pub async fn serve_unix(
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
+    let mut spare = Spare::take();
     loop {
         tokio::select! {
             _ = &mut shutdown => return,
@@ -861,12 +906,47 @@ pub async fn serve_unix(
                     let daemon = daemon.clone();
                     tokio::spawn(async move { serve_local(daemon, stream, uid, slot).await });
                 }
+                Err(e) if linger_host::out_of_descriptors(&e) && spare.0.is_some() => {
+                    let why = linger_host::io_error_text(&e);
+                    tracing::error!("cannot accept a local client: {why}");
+                    spare.0 = None;
+                    let pending = tokio::time::timeout(Duration::from_millis(100), listener.accept()).await;
+                    if let Ok(Ok((stream, _))) = pending {
+                        let refusal = ErrorBody::new(ErrorKind::Limit, format!("lingerd cannot serve another connection: {why}"));
+                        tokio::spawn(goodbye(stream, refusal));
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    spare = Spare::take();
+                }
                 Err(e) => {
-                    tracing::error!("accept failed: {e}");
+                    tracing::error!("accept failed: {}", linger_host::io_error_text(&e));
                     tokio::time::sleep(Duration::from_millis(100)).await;
+                    if spare.0.is_none() {
+                        spare = Spare::take();
+                    }
                 }
             }
         }
+    }
+}
+
+/// Refuses a local connection before its handshake, in one line.
+async fn goodbye(stream: UnixStream, error: ErrorBody) {
+    let (_, w) = stream.into_split();
+    let mut writer = linger_proto::frame::FrameWriter::new(w);
+    let _ = writer
+        .write(&linger_proto::server::ServerMsg::Goodbye { error })
+        .await;
+}
+
+/// A descriptor held in reserve for the descriptor limit: there accept fails and a client
+/// would wait in the backlog for ever, so the daemon closes this one, accepts the client,
+/// tells it why in one line, and takes the descriptor back.
+pub(crate) struct Spare(pub(crate) Option<std::fs::File>);
+
+impl Spare {
+    pub(crate) fn take() -> Spare {
+        Spare(std::fs::File::open("/dev/null").ok())
     }
 }
 
@@ -879,19 +959,24 @@ async fn serve_local(
     let me = nix::unistd::geteuid().as_raw();
     if uid != me && !daemon.system {
         tracing::warn!(uid, "refused a local connection from another user");
-        let (_, w) = stream.into_split();
-        let mut writer = linger_proto::frame::FrameWriter::new(w);
-        let _ = writer
-            .write(&linger_proto::server::ServerMsg::Goodbye {
-                error: ErrorBody::new(
-                    ErrorKind::Auth,
-                    "this daemon serves only its own user; start your own lingerd",
-                ),
-            })
-            .await;
+        goodbye(
+            stream,
+            ErrorBody::new(
+                ErrorKind::Auth,
+                "this daemon serves only its own user; start your own lingerd",
+            ),
+        )
+        .await;
         return;
     }
-    let principal = user_name(uid);
+    let principal = match daemon.principal_of(uid) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::error!(uid, "cannot name a local user: {e}");
+            goodbye(stream, e).await;
+            return;
+        }
+    };
     // A connection bridged by `lingerd --stdio` came over ssh: say from where.
     let via_ssh = stream
         .peer_cred()

@@ -169,6 +169,14 @@ impl Drop for World {
         use nix::sys::signal::Signal;
         let hosts = self.host_pids();
         let daemon = self.daemon_pid();
+        let sessions: Vec<String> = std::fs::read_dir(self.state_dir().join("sessions"))
+            .map(|d| {
+                d.flatten()
+                    .filter_map(|e| uuid::Uuid::parse_str(e.file_name().to_str()?).ok())
+                    .map(|id| id.simple().to_string())
+                    .collect()
+            })
+            .unwrap_or_default();
         for h in &hosts {
             for p in session_members(*h) {
                 kill(p, Signal::SIGKILL);
@@ -185,6 +193,10 @@ impl Drop for World {
         if let Some(mut child) = self.daemon.take() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+        // The hosts were killed with their daemon: nobody else removes their control groups.
+        for id in &sessions {
+            linger_host::limits::kill_and_remove_for(id);
         }
     }
 }
@@ -219,9 +231,25 @@ impl World {
             state.to_str().expect("utf-8 path"),
         ];
         args.extend_from_slice(extra);
-        let child = self.lingerd(&args).spawn().expect("start lingerd");
+        self.start_daemon_from(self.lingerd(&args));
+    }
+
+    /// Starts `cmd` (a `lingerd` command line made by [`World::lingerd`], perhaps with
+    /// limits of its own) as this world's daemon and waits for its socket.
+    pub fn start_daemon_from(&mut self, mut cmd: Command) {
+        let child = cmd.spawn().expect("start lingerd");
         self.daemon = Some(child);
         eventually("lingerd's socket", || self.socket().exists());
+    }
+
+    /// The `--socket` and `--state-dir` arguments of this world's daemon.
+    pub fn daemon_args(&self) -> Vec<String> {
+        vec![
+            "--socket".into(),
+            self.socket().display().to_string(),
+            "--state-dir".into(),
+            self.state_dir().display().to_string(),
+        ]
     }
 
     /// Starts `lingerd` listening for TLS on a free loopback port as well; returns the

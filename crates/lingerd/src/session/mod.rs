@@ -115,6 +115,8 @@ struct Inner {
 
 pub struct Session {
     pub meta: HostMeta,
+    /// What to clear up if the host dies.
+    pub remains: crate::remains::Remains,
     inner: Mutex<Inner>,
     to_host: mpsc::UnboundedSender<DaemonToHost>,
     /// Bumped on every change a request may be waiting for.
@@ -123,7 +125,7 @@ pub struct Session {
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdoptError {
-    #[error("cannot reach the session host: {0}")]
+    #[error("cannot reach the session host: {}", linger_host::io_error_text(.0))]
     Io(#[from] std::io::Error),
     #[error("the session host did not introduce itself: {0}")]
     Handshake(String),
@@ -174,13 +176,15 @@ impl Session {
     /// may hold the session its meta describes.
     pub async fn adopt(
         socket: &std::path::Path,
-        on_close: mpsc::UnboundedSender<Uuid>,
+        session_dir: std::path::PathBuf,
+        on_close: mpsc::UnboundedSender<Arc<Session>>,
         may_claim: &(dyn Fn(&HostMeta, u32) -> bool + Sync),
     ) -> Result<Arc<Session>, AdoptError> {
         let stream = UnixStream::connect(socket).await?;
         // A host running as another user lives in a directory that user controls: it must
         // be that user's process, and may only claim that user's sessions (checked below).
-        let host_uid = stream.peer_cred()?.uid();
+        let cred = stream.peer_cred()?;
+        let host_uid = cred.uid();
         let (r, w) = stream.into_split();
         let mut reader = FrameReader::new(r);
         let mut writer = FrameWriter::new(w);
@@ -218,8 +222,16 @@ impl Session {
             .map_err(|e| AdoptError::Handshake(e.to_string()))?;
 
         let (to_host, mut from_daemon) = mpsc::unbounded_channel::<DaemonToHost>();
+        let remains = crate::remains::Remains::note(
+            meta.instance_id,
+            cred.pid(),
+            meta.shell_pid,
+            session_dir,
+            socket.to_path_buf(),
+        );
         let session = Arc::new(Session {
             meta: *meta,
+            remains,
             inner: Mutex::new(Inner {
                 settings,
                 terminating: None,
@@ -259,7 +271,7 @@ impl Session {
                 g.terminating.clone().unwrap_or(why)
             };
             me.close(why);
-            let _ = on_close.send(me.meta.instance_id);
+            let _ = on_close.send(me);
         });
         Ok(session)
     }
