@@ -449,6 +449,7 @@ impl Connection {
             ack,
             summary: None,
             unacked_bytes: 0,
+            ack_sent: None,
             last_seq: 0,
             done: false,
             resume: None,
@@ -687,6 +688,8 @@ pub struct CommandStream {
     ack: bool,
     summary: Option<ReceiveSummary>,
     unacked_bytes: usize,
+    /// The latest acknowledgement sent, until it is on the wire.
+    ack_sent: Option<oneshot::Receiver<()>>,
     last_seq: u64,
     done: bool,
     /// How to pick up again after the connection broke (None: give up at once).
@@ -926,10 +929,19 @@ impl CommandStream {
         if self.done {
             return Ok(None);
         }
-        // Acknowledge once caught up (or every ACK_EVERY bytes), so that however small
-        // the session's buffer is, the server can always make progress.
-        if self.unacked_bytes > 0 && (self.unacked_bytes >= ACK_EVERY || self.rx.is_empty()) {
-            let _ = self.ack();
+        // The caller asks for the next event once it has put the previous ones where they
+        // go (written to stdout, say): acknowledge them now, so that a client killed later
+        // leaves unacknowledged only what it had not written. One acknowledgement is in
+        // flight at a time while more is queued (the next one covers everything since),
+        // unless ACK_EVERY bytes wait, so that the server always makes progress.
+        if self.unacked_bytes > 0 {
+            let in_flight = self.ack_sent.as_mut().is_some_and(|sent| {
+                matches!(sent.try_recv(), Err(oneshot::error::TryRecvError::Empty))
+            });
+            // Caught up (nothing queued), it always goes: the server may be waiting for it.
+            if !in_flight || self.unacked_bytes >= ACK_EVERY || self.rx.is_empty() {
+                self.ack_sent = self.ack();
+            }
         }
         loop {
             let Some(msg) = self.rx.recv().await else {
