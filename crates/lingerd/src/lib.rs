@@ -62,6 +62,8 @@ pub const MAX_REQUESTS: usize = 16 * 1024;
 pub const MAX_PARTIAL_FRAME_BYTES: usize = 256 << 20;
 /// How often attachments and idle timeouts are checked.
 const SWEEP_EVERY: Duration = Duration::from_millis(250);
+/// A sweep this late means the daemon itself was stalled.
+const STALL_AFTER: Duration = Duration::from_secs(2);
 
 pub struct Daemon {
     /// Replaced whole by a reload (SIGHUP); sessions keep what they were made with.
@@ -86,6 +88,12 @@ pub struct Daemon {
     /// Clients not heard from since this daemon started get their heartbeat timeout from
     /// here: a restart must not look like their silence.
     started: Instant,
+    /// When the daemon last looked at its clients' liveness (the sweep, or a request): a gap
+    /// far beyond the sweep's period means the daemon itself did not run (SIGSTOP, a swap
+    /// storm), and the time it lost is not held against its clients.
+    last_looked: Mutex<Instant>,
+    /// Stalls absorbed, for clients not heard from since the start.
+    started_credit: Mutex<Duration>,
     /// Failed TLS authentications per address.
     auth_throttle: auth::Throttle,
     /// A system daemon (run as root) runs each session as its principal's Unix user.
@@ -163,6 +171,8 @@ impl Daemon {
             frame_budget: linger_proto::frame::FrameBudget::new(MAX_PARTIAL_FRAME_BYTES),
             clients: Mutex::new(HashMap::new()),
             started: Instant::now(),
+            last_looked: Mutex::new(Instant::now()),
+            started_credit: Mutex::new(Duration::ZERO),
             auth_throttle: auth::Throttle::default(),
             system: mode == Mode::System,
             own_user: user_name(nix::unistd::geteuid().as_raw()),
@@ -206,6 +216,7 @@ impl Daemon {
     /// Drops the attachments of silent clients and removes sessions idle for longer than
     /// their idle timeout.
     fn sweep(&self) {
+        self.absorb_stall();
         let now = session::now_ms();
         for s in self.registry.all() {
             if let Some(client) = s.attached_to() {
@@ -230,6 +241,35 @@ impl Daemon {
         }
     }
 
+    /// If the daemon has not run for a while (its sweep came late), moves every client's
+    /// last sign of life forward by the time lost: what they sent meanwhile is still unread
+    /// in their sockets, and silence the daemon could not hear is not theirs.
+    fn absorb_stall(&self) {
+        let now = Instant::now();
+        let gap = {
+            let mut last = self.last_looked.lock().unwrap_or_else(|p| p.into_inner());
+            let gap = now.saturating_duration_since(*last);
+            *last = now;
+            gap
+        };
+        if gap <= STALL_AFTER {
+            return;
+        }
+        let lost = gap - SWEEP_EVERY;
+        tracing::warn!(
+            "the daemon did not run for {}; its clients' silence meanwhile does not count",
+            humantime::format_duration(Duration::from_millis(gap.as_millis() as u64))
+        );
+        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        for seen in clients.values_mut() {
+            *seen = (*seen + lost).min(now);
+        }
+        *self
+            .started_credit
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) += lost;
+    }
+
     /// Why `client`'s attachments should be dropped, if it has been silent too long.
     fn lapsed(&self, client: Uuid) -> Option<String> {
         let timeout = self.config().server.heartbeat_timeout;
@@ -239,7 +279,13 @@ impl Daemon {
             .unwrap_or_else(|p| p.into_inner())
             .get(&client)
             .copied()
-            .unwrap_or(self.started);
+            .unwrap_or_else(|| {
+                let credit = *self
+                    .started_credit
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                (self.started + credit).min(Instant::now())
+            });
         (last.elapsed() > timeout).then(|| {
             format!(
                 "its client showed no sign of life for {}",
@@ -251,6 +297,7 @@ impl Daemon {
     /// `client` showed a sign of life. If it had been silent past the heartbeat timeout,
     /// its attachments are dropped first: the sweep may simply not have run yet.
     fn saw(&self, client: Uuid) {
+        self.absorb_stall();
         if let Some(why) = self.lapsed(client) {
             for s in self.registry.all() {
                 s.client_lapsed(client, &why);
