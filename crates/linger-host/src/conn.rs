@@ -94,8 +94,8 @@ async fn connection(stream: UnixStream, state: Arc<HostState>) {
     let mut changed = state.changed.subscribe();
     let mut input_progress = state.input_progress.subscribe();
     let mut told_exit = false;
-    let mut status_tick = tokio::time::interval(STATUS_EVERY);
-    status_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Armed when output moves byte counts, so an idle host sleeps without a timer.
+    let mut status_due: Option<tokio::time::Instant> = None;
     let mut last_status = state.status();
     loop {
         let appended = state.log.appended();
@@ -128,11 +128,22 @@ async fn connection(stream: UnixStream, state: Arc<HostState>) {
             if writer.flush().await.is_err() {
                 return;
             }
+            status_due.get_or_insert_with(|| tokio::time::Instant::now() + STATUS_EVERY);
             continue;
         }
+        let status_tick = async move {
+            match status_due {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
-            _ = appended => {}
-            _ = jobs_appended => {}
+            _ = appended => {
+                status_due.get_or_insert_with(|| tokio::time::Instant::now() + STATUS_EVERY);
+            }
+            _ = jobs_appended => {
+                status_due.get_or_insert_with(|| tokio::time::Instant::now() + STATUS_EVERY);
+            }
             Ok(()) = input_progress.changed() => {
                 let now = *input_progress.borrow_and_update();
                 if let Some(ack) = now.map(stdin_ack) {
@@ -141,9 +152,10 @@ async fn connection(stream: UnixStream, state: Arc<HostState>) {
                     }
                 }
             }
-            _ = status_tick.tick() => {
+            _ = status_tick => {
                 // Byte counts change with every chunk; the daemon hears them at this pace
                 // rather than per chunk.
+                status_due = None;
                 let now = state.status();
                 if now != last_status {
                     last_status = now.clone();
@@ -229,6 +241,7 @@ async fn connection(stream: UnixStream, state: Arc<HostState>) {
                     }
                     DaemonToHost::Ack { channel: None, seq } => {
                         state.log.ack(seq);
+                        status_due.get_or_insert_with(|| tokio::time::Instant::now() + STATUS_EVERY);
                         if state.log.is_empty() {
                             if state.shell_exited().is_some() {
                                 finish(&state, "shell exited and its output was delivered").await;
@@ -244,6 +257,7 @@ async fn connection(stream: UnixStream, state: Arc<HostState>) {
                     DaemonToHost::Ack { channel: Some(id), seq } => {
                         if let Some(job) = state.job(id) {
                             job.log.ack(seq);
+                            status_due.get_or_insert_with(|| tokio::time::Instant::now() + STATUS_EVERY);
                             if job.log.is_empty() {
                                 last_status = state.status();
                                 if writer.write(&HostToDaemon::Status(last_status.clone())).await.is_err() {

@@ -42,7 +42,7 @@ pub struct JobEntry {
     pub command: String,
 }
 
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Sessions {
     #[serde(default)]
     last_id: u32,
@@ -209,11 +209,13 @@ impl Registry {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Sessions::default(),
             Err(e) => return Err(Error::io(format!("cannot read {}", path.display()), e)),
         };
-        let before = serde_json::to_vec(&sessions).unwrap_or_default();
+        let before = sessions.clone();
         f(&mut sessions)?;
-        let after = serde_json::to_vec_pretty(&sessions)
-            .map_err(|e| Error::State(format!("cannot encode the registry: {e}")))?;
-        if serde_json::to_vec(&sessions).unwrap_or_default() != before {
+        // Written only when changed, compact: thousands of sessions are read and parsed by
+        // every client operation.
+        if sessions != before {
+            let after = serde_json::to_vec(&sessions)
+                .map_err(|e| Error::State(format!("cannot encode the registry: {e}")))?;
             crate::home::write_private(&path, &after)
                 .map_err(|e| Error::io(format!("cannot write {}", path.display()), e))?;
         }
