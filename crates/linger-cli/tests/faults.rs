@@ -368,3 +368,110 @@ async fn welcomed(w: &World) -> Result<Conn, String> {
         other => Err(format!("{other:?}")),
     }
 }
+
+/// A receiving client SIGKILLed while its stdout is slow: the next receive repeats at most
+/// what the killed one had not written yet (a part of the entry it was writing), not what it
+/// had read ahead. The output is made of small entries, as a command printing now and then
+/// makes them.
+#[test]
+fn a_killed_slow_receiver_leaves_little_to_repeat() {
+    use std::io::Read;
+    let w = World::new();
+    w.write_config("[[configuration]]\nname = \"default\"\noutput_buffering = \"spool\"\n");
+    let script = "for i in $(seq 1 3000); do seq $((i*100)) $((i*100+99)); done";
+    w.ok(&[
+        "invoke",
+        "--computer",
+        "localhost",
+        "--in-disconnected-session",
+        "--name",
+        "s",
+        "--",
+        script,
+    ]);
+    let mut expected = Vec::new();
+    for i in 1..=3000u64 {
+        for j in i * 100..=i * 100 + 99 {
+            expected.extend_from_slice(format!("{j}\n").as_bytes());
+        }
+    }
+    // Everything is produced before the first receive starts.
+    eventually("the command to finish", || {
+        !w.ok(&["get", "s", "--json"])
+            .contains("\"running_command\":\"")
+    });
+    let mut first = w
+        .linger(&["receive", "s"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("receive");
+    let mut pipe = first.stdout.take().expect("stdout");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while got.len() < 300_000 {
+        let n = pipe.read(&mut buf).expect("read");
+        assert!(n > 0, "the first receive ended early");
+        got.extend_from_slice(&buf[..n]);
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    kill(first.id() as i32, Signal::SIGKILL);
+    let _ = first.wait();
+    // What it wrote before it died is the reader's.
+    pipe.read_to_end(&mut got).expect("drain");
+    let second = w.run(&["receive", "s"]);
+    assert_eq!(second.status.code(), Some(0), "{}", stderr(&second));
+    let total = got.len() + second.stdout.len();
+    assert!(
+        total >= expected.len(),
+        "output was lost: {total} of {} bytes",
+        expected.len()
+    );
+    let repeated = total - expected.len();
+    // The second picks up where the first stopped, repeating at most the tail it cut.
+    assert!(
+        expected.starts_with(&got),
+        "the first receive's output is not a prefix"
+    );
+    assert!(
+        expected.ends_with(&second.stdout),
+        "the second receive's output is not the rest"
+    );
+    assert!(
+        repeated <= 16 << 10,
+        "{repeated} bytes came twice (first {}, second {})",
+        got.len(),
+        second.stdout.len()
+    );
+}
+
+/// A daemon stopped (SIGSTOP, a suspended VM, a swap storm) for longer than the heartbeat
+/// timeout does not hold its own silence against its clients: a client attached before the
+/// stall, and heard from just before it, is still attached after it.
+#[test]
+fn a_stalled_daemon_keeps_its_clients_attached() {
+    let mut w = World::new();
+    w.write_config("[server]\nheartbeat_interval = \"500ms\"\nheartbeat_timeout = \"2s\"\n");
+    w.start_daemon();
+    w.ok(&["new", "localhost", "--name", "s"]);
+    let attached = |w: &World| {
+        let row = w.ok(&["get", "s"]);
+        row.lines()
+            .any(|l| l.contains(" s ") && l.contains("Opened"))
+    };
+    assert!(attached(&w));
+    let daemon = w.daemon_pid().expect("the daemon's pid");
+    kill(daemon, Signal::SIGSTOP);
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    kill(daemon, Signal::SIGCONT);
+    assert!(attached(&w), "the stall detached the session");
+    assert!(w.daemon_log().contains("the daemon did not run for"));
+    // Silence of the client's own still counts.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    eventually("the silent client to be detached", || {
+        let listed = w.ok(&["get", "--computer", "localhost"]);
+        listed
+            .lines()
+            .any(|l| l.contains(" s ") && l.contains("Disconnected"))
+    });
+}
