@@ -4,8 +4,19 @@
 # benchmark stops at the end. The ssh and remote (TLS) benchmarks also start a private OpenSSH
 # server on loopback (and stop it); they need Debian's openssh-server, and the remote one
 # parallel-ssh (Debian's pssh), installed here if missing.
+# Options: --scale N (sessions for scale_bench, default 2000; the goal is stated for 10000),
+# --baseline REV (scale_bench also measures that git revision, built in a temporary worktree).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+scale=2000
+baseline=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --scale) scale="$2"; shift 2 ;;
+    --baseline) baseline="$2"; shift 2 ;;
+    *) echo "bench/run.sh: unknown option $1 (use --scale N, --baseline REV)" >&2; exit 2 ;;
+  esac
+done
 need=()
 [ -x /usr/sbin/sshd ] || need+=(openssh-server)
 command -v ssh >/dev/null || need+=(openssh-client)
@@ -18,3 +29,11 @@ cargo build --release --workspace
 cargo bench -p linger-cli --bench linger_bench
 cargo bench -p linger-cli --bench ssh_bench
 cargo bench -p linger-cli --bench remote_bench
+if [ -n "$baseline" ]; then
+  work="$(mktemp -d)"
+  trap 'git worktree remove --force "$work/src" >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
+  git worktree add --detach "$work/src" "$baseline" >/dev/null
+  (cd "$work/src" && CARGO_TARGET_DIR="$work/target" cargo build --release -p lingerd -p linger-cli)
+  export LINGER_SCALE_BASELINE="$work/target/release"
+fi
+LINGER_SCALE_SESSIONS="$scale" cargo bench -p linger-cli --bench scale_bench

@@ -12,6 +12,7 @@ mod input;
 mod jobs;
 pub mod limits;
 mod log;
+pub mod logging;
 mod marker;
 pub mod procs;
 mod shell;

@@ -234,6 +234,9 @@ pub struct NewOptions {
     pub buffering: Option<BufferingMode>,
 }
 
+/// Removals asked of servers at once by `remove_all`.
+const REMOVE_IN_FLIGHT: usize = 32;
+
 /// How to run a command.
 #[derive(Debug, Clone)]
 pub struct InvokeOptions {
@@ -639,36 +642,75 @@ impl Client {
         let mut stored: Sessions = Sessions::default();
         self.registry
             .update(|s| {
-                for info in &infos {
-                    s.remember(Entry {
-                        id: 0,
-                        instance_id: info.instance_id,
-                        name: info.name.clone(),
-                        computer_name: shown.clone(),
-                        configuration_name: info.configuration_name.clone(),
-                        created_at_ms: info.created_at_ms,
-                        closed_reason: None,
-                    });
-                }
+                s.remember_all(
+                    infos
+                        .iter()
+                        .map(|info| Entry {
+                            id: 0,
+                            instance_id: info.instance_id,
+                            name: info.name.clone(),
+                            computer_name: shown.clone(),
+                            configuration_name: info.configuration_name.clone(),
+                            created_at_ms: info.created_at_ms,
+                            closed_reason: None,
+                        })
+                        .collect(),
+                );
                 Ok(())
             })
             .map(|s| stored = s)?;
+        let by_instance: HashMap<Uuid, &Entry> =
+            stored.entries.iter().map(|e| (e.instance_id, e)).collect();
         for info in infos {
-            if let Some(entry) = stored.by_instance(info.instance_id) {
-                views.push(SessionView::from_info(entry.clone(), info));
+            if let Some(entry) = by_instance.get(&info.instance_id) {
+                views.push(SessionView::from_info((*entry).clone(), info));
             }
         }
         Ok(views)
     }
 
-    /// Ends a session and marks it Closed in the registry. Removing a session already
-    /// known to be closed forgets it.
-    pub async fn remove(&self, entry: &Entry) -> Result<SessionView> {
+    /// [`Client::remove`] for many sessions: up to `REMOVE_IN_FLIGHT` asked of their servers
+    /// at once, and the registry written once at the end rather than once per session.
+    /// Answers in the order of `entries`.
+    /// An outer error: the registry could not be written (the sessions were ended).
+    pub async fn remove_all(&self, entries: &[Entry]) -> Result<Vec<Result<SessionView>>> {
+        use futures_util::stream::{self, StreamExt};
+        let asked: Vec<(usize, Result<SessionView>)> = stream::iter(entries.iter().enumerate())
+            .map(|(i, entry)| async move { (i, self.end_on_server(entry).await) })
+            .buffer_unordered(REMOVE_IN_FLIGHT)
+            .collect()
+            .await;
+        let mut results: Vec<Option<Result<SessionView>>> = entries.iter().map(|_| None).collect();
+        let mut forgotten = std::collections::HashSet::new();
+        let mut closed_before = Vec::new();
+        for (i, result) in asked {
+            if result.is_ok() {
+                match entries[i].closed_reason {
+                    Some(_) => closed_before.push(entries[i].instance_id),
+                    None => {
+                        forgotten.insert(entries[i].instance_id);
+                    }
+                }
+            }
+            results[i] = Some(result);
+        }
+        self.registry.update(|s| {
+            s.forget_sessions(&forgotten);
+            for id in &closed_before {
+                s.forget(*id);
+            }
+            Ok(())
+        })?;
+        Ok(results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(Error::State("a removal was never answered".into()))))
+            .collect())
+    }
+
+    /// Ends a session on its server (one already known to be closed is only forgotten);
+    /// the registry is the caller's.
+    async fn end_on_server(&self, entry: &Entry) -> Result<SessionView> {
         if entry.closed_reason.is_some() {
-            self.registry.update(|s| {
-                s.forget(entry.instance_id);
-                Ok(())
-            })?;
             return Ok(SessionView::closed(entry.clone()));
         }
         let conn = self.connect(&entry.computer_name).await?;
@@ -681,13 +723,17 @@ impl Client {
         };
         let mut closed = entry.clone();
         closed.closed_reason = Some(reason);
-        // Removed is forgotten (SPEC §3, as Remove-PSSession): a record kept as Closed would
-        // still match its name, and a new session of that name would become a second target.
-        self.registry.update(|s| {
-            s.forget_session(entry.instance_id);
-            Ok(())
-        })?;
         Ok(SessionView::closed(closed))
+    }
+
+    /// Ends a session and forgets it (SPEC §3, as Remove-PSSession: a record kept as Closed
+    /// would still match its name, and a new session of that name would become a second
+    /// target). Removing a session already known to be closed only forgets it.
+    pub async fn remove(&self, entry: &Entry) -> Result<SessionView> {
+        self.remove_all(std::slice::from_ref(entry))
+            .await?
+            .pop()
+            .unwrap_or_else(|| Err(Error::State("a removal was never answered".into())))
     }
 
     /// Attaches a session to this client (`connect`), from this or any other machine.

@@ -66,24 +66,40 @@ impl Sessions {
     }
 
     /// Records a session, keeping its Id if already known; returns its entry.
-    pub fn remember(&mut self, mut entry: Entry) -> Entry {
-        if let Some(known) = self
+    pub fn remember(&mut self, entry: Entry) -> Entry {
+        let id = entry.instance_id;
+        let fallback = entry.clone();
+        self.remember_all(vec![entry]);
+        self.by_instance(id).cloned().unwrap_or(fallback)
+    }
+
+    /// Records many sessions at once (a server's listing of thousands): one pass over the
+    /// registry, not one per session. Known ones keep their Ids.
+    pub fn remember_all(&mut self, entries: Vec<Entry>) {
+        let mut known: std::collections::HashMap<Uuid, usize> = self
             .entries
-            .iter_mut()
-            .find(|e| e.instance_id == entry.instance_id)
-        {
-            known.name = entry.name;
-            known.configuration_name = entry.configuration_name;
-            known.closed_reason = entry.closed_reason;
-            return known.clone();
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.instance_id, i))
+            .collect();
+        let mut ids: std::collections::HashSet<u32> = self.entries.iter().map(|e| e.id).collect();
+        for mut entry in entries {
+            if let Some(&i) = known.get(&entry.instance_id) {
+                let k = &mut self.entries[i];
+                k.name = entry.name;
+                k.configuration_name = entry.configuration_name;
+                k.closed_reason = entry.closed_reason;
+                continue;
+            }
+            if entry.id == 0 || ids.contains(&entry.id) {
+                entry.id = self.allocate_id();
+            } else {
+                self.last_id = self.last_id.max(entry.id);
+            }
+            ids.insert(entry.id);
+            known.insert(entry.instance_id, self.entries.len());
+            self.entries.push(entry);
         }
-        if entry.id == 0 || self.entries.iter().any(|e| e.id == entry.id) {
-            entry.id = self.allocate_id();
-        } else {
-            self.last_id = self.last_id.max(entry.id);
-        }
-        self.entries.push(entry.clone());
-        entry
     }
 
     pub fn mark_closed(&mut self, id: Uuid, reason: &str) {
@@ -103,6 +119,11 @@ impl Sessions {
     /// until `job remove` forgets them.
     pub fn forget_session(&mut self, id: Uuid) {
         self.entries.retain(|e| e.instance_id != id);
+    }
+
+    /// `forget_session` for many at once, in one pass.
+    pub fn forget_sessions(&mut self, ids: &std::collections::HashSet<Uuid>) {
+        self.entries.retain(|e| !ids.contains(&e.instance_id));
     }
 
     /// Records a job, keeping its Id if already known; returns its entry.

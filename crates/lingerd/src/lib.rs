@@ -62,6 +62,11 @@ pub const MAX_REQUESTS: usize = 16 * 1024;
 pub const MAX_PARTIAL_FRAME_BYTES: usize = 256 << 20;
 /// How often attachments and idle timeouts are checked.
 const SWEEP_EVERY: Duration = Duration::from_millis(250);
+/// Sessions ended, then this long without another: the memory they held goes back to the
+/// system.
+const TRIM_AFTER: Duration = Duration::from_secs(1);
+/// Session hosts a starting daemon takes over at once.
+const ADOPT_IN_FLIGHT: usize = 64;
 /// A sweep this late means the daemon itself was stalled.
 const STALL_AFTER: Duration = Duration::from_secs(2);
 
@@ -180,7 +185,25 @@ impl Daemon {
         });
         let weak = Arc::downgrade(&daemon);
         tokio::spawn(async move {
-            while let Some(session) = closed_rx.recv().await {
+            let mut closed_since_trim = 0usize;
+            loop {
+                // The timer runs only while memory waits to be given back.
+                let next = match closed_since_trim {
+                    0 => Ok(closed_rx.recv().await),
+                    _ => tokio::time::timeout(TRIM_AFTER, closed_rx.recv()).await,
+                };
+                let session = match next {
+                    Ok(Some(session)) => session,
+                    Ok(None) => return,
+                    Err(_) => {
+                        if closed_since_trim > 0 {
+                            closed_since_trim = 0;
+                            give_memory_back();
+                        }
+                        continue;
+                    }
+                };
+                closed_since_trim += 1;
                 let Some(d) = weak.upgrade() else { return };
                 d.registry.retire(session.id());
                 tokio::task::spawn_blocking(move || {
@@ -537,40 +560,47 @@ impl Daemon {
         })
     }
 
-    /// Finds hosts from an earlier daemon in the state directory and takes them over.
+    /// Finds hosts from an earlier daemon in the state directory and takes them over, many
+    /// at once (each is a connection and a handshake: thousands of them one after another
+    /// would keep the daemon from serving for seconds).
     async fn adopt_existing(&self) {
+        use futures_util::stream::{self, StreamExt};
         let Ok(dir) = std::fs::read_dir(self.paths.sessions_dir()) else {
             return;
         };
-        for entry in dir.flatten() {
-            let Some(id) = entry
-                .file_name()
-                .to_str()
-                .and_then(|n| Uuid::parse_str(n).ok())
-            else {
-                continue;
-            };
-            let socket = self.host_socket(id);
-            match Session::adopt(&socket, entry.path(), self.closed_tx.clone(), &|m, uid| {
-                self.host_may_claim(m, uid)
+        let found: Vec<(Uuid, std::path::PathBuf)> = dir
+            .flatten()
+            .filter_map(|entry| {
+                let id = Uuid::parse_str(entry.file_name().to_str()?).ok()?;
+                Some((id, entry.path()))
             })
-            .await
-            {
-                Ok(session) => {
-                    tracing::info!(session = %id, name = %session.meta.name, "re-adopted session host");
-                    self.registry.insert(session);
-                }
-                Err(session::AdoptError::Io(e)) => {
-                    tracing::warn!(session = %id, "session host is gone ({e}); forgetting it");
-                    let _ = std::fs::remove_dir_all(entry.path());
-                    let _ = std::fs::remove_file(&socket);
-                    remove_cgroups_of(id, true);
-                }
-                // It answered: it lives, but cannot be driven by this daemon. Its files stay
-                // so that a matching daemon can adopt it again.
-                Err(e) => {
-                    tracing::error!(session = %id, "cannot adopt a running session host: {e}")
-                }
+            .collect();
+        stream::iter(found)
+            .for_each_concurrent(ADOPT_IN_FLIGHT, |(id, path)| self.adopt_one(id, path))
+            .await;
+    }
+
+    async fn adopt_one(&self, id: Uuid, path: std::path::PathBuf) {
+        let socket = self.host_socket(id);
+        match Session::adopt(&socket, path.clone(), self.closed_tx.clone(), &|m, uid| {
+            self.host_may_claim(m, uid)
+        })
+        .await
+        {
+            Ok(session) => {
+                tracing::info!(session = %id, name = %session.meta.name, "re-adopted session host");
+                self.registry.insert(session);
+            }
+            Err(session::AdoptError::Io(e)) => {
+                tracing::warn!(session = %id, "session host is gone ({e}); forgetting it");
+                let _ = std::fs::remove_dir_all(&path);
+                let _ = std::fs::remove_file(&socket);
+                remove_cgroups_of(id, true);
+            }
+            // It answered: it lives, but cannot be driven by this daemon. Its files stay
+            // so that a matching daemon can adopt it again.
+            Err(e) => {
+                tracing::error!(session = %id, "cannot adopt a running session host: {e}")
             }
         }
     }
@@ -879,6 +909,16 @@ pub(crate) fn admit(
             tracing::warn!(%from, "refusing a connection on {}: {why}", budget.name);
             None
         }
+    }
+}
+
+/// Returns the heap's free memory to the system (the allocator keeps up to 32 MiB of it for
+/// the output path's buffers): after sessions ended, nothing will reuse it soon.
+fn give_memory_back() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only releases free heap memory.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 

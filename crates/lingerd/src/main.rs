@@ -50,31 +50,12 @@ enum Internal {
     SessionHost,
 }
 
-/// Output moves through buffers of a few hundred KiB each. glibc gives freed memory at the
-/// top of the heap back to the kernel past 128 KiB by default, so every such buffer came
-/// back as fresh, zero-filled pages: measured, a third of the host's time on a 100 MB
-/// receive went to page faults. Keeping up to 32 MiB of freed memory (and serving large
-/// blocks from the heap rather than from fresh mappings; 32 MiB is glibc's ceiling for
-/// that) removes the churn.
-#[cfg(target_env = "gnu")]
-fn tune_allocator() {
-    const KEEP: libc::c_int = 32 << 20;
-    // SAFETY: mallopt only changes glibc allocator parameters; called before any thread.
-    unsafe {
-        libc::mallopt(libc::M_TRIM_THRESHOLD, KEEP);
-        libc::mallopt(libc::M_MMAP_THRESHOLD, KEEP);
-    }
-}
-
-#[cfg(not(target_env = "gnu"))]
-fn tune_allocator() {}
-
 fn main() {
     seal_inherited_fds();
-    tune_allocator();
+    linger_host::logging::tune_allocator();
     let args = Args::parse();
     if let Some(Internal::SessionHost) = args.command {
-        init_stderr_logging();
+        linger_host::logging::init_stderr();
         if let Err(e) = linger_host::main_from_stdin() {
             tracing::error!("session host failed: {e}");
             std::process::exit(1);
@@ -109,18 +90,6 @@ fn seal_inherited_fds() {
             }
         }
     }
-}
-
-/// A session host logs to its stderr, which the daemon opened on the session's host.log.
-fn init_stderr_logging() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(lingerd::logfile::Sink::new(std::io::stderr()))
-        .log_internal_errors(false)
-        .with_ansi(false)
-        .try_init();
 }
 
 /// Once the daemon serves, its stderr (often a pipe to the client that started it, long
@@ -208,7 +177,7 @@ fn run(args: Args) -> Result<()> {
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
-        .with_writer(lingerd::logfile::Sink::new(log))
+        .with_writer(linger_host::logging::Sink::new(log))
         .log_internal_errors(false)
         .with_ansi(false)
         .init();

@@ -1,6 +1,6 @@
-//! Starting a session host: `lingerd session-host` re-executed in its own Unix session
-//! (setsid), so it outlives the daemon; the spec goes in on stdin and one status line
-//! comes back on stdout.
+//! Starting a session host: `lingerd-host` (beside lingerd; else `lingerd session-host`)
+//! in its own Unix session (setsid), so it outlives the daemon; the spec goes in on stdin
+//! and one status line comes back on stdout.
 
 use std::path::Path;
 use std::process::Stdio;
@@ -38,6 +38,17 @@ pub fn raise_nofile() -> std::io::Result<(u64, u64)> {
     Ok((soft, hard.max(soft)))
 }
 
+/// The program a session host runs: `lingerd-host` beside this executable, which is much
+/// smaller; else this executable's own `session-host` (lingerd installed on its own).
+fn host_program() -> std::io::Result<(std::path::PathBuf, &'static [&'static str])> {
+    let exe = std::env::current_exe()?;
+    let small = exe.with_file_name("lingerd-host");
+    if small.is_file() {
+        return Ok((small, &[]));
+    }
+    Ok((exe, &["session-host"]))
+}
+
 /// The Unix identity a system daemon runs a session host as (its owner's).
 #[derive(Debug, Clone)]
 pub struct RunAs {
@@ -59,13 +70,13 @@ pub async fn spawn_host(
 ) -> Result<(), SpawnError> {
     let inherit = inherit.to_vec();
     let nofile = STARTED_NOFILE.get().copied();
-    let exe = std::env::current_exe()?;
+    let (exe, args) = host_program()?;
     let log_file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(log)?;
     let mut cmd = Command::new(exe);
-    cmd.arg("session-host")
+    cmd.args(args)
         .arg0(format!("lingerd: session {}", spec.meta.name))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -9,8 +9,9 @@ use crate::report;
 pub async fn run(client: &Client, args: RemoveArgs, json: bool) -> Result<i32> {
     let entries: Vec<Entry> = resolve(client, &args.targets, "remove").await?;
     let mut failures = report::Failures::new(entries.len(), "sessions");
-    for entry in &entries {
-        match client.remove(entry).await {
+    let results = client.remove_all(&entries).await?;
+    for (entry, result) in entries.iter().zip(results) {
+        match result {
             Ok(v) => {
                 if json {
                     report::out(&format!("{}\n", session_json(&v)));

@@ -1,0 +1,14 @@
+//! `lingerd-host`: one session's host process, started by lingerd (never by hand), which
+//! sends it the session's specification on stdin. A binary of its own, far smaller than
+//! lingerd, because every session runs one: each copy of an executable keeps its relocated
+//! data privately, and that grows with the executable (hundreds of KiB for lingerd's TLS,
+//! ssh-key and configuration code, which a host never runs).
+
+fn main() {
+    linger_host::logging::tune_allocator();
+    linger_host::logging::init_stderr();
+    if let Err(e) = linger_host::main_from_stdin() {
+        tracing::error!("session host failed: {e}");
+        std::process::exit(1);
+    }
+}
