@@ -175,6 +175,18 @@ fn cgroup_of(pid: i32) -> Option<PathBuf> {
 /// the session's directory, socket and control group.
 #[test]
 fn a_killed_host_leaves_no_process_and_no_file() {
+    let w = host_death_leaves_nothing(Signal::SIGKILL);
+    assert!(w.daemon_log().contains("the session host died"));
+}
+
+/// A session host sent SIGTERM (a shutdown, a `pkill`) ends its session in order: the same
+/// nothing is left behind.
+#[test]
+fn a_terminated_host_leaves_no_process_and_no_file() {
+    host_death_leaves_nothing(Signal::SIGTERM);
+}
+
+fn host_death_leaves_nothing(signal: Signal) -> World {
     let mut w = World::new();
     w.start_daemon();
     w.ok(&["new", "localhost", "--name", "s"]);
@@ -221,7 +233,7 @@ fn a_killed_host_leaves_no_process_and_no_file() {
     for &p in &all {
         assert!(alive(p), "{p} is not running before the kill");
     }
-    kill(hosts[0], Signal::SIGKILL);
+    kill(hosts[0], signal);
     for &p in &all {
         eventually("the session's processes to end", || !alive(p));
     }
@@ -235,7 +247,7 @@ fn a_killed_host_leaves_no_process_and_no_file() {
     }
     let row = w.ok(&["get", "s"]);
     assert!(row.contains("Closed"), "{row}");
-    assert!(w.daemon_log().contains("the session host died"));
+    w
 }
 
 /// `lingerd` started under `ulimit -n LIMIT` (soft and hard).

@@ -28,8 +28,18 @@ const TERMINATE_GRACE: Duration = Duration::from_secs(2);
 pub async fn serve(listener: UnixListener, state: Arc<HostState>) {
     let mut current: Option<JoinHandle<()>> = None;
     let mut changed = state.changed.subscribe();
+    // SIGTERM (a shutdown, `pkill`) ends the session in order rather than leave its
+    // processes, files and control groups to whoever notices.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
     loop {
+        let terminated = async {
+            match term.as_mut() {
+                Some(t) => t.recv().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
+            _ = terminated => finish(&state, "its host was sent SIGTERM").await,
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
                     if !same_user(&stream) {
