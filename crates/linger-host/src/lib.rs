@@ -68,6 +68,7 @@ pub fn main_from_stdin() -> Result<(), HostError> {
     std::io::stdin().read_to_end(&mut input)?;
     let spec: HostSpec =
         linger_proto::frame::decode(&input).map_err(|e| HostError::Spec(e.to_string()))?;
+    become_owner(&spec)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -93,6 +94,34 @@ fn detach() -> Result<(), HostError> {
             Ok(())
         }
     }
+}
+
+/// Takes on the session's limits and identity before anything of the session runs: the
+/// descriptor limit the daemon was started with, and, when a system daemon (root) started
+/// this host for another user, that user's groups, gid and uid, in that order (after setuid
+/// nothing else may change). Still one thread here.
+fn become_owner(spec: &HostSpec) -> Result<(), HostError> {
+    if let Some((soft, hard)) = spec.nofile {
+        nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, soft, hard)
+            .map_err(std::io::Error::from)?;
+    }
+    if let Some(ids) = &spec.run_as {
+        let groups: Vec<nix::unistd::Gid> = ids
+            .groups
+            .iter()
+            .map(|&g| nix::unistd::Gid::from_raw(g))
+            .collect();
+        nix::unistd::setgroups(&groups).map_err(std::io::Error::from)?;
+        nix::unistd::setgid(nix::unistd::Gid::from_raw(ids.gid)).map_err(std::io::Error::from)?;
+        nix::unistd::setuid(nix::unistd::Uid::from_raw(ids.uid)).map_err(std::io::Error::from)?;
+        if nix::unistd::setuid(nix::unistd::Uid::from_raw(0)).is_ok() && ids.uid != 0 {
+            return Err(HostError::Spawn("could not give up root".into()));
+        }
+        // The change of identity made the process undumpable; it holds nothing of root's,
+        // and its user may inspect it as before, when it was started as that user.
+        let _ = nix::sys::prctl::set_dumpable(true);
+    }
+    Ok(())
 }
 
 /// Writes the one status line the daemon waits for, then detaches stdout so the daemon's

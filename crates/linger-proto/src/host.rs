@@ -233,6 +233,22 @@ pub struct HostSpec {
     /// remove them (the daemon does, when the session ends).
     #[serde(default)]
     pub cgroups: Option<PreparedCgroups>,
+    /// Who the host becomes before anything else, when a system daemon (root) starts
+    /// another user's session.
+    #[serde(default)]
+    pub run_as: Option<RunAsIds>,
+    /// The descriptor limit (soft, hard) the host and its shell get: the one the daemon was
+    /// started with, before it raised its own.
+    #[serde(default)]
+    pub nofile: Option<(u64, u64)>,
+}
+
+/// A Unix identity: uid, primary gid and supplementary groups.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunAsIds {
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: Vec<u32>,
 }
 
 /// A session's resource limits (its configuration's `max_memory_per_session` and

@@ -781,6 +781,9 @@ impl Daemon {
                 processes: config.max_processes_per_session,
             },
             cgroups: None,
+            // Filled in by `spawn_host`.
+            run_as: None,
+            nofile: None,
         };
         // A host that will run as another user cannot make control groups: a system
         // daemon makes them now, as root, and hands over their `cgroup.procs`.

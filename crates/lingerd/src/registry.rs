@@ -72,9 +72,10 @@ impl Registry {
     ) -> Result<Reservation<'_>, Refusal> {
         let mut g = self.lock();
         if let Some(uid) = uid {
-            let others_live = g.live.values().any(|s| {
-                s.meta.owner != owner && s.meta.owner_uid == uid && s.closed_reason().is_none()
-            });
+            let others_live = g
+                .live
+                .values()
+                .any(|s| s.meta.owner != owner && s.meta.owner_uid == uid && !s.is_closed());
             let others_reserved = g
                 .reserved
                 .iter()
@@ -83,7 +84,7 @@ impl Registry {
                 return Err(Refusal::UidInUse);
             }
         }
-        let live = |s: &&Arc<Session>| s.meta.owner == owner && s.closed_reason().is_none();
+        let live = |s: &&Arc<Session>| s.meta.owner == owner && !s.is_closed();
         if g.live.values().filter(live).any(|s| s.meta.name == name)
             || g.reserved
                 .iter()

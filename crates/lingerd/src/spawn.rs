@@ -2,13 +2,12 @@
 //! in its own Unix session (setsid), so it outlives the daemon; the spec goes in on stdin
 //! and one status line comes back on stdout.
 
+use std::os::fd::AsRawFd;
 use std::path::Path;
-use std::process::Stdio;
 use std::time::Duration;
 
 use linger_proto::host::HostSpec;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::process::Command;
 
 /// How long a host may take to report ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(15);
@@ -49,6 +48,107 @@ fn host_program() -> std::io::Result<(std::path::PathBuf, &'static [&'static str
     Ok((exe, &["session-host"]))
 }
 
+fn cstring(s: &str) -> std::io::Result<std::ffi::CString> {
+    std::ffi::CString::new(s).map_err(std::io::Error::other)
+}
+
+fn io(e: nix::Error) -> std::io::Error {
+    std::io::Error::from(e)
+}
+
+fn nonblocking(fd: std::os::fd::OwnedFd) -> std::io::Result<std::os::fd::OwnedFd> {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    let flags = fcntl(&fd, FcntlArg::F_GETFL).map_err(io)?;
+    fcntl(
+        &fd,
+        FcntlArg::F_SETFL(OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK),
+    )
+    .map_err(io)?;
+    Ok(fd)
+}
+
+/// glibc's `POSIX_SPAWN_SETSID` (2.26 on), which the libc crate does not name for Linux.
+const POSIX_SPAWN_SETSID: libc::c_short = 0x80;
+
+/// `posix_spawn` of `exe` with `argv` and `env`, in a new Unix session, with each `(from,
+/// to)` of `fds` at `to` (every other descriptor of the daemon is close-on-exec). Returns the
+/// pid.
+fn posix_spawn(
+    exe: &Path,
+    argv: &[std::ffi::CString],
+    env: &[std::ffi::CString],
+    fds: &[(std::os::fd::RawFd, std::os::fd::RawFd)],
+) -> std::io::Result<libc::pid_t> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(exe.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
+    // Each source first goes out of the way of every target (a source may sit on another's
+    // target); these copies are the daemon's, closed when this returns.
+    let above = fds.iter().map(|&(_, to)| to + 1).max().unwrap_or(0);
+    let mut high = Vec::with_capacity(fds.len());
+    for &(from, _) in fds {
+        // SAFETY: F_DUPFD_CLOEXEC on a descriptor the caller keeps open.
+        let moved = unsafe { libc::fcntl(from, libc::F_DUPFD_CLOEXEC, above) };
+        if moved < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: `moved` is a new descriptor this function owns.
+        high.push(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(moved) });
+    }
+    let mut argv_ptrs: Vec<*mut libc::c_char> = argv.iter().map(|a| a.as_ptr() as *mut _).collect();
+    argv_ptrs.push(std::ptr::null_mut());
+    let mut env_ptrs: Vec<*mut libc::c_char> = env.iter().map(|e| e.as_ptr() as *mut _).collect();
+    env_ptrs.push(std::ptr::null_mut());
+    // SAFETY: the attribute and file-action objects are initialised before use and destroyed
+    // after; every pointer handed over lives until posix_spawn returns.
+    unsafe {
+        let mut actions: libc::posix_spawn_file_actions_t = std::mem::zeroed();
+        let mut attr: libc::posix_spawnattr_t = std::mem::zeroed();
+        check(libc::posix_spawn_file_actions_init(&mut actions))?;
+        if let Err(e) = check(libc::posix_spawnattr_init(&mut attr)) {
+            libc::posix_spawn_file_actions_destroy(&mut actions);
+            return Err(e);
+        }
+        let result = (|| {
+            for (moved, &(_, to)) in high.iter().zip(fds) {
+                // dup2 leaves the copy open across exec.
+                check(libc::posix_spawn_file_actions_adddup2(
+                    &mut actions,
+                    std::os::fd::AsRawFd::as_raw_fd(moved),
+                    to,
+                ))?;
+            }
+            let mut none: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut none);
+            check(libc::posix_spawnattr_setsigmask(&mut attr, &none))?;
+            check(libc::posix_spawnattr_setflags(
+                &mut attr,
+                POSIX_SPAWN_SETSID | libc::POSIX_SPAWN_SETSIGMASK as libc::c_short,
+            ))?;
+            let mut pid: libc::pid_t = 0;
+            check(libc::posix_spawn(
+                &mut pid,
+                path.as_ptr(),
+                &actions,
+                &attr,
+                argv_ptrs.as_ptr(),
+                env_ptrs.as_ptr(),
+            ))?;
+            Ok(pid)
+        })();
+        libc::posix_spawn_file_actions_destroy(&mut actions);
+        libc::posix_spawnattr_destroy(&mut attr);
+        result
+    }
+}
+
+/// posix_spawn's functions answer an errno rather than set it.
+fn check(code: libc::c_int) -> std::io::Result<()> {
+    match code {
+        0 => Ok(()),
+        e => Err(std::io::Error::from_raw_os_error(e)),
+    }
+}
+
 /// The Unix identity a system daemon runs a session host as (its owner's).
 #[derive(Debug, Clone)]
 pub struct RunAs {
@@ -62,99 +162,79 @@ pub struct RunAs {
 /// daemon.
 /// `inherit`: descriptors the host gets at 3, 4, … in order (the session's `cgroup.procs`,
 /// opened by the daemon).
+///
+/// With `posix_spawn` (a vfork: the daemon's page tables are not copied): a fork costs in
+/// proportion to the forking process's memory, and a daemon holding thousands of sessions
+/// made each new one slower than the last. The host itself gives up root and takes on its
+/// descriptor limit (`HostSpec.run_as`, `HostSpec.nofile`), which a vfork child cannot.
 pub async fn spawn_host(
     spec: &HostSpec,
     log: &Path,
     run_as: Option<&RunAs>,
     inherit: &[std::os::fd::RawFd],
 ) -> Result<(), SpawnError> {
-    let inherit = inherit.to_vec();
-    let nofile = STARTED_NOFILE.get().copied();
     let (exe, args) = host_program()?;
+    let mut spec = spec.clone();
+    spec.run_as = run_as.map(|r| linger_proto::host::RunAsIds {
+        uid: r.uid,
+        gid: r.gid,
+        groups: r.groups.clone(),
+    });
+    spec.nofile = STARTED_NOFILE.get().copied();
     let log_file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(log)?;
-    let mut cmd = Command::new(exe);
-    cmd.args(args)
-        .arg0(format!("lingerd: session {}", spec.meta.name))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::from(log_file))
-        .kill_on_drop(false);
-    if run_as.is_some() {
-        // The host of another user's session inherits nothing from a root daemon.
-        cmd.env_clear();
-        if let Ok(filter) = std::env::var("RUST_LOG") {
-            cmd.env("RUST_LOG", filter);
-        }
+    let (stdin_r, stdin_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(io)?;
+    let (stdout_r, stdout_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(io)?;
+    let mut argv = vec![cstring(&format!("lingerd: session {}", spec.meta.name))?];
+    for a in args {
+        argv.push(cstring(a)?);
     }
-    let ids = run_as.map(|r| {
-        (
-            nix::unistd::Uid::from_raw(r.uid),
-            nix::unistd::Gid::from_raw(r.gid),
-            r.groups
-                .iter()
-                .map(|&g| nix::unistd::Gid::from_raw(g))
-                .collect::<Vec<_>>(),
-        )
+    // The host of another user's session inherits nothing from a root daemon.
+    let env: Vec<std::ffi::CString> = match run_as {
+        Some(_) => std::env::var("RUST_LOG")
+            .ok()
+            .map(|f| cstring(&format!("RUST_LOG={f}")))
+            .into_iter()
+            .collect::<Result<_, _>>()?,
+        None => std::env::vars_os()
+            .filter_map(|(k, v)| {
+                let mut kv = k.into_encoded_bytes();
+                kv.push(b'=');
+                kv.extend(v.into_encoded_bytes());
+                std::ffi::CString::new(kv).ok()
+            })
+            .collect(),
+    };
+    let mut given: Vec<(std::os::fd::RawFd, std::os::fd::RawFd)> = vec![
+        (stdin_r.as_raw_fd(), 0),
+        (stdout_w.as_raw_fd(), 1),
+        (log_file.as_raw_fd(), 2),
+    ];
+    given.extend(
+        inherit
+            .iter()
+            .enumerate()
+            .map(|(i, &fd)| (fd, 3 + i as i32)),
+    );
+    let pid = posix_spawn(&exe, &argv, &env, &given)?;
+    drop((stdin_r, stdout_w, log_file));
+    // The short-lived parent of the host (the host forks away at once): reaped off the
+    // runtime, so the daemon holds nothing of the host but its socket.
+    tokio::task::spawn_blocking(move || {
+        let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
     });
-    // SAFETY: setsid, setgroups, setgid and setuid are async-signal-safe syscalls, and the
-    // group list was built before the fork.
-    unsafe {
-        cmd.pre_exec(move || {
-            nix::unistd::setsid()?;
-            if let Some((soft, hard)) = nofile {
-                nix::sys::resource::setrlimit(
-                    nix::sys::resource::Resource::RLIMIT_NOFILE,
-                    soft,
-                    hard,
-                )?;
-            }
-            // Up out of the way first, then down to 3, 4, …: a source may sit on a target.
-            let mut high = Vec::with_capacity(inherit.len());
-            for &fd in &inherit {
-                let moved = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 1000);
-                if moved < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                high.push(moved);
-            }
-            for (i, &fd) in high.iter().enumerate() {
-                // dup2 leaves the copy open across exec.
-                if libc::dup2(fd, 3 + i as i32) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            // Groups, then gid, then uid: after setuid nothing else may change.
-            if let Some((uid, gid, groups)) = &ids {
-                nix::unistd::setgroups(groups)?;
-                nix::unistd::setgid(*gid)?;
-                nix::unistd::setuid(*uid)?;
-            }
-            Ok(())
-        });
-    }
-    let mut child = cmd.spawn()?;
-    let frame = linger_proto::frame::encode(spec).map_err(|e| SpawnError::Host(e.to_string()))?;
-    let mut stdin = child
-        .stdin
-        .take()
-        .ok_or_else(|| SpawnError::Host("no stdin".into()))?;
+    let frame = linger_proto::frame::encode(&spec).map_err(|e| SpawnError::Host(e.to_string()))?;
+    let mut stdin = tokio::net::unix::pipe::Sender::from_owned_fd(nonblocking(stdin_w)?)?;
     stdin.write_all(&frame).await?;
     drop(stdin);
-    let stdout = child
-        .stdout
-        .take()
-        .ok_or_else(|| SpawnError::Host("no stdout".into()))?;
+    let stdout = tokio::net::unix::pipe::Receiver::from_owned_fd(nonblocking(stdout_r)?)?;
     let mut line = String::new();
     let read = tokio::time::timeout(READY_TIMEOUT, BufReader::new(stdout).read_line(&mut line))
         .await
         .map_err(|_| SpawnError::Host("it did not report ready in time".into()))?;
     read?;
-    // What was started is the host's short-lived parent (the host leaves at once): reap it
-    // now, so the daemon holds nothing of the host but its socket.
-    let _ = child.wait().await;
     let line = line.trim();
     if line.starts_with("READY") {
         Ok(())

@@ -293,6 +293,11 @@ impl Session {
         self.meta.instance_id
     }
 
+    /// Whether the session has ended (without copying why).
+    pub fn is_closed(&self) -> bool {
+        self.lock().closed.is_some()
+    }
+
     pub fn closed_reason(&self) -> Option<String> {
         self.lock().closed.clone()
     }
