@@ -520,11 +520,15 @@ impl Client {
         let conn = self.connect(computer).await?;
         // A default name that another client already took on that server is skipped.
         for _ in 0..16 {
+            // A default name needs its Id first; a given one gets its Id when remembered,
+            // so that creating a session writes the registry once.
             let mut id = 0;
-            self.registry.update(|s| {
-                id = s.allocate_id();
-                Ok(())
-            })?;
+            if opts.name.is_none() {
+                self.registry.update(|s| {
+                    id = s.allocate_id();
+                    Ok(())
+                })?;
+            }
             let name = opts.name.clone().unwrap_or_else(|| format!("Session{id}"));
             let req = NewSession {
                 name: name.clone(),

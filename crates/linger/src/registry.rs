@@ -190,11 +190,49 @@ impl Sessions {
 #[derive(Debug, Clone)]
 pub struct Registry {
     home: ClientHome,
+    /// The registry as this process last read or wrote it, with the file's identity then:
+    /// while the file is the same (every writer replaces it by rename), it is not parsed
+    /// again. A client holding thousands of sessions would otherwise parse megabytes per
+    /// operation.
+    cache: std::sync::Arc<std::sync::Mutex<Option<(Stamp, Sessions)>>>,
+}
+
+/// What tells one version of the registry file from another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime: (i64, i64),
+}
+
+impl Stamp {
+    fn of(path: &std::path::Path) -> Option<Stamp> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(path).ok()?;
+        Some(Stamp {
+            dev: m.dev(),
+            ino: m.ino(),
+            len: m.len(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+        })
+    }
 }
 
 impl Registry {
     pub fn new(home: ClientHome) -> Self {
-        Registry { home }
+        Registry {
+            home,
+            cache: Default::default(),
+        }
+    }
+
+    fn cached(&self, stamp: Option<Stamp>) -> Option<Sessions> {
+        let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        match (&*cache, stamp) {
+            (Some((was, sessions)), Some(now)) if *was == now => Some(sessions.clone()),
+            _ => None,
+        }
     }
 
     fn path(&self) -> PathBuf {
@@ -220,15 +258,18 @@ impl Registry {
             Error::io(format!("cannot lock {}", lock_path.display()), e.into())
         })?;
         let path = self.path();
-        let mut sessions: Sessions = match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-                Error::State(format!(
-                    "{} is corrupt ({e}); move it away to start a new registry",
-                    path.display()
-                ))
-            })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Sessions::default(),
-            Err(e) => return Err(Error::io(format!("cannot read {}", path.display()), e)),
+        let mut sessions: Sessions = match self.cached(Stamp::of(&path)) {
+            Some(known) => known,
+            None => match std::fs::read(&path) {
+                Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+                    Error::State(format!(
+                        "{} is corrupt ({e}); move it away to start a new registry",
+                        path.display()
+                    ))
+                })?,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Sessions::default(),
+                Err(e) => return Err(Error::io(format!("cannot read {}", path.display()), e)),
+            },
         };
         let before = sessions.clone();
         f(&mut sessions)?;
@@ -240,6 +281,68 @@ impl Registry {
             crate::home::write_private(&path, &after)
                 .map_err(|e| Error::io(format!("cannot write {}", path.display()), e))?;
         }
+        // Still under the lock: nobody can have replaced the file since.
+        if let Some(stamp) = Stamp::of(&path) {
+            *self.cache.lock().unwrap_or_else(|p| p.into_inner()) = Some((stamp, sessions.clone()));
+        }
         Ok(sessions)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(name: &str) -> Entry {
+        Entry {
+            id: 0,
+            instance_id: Uuid::new_v4(),
+            name: name.into(),
+            computer_name: "localhost".into(),
+            configuration_name: "default".into(),
+            created_at_ms: 0,
+            closed_reason: None,
+        }
+    }
+
+    /// Two registries on one home stand for two client processes: each sees what the other
+    /// wrote, though each keeps the last version it read.
+    #[test]
+    fn a_cached_registry_sees_what_another_process_wrote() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let home = ClientHome::at(dir.path());
+        let a = Registry::new(home.clone());
+        let b = Registry::new(home);
+        a.update(|s| {
+            s.remember(entry("one"));
+            Ok(())
+        })
+        .expect("a writes");
+        assert_eq!(b.load().expect("b reads").entries.len(), 1);
+        b.update(|s| {
+            s.remember(entry("two"));
+            Ok(())
+        })
+        .expect("b writes");
+        let seen = a.load().expect("a reads");
+        let names: Vec<&str> = seen.entries.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(names, ["one", "two"]);
+        assert_eq!(
+            seen.entries[1].id, 2,
+            "Ids follow first sight across processes"
+        );
+    }
+
+    /// A listing of many sessions is remembered in one pass, keeping known Ids.
+    #[test]
+    fn remember_all_keeps_known_ids_and_numbers_new_ones() {
+        let mut s = Sessions::default();
+        let known = s.remember(entry("known"));
+        let mut again = known.clone();
+        again.id = 0;
+        again.name = "renamed".into();
+        s.remember_all(vec![entry("new1"), again, entry("new2")]);
+        let ids: Vec<(u32, &str)> = s.entries.iter().map(|e| (e.id, e.name.as_str())).collect();
+        assert_eq!(ids, [(1, "renamed"), (2, "new1"), (3, "new2")]);
     }
 }

@@ -65,8 +65,8 @@ const SWEEP_EVERY: Duration = Duration::from_millis(250);
 /// Sessions ended, then this long without another: the memory they held goes back to the
 /// system.
 const TRIM_AFTER: Duration = Duration::from_secs(1);
-/// Session hosts a starting daemon takes over at once.
-const ADOPT_IN_FLIGHT: usize = 64;
+/// Session hosts a starting daemon takes over at once (each a connection and a handshake).
+const ADOPT_IN_FLIGHT: usize = 256;
 /// A sweep this late means the daemon itself was stalled.
 const STALL_AFTER: Duration = Duration::from_secs(2);
 
