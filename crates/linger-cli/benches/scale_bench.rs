@@ -2,7 +2,8 @@
 //! sessions (`LINGER_SCALE_SESSIONS`, default 2,000; the goal is stated for 10,000), then
 //! reports what each costs created, idle, listed, re-adopted and removed:
 //!
-//! - creation time per session through the client library, early and at N;
+//! - creation time per session through the client library, early and at N, and at N through
+//!   the protocol alone (the daemon's part, without the client's registry);
 //! - proportional memory (PSS) of each session's host and shell, and kernel memory (slab,
 //!   page tables, kernel stacks) per session, from /proc/meminfo before and after;
 //! - CPU and wakeups (context switches) of all hosts and the daemon over 10 idle seconds;
@@ -38,6 +39,7 @@ const LIST_RUNS: usize = 5;
 struct Figures {
     create_first_ms: f64,
     create_last_ms: f64,
+    create_daemon_last_ms: f64,
     pss_kb: f64,
     kernel_kb: f64,
     idle_cpu_percent: f64,
@@ -80,11 +82,16 @@ fn main() {
 
 fn print(n: usize, runs: &[(String, Figures)]) {
     type Row = (&'static str, &'static str, fn(&Figures) -> f64);
-    let rows: [Row; 14] = [
+    let rows: [Row; 15] = [
         ("create, first 100 (ms each)", "<= 10", |f| {
             f.create_first_ms
         }),
-        ("create, last 100 (ms each)", "<= 10", |f| f.create_last_ms),
+        ("create, 100 before N (ms each)", "<= 10", |f| {
+            f.create_last_ms
+        }),
+        ("  the same at the daemon alone, at N", "", |f| {
+            f.create_daemon_last_ms
+        }),
         ("PSS per session (KB)", "<= 512", |f| f.pss_kb),
         ("kernel memory per session (KB)", "<= 100", |f| f.kernel_kb),
         ("idle CPU, all hosts (% of a core)", "0", |f| {
@@ -208,15 +215,29 @@ fn run(bins: Binaries, n: usize) -> Result<Figures, BoxError> {
     let kernel_before = kernel_kb();
 
     let client = Client::open(ClientHome::at(&w.env.home))?;
+    let window = 100.min(n / 3).max(1);
     let times = block_on(async {
         let mut times = Vec::with_capacity(n);
+        let conn = client.connect("localhost").await?;
         for i in 0..n {
-            let opts = NewOptions {
-                name: Some(format!("sc{i}")),
-                ..NewOptions::default()
-            };
             let start = Instant::now();
-            client.new_session("localhost", &opts).await?;
+            if i >= n - window {
+                // The last ones at the daemon alone (one protocol round trip, no client
+                // registry), to tell the two costs apart; `get` below registers them.
+                conn.new_session(linger_proto::client::NewSession {
+                    name: format!("sc{i}"),
+                    configuration: None,
+                    idle_timeout_ms: None,
+                    buffering: None,
+                })
+                .await?;
+            } else {
+                let opts = NewOptions {
+                    name: Some(format!("sc{i}")),
+                    ..NewOptions::default()
+                };
+                client.new_session("localhost", &opts).await?;
+            }
             times.push(start.elapsed());
             if (i + 1) % 1000 == 0 {
                 eprintln!("scale_bench: {} sessions", i + 1);
@@ -225,9 +246,9 @@ fn run(bins: Binaries, n: usize) -> Result<Figures, BoxError> {
         Ok::<_, BoxError>(times)
     })?;
     drop(client);
-    let window = 100.min(n);
     f.create_first_ms = median_ms(&times[..window]);
-    f.create_last_ms = median_ms(&times[n - window..]);
+    f.create_last_ms = median_ms(&times[n - 2 * window..n - window]);
+    f.create_daemon_last_ms = median_ms(&times[n - window..]);
 
     // Let the new sessions settle before they are weighed and watched.
     std::thread::sleep(Duration::from_secs(2));
