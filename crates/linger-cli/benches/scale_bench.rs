@@ -25,7 +25,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{
-    block_on, make_private_dirs, or_exit, release_binaries, BenchEnv, Binaries, BoxError,
+    block_on, make_private_dirs, or_exit, release_binaries, BenchEnv, Binaries, BoxError, Samples,
 };
 use linger::{Client, ClientHome, NewOptions};
 
@@ -332,7 +332,8 @@ fn run(bins: Binaries, n: usize) -> Result<Figures, BoxError> {
         )
         .into());
     }
-    while every.iter().any(|&p| alive(p)) {
+    // A zombie's command line is empty: it counts as gone.
+    while every.iter().any(|&p| common::alive(p, "")) {
         if start.elapsed() > Duration::from_secs(600) {
             return Err("session hosts outlived their removal".into());
         }
@@ -345,15 +346,7 @@ fn run(bins: Binaries, n: usize) -> Result<Figures, BoxError> {
 }
 
 fn median_ms(times: &[Duration]) -> f64 {
-    let mut v: Vec<f64> = times.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
-    v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied().unwrap_or(0.0)
-}
-
-fn alive(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| !s.contains(") Z "))
-        .unwrap_or(false)
+    Samples::new(times.to_vec()).median().as_secs_f64() * 1000.0
 }
 
 /// A field of /proc/PID/status or /proc/PID/smaps_rollup, in kB.

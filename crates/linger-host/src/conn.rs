@@ -138,7 +138,7 @@ async fn connection(stream: UnixStream, state: Arc<HostState>) {
             if writer.flush().await.is_err() {
                 return;
             }
-            status_due.get_or_insert_with(|| tokio::time::Instant::now() + STATUS_EVERY);
+            status_soon(&mut status_due);
             continue;
         }
         let status_tick = async move {
@@ -149,10 +149,10 @@ async fn connection(stream: UnixStream, state: Arc<HostState>) {
         };
         tokio::select! {
             _ = appended => {
-                status_due.get_or_insert_with(|| tokio::time::Instant::now() + STATUS_EVERY);
+                status_soon(&mut status_due);
             }
             _ = jobs_appended => {
-                status_due.get_or_insert_with(|| tokio::time::Instant::now() + STATUS_EVERY);
+                status_soon(&mut status_due);
             }
             Ok(()) = input_progress.changed() => {
                 let now = *input_progress.borrow_and_update();
@@ -251,7 +251,7 @@ async fn connection(stream: UnixStream, state: Arc<HostState>) {
                     }
                     DaemonToHost::Ack { channel: None, seq } => {
                         state.log.ack(seq);
-                        status_due.get_or_insert_with(|| tokio::time::Instant::now() + STATUS_EVERY);
+                        status_soon(&mut status_due);
                         if state.log.is_empty() {
                             if state.shell_exited().is_some() {
                                 finish(&state, "shell exited and its output was delivered").await;
@@ -267,7 +267,7 @@ async fn connection(stream: UnixStream, state: Arc<HostState>) {
                     DaemonToHost::Ack { channel: Some(id), seq } => {
                         if let Some(job) = state.job(id) {
                             job.log.ack(seq);
-                            status_due.get_or_insert_with(|| tokio::time::Instant::now() + STATUS_EVERY);
+                            status_soon(&mut status_due);
                             if job.log.is_empty() {
                                 last_status = state.status();
                                 if writer.write(&HostToDaemon::Status(last_status.clone())).await.is_err() {
@@ -293,6 +293,11 @@ async fn connection(stream: UnixStream, state: Arc<HostState>) {
             }
         }
     }
+}
+
+/// Byte counts moved: the daemon hears them within `STATUS_EVERY` (not per chunk).
+fn status_soon(due: &mut Option<tokio::time::Instant>) {
+    due.get_or_insert_with(|| tokio::time::Instant::now() + STATUS_EVERY);
 }
 
 fn stdin_ack(p: crate::input::Progress) -> HostToDaemon {

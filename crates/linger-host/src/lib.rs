@@ -59,6 +59,19 @@ pub fn io_error_text(e: &std::io::Error) -> String {
     }
 }
 
+/// A session host process's whole life (`lingerd-host`, or `lingerd session-host`): logs to
+/// stderr, then [`main_from_stdin`]; exits 1 if that fails.
+pub fn host_process() -> ! {
+    logging::init_stderr();
+    match main_from_stdin() {
+        Ok(()) => std::process::exit(0),
+        Err(e) => {
+            tracing::error!("session host failed: {e}");
+            std::process::exit(1)
+        }
+    }
+}
+
 /// Entry point of `lingerd session-host`: reads the [`HostSpec`] from stdin, starts the
 /// shell, reports `READY <pid>` (or `ERROR <why>`) on stdout, then serves until the session
 /// ends. Never returns while the session lives.

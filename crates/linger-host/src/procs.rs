@@ -17,10 +17,6 @@ pub struct ProcStat {
 
 /// What /proc says of `pid`, if it exists.
 pub fn stat(pid: i32) -> Option<ProcStat> {
-    read_stat(pid)
-}
-
-fn read_stat(pid: i32) -> Option<ProcStat> {
     let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name may hold spaces and parentheses: fields start after the last ')'.
     let rest = &text[text.rfind(')')? + 2..];
@@ -39,7 +35,7 @@ fn all() -> Vec<ProcStat> {
         return Vec::new();
     };
     dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .filter_map(read_stat)
+        .filter_map(stat)
         .collect()
 }
 

@@ -91,14 +91,13 @@ pub struct Daemon {
     /// When each client last showed a sign of life (any message).
     clients: Mutex<HashMap<Uuid, Instant>>,
     /// Clients not heard from since this daemon started get their heartbeat timeout from
-    /// here: a restart must not look like their silence.
-    started: Instant,
+    /// here: a restart must not look like their silence (moved forward by stalls, as
+    /// `clients` are).
+    started: Mutex<Instant>,
     /// When the daemon last looked at its clients' liveness (the sweep, or a request): a gap
     /// far beyond the sweep's period means the daemon itself did not run (SIGSTOP, a swap
     /// storm), and the time it lost is not held against its clients.
     last_looked: Mutex<Instant>,
-    /// Stalls absorbed, for clients not heard from since the start.
-    started_credit: Mutex<Duration>,
     /// Failed TLS authentications per address.
     auth_throttle: auth::Throttle,
     /// A system daemon (run as root) runs each session as its principal's Unix user.
@@ -175,9 +174,8 @@ impl Daemon {
             requests: Arc::new(tokio::sync::Semaphore::new(MAX_REQUESTS)),
             frame_budget: linger_proto::frame::FrameBudget::new(MAX_PARTIAL_FRAME_BYTES),
             clients: Mutex::new(HashMap::new()),
-            started: Instant::now(),
+            started: Mutex::new(Instant::now()),
             last_looked: Mutex::new(Instant::now()),
-            started_credit: Mutex::new(Duration::ZERO),
             auth_throttle: auth::Throttle::default(),
             system: mode == Mode::System,
             own_user: user_name(nix::unistd::geteuid().as_raw()),
@@ -284,13 +282,10 @@ impl Daemon {
             humantime::format_duration(Duration::from_millis(gap.as_millis() as u64))
         );
         let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
-        for seen in clients.values_mut() {
+        let mut started = self.started.lock().unwrap_or_else(|p| p.into_inner());
+        for seen in clients.values_mut().chain(std::iter::once(&mut *started)) {
             *seen = (*seen + lost).min(now);
         }
-        *self
-            .started_credit
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) += lost;
     }
 
     /// Why `client`'s attachments should be dropped, if it has been silent too long.
@@ -302,13 +297,7 @@ impl Daemon {
             .unwrap_or_else(|p| p.into_inner())
             .get(&client)
             .copied()
-            .unwrap_or_else(|| {
-                let credit = *self
-                    .started_credit
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner());
-                (self.started + credit).min(Instant::now())
-            });
+            .unwrap_or_else(|| *self.started.lock().unwrap_or_else(|p| p.into_inner()));
         (last.elapsed() > timeout).then(|| {
             format!(
                 "its client showed no sign of life for {}",

@@ -55,12 +55,7 @@ fn main() {
     linger_host::logging::tune_allocator();
     let args = Args::parse();
     if let Some(Internal::SessionHost) = args.command {
-        linger_host::logging::init_stderr();
-        if let Err(e) = linger_host::main_from_stdin() {
-            tracing::error!("session host failed: {e}");
-            std::process::exit(1);
-        }
-        return;
+        linger_host::host_process();
     }
     if let Err(e) = run(args) {
         eprintln!("lingerd: error: {e:#}");

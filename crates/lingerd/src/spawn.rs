@@ -56,17 +56,6 @@ fn io(e: nix::Error) -> std::io::Error {
     std::io::Error::from(e)
 }
 
-fn nonblocking(fd: std::os::fd::OwnedFd) -> std::io::Result<std::os::fd::OwnedFd> {
-    use nix::fcntl::{fcntl, FcntlArg, OFlag};
-    let flags = fcntl(&fd, FcntlArg::F_GETFL).map_err(io)?;
-    fcntl(
-        &fd,
-        FcntlArg::F_SETFL(OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK),
-    )
-    .map_err(io)?;
-    Ok(fd)
-}
-
 /// glibc's `POSIX_SPAWN_SETSID` (2.26 on), which the libc crate does not name for Linux.
 const POSIX_SPAWN_SETSID: libc::c_short = 0x80;
 
@@ -149,14 +138,9 @@ fn check(code: libc::c_int) -> std::io::Result<()> {
     }
 }
 
-/// The Unix identity a system daemon runs a session host as (its owner's).
-#[derive(Debug, Clone)]
-pub struct RunAs {
-    pub uid: u32,
-    pub gid: u32,
-    /// Supplementary groups (the user's, from the group database).
-    pub groups: Vec<u32>,
-}
+/// The Unix identity a system daemon runs a session host as (its owner's; the groups from
+/// the group database).
+pub use linger_proto::host::RunAsIds as RunAs;
 
 /// Starts the host (as `run_as`, when given) and waits for it to be ready to accept the
 /// daemon.
@@ -175,11 +159,7 @@ pub async fn spawn_host(
 ) -> Result<(), SpawnError> {
     let (exe, args) = host_program()?;
     let mut spec = spec.clone();
-    spec.run_as = run_as.map(|r| linger_proto::host::RunAsIds {
-        uid: r.uid,
-        gid: r.gid,
-        groups: r.groups.clone(),
-    });
+    spec.run_as = run_as.cloned();
     spec.nofile = STARTED_NOFILE.get().copied();
     let log_file = std::fs::OpenOptions::new()
         .create(true)
@@ -226,10 +206,10 @@ pub async fn spawn_host(
         let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
     });
     let frame = linger_proto::frame::encode(&spec).map_err(|e| SpawnError::Host(e.to_string()))?;
-    let mut stdin = tokio::net::unix::pipe::Sender::from_owned_fd(nonblocking(stdin_w)?)?;
+    let mut stdin = tokio::net::unix::pipe::Sender::from_owned_fd(stdin_w)?;
     stdin.write_all(&frame).await?;
     drop(stdin);
-    let stdout = tokio::net::unix::pipe::Receiver::from_owned_fd(nonblocking(stdout_r)?)?;
+    let stdout = tokio::net::unix::pipe::Receiver::from_owned_fd(stdout_r)?;
     let mut line = String::new();
     let read = tokio::time::timeout(READY_TIMEOUT, BufReader::new(stdout).read_line(&mut line))
         .await

@@ -6,9 +6,5 @@
 
 fn main() {
     linger_host::logging::tune_allocator();
-    linger_host::logging::init_stderr();
-    if let Err(e) = linger_host::main_from_stdin() {
-        tracing::error!("session host failed: {e}");
-        std::process::exit(1);
-    }
+    linger_host::host_process()
 }
