@@ -522,7 +522,7 @@ fn the_clients_files_are_private() {
     use std::os::unix::fs::PermissionsExt;
     let w = World::new();
     w.ok(&["new", "localhost", "--name", "mine"]);
-    for file in ["client_id", "sessions.json"] {
+    for file in ["client_id", "sessions.json", "sessions.journal"] {
         let mode = std::fs::metadata(w.path("homeA").join(file))
             .unwrap_or_else(|e| panic!("{file}: {e}"))
             .permissions()

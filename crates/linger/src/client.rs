@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::home::ClientHome;
 use crate::known_hosts;
 use crate::options::Options;
-use crate::registry::{Entry, JobEntry, Registry, Sessions};
+use crate::registry::{Entry, JobEntry, Registry};
 use crate::ssh::{self, SshTarget};
 use crate::tls::{self, TlsTarget};
 use linger_proto::types::ConfigurationInfo;
@@ -502,7 +502,7 @@ impl Client {
     pub fn select(&self, selectors: &[String]) -> Result<Vec<Entry>> {
         let sessions = self.registry.load()?;
         if selectors.is_empty() {
-            return Ok(sessions.entries);
+            return Ok(sessions.into_entries());
         }
         let mut out: Vec<Entry> = Vec::new();
         for sel in selectors {
@@ -643,31 +643,32 @@ impl Client {
         let infos = conn.list_sessions(Vec::new()).await?;
         let shown = display_computer(computer);
         let mut views = Vec::new();
-        let mut stored: Sessions = Sessions::default();
-        self.registry
-            .update(|s| {
-                s.remember_all(
-                    infos
-                        .iter()
-                        .map(|info| Entry {
-                            id: 0,
-                            instance_id: info.instance_id,
-                            name: info.name.clone(),
-                            computer_name: shown.clone(),
-                            configuration_name: info.configuration_name.clone(),
-                            created_at_ms: info.created_at_ms,
-                            closed_reason: None,
-                        })
-                        .collect(),
-                );
-                Ok(())
-            })
-            .map(|s| stored = s)?;
-        let by_instance: HashMap<Uuid, &Entry> =
-            stored.entries.iter().map(|e| (e.instance_id, e)).collect();
+        let mut by_instance: HashMap<Uuid, Entry> = self.registry.update(|s| {
+            s.remember_all(
+                infos
+                    .iter()
+                    .map(|info| Entry {
+                        id: 0,
+                        instance_id: info.instance_id,
+                        name: info.name.clone(),
+                        computer_name: shown.clone(),
+                        configuration_name: info.configuration_name.clone(),
+                        created_at_ms: info.created_at_ms,
+                        closed_reason: None,
+                    })
+                    .collect(),
+            );
+            let listed: std::collections::HashSet<Uuid> =
+                infos.iter().map(|i| i.instance_id).collect();
+            Ok(s.entries()
+                .iter()
+                .filter(|e| listed.contains(&e.instance_id))
+                .map(|e| (e.instance_id, e.clone()))
+                .collect())
+        })?;
         for info in infos {
-            if let Some(entry) = by_instance.get(&info.instance_id) {
-                views.push(SessionView::from_info((*entry).clone(), info));
+            if let Some(entry) = by_instance.remove(&info.instance_id) {
+                views.push(SessionView::from_info(entry, info));
             }
         }
         Ok(views)

@@ -51,6 +51,11 @@ impl ClientHome {
         self.state_dir.join("sessions.json")
     }
 
+    /// The changes made since `registry_file` was last written, one JSON line each.
+    pub fn registry_journal(&self) -> PathBuf {
+        self.state_dir.join("sessions.journal")
+    }
+
     /// The client's default options (SPEC §11).
     pub fn options_file(&self) -> PathBuf {
         self.config_dir.join("options.toml")

@@ -198,7 +198,7 @@ async fn start_jobs(
                 client
                     .registry()
                     .load()?
-                    .jobs
+                    .into_jobs()
                     .into_iter()
                     .rev()
                     .find(|j| j.instance_id == entry.instance_id),

@@ -41,7 +41,7 @@ async fn view(client: &Client, job: &JobEntry) -> Result<JobView> {
 
 async fn list(client: &Client, args: JobListArgs, json: bool) -> Result<i32> {
     let views = if args.selectors.is_empty() {
-        let jobs = client.registry().load()?.jobs;
+        let jobs = client.registry().load()?.into_jobs();
         client.refresh_jobs(jobs).await?
     } else {
         let entries = client.select(&args.selectors)?;

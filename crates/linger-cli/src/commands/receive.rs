@@ -59,7 +59,7 @@ pub async fn run(client: &Client, args: ReceiveArgs, json: bool) -> Result<i32> 
 
 /// Whether every session runs a command this client started as a job.
 async fn started_here_as_job(client: &Client, entries: &[Entry]) -> Result<bool> {
-    let mine = client.registry().load()?.jobs;
+    let mine = client.registry().load()?.into_jobs();
     for entry in entries {
         let in_session: Vec<_> = mine
             .iter()
@@ -82,7 +82,7 @@ async fn started_here_as_job(client: &Client, entries: &[Entry]) -> Result<bool>
 async fn as_jobs(client: &Client, entries: &[Entry], json: bool) -> Result<i32> {
     let mut jobs = Vec::new();
     for entry in entries {
-        let mine = client.registry().load()?.jobs;
+        let mine = client.registry().load()?.into_jobs();
         // A command this client started as a job is that job; otherwise a job stands for
         // the session's output.
         let existing = client
