@@ -1,7 +1,7 @@
 //! Every live session of this daemon, and a short memory of ended ones so a client asking
 //! about a session that just closed learns why.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use linger_proto::types::SessionInfo;
@@ -15,10 +15,106 @@ const TOMBSTONES: usize = 1024;
 #[derive(Default)]
 struct Inner {
     live: HashMap<Uuid, Arc<Session>>,
+    /// `live` by what `reserve` asks of it, so that a creation among thousands of sessions
+    /// does not compare itself with every one of them.
+    index: Index,
     /// Sessions being created, so that concurrent `new`s can take neither one name nor
     /// more than a configuration's limit together.
     reserved: Vec<Reserved>,
     ended: VecDeque<(String, SessionInfo)>,
+}
+
+/// Live sessions by owner, then name; by owner, then configuration; by uid, then owner.
+/// Closed sessions stay until retired, so lookups still check `is_closed`.
+#[derive(Default)]
+struct Index {
+    names: HashMap<String, HashMap<String, Vec<Arc<Session>>>>,
+    configurations: HashMap<String, HashMap<String, HashMap<Uuid, Arc<Session>>>>,
+    uids: HashMap<u32, HashMap<String, HashSet<Uuid>>>,
+}
+
+impl Index {
+    fn add(&mut self, s: &Arc<Session>) {
+        let m = &s.meta;
+        self.names
+            .entry(m.owner.clone())
+            .or_default()
+            .entry(m.name.clone())
+            .or_default()
+            .push(s.clone());
+        self.configurations
+            .entry(m.owner.clone())
+            .or_default()
+            .entry(m.configuration_name.clone())
+            .or_default()
+            .insert(s.id(), s.clone());
+        self.uids
+            .entry(m.owner_uid)
+            .or_default()
+            .entry(m.owner.clone())
+            .or_default()
+            .insert(s.id());
+    }
+
+    fn remove(&mut self, s: &Session) {
+        let (m, id) = (&s.meta, s.id());
+        if let Some(names) = self.names.get_mut(&m.owner) {
+            if let Some(v) = names.get_mut(&m.name) {
+                v.retain(|x| x.id() != id);
+                if v.is_empty() {
+                    names.remove(&m.name);
+                }
+            }
+            if names.is_empty() {
+                self.names.remove(&m.owner);
+            }
+        }
+        if let Some(configurations) = self.configurations.get_mut(&m.owner) {
+            if let Some(c) = configurations.get_mut(&m.configuration_name) {
+                c.remove(&id);
+                if c.is_empty() {
+                    configurations.remove(&m.configuration_name);
+                }
+            }
+            if configurations.is_empty() {
+                self.configurations.remove(&m.owner);
+            }
+        }
+        if let Some(owners) = self.uids.get_mut(&m.owner_uid) {
+            if let Some(ids) = owners.get_mut(&m.owner) {
+                ids.remove(&id);
+                if ids.is_empty() {
+                    owners.remove(&m.owner);
+                }
+            }
+            if owners.is_empty() {
+                self.uids.remove(&m.owner_uid);
+            }
+        }
+    }
+
+    fn name_taken(&self, owner: &str, name: &str) -> bool {
+        self.names
+            .get(owner)
+            .and_then(|n| n.get(name))
+            .is_some_and(|v| v.iter().any(|s| !s.is_closed()))
+    }
+
+    fn count(&self, owner: &str, configuration: &str) -> usize {
+        self.configurations
+            .get(owner)
+            .and_then(|c| c.get(configuration))
+            .map_or(0, |c| c.values().filter(|s| !s.is_closed()).count())
+    }
+}
+
+impl Inner {
+    fn add(&mut self, session: Arc<Session>) {
+        if let Some(old) = self.live.insert(session.id(), session.clone()) {
+            self.index.remove(&old);
+        }
+        self.index.add(&session);
+    }
 }
 
 #[derive(Clone, PartialEq, Eq)]
@@ -72,10 +168,13 @@ impl Registry {
     ) -> Result<Reservation<'_>, Refusal> {
         let mut g = self.lock();
         if let Some(uid) = uid {
-            let others_live = g
-                .live
-                .values()
-                .any(|s| s.meta.owner != owner && s.meta.owner_uid == uid && !s.is_closed());
+            let others_live = g.index.uids.get(&uid).is_some_and(|owners| {
+                owners
+                    .iter()
+                    .filter(|(o, _)| o.as_str() != owner)
+                    .flat_map(|(_, ids)| ids)
+                    .any(|id| g.live.get(id).is_some_and(|s| !s.is_closed()))
+            });
             let others_reserved = g
                 .reserved
                 .iter()
@@ -84,20 +183,14 @@ impl Registry {
                 return Err(Refusal::UidInUse);
             }
         }
-        let live = |s: &&Arc<Session>| s.meta.owner == owner && !s.is_closed();
-        if g.live.values().filter(live).any(|s| s.meta.name == name)
+        if g.index.name_taken(owner, name)
             || g.reserved
                 .iter()
                 .any(|r| r.owner == owner && r.name == name)
         {
             return Err(Refusal::NameTaken);
         }
-        let of_configuration = g
-            .live
-            .values()
-            .filter(live)
-            .filter(|s| s.meta.configuration_name == configuration)
-            .count()
+        let of_configuration = g.index.count(owner, configuration)
             + g.reserved
                 .iter()
                 .filter(|r| r.owner == owner && r.configuration == configuration)
@@ -119,7 +212,7 @@ impl Registry {
     }
 
     pub fn insert(&self, session: Arc<Session>) {
-        self.lock().live.insert(session.id(), session);
+        self.lock().add(session);
     }
 
     fn unreserve(g: &mut Inner, what: &Reserved) {
@@ -172,6 +265,7 @@ impl Registry {
     pub fn retire(&self, id: Uuid) {
         let mut g = self.lock();
         if let Some(s) = g.live.remove(&id) {
+            g.index.remove(&s);
             let info = s.info(Uuid::nil());
             g.ended.push_back((s.meta.owner.clone(), info));
             while g.ended.len() > TOMBSTONES {
@@ -186,7 +280,7 @@ impl Reservation<'_> {
     pub fn fill(self, session: Arc<Session>) {
         let mut g = self.registry.lock();
         Registry::unreserve(&mut g, &self.what);
-        g.live.insert(session.id(), session);
+        g.add(session);
         drop(g);
         std::mem::forget(self);
     }
