@@ -8,19 +8,17 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use bytes::Bytes;
 use linger_proto::host::JobStatus;
 use linger_proto::types::{JobKind, JobState, StreamKind};
 use nix::sys::signal::Signal;
-use tokio::io::AsyncReadExt;
 use tokio::net::unix::pipe;
 use uuid::Uuid;
 
 use crate::log::{LogSettings, OutputLog};
 use crate::marker::{MarkerScanner, Piece};
 use crate::procs;
+use crate::reader::PipeReader;
 
-const READ_CHUNK: usize = 256 * 1024;
 /// How often a running job's process is checked for having died without its end marker.
 const LIVENESS_EVERY: Duration = Duration::from_millis(500);
 
@@ -233,26 +231,25 @@ async fn read(
     on_change: Arc<dyn Fn() + Send + Sync>,
 ) {
     let mut pieces = Vec::new();
+    let mut reader = PipeReader::default();
     loop {
-        let mut buf = Vec::with_capacity(READ_CHUNK);
         let read = tokio::select! {
-            r = pipe.read_buf(&mut buf) => r,
+            r = reader.read(&mut pipe) => r,
             // A stopped or dead job writes no more markers: stop reading.
             _ = wait_ended(&job) => break,
         };
-        match read {
-            Ok(0) => break,
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+        let chunk = match read {
+            Ok(Some(chunk)) => chunk,
+            Ok(None) => break,
             Err(e) => {
                 tracing::error!(job = %job.id, ?stream, "reading a job's output failed: {e}");
                 break;
             }
-        }
-        scanner.feed(buf, &mut pieces);
+        };
+        scanner.feed(chunk, &mut pieces);
         for piece in pieces.drain(..) {
             match piece {
-                Piece::Data(data) => job.log.push_output(job.id, stream, Bytes::from(data)).await,
+                Piece::Data(data) => job.log.push_output(job.id, stream, data).await,
                 Piece::End(status) => job.end_marker(stream, status),
             }
             on_change();

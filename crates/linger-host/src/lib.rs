@@ -15,6 +15,7 @@ mod log;
 pub mod logging;
 mod marker;
 pub mod procs;
+mod reader;
 mod shell;
 mod spool;
 mod state;

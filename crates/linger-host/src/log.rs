@@ -16,7 +16,7 @@ use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use linger_proto::types::{BufferingMode, StreamKind};
 use tokio::sync::Notify;
 use uuid::Uuid;
@@ -61,12 +61,72 @@ pub struct Entry {
 
 /// Where an output entry's bytes are.
 enum Data {
-    Memory(Bytes),
+    Memory(Chunk),
     /// In the spool file, at `offset`.
     Spooled {
         offset: u64,
         len: u64,
     },
+}
+
+/// Output held in memory. The newest entry grows in place while no reader has been handed
+/// it and more output of its command and stream arrives (up to `COALESCE_MAX`), so that a
+/// command writing a few bytes at a time costs a few entries, not one per write.
+enum Chunk {
+    Frozen(Bytes),
+    Growing(BytesMut),
+}
+
+/// Largest entry that coalescing makes.
+const COALESCE_MAX: usize = 64 * 1024;
+
+impl Chunk {
+    fn len(&self) -> usize {
+        match self {
+            Chunk::Frozen(b) => b.len(),
+            Chunk::Growing(b) => b.len(),
+        }
+    }
+
+    fn extend(&mut self, more: &[u8]) {
+        match self {
+            Chunk::Growing(b) => b.extend_from_slice(more),
+            Chunk::Frozen(b) => {
+                // Copied out of the block it was read into, which it then no longer pins.
+                let want = (b.len() + more.len()).max(2 * b.len()).min(COALESCE_MAX);
+                let mut grown = BytesMut::with_capacity(want);
+                grown.extend_from_slice(b);
+                grown.extend_from_slice(more);
+                *self = Chunk::Growing(grown);
+            }
+        }
+    }
+
+    /// Stops growing; the bytes.
+    fn freeze(&mut self) -> Bytes {
+        let frozen = match self {
+            Chunk::Frozen(b) => return b.clone(),
+            Chunk::Growing(b) => {
+                let b = std::mem::take(b);
+                // Without the growth slack, so kept output costs its length.
+                if b.capacity() > b.len() + b.len() / 4 {
+                    Bytes::copy_from_slice(&b)
+                } else {
+                    b.freeze()
+                }
+            }
+        };
+        *self = Chunk::Frozen(frozen.clone());
+        frozen
+    }
+
+    /// The bytes of a frozen chunk (a growing one is copied; `read_from` freezes first).
+    fn bytes(&self) -> Bytes {
+        match self {
+            Chunk::Frozen(b) => b.clone(),
+            Chunk::Growing(b) => Bytes::copy_from_slice(b),
+        }
+    }
 }
 
 /// How often a writer blocked by an unwritable spool tries it again.
@@ -138,6 +198,9 @@ struct Inner {
     /// may have reached a receiver already, so later drops never merge into it: that
     /// receiver would count the earlier bytes twice.
     sent_through: u64,
+    /// Highest seq ever handed to a reader: entries up to it never change (coalescing only
+    /// grows entries after it).
+    read_through: u64,
     /// No entry before this index holds output in memory. Dropping starts its search for the
     /// oldest such entry here, so it stays cheap behind a long run of `Finished` or spooled
     /// entries. Entries before it never change back into droppable ones.
@@ -152,16 +215,47 @@ impl Inner {
     }
 
     fn append(&mut self, kept: Kept) {
+        if let Some(Record {
+            kept:
+                Kept::Output {
+                    data: Data::Memory(chunk),
+                    ..
+                },
+            ..
+        }) = self.entries.back_mut()
+        {
+            // No longer the newest entry: it grows no more.
+            chunk.freeze();
+        }
         let seq = self.take_seq();
         self.entries.push_back(Record { seq, kept });
     }
 
     fn append_in_memory(&mut self, command_id: Uuid, stream: StreamKind, data: Bytes) {
         self.memory += data.len() as u64;
+        let read_through = self.read_through;
+        if let Some(Record {
+            seq,
+            kept:
+                Kept::Output {
+                    command_id: c,
+                    stream: s,
+                    data: Data::Memory(chunk),
+                },
+        }) = self.entries.back_mut()
+        {
+            if *seq > read_through
+                && (*c, *s) == (command_id, stream)
+                && chunk.len() + data.len() <= COALESCE_MAX
+            {
+                chunk.extend(&data);
+                return;
+            }
+        }
         self.append(Kept::Output {
             command_id,
             stream,
-            data: Data::Memory(data),
+            data: Data::Memory(Chunk::Frozen(data)),
         });
     }
 
@@ -317,7 +411,7 @@ impl Inner {
         self.spool.reclaim();
     }
 
-    fn read_from(&self, from: u64, max_bytes: u64) -> std::io::Result<Vec<Entry>> {
+    fn read_from(&mut self, from: u64, max_bytes: u64) -> std::io::Result<Vec<Entry>> {
         // Seqs have gaps after merges: search, never subtract.
         let start = self.entries.partition_point(|e| e.seq < from);
         let mut end = start;
@@ -329,6 +423,17 @@ impl Inner {
             }
             bytes += len;
             end += 1;
+        }
+        // Handed out: these never change again.
+        for e in self.entries.range_mut(start..end) {
+            if let Kept::Output {
+                data: Data::Memory(chunk),
+                ..
+            } = &mut e.kept
+            {
+                chunk.freeze();
+            }
+            self.read_through = self.read_through.max(e.seq);
         }
         let picked = self.entries.range(start..end);
 
@@ -361,7 +466,7 @@ impl Inner {
                         command_id: *command_id,
                         stream: *stream,
                         data: match data {
-                            Data::Memory(b) => b.clone(),
+                            Data::Memory(b) => b.bytes(),
                             Data::Spooled { offset, len } => {
                                 let at = (offset - span_start) as usize;
                                 span.slice(at..at + *len as usize)
@@ -407,6 +512,7 @@ impl OutputLog {
                 dropped: 0,
                 drop_from: 0,
                 sent_through: 0,
+                read_through: 0,
             })),
             appended: Arc::new(Notify::new()),
             freed: Arc::new(Notify::new()),
@@ -577,6 +683,15 @@ mod tests {
         ));
     }
 
+    /// `push` as output of a command of its own, so that it stays an entry of its own.
+    fn push_apart(log: &OutputLog, data: &[u8]) {
+        ready(log.push_output(
+            Uuid::new_v4(),
+            StreamKind::Stdout,
+            Bytes::copy_from_slice(data),
+        ));
+    }
+
     /// Deterministic pseudo-random numbers (xorshift64), to vary chunk sizes and contents.
     struct Rng(u64);
     impl Rng {
@@ -671,13 +786,61 @@ mod tests {
         assert_eq!(log.pending_bytes(), 1);
     }
 
+    /// Half a million two-byte writes nobody reads yet cost a few entries, each holding its
+    /// bytes exactly once; an entry handed to a reader never changes afterwards.
+    #[test]
+    fn small_writes_coalesce_until_a_reader_is_handed_them() {
+        let dir = tempdir();
+        let log = OutputLog::new(settings(BufferingMode::Block, 4 << 20, dir.path()));
+        for _ in 0..500_000 {
+            push(&log, b"x\n");
+        }
+        let entries = log.lock().entries.len();
+        assert!(entries <= 1_000_000 / COALESCE_MAX + 1, "{entries} entries");
+        assert_eq!(log.pending_bytes(), 1_000_000);
+        let seen = all(&log);
+        let total: usize = seen.iter().map(|e| output(e).len()).sum();
+        assert_eq!(total, 1_000_000);
+        let last = log.last_seq();
+        push(&log, b"y\n");
+        assert_eq!(
+            log.last_seq(),
+            last + 1,
+            "what was handed out grows no more"
+        );
+        assert_eq!(output(&all(&log).pop().expect("an entry")), b"y\n");
+        // Another stream, or another command, is another entry.
+        ready(log.push_output(Uuid::nil(), StreamKind::Stderr, Bytes::from_static(b"e")));
+        push(&log, b"z");
+        assert_eq!(log.last_seq(), last + 3);
+        let held: usize = log
+            .lock()
+            .entries
+            .iter()
+            .map(|r| match &r.kept {
+                Kept::Output {
+                    data: Data::Memory(c),
+                    ..
+                } => match c {
+                    Chunk::Frozen(b) => b.len(),
+                    Chunk::Growing(b) => b.capacity(),
+                },
+                _ => 0,
+            })
+            .sum();
+        assert!(
+            held <= 1_000_000 + 2 * COALESCE_MAX,
+            "{held} bytes allocated"
+        );
+    }
+
     #[test]
     fn read_from_honours_max_bytes_but_returns_at_least_one_entry() {
         let dir = tempdir();
         let log = OutputLog::new(settings(BufferingMode::Block, 1 << 20, dir.path()));
-        push(&log, b"aaaa");
-        push(&log, b"bbbb");
-        push(&log, b"cccc");
+        push_apart(&log, b"aaaa");
+        push_apart(&log, b"bbbb");
+        push_apart(&log, b"cccc");
         assert_eq!(seqs(&log.read_from(1, 0).expect("read")), vec![1]);
         assert_eq!(seqs(&log.read_from(1, 8).expect("read")), vec![1, 2]);
         assert_eq!(seqs(&log.read_from(2, 9).expect("read")), vec![2, 3]);
@@ -745,7 +908,7 @@ mod tests {
         let log = OutputLog::new(settings(BufferingMode::Drop, 1024, dir.path()));
         let mut longest = 0;
         for _ in 0..100_000 {
-            push(&log, b"0123456789");
+            push_apart(&log, b"0123456789");
             longest = longest.max(log.lock().entries.len());
         }
         // At most 102 chunks fit in memory, plus one merged `Dropped` entry before them.
@@ -811,11 +974,11 @@ mod tests {
         let dir = tempdir();
         let log = OutputLog::new(settings(BufferingMode::Drop, 4, dir.path()));
         log.push_finished(Uuid::nil(), 0); // 1
-        push(&log, b"ab"); // 2
-        push(&log, b"cd"); // 3
-        push(&log, b"0123456789"); // drops 2, 3 and 6 bytes (merged as 4); "6789" is 5
+        push_apart(&log, b"ab"); // 2
+        push_apart(&log, b"cd"); // 3
+        push_apart(&log, b"0123456789"); // drops 2, 3 and 6 bytes (merged as 4); "6789" is 5
         log.push_finished(Uuid::nil(), 1); // 6
-        push(&log, b"xy"); // drops 5, merged with 4 and keeping seq 5; "xy" is 7
+        push_apart(&log, b"xy"); // drops 5, merged with 4 and keeping seq 5; "xy" is 7
         let entries = all(&log);
         assert_eq!(seqs(&entries), vec![1, 5, 6, 7]);
         assert!(matches!(

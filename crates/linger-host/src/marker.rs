@@ -4,12 +4,14 @@
 //! on stderr. Output bytes before it belong to the command; the scanner passes everything
 //! else through untouched, holding back only a tail that could be the start of a marker.
 
+use bytes::{Buf, Bytes, BytesMut};
 use memchr::memmem;
 
 /// What a chunk of pipe data contained.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Piece {
-    Data(Vec<u8>),
+    /// A slice of the chunk fed in (not a copy, except around a marker split across reads).
+    Data(Bytes),
     /// The end marker; on stdout it carries the command's status.
     End(Option<i32>),
 }
@@ -42,13 +44,15 @@ impl MarkerScanner {
     }
 
     /// Feeds a chunk read from the pipe; appends what it holds to `out`.
-    pub fn feed(&mut self, chunk: Vec<u8>, out: &mut Vec<Piece>) {
+    pub fn feed(&mut self, chunk: Bytes, out: &mut Vec<Piece>) {
         let mut buf = if self.pending.is_empty() {
             chunk
         } else {
-            let mut b = std::mem::take(&mut self.pending);
+            let mut b = BytesMut::with_capacity(self.pending.len() + chunk.len());
+            b.extend_from_slice(&self.pending);
             b.extend_from_slice(&chunk);
-            b
+            self.pending.clear();
+            b.freeze()
         };
         loop {
             match memmem::find(&buf, &self.needle) {
@@ -66,7 +70,7 @@ impl MarkerScanner {
                                     Some(s) => (Some(s), after + end + TERMINATOR.len()),
                                     // Not our marker after all: pass the bytes through.
                                     None => {
-                                        self.emit_through(&mut buf, after, out);
+                                        out.push(Piece::Data(buf.split_to(after)));
                                         continue;
                                     }
                                 }
@@ -74,13 +78,13 @@ impl MarkerScanner {
                             None if tail.len() < MAX_STATUS_LEN + 2 => {
                                 // The status is still on its way.
                                 if at > 0 {
-                                    out.push(Piece::Data(buf[..at].to_vec()));
+                                    out.push(Piece::Data(buf.slice(..at)));
                                 }
                                 self.pending = buf[at..].to_vec();
                                 return;
                             }
                             None => {
-                                self.emit_through(&mut buf, after, out);
+                                out.push(Piece::Data(buf.split_to(after)));
                                 continue;
                             }
                         }
@@ -88,10 +92,10 @@ impl MarkerScanner {
                         (None, after)
                     };
                     if at > 0 {
-                        out.push(Piece::Data(buf[..at].to_vec()));
+                        out.push(Piece::Data(buf.slice(..at)));
                     }
                     out.push(Piece::End(status));
-                    buf.drain(..consumed);
+                    buf.advance(consumed);
                 }
                 None => {
                     let keep = self.partial_suffix(&buf);
@@ -110,14 +114,9 @@ impl MarkerScanner {
     }
 
     /// Everything held back, as plain data (the pipe closed).
-    pub fn finish(&mut self) -> Option<Vec<u8>> {
+    pub fn finish(&mut self) -> Option<Bytes> {
         let rest = std::mem::take(&mut self.pending);
-        (!rest.is_empty()).then_some(rest)
-    }
-
-    fn emit_through(&self, buf: &mut Vec<u8>, upto: usize, out: &mut Vec<Piece>) {
-        out.push(Piece::Data(buf[..upto].to_vec()));
-        buf.drain(..upto);
+        (!rest.is_empty()).then(|| Bytes::from(rest))
     }
 
     /// Length of the longest suffix of `buf` that is a proper prefix of the needle.
@@ -134,16 +133,20 @@ impl MarkerScanner {
 mod tests {
     use super::*;
 
+    fn data(b: &'static [u8]) -> Bytes {
+        Bytes::from_static(b)
+    }
+
     fn run(scanner: &mut MarkerScanner, chunks: &[&[u8]]) -> Vec<Piece> {
         let mut out = Vec::new();
         for c in chunks {
-            scanner.feed(c.to_vec(), &mut out);
+            scanner.feed(Bytes::copy_from_slice(c), &mut out);
         }
         // Merge adjacent data pieces so tests do not depend on chunking.
         let mut merged: Vec<Piece> = Vec::new();
         for p in out {
             match (merged.last_mut(), p) {
-                (Some(Piece::Data(a)), Piece::Data(b)) => a.extend(b),
+                (Some(Piece::Data(a)), Piece::Data(b)) => *a = [&a[..], &b[..]].concat().into(),
                 (_, p) => merged.push(p),
             }
         }
@@ -164,9 +167,9 @@ mod tests {
             assert_eq!(
                 tail,
                 vec![
-                    Piece::Data(b"abc".to_vec()),
+                    Piece::Data(data(b"abc")),
                     Piece::End(Some(42)),
-                    Piece::Data(b"tail".to_vec())
+                    Piece::Data(data(b"tail"))
                 ],
                 "split at {split}"
             );
@@ -177,22 +180,19 @@ mod tests {
     fn other_nonce_is_data() {
         let mut s = MarkerScanner::stderr("good");
         let got = run(&mut s, &[b"x\0\x01LINGER:evil\x01\0y"]);
-        assert_eq!(
-            got,
-            vec![Piece::Data(b"x\0\x01LINGER:evil\x01\0y".to_vec())]
-        );
+        assert_eq!(got, vec![Piece::Data(data(b"x\0\x01LINGER:evil\x01\0y"))]);
     }
 
     #[test]
     fn holds_back_only_a_possible_prefix() {
         let mut s = MarkerScanner::stderr("n");
         let mut out = Vec::new();
-        s.feed(b"prompt: ".to_vec(), &mut out);
-        assert_eq!(out, vec![Piece::Data(b"prompt: ".to_vec())]);
+        s.feed(data(b"prompt: "), &mut out);
+        assert_eq!(out, vec![Piece::Data(data(b"prompt: "))]);
         out.clear();
-        s.feed(b"ab\0\x01LIN".to_vec(), &mut out);
-        assert_eq!(out, vec![Piece::Data(b"ab".to_vec())]);
-        assert_eq!(s.finish(), Some(b"\0\x01LIN".to_vec()));
+        s.feed(data(b"ab\0\x01LIN"), &mut out);
+        assert_eq!(out, vec![Piece::Data(data(b"ab"))]);
+        assert_eq!(s.finish(), Some(data(b"\0\x01LIN")));
     }
 
     #[test]
@@ -200,8 +200,8 @@ mod tests {
         let mut s = MarkerScanner::stdout("n");
         let mut got = run(&mut s, &[b"\0\x01LINGER:n:zz\x01\0"]);
         if let (Some(Piece::Data(d)), Some(rest)) = (got.last_mut(), s.finish()) {
-            d.extend(rest);
+            *d = [&d[..], &rest[..]].concat().into();
         }
-        assert_eq!(got, vec![Piece::Data(b"\0\x01LINGER:n:zz\x01\0".to_vec())]);
+        assert_eq!(got, vec![Piece::Data(data(b"\0\x01LINGER:n:zz\x01\0"))]);
     }
 }

@@ -11,7 +11,6 @@ use linger_proto::types::{JobKind, JobState};
 use nix::sys::signal::{killpg, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
-use tokio::io::AsyncReadExt;
 use tokio::net::unix::pipe;
 use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
@@ -21,11 +20,10 @@ use crate::jobs::Job;
 use crate::log::{LogSettings, OutputLog};
 use crate::marker::{MarkerScanner, Piece};
 use crate::procs;
+use crate::reader::PipeReader;
 use crate::shell::{self, Shell};
 use crate::HostError;
 
-/// Largest chunk read from a pipe at once.
-const READ_CHUNK: usize = 256 * 1024;
 /// Between SIGTERM and SIGKILL when a job is stopped.
 const JOB_STOP_GRACE: Duration = Duration::from_secs(2);
 /// Running commands are shown truncated to this many bytes.
@@ -499,35 +497,26 @@ async fn read_pipe(
     mut scanner: MarkerScanner,
 ) {
     let mut pieces = Vec::new();
+    let mut reader = PipeReader::default();
     loop {
-        let mut buf = Vec::with_capacity(READ_CHUNK);
-        match pipe.read_buf(&mut buf).await {
-            Ok(0) => break,
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+        let chunk = match reader.read(&mut pipe).await {
+            Ok(Some(chunk)) => chunk,
+            Ok(None) => break,
             Err(e) => {
                 tracing::error!(?stream, "reading the shell's output failed: {e}");
                 break;
             }
-        }
-        scanner.feed(buf, &mut pieces);
+        };
+        scanner.feed(chunk, &mut pieces);
         for piece in pieces.drain(..) {
             match piece {
-                Piece::Data(data) => {
-                    state
-                        .log
-                        .push_output(state.current(), stream, Bytes::from(data))
-                        .await
-                }
+                Piece::Data(data) => state.log.push_output(state.current(), stream, data).await,
                 Piece::End(status) => state.end_marker(stream, status),
             }
         }
     }
     if let Some(rest) = scanner.finish() {
-        state
-            .log
-            .push_output(state.current(), stream, Bytes::from(rest))
-            .await;
+        state.log.push_output(state.current(), stream, rest).await;
     }
 }
 

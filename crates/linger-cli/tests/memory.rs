@@ -1,0 +1,62 @@
+//! Memory bounds, counted in bytes held (resident anonymous memory of the session host), not
+//! timed: output kept for a disconnected client costs what it holds.
+
+mod common;
+
+use common::{eventually, sha256_line, stderr, World};
+
+/// Resident anonymous memory of process `pid`, in bytes.
+fn rss_anon(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("RssAnon:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .expect("RssAnon")
+        * 1024
+}
+
+/// Half a million two-byte writes nobody receives yet: the host holds them (1,000,000 bytes
+/// under the default 1 MiB output buffer) in about that much memory, and gives them back
+/// whole. Each write used to pin a 256 KiB read buffer, tens of megabytes in all.
+#[test]
+fn many_small_writes_cost_the_bytes_they_hold() {
+    let mut w = World::new();
+    w.start_daemon();
+    w.ok(&["new", "localhost", "--name", "s"]);
+    let hosts = w.host_pids();
+    assert_eq!(hosts.len(), 1);
+    let before = rss_anon(hosts[0]);
+    let flag = w.path("written");
+    let script = format!(
+        "for i in $(seq 1 500000); do echo x; done; touch {}",
+        flag.display()
+    );
+    w.ok(&["invoke", "s", "--as-job", "--", &script]);
+    eventually("the writes to end", || flag.exists());
+    // The job's end reaches the log after its last output.
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let grown = rss_anon(hosts[0]).saturating_sub(before);
+    let slack = 2 << 20;
+    assert!(
+        grown <= (1 << 20) + slack,
+        "the host grew by {grown} bytes holding 1,000,000"
+    );
+    let jobs = w.ok(&["job", "list"]);
+    let id = jobs
+        .lines()
+        .find_map(|l| {
+            l.split_whitespace()
+                .next()
+                .filter(|t| t.parse::<u32>().is_ok())
+        })
+        .expect("a job id");
+    let got = w.run(&["job", "receive", id]);
+    assert_eq!(got.status.code(), Some(0), "{}", stderr(&got));
+    assert_eq!(
+        sha256_line(&got.stdout),
+        sha256_line(&b"x\n".repeat(500_000)),
+        "the output differs ({} bytes received)",
+        got.stdout.len()
+    );
+}
