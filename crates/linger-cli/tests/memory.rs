@@ -60,3 +60,75 @@ fn many_small_writes_cost_the_bytes_they_hold() {
         got.stdout.len()
     );
 }
+
+/// Resident memory (all of it) of process `pid`, in bytes.
+fn rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .expect("VmRSS")
+        * 1024
+}
+
+/// A receive whose consumer stops reading: the client holds about the output window, not
+/// the 64 MiB the host spooled, and everything still arrives once the consumer reads. (The
+/// client used to read the whole spool into its own memory.)
+#[test]
+fn a_stalled_consumer_keeps_the_client_small() {
+    use std::io::Read;
+    let mut w = World::new();
+    w.write_config(
+        "[[configuration]]\nname = \"default\"\noutput_buffering = \"spool\"\nspool_limit = \"1GiB\"\n",
+    );
+    w.start_daemon();
+    let flag = w.path("written");
+    let script = format!(
+        "head -c 67108864 /dev/zero | tr '\\0' 'y'; touch {}",
+        flag.display()
+    );
+    let out = w
+        .linger(&[
+            "invoke",
+            "--computer",
+            "localhost",
+            "--in-disconnected-session",
+            "--name",
+            "s",
+            "--",
+            &script,
+        ])
+        .output()
+        .expect("run linger");
+    assert!(out.status.success(), "{}", stderr(&out));
+    eventually("the output to be spooled", || flag.exists());
+    let mut receiver = w
+        .linger(&["receive", "s"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn receive");
+    // Nobody reads its stdout: it fills the pipe, then waits. Its memory settles.
+    let pid = receiver.id();
+    let mut last = 0;
+    let mut steady = 0;
+    while steady < 5 {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let now = rss(pid);
+        assert!(now < 24 << 20, "the receiving client holds {now} bytes");
+        steady = if now == last { steady + 1 } else { 0 };
+        last = now;
+    }
+    let mut got = Vec::new();
+    receiver
+        .stdout
+        .take()
+        .expect("stdout")
+        .read_to_end(&mut got)
+        .expect("read");
+    let status = receiver.wait().expect("wait");
+    assert!(status.success());
+    assert_eq!(got.len(), 64 << 20);
+    assert!(got.iter().all(|&b| b == b'y'), "the output differs");
+}

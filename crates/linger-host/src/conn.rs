@@ -224,12 +224,9 @@ async fn connection(stream: UnixStream, state: Arc<HostState>) {
                         };
                         // An unknown job replays nothing: an empty channel.
                         let (from, last) = match &log {
-                            Some(log) => (log.first_unacked(), log.last_seq()),
+                            Some(log) => log.restart(),
                             None => (1, 0),
                         };
-                        if let Some(log) = &log {
-                            log.sent_through(from.saturating_sub(1));
-                        }
                         match channel {
                             None => cursor = Some(from),
                             Some(id) if log.is_some() => {
@@ -262,6 +259,15 @@ async fn connection(stream: UnixStream, state: Arc<HostState>) {
                             if writer.write(&HostToDaemon::Status(last_status.clone())).await.is_err() {
                                 return;
                             }
+                        }
+                    }
+                    DaemonToHost::Credit { channel, seq } => {
+                        let log = match channel {
+                            None => Some(state.log.clone()),
+                            Some(id) => state.job(id).map(|j| j.log.clone()),
+                        };
+                        if let Some(log) = log {
+                            log.credit(seq);
                         }
                     }
                     DaemonToHost::Ack { channel: Some(id), seq } => {
@@ -322,7 +328,13 @@ async fn send_from(
     from: u64,
     channel: Channel,
 ) -> Sent {
-    let entries = match log.read_from(from, BATCH_BYTES) {
+    // Within the window the reader's acknowledgements (or credits) opened; at least one
+    // entry once nothing is in flight, however big.
+    let room = log.room();
+    if room == 0 {
+        return Sent::Nothing;
+    }
+    let entries = match log.read_from(from, BATCH_BYTES.min(room)) {
         Ok(e) => e,
         Err(e) => {
             // The spool cannot be read back: keep the entries (nothing is acknowledged)

@@ -70,15 +70,16 @@ enum Data {
 }
 
 /// Output held in memory. The newest entry grows in place while no reader has been handed
-/// it and more output of its command and stream arrives (up to `COALESCE_MAX`), so that a
+/// it and more output of its command and stream arrives (up to `COALESCE_MAX`, 16 KiB), so that a
 /// command writing a few bytes at a time costs a few entries, not one per write.
 enum Chunk {
     Frozen(Bytes),
     Growing(BytesMut),
 }
 
-/// Largest entry that coalescing makes.
-const COALESCE_MAX: usize = 64 * 1024;
+/// Largest entry that coalescing makes. Small, because a client killed while writing an
+/// entry leaves it to be delivered again, whole: coalescing must not widen that window much.
+const COALESCE_MAX: usize = 16 * 1024;
 
 impl Chunk {
     fn len(&self) -> usize {
@@ -128,6 +129,12 @@ impl Chunk {
         }
     }
 }
+
+/// Flow control: output bytes the host may have sent to the daemon beyond what the channel's
+/// reader has taken (acknowledged, or credited by a `--keep` receive). A reader that stops
+/// taking stops the host after this much, whatever the log holds (a spool of gigabytes), so
+/// no hop after it holds more.
+pub const OUTPUT_WINDOW: u64 = 4 << 20;
 
 /// How often a writer blocked by an unwritable spool tries it again.
 const SPOOL_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
@@ -198,6 +205,10 @@ struct Inner {
     /// may have reached a receiver already, so later drops never merge into it: that
     /// receiver would count the earlier bytes twice.
     sent_through: u64,
+    /// The reader has taken every entry up to this seq (flow control: `credit`).
+    credited: u64,
+    /// Output bytes of entries sent (seq <= `sent_through`) but not taken (seq > `credited`).
+    in_flight: u64,
     /// Highest seq ever handed to a reader: entries up to it never change (coalescing only
     /// grows entries after it).
     read_through: u64,
@@ -314,6 +325,9 @@ impl Inner {
             return false;
         };
         self.memory -= len;
+        if self.in_flight_seq(self.entries[i].seq) {
+            self.in_flight -= len;
+        }
         let mut from_total = self.dropped;
         self.dropped += len;
         let mut at = i;
@@ -388,7 +402,47 @@ impl Inner {
         self.push_blocking(command_id, stream, data)
     }
 
+    fn in_flight_seq(&self, seq: u64) -> bool {
+        seq > self.credited && seq <= self.sent_through
+    }
+
+    /// Output bytes of the entries with seq in (`after`, `upto`].
+    fn bytes_between(&self, after: u64, upto: u64) -> u64 {
+        let start = self.entries.partition_point(|e| e.seq <= after);
+        self.entries
+            .range(start..)
+            .take_while(|e| e.seq <= upto)
+            .map(Record::len)
+            .sum()
+    }
+
+    /// The daemon's reader has been sent every entry up to `seq`.
+    fn mark_sent(&mut self, seq: u64) {
+        if seq <= self.sent_through {
+            return;
+        }
+        let from = self.sent_through.max(self.credited);
+        self.in_flight += self.bytes_between(from, seq);
+        self.sent_through = seq;
+    }
+
+    /// The reader has taken every entry up to `seq`: the window moves on.
+    fn credit(&mut self, seq: u64) {
+        if seq <= self.credited {
+            return;
+        }
+        let upto = seq.min(self.sent_through);
+        if upto > self.credited {
+            self.in_flight = self
+                .in_flight
+                .saturating_sub(self.bytes_between(self.credited, upto));
+        }
+        self.credited = seq;
+    }
+
     fn ack(&mut self, seq: u64) {
+        // What is acknowledged was taken.
+        self.credit(seq);
         let mut popped = 0;
         while self.entries.front().is_some_and(|e| e.seq <= seq) {
             let Some(e) = self.entries.pop_front() else {
@@ -512,6 +566,8 @@ impl OutputLog {
                 dropped: 0,
                 drop_from: 0,
                 sent_through: 0,
+                credited: 0,
+                in_flight: 0,
                 read_through: 0,
             })),
             appended: Arc::new(Notify::new()),
@@ -566,11 +622,31 @@ impl OutputLog {
         self.appended.notify_waiters();
     }
 
-    /// Forgets every entry up to and including `seq`, freeing its memory or spool space.
-    /// The daemon's reader has been sent every entry up to `seq` (on a replay: up to the one
-    /// before where it starts again).
+    /// The daemon's reader has been sent every entry up to `seq`.
     pub fn sent_through(&self, seq: u64) {
-        self.lock().sent_through = seq;
+        self.lock().mark_sent(seq);
+    }
+
+    /// A new reader starts from the oldest unacknowledged entry: nothing is in flight to it.
+    /// Returns (the first seq it gets, the newest seq now).
+    pub fn restart(&self) -> (u64, u64) {
+        let mut g = self.lock();
+        let from = g.entries.front().map_or(g.next_seq, |e| e.seq);
+        g.sent_through = from - 1;
+        g.credited = from - 1;
+        g.in_flight = 0;
+        (from, g.next_seq - 1)
+    }
+
+    /// The reader has taken every entry up to `seq` without acknowledging it (a `--keep`
+    /// receive): the window moves on, nothing is forgotten.
+    pub fn credit(&self, seq: u64) {
+        self.lock().credit(seq);
+    }
+
+    /// Output bytes that may be sent now (flow control, `OUTPUT_WINDOW`).
+    pub fn room(&self) -> u64 {
+        OUTPUT_WINDOW.saturating_sub(self.lock().in_flight)
     }
 
     pub fn ack(&self, seq: u64) {
@@ -832,6 +908,49 @@ mod tests {
             held <= 1_000_000 + 2 * COALESCE_MAX,
             "{held} bytes allocated"
         );
+    }
+
+    /// The window: what was sent and not yet taken counts against `OUTPUT_WINDOW`; an ack or
+    /// a credit gives it back, a replay starts it over, and a drop of an entry in flight
+    /// gives its bytes back too.
+    #[test]
+    fn the_window_counts_what_was_sent_and_not_yet_taken() {
+        let dir = tempdir();
+        let log = OutputLog::new(settings(BufferingMode::Spool, 1 << 10, dir.path()));
+        let chunk = vec![7u8; 1 << 20];
+        for _ in 0..6 {
+            push_apart(&log, &chunk);
+        }
+        assert_eq!(log.room(), OUTPUT_WINDOW);
+        let (from, last) = log.restart();
+        assert_eq!((from, last), (1, 6));
+        log.sent_through(4);
+        assert_eq!(log.room(), 0, "four MiB in flight");
+        log.credit(1);
+        assert_eq!(log.room(), 1 << 20, "a credit moves the window");
+        assert_eq!(log.first_unacked(), 1, "and forgets nothing");
+        log.ack(2);
+        assert_eq!(log.room(), 2 << 20);
+        assert_eq!(log.first_unacked(), 3);
+        log.credit(2);
+        assert_eq!(log.room(), 2 << 20, "an old credit changes nothing");
+        log.sent_through(6);
+        assert_eq!(log.room(), 0);
+        let (from, _) = log.restart();
+        assert_eq!(from, 3);
+        assert_eq!(log.room(), OUTPUT_WINDOW, "a replay starts over");
+        // A credit past what was sent: later sends of those entries do not count.
+        log.credit(4);
+        log.sent_through(5);
+        assert_eq!(log.room(), OUTPUT_WINDOW - (1 << 20));
+
+        let dropping = OutputLog::new(settings(BufferingMode::Drop, 4, dir.path()));
+        push_apart(&dropping, b"abcd");
+        dropping.restart();
+        dropping.sent_through(1);
+        assert_eq!(dropping.room(), OUTPUT_WINDOW - 4);
+        push_apart(&dropping, b"efgh"); // drops the entry in flight
+        assert_eq!(dropping.room(), OUTPUT_WINDOW);
     }
 
     #[test]

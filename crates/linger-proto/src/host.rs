@@ -55,8 +55,16 @@ pub enum DaemonToHost {
         #[serde(default)]
         channel: Channel,
     },
-    /// Forget a channel's log entries up to and including `seq`.
+    /// Forget a channel's log entries up to and including `seq`. Implies `Credit`.
     Ack {
+        #[serde(default)]
+        channel: Channel,
+        seq: u64,
+    },
+    /// The channel's reader has taken every entry up to `seq` but the host keeps them (a
+    /// `--keep` receive). The host sends at most `OUTPUT_WINDOW` bytes of output beyond the
+    /// highest `Ack` or `Credit` since the last `Replay`.
+    Credit {
         #[serde(default)]
         channel: Channel,
         seq: u64,

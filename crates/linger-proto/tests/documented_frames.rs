@@ -54,7 +54,7 @@ fn every_documented_example_is_what_the_encoder_writes() {
         (
             "Hello",
             framed(&ClientMsg::Hello(Hello {
-                protocol_version: 1,
+                protocol_version: 2,
                 client_id: CLIENT,
                 client_name: "x".into(),
             })),

@@ -365,8 +365,7 @@ impl Connection {
     /// Starts receiving a session's kept output; it arrives through the returned stream,
     /// which ends with the server's summary.
     pub fn receive(&self, req: Receive) -> Result<CommandStream> {
-        let keep = req.keep;
-        self.receive_request(Request::Receive(req), keep)
+        self.receive_request(Request::Receive(req))
     }
 
     /// Like [`Connection::receive`], for one job's output.
@@ -376,14 +375,11 @@ impl Connection {
         job_id: Uuid,
         keep: bool,
     ) -> Result<CommandStream> {
-        self.receive_request(
-            Request::ReceiveJob {
-                instance_id,
-                job_id,
-                keep,
-            },
+        self.receive_request(Request::ReceiveJob {
+            instance_id,
+            job_id,
             keep,
-        )
+        })
     }
 
     pub async fn list_configurations(&self) -> Result<Vec<linger_proto::types::ConfigurationInfo>> {
@@ -426,18 +422,18 @@ impl Connection {
         }
     }
 
-    fn receive_request(&self, request: Request, keep: bool) -> Result<CommandStream> {
+    fn receive_request(&self, request: Request) -> Result<CommandStream> {
         let (rid, rx) = self.start(request)?;
-        Ok(self.stream(rid, rx, Until::Received, !keep))
+        Ok(self.stream(rid, rx, Until::Received))
     }
 
-    /// A stream of request `rid`'s answers, acknowledging them if `ack`.
+    /// A stream of request `rid`'s answers, acknowledging them as they are taken (a `--keep`
+    /// receive too: the daemon then only moves the window, PROTOCOL.md §7.2).
     fn stream(
         &self,
         rid: u64,
         rx: mpsc::UnboundedReceiver<ServerMsg>,
         until: Until,
-        ack: bool,
     ) -> CommandStream {
         CommandStream {
             job_id: None,
@@ -446,7 +442,6 @@ impl Connection {
             rid,
             rx,
             until,
-            ack,
             summary: None,
             unacked_bytes: 0,
             ack_sent: None,
@@ -496,7 +491,7 @@ impl Connection {
             // Nothing more comes for it: the output waits on the server for a receive.
             self.forget(rid);
         }
-        let mut stream = self.stream(rid, rx, Until::Finished(command_id), true);
+        let mut stream = self.stream(rid, rx, Until::Finished(command_id));
         stream.done = detached;
         stream.job_id = job_id;
         stream.input = input;
@@ -684,8 +679,6 @@ pub struct CommandStream {
     job_id: Option<Uuid>,
     /// The command's forwarded input (an invoke with `stdin`).
     input: Option<Input>,
-    /// Acknowledge what arrives (a `--keep` receive does not).
-    ack: bool,
     summary: Option<ReceiveSummary>,
     unacked_bytes: usize,
     /// The latest acknowledgement sent, until it is on the wire.
@@ -875,7 +868,7 @@ impl CommandStream {
     /// acknowledgement is on the wire.
     fn ack(&mut self) -> Option<oneshot::Receiver<()>> {
         self.unacked_bytes = 0;
-        if self.last_seq == 0 || !self.ack {
+        if self.last_seq == 0 {
             return None;
         }
         let (tx, rx) = oneshot::channel();

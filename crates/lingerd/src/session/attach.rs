@@ -30,7 +30,7 @@ impl Session {
         let chans = std::iter::once(&mut g.fg).chain(g.jobs.values_mut());
         for c in chans {
             if let Some(s) = c.subscriber.take() {
-                c.evicted = Some((s.conn, s.rid, s.relayed));
+                c.evicted = (!s.keep).then_some((s.conn, s.rid, s.relayed));
                 let _ = s.evicted.set(
                     ErrorBody::new(
                         ErrorKind::Detached,

@@ -52,6 +52,9 @@ struct Subscriber {
     finished: HashMap<Uuid, u64>,
     /// The command an invoke subscribes for.
     command: Option<Uuid>,
+    /// A `--keep` receive: its acknowledgements only move the host's window (`Credit`),
+    /// they forget nothing.
+    keep: bool,
     evicted: Eviction,
 }
 

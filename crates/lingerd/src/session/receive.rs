@@ -27,7 +27,8 @@ impl Session {
             let name = self.meta.name.clone();
             let c = g.chan(channel);
             if let Some(old) = c.subscriber.take() {
-                c.evicted = Some((old.conn, old.rid, old.relayed));
+                // An evicted `--keep` receive acknowledges nothing: it only ever credited.
+                c.evicted = (!old.keep).then_some((old.conn, old.rid, old.relayed));
                 let _ = old.evicted.set(
                     ErrorBody::new(
                         ErrorKind::Detached,
@@ -42,7 +43,11 @@ impl Session {
             }
             self.attach(&mut g, req.client);
             self.set_buffering(&mut g, req.buffering);
-            self.subscribe(&mut g, channel, req.conn, req.rid, None, &req.tx)
+            let evicted = self.subscribe(&mut g, channel, req.conn, req.rid, None, &req.tx);
+            if let Some(s) = g.chan(channel).subscriber.as_mut() {
+                s.keep = req.keep;
+            }
+            evicted
         };
         let mut until: Option<u64> = None;
         loop {

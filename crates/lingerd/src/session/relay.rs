@@ -201,32 +201,39 @@ impl Session {
 
     /// Request `rid` of connection `conn` has received everything up to `seq`. Only the
     /// current subscriber may acknowledge, and only what was relayed to it: anything else
-    /// would make the host forget output nobody has seen.
+    /// would make the host forget output nobody has seen. A `--keep` receive's
+    /// acknowledgement becomes a `Credit`: the host sends more, and forgets nothing.
     pub fn ack(&self, conn: u64, rid: u64, seq: u64) {
-        let channel = {
+        let message = {
             let mut g = self.lock();
             let g = &mut *g;
             let chans = std::iter::once((None, &mut g.fg))
                 .chain(g.jobs.iter_mut().map(|(id, c)| (Some(*id), c)));
             let mut found = None;
             for (channel, c) in chans {
-                let relayed = match (&c.subscriber, c.evicted) {
-                    (Some(s), _) if s.is(conn, rid) => s.relayed,
-                    (None, Some((cn, r, relayed))) if cn == conn && r == rid => relayed,
+                let (relayed, keep) = match (&c.subscriber, c.evicted) {
+                    (Some(s), _) if s.is(conn, rid) => (s.relayed, s.keep),
+                    (None, Some((cn, r, relayed))) if cn == conn && r == rid => (relayed, false),
                     _ => continue,
                 };
                 let seq = seq.min(relayed);
-                if seq > c.acked {
+                if keep {
+                    found = Some(DaemonToHost::Credit { channel, seq });
+                } else if seq > c.acked {
                     c.acked = seq;
-                    found = Some((channel, seq));
+                    found = Some(DaemonToHost::Ack { channel, seq });
                 }
                 break;
             }
             found
         };
-        if let Some((channel, seq)) = channel {
-            self.send(DaemonToHost::Ack { channel, seq });
-            self.bump();
+        match message {
+            Some(m @ DaemonToHost::Ack { .. }) => {
+                self.send(m);
+                self.bump();
+            }
+            Some(m) => self.send(m),
+            None => {}
         }
     }
 
@@ -252,6 +259,7 @@ impl Session {
             dropped_reported: 0,
             finished: HashMap::new(),
             command,
+            keep: false,
             evicted: evicted.clone(),
         });
         c.replays_pending += 1;
