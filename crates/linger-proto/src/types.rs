@@ -152,6 +152,8 @@ pub enum ErrorKind {
     Detached,
     /// The request is malformed or a value is out of range.
     InvalidRequest,
+    /// The name is taken by another live session of the principal (NewSession).
+    Exists,
     /// A server limit refuses the request.
     Limit,
     /// Authentication failed or is required.

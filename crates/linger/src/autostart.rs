@@ -1,167 +1,25 @@
-//! The local transport: the per-user daemon's Unix socket, starting `lingerd` on demand
-//! (detached, as tmux starts its server) when nothing answers.
+//! The local transport: the per-user daemon's Unix socket, reached (and its daemon started on
+//! demand) as the socket's contract in `linger_proto::local` says.
 
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
 
+use linger_proto::local::StartError;
 use tokio::net::UnixStream;
 
 use crate::error::{Error, Result};
 
-/// How long a freshly started daemon gets to open its socket.
-const START_TIMEOUT: Duration = Duration::from_secs(10);
+pub use linger_proto::local::daemon_program;
 
-/// Connects to the daemon's socket, starting the daemon first if nothing listens. The
-/// socket's directory must be this user's (or root's) alone, and the daemon that answers
-/// must run as this user or root: otherwise nothing is sent.
+/// Connects to the daemon's socket, starting the daemon first if nothing listens
+/// ([`linger_proto::local::connect_or_start`]).
 pub async fn connect_or_start(socket: &Path) -> Result<UnixStream> {
-    check_socket_dir(socket)?;
-    match UnixStream::connect(socket).await {
-        Ok(s) => return verified(s, socket),
-        Err(e) if is_absent(&e) => {}
-        Err(e) => {
-            return Err(Error::Unreachable {
+    linger_proto::local::connect_or_start(socket)
+        .await
+        .map_err(|e| match e {
+            StartError::Unreachable(reason) => Error::Unreachable {
                 computer: "localhost".into(),
-                reason: format!("{}: {e}", socket.display()),
-            })
-        }
-    }
-    let mut child = spawn_daemon(socket)?;
-    let started = Instant::now();
-    // Set once our daemon exited because another client's daemon won the race to start:
-    // from then on, wait for that one's socket.
-    let mut lost_race = false;
-    loop {
-        check_socket_dir(socket)?;
-        match UnixStream::connect(socket).await {
-            Ok(s) => {
-                // Reap the daemon if it ever exits while we live; it usually outlives us.
-                std::thread::spawn(move || {
-                    let _ = child.wait();
-                });
-                return verified(s, socket);
-            }
-            Err(e) if is_absent(&e) => {}
-            Err(e) => {
-                return Err(Error::Unreachable {
-                    computer: "localhost".into(),
-                    reason: format!("{}: {e}", socket.display()),
-                })
-            }
-        }
-        if !lost_race {
-            if let Ok(Some(status)) = child.try_wait() {
-                let mut why = String::new();
-                if let Some(mut err) = child.stderr.take() {
-                    use std::io::Read;
-                    let _ = err.read_to_string(&mut why);
-                }
-                let why = why.lines().last().unwrap_or("").trim().to_string();
-                if why.contains("already serving") {
-                    lost_race = true;
-                } else {
-                    return Err(Error::Autostart(if why.is_empty() {
-                        format!("lingerd exited with {status}")
-                    } else {
-                        why
-                    }));
-                }
-            }
-        }
-        if started.elapsed() > START_TIMEOUT {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(Error::Autostart(format!(
-                "lingerd did not open {} within {}s",
-                socket.display(),
-                START_TIMEOUT.as_secs()
-            )));
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
-fn my_uid() -> u32 {
-    nix::unistd::geteuid().as_raw()
-}
-
-/// Refuses a socket directory another user could have made or could write (one not made
-/// yet is fine: the daemon makes it, and it is checked again before connecting).
-fn check_socket_dir(socket: &Path) -> Result<()> {
-    let Some(dir) = socket.parent() else {
-        return Ok(());
-    };
-    if !dir.exists() {
-        return Ok(());
-    }
-    linger_proto::local::check_dir(dir, my_uid()).map_err(|e| Error::Unreachable {
-        computer: "localhost".into(),
-        reason: e.to_string(),
-    })
-}
-
-/// The connection, if the daemon on it runs as this user or as root (SO_PEERCRED).
-fn verified(stream: UnixStream, socket: &Path) -> Result<UnixStream> {
-    let peer = stream.peer_cred().map_err(|e| Error::Unreachable {
-        computer: "localhost".into(),
-        reason: format!("cannot tell who serves {}: {e}", socket.display()),
-    })?;
-    let me = my_uid();
-    if peer.uid() != me && peer.uid() != 0 {
-        return Err(Error::Unreachable {
-            computer: "localhost".into(),
-            reason: format!(
-                "the daemon on {} runs as uid {}, not as you (uid {me}) or root: refusing to talk to it",
-                socket.display(),
-                peer.uid()
-            ),
-        });
-    }
-    Ok(stream)
-}
-
-fn is_absent(e: &std::io::Error) -> bool {
-    matches!(
-        e.kind(),
-        std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
-    )
-}
-
-/// `$LINGERD` if set, else `lingerd` beside this executable (or its parent directory, for
-/// examples and tests under target/), else `lingerd` on the PATH.
-pub fn daemon_program() -> PathBuf {
-    if let Some(p) = std::env::var_os("LINGERD").filter(|p| !p.is_empty()) {
-        return PathBuf::from(p);
-    }
-    if let Ok(exe) = std::env::current_exe() {
-        for dir in exe.ancestors().skip(1).take(2) {
-            let candidate = dir.join("lingerd");
-            if candidate.is_file() {
-                return candidate;
-            }
-        }
-    }
-    PathBuf::from("lingerd")
-}
-
-fn spawn_daemon(socket: &Path) -> Result<std::process::Child> {
-    let program = daemon_program();
-    let mut cmd = Command::new(&program);
-    cmd.arg("--socket")
-        .arg(socket)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    // SAFETY: setsid is async-signal-safe; detaching from our terminal and process group
-    // keeps the daemon alive after this client exits or is interrupted.
-    unsafe {
-        cmd.pre_exec(|| {
-            nix::unistd::setsid()?;
-            Ok(())
-        });
-    }
-    cmd.spawn()
-        .map_err(|e| Error::Autostart(format!("cannot run {}: {e}", program.display())))
+                reason,
+            },
+            StartError::Start(why) => Error::Autostart(why),
+        })
 }

@@ -554,11 +554,7 @@ impl Client {
                     })?;
                     return Ok(SessionView::from_info(stored, info));
                 }
-                Err(Error::Server(e))
-                    if opts.name.is_none()
-                        && e.kind == ErrorKind::InvalidRequest
-                        && e.message.contains("already exists") =>
-                {
+                Err(Error::Server(e)) if opts.name.is_none() && e.kind == ErrorKind::Exists => {
                     continue
                 }
                 Err(e) => return Err(e),

@@ -111,7 +111,7 @@ impl Error {
                 ServerKind::NotFound | ServerKind::Closed => Kind::NotFound,
                 ServerKind::Busy => Kind::Busy,
                 ServerKind::Auth => Kind::Auth,
-                ServerKind::InvalidRequest => Kind::Usage,
+                ServerKind::InvalidRequest | ServerKind::Exists => Kind::Usage,
                 ServerKind::Protocol => Kind::Connection,
                 ServerKind::Detached => Kind::Disconnected,
                 ServerKind::Limit | ServerKind::Internal => Kind::Other,

@@ -637,7 +637,7 @@ impl Daemon {
             )
             .map_err(|refusal| match refusal {
                 registry::Refusal::NameTaken => ErrorBody::new(
-                    ErrorKind::InvalidRequest,
+                    ErrorKind::Exists,
                     format!(
                         "a session named '{}' already exists on {}",
                         req.name, self.computer_name

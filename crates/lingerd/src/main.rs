@@ -59,7 +59,14 @@ fn main() {
     }
     if let Err(e) = run(args) {
         eprintln!("lingerd: error: {e:#}");
-        std::process::exit(1);
+        // A starter that lost the race to start a daemon connects to the winner instead.
+        let code = match e.downcast_ref::<lingerd::instance::InstanceError>() {
+            Some(lingerd::instance::InstanceError::AlreadyRunning { .. }) => {
+                linger_proto::local::EXIT_ALREADY_SERVING
+            }
+            _ => 1,
+        };
+        std::process::exit(code);
     }
 }
 
@@ -265,7 +272,7 @@ fn stdio_bridge(socket: Option<PathBuf>) -> Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     let stream = runtime
-        .block_on(linger::connect_or_start(&socket))
+        .block_on(linger_proto::local::connect_or_start(&socket))
         .with_context(|| format!("cannot reach the daemon on {}", socket.display()))?
         .into_std()
         .context("cannot take over the daemon connection")?;

@@ -24,7 +24,11 @@ fn a_second_daemon_refuses_cleanly() {
     let second = lingerd(dir.path()).output().expect("second");
     let _ = first.kill();
     let _ = first.wait();
-    assert_eq!(second.status.code(), Some(1));
+    assert_eq!(
+        second.status.code(),
+        Some(linger_proto::local::EXIT_ALREADY_SERVING),
+        "a starter that lost the race tells it by this status"
+    );
     let err = String::from_utf8_lossy(&second.stderr);
     assert!(
         err.starts_with("lingerd: error: another lingerd (pid")

@@ -3,6 +3,9 @@
 
 use std::path::PathBuf;
 
+mod autostart;
+pub use autostart::{connect_or_start, daemon_program, StartError, EXIT_ALREADY_SERVING};
+
 /// `$XDG_RUNTIME_DIR/linger`, else `/tmp/linger-$UID`.
 pub fn runtime_dir() -> PathBuf {
     match std::env::var_os("XDG_RUNTIME_DIR")
