@@ -169,36 +169,67 @@ async fn hostile_input_closes_only_that_connection() {
         other => panic!("expected Goodbye, got {other:?}"),
     }
 
-    // Garbage after a good handshake.
-    let (r, wr) = tokio::net::UnixStream::connect(w.socket())
-        .await
-        .expect("connect")
-        .into_split();
-    let mut writer = linger_proto::frame::FrameWriter::new(wr);
-    writer
-        .write(&linger_proto::client::ClientMsg::Hello(
+    // Garbage after a good handshake: a message that is not one, a data frame too short for
+    // its header, an output frame (which only a server sends), input with a channel.
+    let not_a_message = {
+        let body = linger_proto::frame::encode(&"not a message").expect("encode");
+        let mut f = (body.len() as u32).to_be_bytes().to_vec();
+        f.extend_from_slice(&body);
+        f
+    };
+    let data_frame = |body: &[u8]| {
+        let mut f = (linger_proto::data::DATA_FLAG | body.len() as u32)
+            .to_be_bytes()
+            .to_vec();
+        f.extend_from_slice(body);
+        f
+    };
+    let output = linger_proto::frame::to_wire(&linger_proto::server::ServerMsg::Output {
+        rid: 1,
+        seq: 1,
+        command_id: uuid::Uuid::nil(),
+        stream: linger_proto::types::StreamKind::Stdout,
+        data: bytes::Bytes::from_static(b"forged"),
+    })
+    .expect("encode");
+    let mut with_channel = linger_proto::frame::to_wire(&linger_proto::client::ClientMsg::Stdin {
+        rid: 1,
+        command_id: uuid::Uuid::nil(),
+        offset: 0,
+        data: bytes::Bytes::from_static(b"x"),
+        eof: false,
+    })
+    .expect("encode");
+    with_channel[4 + 10] = 1;
+    for garbage in [not_a_message, data_frame(&[2, 0, 0]), output, with_channel] {
+        let (r, mut wr) = tokio::net::UnixStream::connect(w.socket())
+            .await
+            .expect("connect")
+            .into_split();
+        let hello = linger_proto::frame::to_wire(&linger_proto::client::ClientMsg::Hello(
             linger_proto::client::Hello {
                 protocol_version: linger_proto::PROTOCOL_VERSION,
                 client_id: uuid::Uuid::new_v4(),
                 client_name: "test".into(),
             },
         ))
-        .await
-        .expect("hello");
-    let mut reader = linger_proto::frame::FrameReader::new(r);
-    assert!(matches!(
-        reader.read::<linger_proto::server::ServerMsg>().await,
-        Ok(Some(linger_proto::server::ServerMsg::Welcome(_)))
-    ));
-    writer.write(&"not a message").await.expect("write");
-    assert!(matches!(
-        reader.read::<linger_proto::server::ServerMsg>().await,
-        Ok(Some(linger_proto::server::ServerMsg::Goodbye { .. }))
-    ));
-    assert!(matches!(
-        reader.read::<linger_proto::server::ServerMsg>().await,
-        Ok(None)
-    ));
+        .expect("encode");
+        wr.write_all(&hello).await.expect("hello");
+        let mut reader = linger_proto::frame::FrameReader::new(r);
+        assert!(matches!(
+            reader.read::<linger_proto::server::ServerMsg>().await,
+            Ok(Some(linger_proto::server::ServerMsg::Welcome(_)))
+        ));
+        wr.write_all(&garbage).await.expect("write");
+        assert!(matches!(
+            reader.read::<linger_proto::server::ServerMsg>().await,
+            Ok(Some(linger_proto::server::ServerMsg::Goodbye { .. }))
+        ));
+        assert!(matches!(
+            reader.read::<linger_proto::server::ServerMsg>().await,
+            Ok(None)
+        ));
+    }
 
     // The daemon and the session carry on.
     let (out, _, status) = run(&client, &s.entry, "echo fine").await;

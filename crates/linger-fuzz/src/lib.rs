@@ -49,14 +49,10 @@ impl Rng {
     }
 }
 
-/// One length-prefixed frame holding `msg`, as the wire carries it.
-fn framed<T: serde::Serialize>(msg: &T) -> Vec<u8> {
-    let body = linger_proto::frame::encode(msg)
-        .map(|b| b.to_vec())
-        .unwrap_or_default();
-    let mut out = (body.len() as u32).to_be_bytes().to_vec();
-    out.extend_from_slice(&body);
-    out
+/// One length-prefixed frame holding `msg`, as the wire carries it (a data frame for output
+/// and input).
+fn framed<T: linger_proto::data::Wire>(msg: &T) -> Vec<u8> {
+    linger_proto::frame::to_wire(msg).unwrap_or_default()
 }
 
 /// A real key (made with `ssh-keygen -t ed25519`) and a real SshSig by it in the login
@@ -287,7 +283,7 @@ pub fn mutate(rng: &mut Rng, input: &[u8], other: &[u8]) -> Vec<u8> {
 }
 
 /// Reads every frame of `input` as `T` until the end or the first error.
-async fn read_all<T: serde::de::DeserializeOwned>(input: &[u8]) {
+async fn read_all<T: linger_proto::data::Wire>(input: &[u8]) {
     let mut reader = FrameReader::new(input);
     while let Ok(Some(_)) = reader.read::<T>().await {}
 }
@@ -422,15 +418,20 @@ pub async fn run(
 
 /// Used by tests and by the binary alike: a corpus entry must decode before mutation.
 pub fn corpus_decodes() -> bool {
+    use linger_proto::frame::{message, Frame};
     corpus().iter().all(|input| {
         let mut rest = &input[..];
         while rest.len() >= 4 {
-            let n = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
-            let body = &rest[4..4 + n];
-            let any = linger_proto::frame::decode::<ClientMsg>(body).is_ok()
-                || linger_proto::frame::decode::<ServerMsg>(body).is_ok()
-                || linger_proto::frame::decode::<DaemonToHost>(body).is_ok()
-                || linger_proto::frame::decode::<HostToDaemon>(body).is_ok();
+            let word = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]);
+            let n = (word & !linger_proto::data::DATA_FLAG) as usize;
+            let frame = || Frame {
+                data: word & linger_proto::data::DATA_FLAG != 0,
+                body: bytes::BytesMut::from(&rest[4..4 + n]),
+            };
+            let any = message::<ClientMsg>(frame()).is_ok()
+                || message::<ServerMsg>(frame()).is_ok()
+                || message::<DaemonToHost>(frame()).is_ok()
+                || message::<HostToDaemon>(frame()).is_ok();
             if !any {
                 return false;
             }

@@ -1,6 +1,10 @@
-//! Framing: every message is a big-endian `u32` length followed by that many bytes of
-//! MessagePack (maps with named fields, enums externally tagged).
+//! Framing: every message is a big-endian `u32` length followed by that many bytes: of
+//! MessagePack (maps with named fields, enums externally tagged), or, with the length's top
+//! bit set, of a data frame (`data.rs`: output and forwarded input, a fixed header and the
+//! bytes).
 
+use std::collections::VecDeque;
+use std::io::IoSlice;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -9,6 +13,8 @@ use futures_util::StreamExt;
 use serde::{de::DeserializeOwned, Serialize};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio_util::codec::{Decoder, FramedRead};
+
+use crate::data::{DataHeader, Wire, DATA_FLAG, HEADER_LEN};
 
 /// Largest frame either side accepts. A peer announcing more is malformed and the
 /// connection is closed; output is chunked far below this.
@@ -22,6 +28,8 @@ pub enum FrameError {
     Decode(#[from] rmp_serde::decode::Error),
     #[error("cannot encode message: {0}")]
     Encode(#[from] rmp_serde::encode::Error),
+    #[error("malformed data frame: {0}")]
+    Data(String),
 }
 
 impl FrameError {
@@ -29,7 +37,7 @@ impl FrameError {
     /// the connection simply failing).
     pub fn is_malformed(&self) -> bool {
         match self {
-            FrameError::Decode(_) => true,
+            FrameError::Decode(_) | FrameError::Data(_) => true,
             FrameError::Io(e) => e.kind() == std::io::ErrorKind::InvalidData,
             FrameError::Encode(_) => false,
         }
@@ -115,15 +123,23 @@ impl Drop for FrameCodec {
     }
 }
 
+/// A frame's body, and whether it is a data frame.
+#[derive(Debug)]
+pub struct Frame {
+    pub data: bool,
+    pub body: BytesMut,
+}
+
 impl Decoder for FrameCodec {
-    type Item = BytesMut;
+    type Item = Frame;
     type Error = std::io::Error;
 
-    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<BytesMut>, std::io::Error> {
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, std::io::Error> {
         if src.len() < 4 {
             return Ok(None);
         }
-        let len = u32::from_be_bytes([src[0], src[1], src[2], src[3]]) as usize;
+        let word = u32::from_be_bytes([src[0], src[1], src[2], src[3]]);
+        let len = (word & !DATA_FLAG) as usize;
         if len > self.max {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::InvalidData,
@@ -153,9 +169,12 @@ impl Decoder for FrameCodec {
             return Ok(None);
         }
         self.uncharge();
-        let mut frame = src.split_to(whole);
-        frame.advance(4);
-        Ok(Some(frame))
+        let mut body = src.split_to(whole);
+        body.advance(4);
+        Ok(Some(Frame {
+            data: word & DATA_FLAG != 0,
+            body,
+        }))
     }
 }
 
@@ -165,6 +184,40 @@ pub fn encode<T: Serialize>(msg: &T) -> Result<Bytes, FrameError> {
 
 pub fn decode<T: DeserializeOwned>(frame: &[u8]) -> Result<T, FrameError> {
     Ok(rmp_serde::from_slice(frame)?)
+}
+
+/// The message a frame carries.
+pub fn message<T: Wire>(frame: Frame) -> Result<T, FrameError> {
+    if frame.data {
+        let header = DataHeader::decode(&frame.body).map_err(FrameError::Data)?;
+        let payload = frame.body.freeze().slice(HEADER_LEN..);
+        return T::from_data(header, payload).map_err(FrameError::Data);
+    }
+    let msg: T = decode(&frame.body)?;
+    if msg.as_data().is_some() {
+        return Err(FrameError::Data(
+            "output and input travel only as data frames".into(),
+        ));
+    }
+    Ok(msg)
+}
+
+/// One whole frame holding `msg`, length word included, as the wire carries it.
+pub fn to_wire<T: Wire>(msg: &T) -> Result<Vec<u8>, FrameError> {
+    let mut out = Vec::new();
+    match msg.as_data() {
+        Some((header, payload)) => {
+            out.put_u32(DATA_FLAG | (HEADER_LEN + payload.len()) as u32);
+            header.encode(&mut out);
+            out.extend_from_slice(payload);
+        }
+        None => {
+            let body = rmp_serde::to_vec_named(msg)?;
+            out.put_u32(body.len() as u32);
+            out.extend_from_slice(&body);
+        }
+    }
+    Ok(out)
 }
 
 /// Reading half of a framed connection.
@@ -195,7 +248,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     }
 
     /// Next message, or `None` at a clean end of stream.
-    pub async fn read<T: DeserializeOwned>(&mut self) -> Result<Option<T>, FrameError> {
+    pub async fn read<T: Wire>(&mut self) -> Result<Option<T>, FrameError> {
         match self.inner.next().await {
             None => Ok(None),
             // TLS reports a peer that closed without close_notify as an unexpected end; at a
@@ -207,38 +260,77 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 Ok(None)
             }
             Some(Err(e)) => Err(e.into()),
-            Some(Ok(buf)) => Ok(Some(decode(&buf)?)),
+            Some(Ok(frame)) => Ok(Some(message(frame)?)),
         }
     }
 }
 
-/// Writing half of a framed connection. Messages are encoded straight into one reused
-/// buffer (length prefix patched in afterwards), so output does not cost an allocation
-/// and a copy per frame on its way to the socket.
+/// Writing half of a framed connection. Control messages are encoded straight into one
+/// reused buffer (length prefix patched in afterwards); a data frame's header goes there
+/// too, and its payload, unless small, is queued as it is and written with the buffer in one
+/// vectored write: output crosses a relay without being copied.
 pub struct FrameWriter<W> {
     w: W,
     buf: BytesMut,
+    /// Written before what `buf` holds now, in order.
+    queue: VecDeque<Bytes>,
+    queued: usize,
 }
 
 /// Above this much queued, `feed` writes to the socket without waiting for `flush`.
 const WRITE_BATCH: usize = 1 << 20;
+/// Payloads up to this size are copied into the buffer: cheaper than an I/O vector entry.
+const COPY_UP_TO: usize = 4 * 1024;
+/// I/O vector entries per write.
+const MAX_SLICES: usize = 64;
 
 impl<W: AsyncWrite + Unpin> FrameWriter<W> {
     pub fn new(w: W) -> Self {
         FrameWriter {
             w,
             buf: BytesMut::with_capacity(64 * 1024),
+            queue: VecDeque::new(),
+            queued: 0,
         }
     }
 
-    pub async fn write<T: Serialize>(&mut self, msg: &T) -> Result<(), FrameError> {
+    pub async fn write<T: Wire>(&mut self, msg: &T) -> Result<(), FrameError> {
         self.feed(msg).await?;
         self.flush().await
     }
 
     /// Queues a message without flushing: callers batching several frames call
     /// [`FrameWriter::flush`] once afterwards.
-    pub async fn feed<T: Serialize>(&mut self, msg: &T) -> Result<(), FrameError> {
+    pub async fn feed<T: Wire>(&mut self, msg: &T) -> Result<(), FrameError> {
+        match msg.as_data() {
+            Some((header, payload)) => self.put_data(&header, payload)?,
+            None => self.put_control(msg)?,
+        }
+        if self.buf.len() + self.queued >= WRITE_BATCH {
+            self.write_out().await?;
+        }
+        Ok(())
+    }
+
+    fn put_data(&mut self, header: &DataHeader, payload: &Bytes) -> Result<(), FrameError> {
+        let len = HEADER_LEN + payload.len();
+        if len > MAX_FRAME_LEN {
+            return Err(too_big(len));
+        }
+        self.buf.put_u32(DATA_FLAG | len as u32);
+        header.encode(&mut self.buf);
+        if payload.len() <= COPY_UP_TO {
+            self.buf.extend_from_slice(payload);
+        } else {
+            let before = self.buf.split().freeze();
+            self.queued += before.len() + payload.len();
+            self.queue.push_back(before);
+            self.queue.push_back(payload.clone());
+        }
+        Ok(())
+    }
+
+    fn put_control<T: Serialize>(&mut self, msg: &T) -> Result<(), FrameError> {
         let start = self.buf.len();
         self.buf.put_u32(0);
         let encoded = rmp_serde::encode::write_named(&mut (&mut self.buf).writer(), msg);
@@ -249,27 +341,59 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
         }
         if len > MAX_FRAME_LEN {
             self.buf.truncate(start);
-            return Err(FrameError::Io(std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                format!("message of {len} bytes exceeds the frame limit of {MAX_FRAME_LEN}"),
-            )));
+            return Err(too_big(len));
         }
         self.buf[start..start + 4].copy_from_slice(&(len as u32).to_be_bytes());
-        if self.buf.len() >= WRITE_BATCH {
-            self.w.write_all(&self.buf).await?;
-            self.buf.clear();
+        Ok(())
+    }
+
+    /// Writes everything queued and buffered, in order, in vectored writes.
+    async fn write_out(&mut self) -> Result<(), FrameError> {
+        if !self.buf.is_empty() {
+            let rest = self.buf.split().freeze();
+            self.queued += rest.len();
+            self.queue.push_back(rest);
+        }
+        while !self.queue.is_empty() {
+            let slices: Vec<IoSlice<'_>> = self
+                .queue
+                .iter()
+                .take(MAX_SLICES)
+                .map(|b| IoSlice::new(b))
+                .collect();
+            let mut n = self.w.write_vectored(&slices).await?;
+            if n == 0 {
+                return Err(FrameError::Io(std::io::ErrorKind::WriteZero.into()));
+            }
+            self.queued -= n;
+            while n > 0 {
+                let Some(front) = self.queue.front_mut() else {
+                    break;
+                };
+                if n >= front.len() {
+                    n -= front.len();
+                    self.queue.pop_front();
+                } else {
+                    front.advance(n);
+                    n = 0;
+                }
+            }
         }
         Ok(())
     }
 
     pub async fn flush(&mut self) -> Result<(), FrameError> {
-        if !self.buf.is_empty() {
-            self.w.write_all(&self.buf).await?;
-            self.buf.clear();
-        }
+        self.write_out().await?;
         self.w.flush().await?;
         Ok(())
     }
+}
+
+fn too_big(len: usize) -> FrameError {
+    FrameError::Io(std::io::Error::new(
+        std::io::ErrorKind::InvalidInput,
+        format!("message of {len} bytes exceeds the frame limit of {MAX_FRAME_LEN}"),
+    ))
 }
 
 /// Both halves of a connection over one socket.
@@ -363,10 +487,10 @@ mod tests {
         src.put_u32(1);
         src.put_u8(9);
         let frame = codec.decode(&mut src).expect("frame").expect("complete");
-        assert_eq!(frame.len(), body.len());
+        assert_eq!(frame.body.len(), body.len());
         assert_eq!(budget.held(), 0);
         assert_eq!(
-            &codec.decode(&mut src).expect("next").expect("small")[..],
+            &codec.decode(&mut src).expect("next").expect("small").body[..],
             [9]
         );
     }

@@ -8,6 +8,7 @@
 
 pub mod auth;
 pub mod client;
+pub mod data;
 pub mod frame;
 pub mod host;
 pub mod input;

@@ -1,4 +1,4 @@
-//! The hex dumps in docs/PROTOCOL.md §4 are real encoder output: each message below, framed,
+//! The hex dumps in docs/PROTOCOL.md §4 (and the data frames of §3.1) are real encoder output: each message below, framed,
 //! must appear there as one block of hex lines. A client written from the document alone
 //! relies on them.
 
@@ -16,10 +16,8 @@ const INSTANCE: Uuid = Uuid::from_u128(0x0f0e0d0c_0b0a_0908_0706_050403020100);
 const COMMAND: Uuid = Uuid::from_u128(0xa0a1a2a3_a4a5_a6a7_a8a9_aaabacadaeaf);
 const JOB: Uuid = Uuid::from_u128(0xb0b1b2b3_b4b5_b6b7_b8b9_babbbcbdbebf);
 
-fn framed<T: serde::Serialize>(msg: &T) -> String {
-    let body = linger_proto::frame::encode(msg).expect("encode");
-    let mut all = (body.len() as u32).to_be_bytes().to_vec();
-    all.extend_from_slice(&body);
+fn framed<T: linger_proto::data::Wire>(msg: &T) -> String {
+    let all = linger_proto::frame::to_wire(msg).expect("encode");
     all.iter()
         .map(|b| format!("{b:02x}"))
         .collect::<Vec<_>>()

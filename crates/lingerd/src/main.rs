@@ -193,6 +193,11 @@ fn run(args: Args) -> Result<()> {
 
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        // Taken before the socket exists: from then on logrotate or a reload may signal us,
+        // and SIGHUP's and SIGUSR1's default action would end the daemon.
+        let hup = signal(SignalKind::hangup());
+        let usr1 = signal(SignalKind::user_defined1());
         // We hold the lock, so a socket file here is a dead daemon's.
         if paths.socket.exists() {
             std::fs::remove_file(&paths.socket).with_context(|| {
@@ -210,8 +215,8 @@ fn run(args: Args) -> Result<()> {
             .await
             .context("cannot prepare the state directory")?;
         start_tls(&daemon, &paths, &listen).await?;
-        tokio::spawn(reload_on_hangup(Arc::clone(&daemon), config_path.clone()));
-        tokio::spawn(reopen_logs_on_usr1());
+        tokio::spawn(reload_on_hangup(hup, Arc::clone(&daemon), config_path.clone()));
+        tokio::spawn(reopen_logs_on_usr1(usr1));
         tracing::info!(socket = %paths.socket.display(), pid = std::process::id(), "lingerd listening");
         quiet_stderr();
         lingerd::serve_unix(Arc::clone(&daemon), listener, shutdown_signal()).await;
@@ -323,9 +328,12 @@ fn pump(mut from: impl std::io::Read, mut to: impl std::io::Write) -> std::io::R
 
 /// SIGHUP reloads the configuration file and its drop-ins. A configuration with errors is
 /// not taken: the one in force stays, and the log says why (file, line, field).
-async fn reload_on_hangup(daemon: Arc<lingerd::Daemon>, path: PathBuf) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+async fn reload_on_hangup(
+    hup: std::io::Result<tokio::signal::unix::Signal>,
+    daemon: Arc<lingerd::Daemon>,
+    path: PathBuf,
+) {
+    let Ok(mut hup) = hup else {
         tracing::warn!("cannot listen for SIGHUP; the configuration cannot be reloaded");
         return;
     };
@@ -338,9 +346,8 @@ async fn reload_on_hangup(daemon: Arc<lingerd::Daemon>, path: PathBuf) {
 }
 
 /// SIGUSR1: open the log files again (logrotate's convention, after moving them away).
-async fn reopen_logs_on_usr1() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let Ok(mut usr1) = signal(SignalKind::user_defined1()) else {
+async fn reopen_logs_on_usr1(usr1: std::io::Result<tokio::signal::unix::Signal>) {
+    let Ok(mut usr1) = usr1 else {
         tracing::warn!("cannot listen for SIGUSR1; the logs cannot be reopened");
         return;
     };
