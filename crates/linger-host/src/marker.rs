@@ -47,6 +47,11 @@ impl MarkerScanner {
     pub fn feed(&mut self, chunk: Bytes, out: &mut Vec<Piece>) {
         let mut buf = if self.pending.is_empty() {
             chunk
+        } else if self.pending_is_data(&chunk) {
+            // What was held back is not a marker after all: the chunk goes on uncopied (output
+            // of NULs ends every read with a possible marker start).
+            out.push(Piece::Data(Bytes::from(std::mem::take(&mut self.pending))));
+            chunk
         } else {
             let mut b = BytesMut::with_capacity(self.pending.len() + chunk.len());
             b.extend_from_slice(&self.pending);
@@ -119,6 +124,18 @@ impl MarkerScanner {
         (!rest.is_empty()).then(|| Bytes::from(rest))
     }
 
+    /// Whether no marker starts in the held-back bytes, given the chunk that follows them
+    /// (false when the chunk is too short to tell).
+    fn pending_is_data(&self, chunk: &[u8]) -> bool {
+        let need = self.needle.len() - 1;
+        if chunk.len() < need {
+            return false;
+        }
+        let mut bridge = self.pending.clone();
+        bridge.extend_from_slice(&chunk[..need]);
+        !memmem::find(&bridge, &self.needle).is_some_and(|at| at < self.pending.len())
+    }
+
     /// Length of the longest suffix of `buf` that is a proper prefix of the needle.
     fn partial_suffix(&self, buf: &[u8]) -> usize {
         let max = (self.needle.len() - 1).min(buf.len());
@@ -173,6 +190,28 @@ mod tests {
                 ],
                 "split at {split}"
             );
+        }
+    }
+
+    /// A read ending in a possible marker start holds back only that; when the next read
+    /// shows it was data, that read goes on as it is, not copied.
+    #[test]
+    fn a_held_back_byte_costs_no_copy_of_the_next_read() {
+        let mut s = MarkerScanner::stdout("n1");
+        let mut out = Vec::new();
+        s.feed(data(b"abc\0"), &mut out);
+        let next = Bytes::from(vec![0u8; 1 << 16]);
+        let at = next.as_ptr();
+        s.feed(next, &mut out);
+        assert_eq!(out.len(), 3, "{out:?}");
+        assert_eq!(out[0], Piece::Data(data(b"abc")));
+        assert_eq!(out[1], Piece::Data(data(b"\0")));
+        match &out[2] {
+            Piece::Data(d) => {
+                assert_eq!(d.as_ptr(), at, "the read was copied");
+                assert_eq!(d.len(), (1 << 16) - 1, "its own last byte is held back");
+            }
+            other => panic!("unexpected {other:?}"),
         }
     }
 
