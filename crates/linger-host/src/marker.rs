@@ -133,7 +133,7 @@ impl MarkerScanner {
         }
         let mut bridge = self.pending.clone();
         bridge.extend_from_slice(&chunk[..need]);
-        !memmem::find(&bridge, &self.needle).is_some_and(|at| at < self.pending.len())
+        memmem::find(&bridge, &self.needle).is_none_or(|at| at >= self.pending.len())
     }
 
     /// Length of the longest suffix of `buf` that is a proper prefix of the needle.
