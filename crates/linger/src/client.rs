@@ -1052,3 +1052,96 @@ impl Client {
         result
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(attachment: Attachment, running: bool, closed: bool) -> SessionInfo {
+        SessionInfo {
+            instance_id: Uuid::new_v4(),
+            name: "s".into(),
+            configuration_name: "default".into(),
+            owner: "me".into(),
+            created_at_ms: 0,
+            attachment,
+            closed_reason: closed.then(|| "removed".to_string()),
+            running_command: running.then(|| "sleep 9".to_string()),
+            idle_timeout_ms: 0,
+            output_buffering_mode: BufferingMode::Block,
+            disconnected_at_ms: None,
+            expires_at_ms: None,
+            pending_output_bytes: 0,
+            dropped_output_bytes: 0,
+            jobs: 0,
+        }
+    }
+
+    fn entry() -> Entry {
+        Entry {
+            id: 1,
+            instance_id: Uuid::new_v4(),
+            name: "s".into(),
+            computer_name: "localhost".into(),
+            configuration_name: "default".into(),
+            created_at_ms: 0,
+            closed_reason: None,
+        }
+    }
+
+    /// SPEC §3's table of State and Availability, row by row, for every combination the
+    /// server can report.
+    #[test]
+    fn state_and_availability_follow_the_spec_table() {
+        use Attachment::{None as Nobody, Other, You};
+        let rows = [
+            // (attachment, running, closed) -> (State, Availability)
+            (
+                (You, false, false),
+                (State::Opened, Availability::Available),
+            ),
+            ((You, true, false), (State::Opened, Availability::Busy)),
+            (
+                (Other, false, false),
+                (State::Disconnected, Availability::Busy),
+            ),
+            (
+                (Other, true, false),
+                (State::Disconnected, Availability::Busy),
+            ),
+            (
+                (Nobody, false, false),
+                (State::Disconnected, Availability::None),
+            ),
+            (
+                (Nobody, true, false),
+                (State::Disconnected, Availability::None),
+            ),
+            ((You, true, true), (State::Closed, Availability::None)),
+            ((Other, false, true), (State::Closed, Availability::None)),
+            ((Nobody, false, true), (State::Closed, Availability::None)),
+        ];
+        for ((attachment, running, closed), expected) in rows {
+            let view = SessionView::from_info(entry(), info(attachment, running, closed));
+            assert_eq!(
+                (view.state, view.availability),
+                expected,
+                "attached {attachment:?}, running {running}, closed {closed}"
+            );
+            assert_eq!(view.reason.is_some(), closed, "a closed session says why");
+        }
+        let unreachable = SessionView::broken(entry(), "connection refused".into());
+        assert_eq!(
+            (unreachable.state, unreachable.availability),
+            (State::Broken, Availability::None)
+        );
+        let mut gone = entry();
+        gone.closed_reason = Some("timed out".into());
+        let known_closed = SessionView::closed(gone);
+        assert_eq!(
+            (known_closed.state, known_closed.availability),
+            (State::Closed, Availability::None)
+        );
+        assert_eq!(known_closed.reason.as_deref(), Some("timed out"));
+    }
+}
