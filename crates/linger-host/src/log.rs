@@ -14,6 +14,7 @@
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::{Bytes, BytesMut};
@@ -26,12 +27,36 @@ use crate::spool::Spool;
 /// How a session's log is bounded, from its settings and limits.
 pub struct LogSettings {
     pub mode: BufferingMode,
-    /// Bytes of output kept in memory (the session's output_buffer_size; >= 1).
-    pub memory_cap: u64,
+    /// The session's output memory (`output_buffer_size` over all its logs together).
+    pub memory: Arc<MemoryQuota>,
     /// File used by spool mode (created on first use, in the session's state directory).
     pub spool_path: PathBuf,
     /// The session's spool space (`spool_limit` over all its logs together).
     pub spool_quota: std::sync::Arc<crate::spool::SpoolQuota>,
+}
+
+/// The output memory all of a session's logs share (`output_buffer_size`): each log counts
+/// what it holds here, and a writer waiting for room in one log is woken when any log frees
+/// some.
+pub struct MemoryQuota {
+    cap: u64,
+    held: AtomicU64,
+    freed: Arc<Notify>,
+}
+
+impl MemoryQuota {
+    pub fn new(cap: u64) -> Arc<MemoryQuota> {
+        Arc::new(MemoryQuota {
+            cap: cap.max(1),
+            held: AtomicU64::new(0),
+            freed: Arc::new(Notify::new()),
+        })
+    }
+
+    /// Output bytes the session's logs hold in memory now.
+    pub fn held(&self) -> u64 {
+        self.held.load(Ordering::Acquire)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -195,9 +220,9 @@ struct Inner {
     entries: VecDeque<Record>,
     /// Sequence number the next entry gets; entries are numbered from 1.
     next_seq: u64,
-    /// Output bytes held in memory.
+    /// Output bytes this log holds in memory (counted in `quota` too).
     memory: u64,
-    memory_cap: u64,
+    quota: Arc<MemoryQuota>,
     spool: Spool,
     /// Output bytes discarded since the session started: the counter `Dropped` ranges refer to.
     dropped: u64,
@@ -216,6 +241,14 @@ struct Inner {
     /// oldest such entry here, so it stays cheap behind a long run of `Finished` or spooled
     /// entries. Entries before it never change back into droppable ones.
     drop_from: usize,
+}
+
+impl Drop for Inner {
+    /// A forgotten log (a removed job's) gives its memory back to the session.
+    fn drop(&mut self) {
+        self.quota.held.fetch_sub(self.memory, Ordering::AcqRel);
+        self.quota.freed.notify_waiters();
+    }
 }
 
 impl Inner {
@@ -242,8 +275,20 @@ impl Inner {
         self.entries.push_back(Record { seq, kept });
     }
 
+    fn hold(&mut self, n: u64) {
+        self.memory += n;
+        self.quota.held.fetch_add(n, Ordering::AcqRel);
+    }
+
+    fn release_memory(&mut self, n: u64) {
+        self.memory -= n;
+        self.quota.held.fetch_sub(n, Ordering::AcqRel);
+        // A writer of another log (in another mode) may now have room.
+        self.quota.freed.notify_waiters();
+    }
+
     fn append_in_memory(&mut self, command_id: Uuid, stream: StreamKind, data: Bytes) {
-        self.memory += data.len() as u64;
+        self.hold(data.len() as u64);
         let read_through = self.read_through;
         if let Some(Record {
             seq,
@@ -282,37 +327,41 @@ impl Inner {
         }
     }
 
-    /// `block`: admits a chunk while memory is below the cap, so memory may exceed it by at
-    /// most one chunk, and a chunk larger than the cap still gets through.
+    /// `block`: admits a chunk while the session's memory is below the cap, so memory may
+    /// exceed it by at most one chunk per log, and a chunk larger than the cap still gets
+    /// through.
     fn push_blocking(&mut self, command_id: Uuid, stream: StreamKind, data: &Bytes) -> bool {
-        if self.memory >= self.memory_cap {
+        if self.quota.held() >= self.quota.cap {
             return false;
         }
         self.append_in_memory(command_id, stream, data.clone());
         true
     }
 
-    /// `drop`: discards the oldest output in memory until the chunk fits, so memory never
-    /// exceeds the cap. Output spooled before a switch from `spool` stays: it costs no memory,
-    /// and its room in the file was granted already.
+    /// `drop`: discards this log's oldest output in memory until the chunk fits, so the
+    /// session's memory never exceeds the cap. What still does not fit (a chunk larger than
+    /// the cap, or room the session's other logs hold) is the chunk's head, discarded too.
+    /// Output spooled before a switch from `spool` stays: it costs no memory, and its room in
+    /// the file was granted already.
     fn push_dropping(&mut self, command_id: Uuid, stream: StreamKind, mut data: Bytes) {
+        let cap = self.quota.cap;
         let len = data.len() as u64;
-        let excess = len.saturating_sub(self.memory_cap);
-        if excess > 0 {
-            // Only the chunk's tail can be kept. Copied, because a slice would keep the whole
-            // chunk's allocation alive and memory would exceed the cap after all.
-            data = Bytes::copy_from_slice(&data[excess as usize..]);
-        }
-        while self.memory + data.len() as u64 > self.memory_cap {
+        while self.quota.held() + len.min(cap) > cap {
             if !self.drop_oldest() {
                 break;
             }
         }
+        let excess = len.saturating_sub(cap.saturating_sub(self.quota.held()));
         if excess > 0 {
+            // Only the chunk's tail can be kept. Copied, because a slice would keep the whole
+            // chunk's allocation alive and memory would exceed the cap after all.
+            data = Bytes::copy_from_slice(&data[excess as usize..]);
             // Counted after the older output, so that ranges grow along the log.
             self.append_dropped(excess);
         }
-        self.append_in_memory(command_id, stream, data);
+        if !data.is_empty() {
+            self.append_in_memory(command_id, stream, data);
+        }
     }
 
     /// Replaces the oldest output held in memory, in place, by a `Dropped` entry, merged into
@@ -324,7 +373,7 @@ impl Inner {
         else {
             return false;
         };
-        self.memory -= len;
+        self.release_memory(len);
         if self.in_flight_seq(self.entries[i].seq) {
             self.in_flight -= len;
         }
@@ -385,7 +434,7 @@ impl Inner {
     /// then as `block` (which is also the way out when the file cannot be written).
     fn push_spooling(&mut self, command_id: Uuid, stream: StreamKind, data: &Bytes) -> bool {
         let len = data.len() as u64;
-        if self.memory + len <= self.memory_cap {
+        if self.quota.held() + len <= self.quota.cap {
             self.append_in_memory(command_id, stream, data.clone());
             return true;
         }
@@ -453,7 +502,7 @@ impl Inner {
                 Kept::Output {
                     data: Data::Memory(b),
                     ..
-                } => self.memory -= b.len() as u64,
+                } => self.release_memory(b.len() as u64),
                 Kept::Output {
                     data: Data::Spooled { len, .. },
                     ..
@@ -549,7 +598,8 @@ pub struct OutputLog {
     inner: Arc<Mutex<Inner>>,
     /// Signalled when entries are appended.
     appended: Arc<Notify>,
-    /// Signalled when writers may be able to go on: space freed, or the mode changed.
+    /// Signalled when writers may be able to go on: space freed in any of the session's logs
+    /// (it is the session's `MemoryQuota`'s), or the mode changed.
     freed: Arc<Notify>,
 }
 
@@ -561,7 +611,7 @@ impl OutputLog {
                 entries: VecDeque::new(),
                 next_seq: 1,
                 memory: 0,
-                memory_cap: settings.memory_cap.max(1),
+                quota: settings.memory.clone(),
                 spool: Spool::new(settings.spool_path, settings.spool_quota),
                 dropped: 0,
                 drop_from: 0,
@@ -571,7 +621,7 @@ impl OutputLog {
                 read_through: 0,
             })),
             appended: Arc::new(Notify::new()),
-            freed: Arc::new(Notify::new()),
+            freed: settings.memory.freed.clone(),
         }
     }
 
@@ -709,7 +759,7 @@ impl OutputLog {
         let g = self.lock();
         LogSettings {
             mode: g.mode,
-            memory_cap: g.memory_cap,
+            memory: g.quota.clone(),
             spool_path,
             spool_quota: g.spool.quota(),
         }
@@ -728,7 +778,7 @@ mod tests {
     fn settings(mode: BufferingMode, memory_cap: u64, dir: &Path) -> LogSettings {
         LogSettings {
             mode,
-            memory_cap,
+            memory: MemoryQuota::new(memory_cap),
             spool_path: dir.join("spool"),
             spool_quota: crate::spool::SpoolQuota::new(100 << 20),
         }
@@ -841,6 +891,67 @@ mod tests {
         log.ack(3);
         assert!(log.is_empty());
         assert_eq!(log.first_unacked(), 4);
+    }
+
+    /// `output_buffer_size` holds for all of a session's logs together: what one holds, the
+    /// others cannot take, under every mode; a writer waiting in one log goes on when another
+    /// frees room, and a forgotten log gives its memory back.
+    #[tokio::test]
+    async fn the_session_memory_is_shared_by_its_logs() {
+        let dir = tempdir();
+        let fg = OutputLog::new(settings(BufferingMode::Block, 8, dir.path()));
+        let like = |mode: BufferingMode, name: &str| {
+            let log = OutputLog::new(fg.settings_like(dir.path().join(name)));
+            log.set_mode(mode);
+            log
+        };
+        push_apart(&fg, b"12345678");
+        let quota = fg.lock().quota.clone();
+        assert_eq!(quota.held(), 8);
+
+        let dropping = like(BufferingMode::Drop, "d.spool");
+        push_apart(&dropping, b"abcd");
+        let entries = all(&dropping);
+        assert!(
+            matches!(
+                entries[..],
+                [Entry {
+                    kind: EntryKind::Dropped {
+                        from_total: 0,
+                        to_total: 4
+                    },
+                    ..
+                }]
+            ),
+            "no room anywhere: the chunk is dropped ({entries:?})"
+        );
+        assert_eq!(quota.held(), 8);
+
+        let spooling = like(BufferingMode::Spool, "s.spool");
+        push_apart(&spooling, b"efgh");
+        assert_eq!(quota.held(), 8, "it went to the spool file");
+        assert_eq!(spooling.pending_bytes(), 4);
+
+        let blocking = like(BufferingMode::Block, "b.spool");
+        let writer = {
+            let blocking = blocking.clone();
+            tokio::spawn(async move {
+                blocking
+                    .push_output(
+                        Uuid::new_v4(),
+                        StreamKind::Stdout,
+                        Bytes::from_static(b"ij"),
+                    )
+                    .await
+            })
+        };
+        tokio::task::yield_now().await;
+        assert!(!writer.is_finished(), "the session's memory is full");
+        fg.ack(fg.last_seq());
+        writer.await.expect("writer task");
+        assert_eq!(quota.held(), 2);
+        drop(blocking);
+        assert_eq!(quota.held(), 0, "a forgotten log gives its memory back");
     }
 
     #[tokio::test]

@@ -88,7 +88,7 @@ impl HostState {
         let (tx, rx) = mpsc::unbounded_channel();
         let log = OutputLog::new(LogSettings {
             mode: spec.settings.buffering,
-            memory_cap: spec.meta.output_buffer_size,
+            memory: crate::log::MemoryQuota::new(spec.meta.output_buffer_size),
             spool_path: std::path::Path::new(&spec.session_dir).join("spool"),
             spool_quota: crate::spool::SpoolQuota::new(spec.meta.spool_limit),
         });
