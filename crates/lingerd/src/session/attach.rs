@@ -29,18 +29,15 @@ impl Session {
         let name = &self.meta.name;
         let chans = std::iter::once(&mut g.fg).chain(g.jobs.values_mut());
         for c in chans {
-            if let Some(s) = c.subscriber.take() {
-                c.evicted = (!s.keep).then_some((s.conn, s.rid, s.relayed));
-                let _ = s.evicted.set(
-                    ErrorBody::new(
-                        ErrorKind::Detached,
-                        format!("session {name} was disconnected: {why}"),
-                    )
-                    .with_hint(format!(
-                        "its commands keep running; `linger receive {name}` gets their output"
-                    )),
-                );
-            }
+            c.evict(
+                ErrorBody::new(
+                    ErrorKind::Detached,
+                    format!("session {name} was disconnected: {why}"),
+                )
+                .with_hint(format!(
+                    "its commands keep running; `linger receive {name}` gets their output"
+                )),
+            );
         }
         self.push_settings(g);
     }
@@ -183,11 +180,7 @@ impl Session {
         if let Some(s) = g.fg.subscriber.as_ref().filter(|s| s.conn == conn) {
             // An invoke whose end was acknowledged just before its client left (the CLI
             // exits right after acknowledging) got everything: nothing to disconnect.
-            let acked = g.fg.acked;
-            let delivered = s
-                .command
-                .and_then(|c| s.finished.get(&c))
-                .is_some_and(|&seq| acked >= seq);
+            let delivered = s.command.is_some_and(|c| g.fg.delivered(c));
             g.fg.subscriber = None;
             if g.closed.is_none() && !delivered {
                 self.detach(&mut g, "its client went away while receiving output");

@@ -36,14 +36,14 @@ impl Session {
                         None
                     } else {
                         self.attach(&mut g, req.client);
-                        Some(self.subscribe(
-                            &mut g,
-                            None,
+                        let sub = Subscriber::new(
                             req.conn,
                             req.rid,
+                            req.tx.clone(),
                             Some(command_id),
-                            &req.tx,
-                        ))
+                            false,
+                        );
+                        Some(self.subscribe(&mut g, None, sub))
                     };
                     break evicted;
                 }
@@ -131,18 +131,19 @@ impl Session {
         loop {
             {
                 let mut g = self.lock();
-                let Some(s) = g.fg.subscriber.as_ref().filter(|s| s.is(req.conn, req.rid)) else {
+                if !g
+                    .fg
+                    .subscriber
+                    .as_ref()
+                    .is_some_and(|s| s.is(req.conn, req.rid))
+                {
                     return match evicted.get() {
                         Some(e) => Err(e.clone()),
                         // Its connection is gone: nobody to answer.
                         None => Ok(()),
                     };
-                };
-                let delivered = s
-                    .finished
-                    .get(&command_id)
-                    .is_some_and(|&seq| g.fg.acked >= seq);
-                if delivered {
+                }
+                if g.fg.delivered(command_id) {
                     g.fg.subscriber = None;
                     let shell_gone = g.closed.is_some() && !g.host_gone;
                     drop(g);

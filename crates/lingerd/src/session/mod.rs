@@ -12,7 +12,7 @@
 //! so a command's requester never has its output taken by the next one.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use linger_proto::client::InvokeKind;
@@ -30,57 +30,13 @@ use tokio::sync::{mpsc, oneshot, watch};
 use uuid::Uuid;
 
 mod attach;
+mod channel;
 mod input;
 mod invoke;
 mod receive;
 mod relay;
 
-/// Why a subscriber was taken away, for the request it served.
-type Eviction = Arc<OnceLock<ErrorBody>>;
-
-/// Where one request wants the session's output to go.
-struct Subscriber {
-    conn: u64,
-    rid: u64,
-    tx: mpsc::Sender<ServerMsg>,
-    /// Highest entry relayed to it: it cannot acknowledge more.
-    relayed: u64,
-    /// The host's dropped-bytes counter as far as this subscriber has been told.
-    dropped_seen_to: u64,
-    dropped_reported: u64,
-    /// Seq of each command end relayed to it.
-    finished: HashMap<Uuid, u64>,
-    /// The command an invoke subscribes for.
-    command: Option<Uuid>,
-    /// A `--keep` receive: its acknowledgements only move the host's window (`Credit`),
-    /// they forget nothing.
-    keep: bool,
-    evicted: Eviction,
-}
-
-impl Subscriber {
-    fn is(&self, conn: u64, rid: u64) -> bool {
-        self.conn == conn && self.rid == rid
-    }
-}
-
-/// The relay's state for one output log of the host (see [`Channel`]).
-#[derive(Default)]
-struct ChannelState {
-    subscriber: Option<Subscriber>,
-    /// The last subscriber taken away by a detach: (conn, rid, relayed). It still receives
-    /// what was relayed before its error, and may acknowledge that much until someone else
-    /// subscribes, so the next receiver does not get it twice.
-    evicted: Option<(u64, u64, u64)>,
-    /// `Replay`s sent whose `Replaying` has not come back: entries until then are stale.
-    replays_pending: u32,
-    /// Where the last replay started.
-    replay_from: u64,
-    /// Highest entry acknowledged by a client (or known to be gone from the host).
-    acked: u64,
-    /// Highest entry known to exist in the host's log.
-    known_last: u64,
-}
+use channel::{ChannelState, Eviction, HostEntry, Subscriber};
 
 impl Inner {
     fn chan(&mut self, channel: Channel) -> &mut ChannelState {
@@ -241,10 +197,7 @@ impl Session {
                 host_gone: false,
                 closed: status.shell_exited.clone(),
                 running: status.running.as_ref().map(|(id, _)| *id),
-                fg: ChannelState {
-                    known_last: status.last_seq,
-                    ..ChannelState::default()
-                },
+                fg: ChannelState::holding(status.last_seq),
                 jobs: HashMap::new(),
                 entered: None,
                 input: None,

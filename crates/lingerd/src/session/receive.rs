@@ -24,30 +24,21 @@ impl Session {
             // A subscriber here is this same client's (the session is attached to it): an
             // older request, or one on a connection that went silent and that this receive
             // resumes. The newest wins; the older one is told.
-            let name = self.meta.name.clone();
-            let c = g.chan(channel);
-            if let Some(old) = c.subscriber.take() {
-                // An evicted `--keep` receive acknowledges nothing: it only ever credited.
-                c.evicted = (!old.keep).then_some((old.conn, old.rid, old.relayed));
-                let _ = old.evicted.set(
-                    ErrorBody::new(
-                        ErrorKind::Detached,
-                        format!(
-                            "{}'s output was taken over by another request of this client",
-                            what_of(&name, channel)
-                        ),
-                    )
-                    .with_hint("`linger receive` gets it here again"),
-                );
+            let why = ErrorBody::new(
+                ErrorKind::Detached,
+                format!(
+                    "{}'s output was taken over by another request of this client",
+                    what_of(&self.meta.name, channel)
+                ),
+            )
+            .with_hint("`linger receive` gets it here again");
+            if g.chan(channel).evict(why) {
                 tracing::info!(session = %self.meta.instance_id, "output taken over by a newer request of the same client");
             }
             self.attach(&mut g, req.client);
             self.set_buffering(&mut g, req.buffering);
-            let evicted = self.subscribe(&mut g, channel, req.conn, req.rid, None, &req.tx);
-            if let Some(s) = g.chan(channel).subscriber.as_mut() {
-                s.keep = req.keep;
-            }
-            evicted
+            let sub = Subscriber::new(req.conn, req.rid, req.tx.clone(), None, req.keep);
+            self.subscribe(&mut g, channel, sub)
         };
         let mut until: Option<u64> = None;
         loop {
@@ -88,15 +79,7 @@ impl Session {
                 };
                 if c.replays_pending == 0 {
                     let until = *until.get_or_insert(c.known_last);
-                    let done = if req.keep {
-                        until < c.replay_from || s.relayed >= until || host_gone
-                    } else {
-                        // The host reports an empty log right after the last ack, so the
-                        // counts are current when the receive ends.
-                        let drained = c.acked >= c.known_last && pending == 0;
-                        (!running && drained) || host_gone
-                    };
-                    if done {
+                    if c.receive_complete(req.keep, until, running, pending, host_gone) {
                         let summary = ReceiveSummary {
                             commands_finished: s.finished.len() as u32,
                             dropped_output_bytes: s.dropped_reported,

@@ -2,15 +2,6 @@
 
 use super::*;
 
-/// An entry from the host, to relay.
-pub(super) enum Relayed {
-    Output(ServerMsgMaker),
-    Finished(Uuid, ServerMsgMaker),
-    Dropped { from_total: u64, to_total: u64 },
-}
-
-type ServerMsgMaker = Box<dyn FnOnce(u64) -> ServerMsg + Send>;
-
 impl Session {
     /// Reads the host until it goes away; returns why the session ended.
     pub(super) async fn relay(
@@ -34,14 +25,12 @@ impl Session {
                     stream,
                     data,
                 } => {
-                    let make = Box::new(move |rid| ServerMsg::Output {
-                        rid,
-                        seq,
+                    let entry = HostEntry::Output {
                         command_id,
                         stream,
                         data,
-                    });
-                    self.forward(channel, seq, Relayed::Output(make)).await
+                    };
+                    self.forward(channel, seq, entry).await
                 }
                 HostToDaemon::Finished {
                     channel,
@@ -49,14 +38,8 @@ impl Session {
                     command_id,
                     status,
                 } => {
-                    let make = Box::new(move |rid| ServerMsg::Finished {
-                        rid,
-                        seq,
-                        command_id,
-                        status,
-                    });
-                    self.forward(channel, seq, Relayed::Finished(command_id, make))
-                        .await
+                    let entry = HostEntry::Finished { command_id, status };
+                    self.forward(channel, seq, entry).await
                 }
                 HostToDaemon::Dropped {
                     channel,
@@ -64,30 +47,18 @@ impl Session {
                     from_total,
                     to_total,
                 } => {
-                    self.forward(
-                        channel,
-                        seq,
-                        Relayed::Dropped {
-                            from_total,
-                            to_total,
-                        },
-                    )
-                    .await
+                    let entry = HostEntry::Dropped {
+                        from_total,
+                        to_total,
+                    };
+                    self.forward(channel, seq, entry).await
                 }
                 HostToDaemon::Replaying {
                     channel,
                     from,
                     last,
                 } => {
-                    let mut g = self.lock();
-                    let c = g.chan(channel);
-                    c.replays_pending = c.replays_pending.saturating_sub(1);
-                    c.replay_from = from;
-                    // Whatever precedes `from` is gone from the host: acknowledged by a
-                    // client this daemon never saw (before a restart), or never written.
-                    c.acked = c.acked.max(from.saturating_sub(1));
-                    c.known_last = c.known_last.max(last);
-                    drop(g);
+                    self.lock().chan(channel).on_replaying(from, last);
                     self.bump();
                 }
                 HostToDaemon::Status(status) => {
@@ -149,38 +120,10 @@ impl Session {
         "its session host exited unexpectedly".to_string()
     }
 
-    pub(super) async fn forward(&self, channel: Channel, seq: u64, entry: Relayed) {
-        let (tx, msg) = {
-            let mut g = self.lock();
-            let c = g.chan(channel);
-            c.known_last = c.known_last.max(seq);
-            if c.replays_pending > 0 {
-                return;
-            }
-            let Some(s) = c.subscriber.as_mut() else {
-                return;
-            };
-            // Recorded before sending: the requester's acknowledgement may come back
-            // before this task runs again.
-            s.relayed = seq;
-            let rid = s.rid;
-            let msg = match entry {
-                Relayed::Output(make) => make(rid),
-                Relayed::Finished(cmd, make) => {
-                    s.finished.insert(cmd, seq);
-                    make(rid)
-                }
-                Relayed::Dropped {
-                    from_total,
-                    to_total,
-                } => {
-                    let bytes = to_total.saturating_sub(from_total.max(s.dropped_seen_to));
-                    s.dropped_seen_to = s.dropped_seen_to.max(to_total);
-                    s.dropped_reported += bytes;
-                    ServerMsg::Dropped { rid, seq, bytes }
-                }
-            };
-            (s.tx.clone(), msg)
+    /// Relays entry `seq` of `channel` to its subscriber, if the rules say so.
+    pub(super) async fn forward(&self, channel: Channel, seq: u64, entry: HostEntry) {
+        let Some((tx, msg)) = self.lock().chan(channel).on_entry(seq, entry) else {
+            return;
         };
         let finished = matches!(msg, ServerMsg::Finished { .. });
         if tx.send(msg).await.is_err() {
@@ -207,25 +150,10 @@ impl Session {
         let message = {
             let mut g = self.lock();
             let g = &mut *g;
-            let chans = std::iter::once((None, &mut g.fg))
-                .chain(g.jobs.iter_mut().map(|(id, c)| (Some(*id), c)));
-            let mut found = None;
-            for (channel, c) in chans {
-                let (relayed, keep) = match (&c.subscriber, c.evicted) {
-                    (Some(s), _) if s.is(conn, rid) => (s.relayed, s.keep),
-                    (None, Some((cn, r, relayed))) if cn == conn && r == rid => (relayed, false),
-                    _ => continue,
-                };
-                let seq = seq.min(relayed);
-                if keep {
-                    found = Some(DaemonToHost::Credit { channel, seq });
-                } else if seq > c.acked {
-                    c.acked = seq;
-                    found = Some(DaemonToHost::Ack { channel, seq });
-                }
-                break;
-            }
-            found
+            std::iter::once((None, &mut g.fg))
+                .chain(g.jobs.iter_mut().map(|(id, c)| (Some(*id), c)))
+                .find(|(_, c)| c.acknowledges(conn, rid))
+                .and_then(|(channel, c)| c.on_ack(channel, conn, rid, seq))
         };
         match message {
             Some(m @ DaemonToHost::Ack { .. }) => {
@@ -237,32 +165,9 @@ impl Session {
         }
     }
 
-    /// Makes `req` the subscriber and asks the host to replay what is kept.
-    pub(super) fn subscribe(
-        &self,
-        g: &mut Inner,
-        channel: Channel,
-        conn: u64,
-        rid: u64,
-        command: Option<Uuid>,
-        tx: &mpsc::Sender<ServerMsg>,
-    ) -> Eviction {
-        let evicted: Eviction = Arc::new(OnceLock::new());
-        let c = g.chan(channel);
-        c.evicted = None;
-        c.subscriber = Some(Subscriber {
-            conn,
-            rid,
-            tx: tx.clone(),
-            relayed: 0,
-            dropped_seen_to: 0,
-            dropped_reported: 0,
-            finished: HashMap::new(),
-            command,
-            keep: false,
-            evicted: evicted.clone(),
-        });
-        c.replays_pending += 1;
+    /// Makes `sub` the channel's subscriber and asks the host to replay what is kept.
+    pub(super) fn subscribe(&self, g: &mut Inner, channel: Channel, sub: Subscriber) -> Eviction {
+        let evicted = g.chan(channel).subscribe(sub);
         self.send(DaemonToHost::Replay { channel });
         evicted
     }
