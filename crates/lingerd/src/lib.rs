@@ -12,6 +12,7 @@ pub mod identity;
 pub mod instance;
 mod keyfile;
 mod keyopts;
+mod liveness;
 pub mod logfile;
 pub mod paths;
 mod registry;
@@ -88,16 +89,8 @@ pub struct Daemon {
     requests: Arc<tokio::sync::Semaphore>,
     /// Unfinished frames of all welcomed client connections.
     frame_budget: Arc<linger_proto::frame::FrameBudget>,
-    /// When each client last showed a sign of life (any message).
-    clients: Mutex<HashMap<Uuid, Instant>>,
-    /// Clients not heard from since this daemon started get their heartbeat timeout from
-    /// here: a restart must not look like their silence (moved forward by stalls, as
-    /// `clients` are).
-    started: Mutex<Instant>,
-    /// When the daemon last looked at its clients' liveness (the sweep, or a request): a gap
-    /// far beyond the sweep's period means the daemon itself did not run (SIGSTOP, a swap
-    /// storm), and the time it lost is not held against its clients.
-    last_looked: Mutex<Instant>,
+    /// When each client last showed a sign of life, and the heartbeat rule (`liveness.rs`).
+    liveness: Mutex<liveness::Liveness>,
     /// Failed TLS authentications per address.
     auth_throttle: auth::Throttle,
     /// A system daemon (run as root) runs each session as its principal's Unix user.
@@ -173,9 +166,11 @@ impl Daemon {
             ),
             requests: Arc::new(tokio::sync::Semaphore::new(MAX_REQUESTS)),
             frame_budget: linger_proto::frame::FrameBudget::new(MAX_PARTIAL_FRAME_BYTES),
-            clients: Mutex::new(HashMap::new()),
-            started: Mutex::new(Instant::now()),
-            last_looked: Mutex::new(Instant::now()),
+            liveness: Mutex::new(liveness::Liveness::new(
+                Instant::now(),
+                SWEEP_EVERY,
+                STALL_AFTER,
+            )),
             auth_throttle: auth::Throttle::default(),
             system: mode == Mode::System,
             own_user: user_name(nix::unistd::geteuid().as_raw()),
@@ -262,48 +257,33 @@ impl Daemon {
         }
     }
 
-    /// If the daemon has not run for a while (its sweep came late), moves every client's
-    /// last sign of life forward by the time lost: what they sent meanwhile is still unread
-    /// in their sockets, and silence the daemon could not hear is not theirs.
+    /// The daemon looks at its clients' liveness (the sweep, or a message): a stall is said
+    /// in the log, and its time is not held against them.
     fn absorb_stall(&self) {
-        let now = Instant::now();
-        let gap = {
-            let mut last = self.last_looked.lock().unwrap_or_else(|p| p.into_inner());
-            let gap = now.saturating_duration_since(*last);
-            *last = now;
-            gap
-        };
-        if gap <= STALL_AFTER {
-            return;
+        let stalled = self.live().look(Instant::now());
+        if let Some(gap) = stalled {
+            tracing::warn!(
+                "the daemon did not run for {}; its clients' silence meanwhile does not count",
+                humantime::format_duration(Duration::from_millis(gap.as_millis() as u64))
+            );
         }
-        let lost = gap - SWEEP_EVERY;
-        tracing::warn!(
-            "the daemon did not run for {}; its clients' silence meanwhile does not count",
-            humantime::format_duration(Duration::from_millis(gap.as_millis() as u64))
-        );
-        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
-        let mut started = self.started.lock().unwrap_or_else(|p| p.into_inner());
-        for seen in clients.values_mut().chain(std::iter::once(&mut *started)) {
-            *seen = (*seen + lost).min(now);
-        }
+    }
+
+    fn live(&self) -> std::sync::MutexGuard<'_, liveness::Liveness> {
+        self.liveness.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Why `client`'s attachments should be dropped, if it has been silent too long.
     fn lapsed(&self, client: Uuid) -> Option<String> {
         let timeout = self.config().server.heartbeat_timeout;
-        let last = self
-            .clients
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&client)
-            .copied()
-            .unwrap_or_else(|| *self.started.lock().unwrap_or_else(|p| p.into_inner()));
-        (last.elapsed() > timeout).then(|| {
-            format!(
-                "its client showed no sign of life for {}",
-                humantime::format_duration(timeout)
-            )
-        })
+        self.live()
+            .lapsed(client, Instant::now(), timeout)
+            .then(|| {
+                format!(
+                    "its client showed no sign of life for {}",
+                    humantime::format_duration(timeout)
+                )
+            })
     }
 
     /// `client` showed a sign of life. If it had been silent past the heartbeat timeout,
@@ -315,10 +295,7 @@ impl Daemon {
                 s.client_lapsed(client, &why);
             }
         }
-        self.clients
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(client, Instant::now());
+        self.live().heard(client, Instant::now());
     }
 
     /// The configuration in force (a snapshot: a reload swaps in a new one).
