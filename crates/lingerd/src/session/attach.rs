@@ -207,13 +207,7 @@ impl Session {
     /// Returns true when it did.
     pub fn expire_if_idle(&self, now_ms: i64) -> bool {
         let g = self.lock();
-        if g.terminating.is_some() || g.settings.attached_to.is_some() {
-            return false;
-        }
-        let Some(since) = g.settings.disconnected_at_ms else {
-            return false;
-        };
-        if now_ms < since.saturating_add(g.settings.idle_timeout_ms as i64) {
+        if g.terminating.is_some() || !idle_expired(&g.settings, now_ms) {
             return false;
         }
         let idle = human_ms(g.settings.idle_timeout_ms);
@@ -228,5 +222,49 @@ impl Session {
         );
         self.terminate(&format!("its idle timeout of {idle} expired"));
         true
+    }
+}
+
+/// Whether a session with these settings has been idle past its idle timeout at `now_ms`:
+/// attached to nobody, since `disconnected_at_ms`, for at least `idle_timeout_ms`.
+fn idle_expired(settings: &SessionSettings, now_ms: i64) -> bool {
+    if settings.attached_to.is_some() {
+        return false;
+    }
+    let timeout = i64::try_from(settings.idle_timeout_ms).unwrap_or(i64::MAX);
+    settings
+        .disconnected_at_ms
+        .is_some_and(|since| now_ms >= since.saturating_add(timeout))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(attached: bool, since: Option<i64>, timeout: u64) -> SessionSettings {
+        SessionSettings {
+            buffering: BufferingMode::Block,
+            attached_to: attached.then(Uuid::new_v4),
+            disconnected_at_ms: since,
+            idle_timeout_ms: timeout,
+        }
+    }
+
+    #[test]
+    fn a_session_expires_once_idle_for_its_timeout_and_never_while_attached() {
+        assert!(!idle_expired(&settings(false, Some(1000), 500), 1499));
+        assert!(idle_expired(&settings(false, Some(1000), 500), 1500));
+        assert!(
+            !idle_expired(&settings(true, Some(1000), 500), 9999),
+            "attached"
+        );
+        assert!(
+            !idle_expired(&settings(false, None, 500), 9999),
+            "never disconnected"
+        );
+        assert!(
+            !idle_expired(&settings(false, Some(i64::MAX - 1), u64::MAX), i64::MAX - 1),
+            "no overflow"
+        );
     }
 }
