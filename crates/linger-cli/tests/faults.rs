@@ -484,3 +484,39 @@ fn a_stalled_daemon_keeps_its_clients_attached() {
             .any(|l| l.contains(" s ") && l.contains("Disconnected"))
     });
 }
+
+/// The spawner (the small process that starts session hosts for the daemon, so that a daemon
+/// holding thousands of descriptors does not pay for them at every exec) holds none of the
+/// daemon's descriptors; killed, it is missed by no one: the daemon starts hosts itself.
+#[test]
+fn a_killed_spawner_leaves_the_daemon_starting_sessions() {
+    let mut w = World::new();
+    w.start_daemon();
+    let daemon = w.daemon_pid().expect("the daemon's pid");
+    let spawner = std::fs::read_dir("/proc")
+        .expect("/proc")
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .find(|&pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let ppid = stat
+                .rsplit_once(") ")
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<i32>().ok());
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            ppid == Some(daemon) && cmdline.starts_with(b"lingerd: spawner")
+        })
+        .expect("the daemon's spawner");
+    let fds = std::fs::read_dir(format!("/proc/{spawner}/fd"))
+        .expect("its descriptors")
+        .count();
+    assert_eq!(fds, 4, "the spawner holds its socket and stdio only");
+    w.ok(&["new", "localhost", "--name", "by-spawner"]);
+    assert_eq!(w.ok(&["invoke", "by-spawner", "--", "echo one"]), "one\n");
+    kill(spawner, Signal::SIGKILL);
+    eventually("the spawner to be gone", || !alive(spawner));
+    w.ok(&["new", "localhost", "--name", "by-daemon"]);
+    assert_eq!(w.ok(&["invoke", "by-daemon", "--", "echo two"]), "two\n");
+    eventually("the daemon to say so", || {
+        w.daemon_log().contains("the spawner exited")
+    });
+}

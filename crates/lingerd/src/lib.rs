@@ -20,7 +20,7 @@ mod remains;
 mod restricted;
 mod session;
 mod spawn;
-pub use spawn::raise_nofile;
+pub use spawn::{raise_nofile, spawner_main, start_spawner};
 pub mod tls;
 mod untrusted;
 

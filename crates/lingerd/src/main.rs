@@ -48,14 +48,19 @@ enum Internal {
     /// Internal: run one session host (started by lingerd).
     #[command(hide = true)]
     SessionHost,
+    /// Internal: the daemon's spawner of session hosts (started by lingerd).
+    #[command(hide = true)]
+    Spawner,
 }
 
 fn main() {
     seal_inherited_fds();
     linger_host::logging::tune_allocator();
     let args = Args::parse();
-    if let Some(Internal::SessionHost) = args.command {
-        linger_host::host_process();
+    match args.command {
+        Some(Internal::SessionHost) => linger_host::host_process(),
+        Some(Internal::Spawner) => lingerd::spawner_main(),
+        None => {}
     }
     if let Err(e) = run(args) {
         eprintln!("lingerd: error: {e:#}");
@@ -189,6 +194,10 @@ fn run(args: Args) -> Result<()> {
         }
         Ok(_) => {}
         Err(e) => tracing::warn!("cannot raise the descriptor limit: {e}"),
+    }
+    // Before the daemon holds a descriptor per session (see `spawn`).
+    if let Err(e) = lingerd::start_spawner() {
+        tracing::warn!("cannot start the spawner ({e}); session hosts are started by the daemon");
     }
 
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;

@@ -1,6 +1,13 @@
 //! Starting a session host: `lingerd-host` (beside lingerd; else `lingerd session-host`)
 //! in its own Unix session (setsid), so it outlives the daemon; the spec goes in on stdin
 //! and one status line comes back on stdout.
+//!
+//! Hosts are started by the *spawner*, a small process the daemon starts while it still holds
+//! few descriptors: an exec costs in proportion to the descriptors of the process that execs
+//! (the kernel copies the table and closes every close-on-exec entry in the child), and a daemon
+//! holding 10,000 sessions paid milliseconds per new one. The daemon hands the spawner the
+//! host's program, arguments, environment and descriptors (`SCM_RIGHTS`) over a seqpacket
+//! socket and gets the pid back; if the spawner is gone, the daemon spawns the host itself.
 
 use std::os::fd::AsRawFd;
 use std::path::Path;
@@ -59,14 +66,186 @@ fn io(e: nix::Error) -> std::io::Error {
 /// glibc's `POSIX_SPAWN_SETSID` (2.26 on), which the libc crate does not name for Linux.
 const POSIX_SPAWN_SETSID: libc::c_short = 0x80;
 
-/// `posix_spawn` of `exe` with `argv` and `env`, in a new Unix session, with each `(from,
-/// to)` of `fds` at `to` (every other descriptor of the daemon is close-on-exec). Returns the
-/// pid.
+/// The spawner's socket, while it lives.
+static SPAWNER: std::sync::Mutex<Option<std::os::fd::OwnedFd>> = std::sync::Mutex::new(None);
+
+/// The spawner's program: `lingerd-host --spawner` beside this executable, else this
+/// executable's own `spawner`.
+fn spawner_program() -> std::io::Result<(std::path::PathBuf, &'static str)> {
+    let exe = std::env::current_exe()?;
+    let small = exe.with_file_name("lingerd-host");
+    if small.is_file() {
+        return Ok((small, "--spawner"));
+    }
+    Ok((exe, "spawner"))
+}
+
+/// Starts the spawner; called once, early, while the daemon holds few descriptors. Without
+/// it (it failed to start, or died) hosts are spawned by the daemon itself.
+pub fn start_spawner() -> std::io::Result<()> {
+    use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+    let (ours, theirs) = socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(io)?;
+    let (exe, arg) = spawner_program()?;
+    let null = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")?;
+    let argv = [cstring("lingerd: spawner")?, cstring(arg)?];
+    let fds = [
+        (null.as_raw_fd(), 0),
+        (null.as_raw_fd(), 1),
+        (null.as_raw_fd(), 2),
+        (theirs.as_raw_fd(), 3),
+    ];
+    let pid = posix_spawn(&exe, &argv, &[], &fds, false)?;
+    drop((theirs, null));
+    *SPAWNER.lock().unwrap_or_else(|p| p.into_inner()) = Some(ours);
+    std::thread::Builder::new()
+        .name("spawner-reaper".into())
+        .spawn(move || {
+            let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
+            // Gone (killed?): the daemon spawns hosts itself from now on.
+            SPAWNER.lock().unwrap_or_else(|p| p.into_inner()).take();
+            tracing::warn!("the spawner exited; session hosts are now started by the daemon");
+        })?;
+    Ok(())
+}
+
+/// What the daemon asks of the spawner (the descriptors travel beside it, for 0, 1, 2, …).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SpawnRequest {
+    exe: Vec<u8>,
+    argv: Vec<Vec<u8>>,
+    env: Vec<Vec<u8>>,
+}
+
+/// Asks the spawner to start `exe`; None if there is no spawner (or it went away).
+fn spawn_via_spawner(
+    exe: &Path,
+    argv: &[std::ffi::CString],
+    env: &[std::ffi::CString],
+    fds: &[std::os::fd::RawFd],
+) -> Option<std::io::Result<libc::pid_t>> {
+    use nix::sys::socket::{recv, sendmsg, ControlMessage, MsgFlags, UnixAddr};
+    use std::os::unix::ffi::OsStrExt;
+    let mut guard = SPAWNER.lock().unwrap_or_else(|p| p.into_inner());
+    let sock = guard.as_ref()?;
+    let request = SpawnRequest {
+        exe: exe.as_os_str().as_bytes().to_vec(),
+        argv: argv.iter().map(|a| a.as_bytes().to_vec()).collect(),
+        env: env.iter().map(|e| e.as_bytes().to_vec()).collect(),
+    };
+    let bytes = match linger_proto::frame::encode(&request) {
+        Ok(b) => b,
+        Err(e) => return Some(Err(std::io::Error::other(e.to_string()))),
+    };
+    let sent = sendmsg::<UnixAddr>(
+        sock.as_raw_fd(),
+        &[std::io::IoSlice::new(&bytes)],
+        &[ControlMessage::ScmRights(fds)],
+        MsgFlags::MSG_NOSIGNAL,
+        None,
+    );
+    let mut answer = [0u8; 64];
+    let got = sent.and_then(|_| recv(sock.as_raw_fd(), &mut answer, MsgFlags::empty()));
+    match got {
+        Ok(n) if n > 0 => Some(
+            linger_proto::frame::decode::<Result<i32, i32>>(&answer[..n])
+                .map_err(|e| std::io::Error::other(e.to_string()))
+                .and_then(|r| r.map_err(std::io::Error::from_raw_os_error)),
+        ),
+        // The spawner is gone: forget it, and let the daemon spawn this one itself.
+        _ => {
+            guard.take();
+            None
+        }
+    }
+}
+
+/// The spawner's life: starts what the daemon asks, until the daemon closes its socket.
+/// Its children are reaped by the kernel (SIGCHLD ignored here, default again in them).
+pub fn spawner_main() -> ! {
+    use nix::sys::socket::{recvmsg, send, ControlMessageOwned, MsgFlags, UnixAddr};
+    use std::os::fd::FromRawFd;
+    // SAFETY: descriptor 3 is the socket the daemon placed there when it started us.
+    let sock = unsafe { std::os::fd::OwnedFd::from_raw_fd(3) };
+    // SAFETY: setting a signal's disposition to ignore has no other precondition.
+    unsafe { libc::signal(libc::SIGCHLD, libc::SIG_IGN) };
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 16]);
+        let (n, fds) = {
+            let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+            match recvmsg::<UnixAddr>(
+                sock.as_raw_fd(),
+                &mut iov,
+                Some(&mut cmsg),
+                MsgFlags::MSG_CMSG_CLOEXEC,
+            ) {
+                Ok(m) => {
+                    let mut fds = Vec::new();
+                    if let Ok(cmsgs) = m.cmsgs() {
+                        for c in cmsgs {
+                            if let ControlMessageOwned::ScmRights(got) = c {
+                                // SAFETY: descriptors just received, owned by nobody else.
+                                fds.extend(
+                                    got.into_iter()
+                                        .map(|fd| unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }),
+                                );
+                            }
+                        }
+                    }
+                    (m.bytes, fds)
+                }
+                Err(nix::Error::EINTR) => continue,
+                Err(_) => std::process::exit(1),
+            }
+        };
+        if n == 0 {
+            std::process::exit(0);
+        }
+        let answer: Result<i32, i32> = spawn_requested(&buf[..n], &fds);
+        let bytes = linger_proto::frame::encode(&answer).unwrap_or_default();
+        if send(sock.as_raw_fd(), &bytes, MsgFlags::MSG_NOSIGNAL).is_err() {
+            std::process::exit(0);
+        }
+    }
+}
+
+fn spawn_requested(bytes: &[u8], fds: &[std::os::fd::OwnedFd]) -> Result<i32, i32> {
+    use std::os::unix::ffi::OsStrExt;
+    let req: SpawnRequest = linger_proto::frame::decode(bytes).map_err(|_| libc::EINVAL)?;
+    let cs = |v: Vec<u8>| std::ffi::CString::new(v).map_err(|_| libc::EINVAL);
+    let argv = req
+        .argv
+        .into_iter()
+        .map(cs)
+        .collect::<Result<Vec<_>, _>>()?;
+    let env = req.env.into_iter().map(cs).collect::<Result<Vec<_>, _>>()?;
+    let exe = std::path::PathBuf::from(std::ffi::OsStr::from_bytes(&req.exe));
+    let given: Vec<(std::os::fd::RawFd, std::os::fd::RawFd)> = fds
+        .iter()
+        .enumerate()
+        .map(|(i, fd)| (fd.as_raw_fd(), i as i32))
+        .collect();
+    posix_spawn(&exe, &argv, &env, &given, true).map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))
+}
+
+/// `posix_spawn` of `exe` with `argv` and `env`, with each `(from, to)` of `fds` at `to`
+/// (every other descriptor of the daemon is close-on-exec), in a new Unix session if
+/// `setsid`, with every signal unblocked and SIGCHLD at its default. Returns the pid.
 fn posix_spawn(
     exe: &Path,
     argv: &[std::ffi::CString],
     env: &[std::ffi::CString],
     fds: &[(std::os::fd::RawFd, std::os::fd::RawFd)],
+    setsid: bool,
 ) -> std::io::Result<libc::pid_t> {
     use std::os::unix::ffi::OsStrExt;
     let path = std::ffi::CString::new(exe.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
@@ -109,10 +288,16 @@ fn posix_spawn(
             let mut none: libc::sigset_t = std::mem::zeroed();
             libc::sigemptyset(&mut none);
             check(libc::posix_spawnattr_setsigmask(&mut attr, &none))?;
-            check(libc::posix_spawnattr_setflags(
-                &mut attr,
-                POSIX_SPAWN_SETSID | libc::POSIX_SPAWN_SETSIGMASK as libc::c_short,
-            ))?;
+            let mut chld: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut chld);
+            libc::sigaddset(&mut chld, libc::SIGCHLD);
+            check(libc::posix_spawnattr_setsigdefault(&mut attr, &chld))?;
+            let mut flags =
+                (libc::POSIX_SPAWN_SETSIGMASK | libc::POSIX_SPAWN_SETSIGDEF) as libc::c_short;
+            if setsid {
+                flags |= POSIX_SPAWN_SETSID;
+            }
+            check(libc::posix_spawnattr_setflags(&mut attr, flags))?;
             let mut pid: libc::pid_t = 0;
             check(libc::posix_spawn(
                 &mut pid,
@@ -198,13 +383,24 @@ pub async fn spawn_host(
             .enumerate()
             .map(|(i, &fd)| (fd, 3 + i as i32)),
     );
-    let pid = posix_spawn(&exe, &argv, &env, &given)?;
-    drop((stdin_r, stdout_w, log_file));
-    // The short-lived parent of the host (the host forks away at once): reaped off the
-    // runtime, so the daemon holds nothing of the host but its socket.
-    tokio::task::spawn_blocking(move || {
-        let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
-    });
+    let spawned = tokio::task::spawn_blocking(move || {
+        let fds: Vec<std::os::fd::RawFd> = given.iter().map(|&(fd, _)| fd).collect();
+        let by_spawner = spawn_via_spawner(&exe, &argv, &env, &fds);
+        let result = match by_spawner {
+            Some(r) => r.map(|_| ()),
+            None => posix_spawn(&exe, &argv, &env, &given, true).map(|pid| {
+                // The short-lived parent of the host (the host forks away at once), reaped
+                // here, off the runtime, so the daemon holds nothing of the host but its
+                // socket. (The spawner's children are reaped by the kernel.)
+                let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
+            }),
+        };
+        drop((stdin_r, stdout_w, log_file));
+        result
+    })
+    .await
+    .map_err(|e| SpawnError::Host(format!("the spawning task failed: {e}")))?;
+    spawned?;
     let frame = linger_proto::frame::encode(&spec).map_err(|e| SpawnError::Host(e.to_string()))?;
     let mut stdin = tokio::net::unix::pipe::Sender::from_owned_fd(stdin_w)?;
     stdin.write_all(&frame).await?;
