@@ -715,6 +715,21 @@ enum CancelTarget {
 /// Where a stream says that its connection broke and came back.
 type Notice = Box<dyn Fn(&str) + Send>;
 
+/// Whether a stream acknowledges before it waits for its next message (the reference
+/// client's policy, PROTOCOL.md §12): when anything is unacknowledged and it has caught up
+/// (the server may be waiting for it, and the output window needs it), or no
+/// acknowledgement is in flight, or `ACK_EVERY` bytes wait.
+fn should_ack(unacked_bytes: usize, ack_in_flight: bool, caught_up: bool) -> bool {
+    unacked_bytes > 0 && (caught_up || !ack_in_flight || unacked_bytes >= ACK_EVERY)
+}
+
+/// Whether entry `seq` is one a resumed stream already returned: after a reconnect, the
+/// `Receive` that resumes it starts again from the last acknowledged entry, so entries up to
+/// the last one returned come twice.
+fn already_had(resumed: bool, last_returned: u64, seq: u64) -> bool {
+    resumed && seq <= last_returned
+}
+
 /// How a stream picks up again after its connection broke (SPEC §6, robust sessions): dial
 /// again once a second for up to `window`, then receive from the last entry acknowledged.
 #[derive(Clone)]
@@ -818,7 +833,7 @@ impl CommandStream {
     /// An entry a resumed stream already had: acknowledged again (so the receive can end),
     /// not returned.
     fn seen_before(&mut self, seq: u64) -> bool {
-        if !self.resumed || seq > self.last_seq {
+        if !already_had(self.resumed, self.last_seq, seq) {
             return false;
         }
         self.unacked_bytes += 1;
@@ -927,14 +942,11 @@ impl CommandStream {
         // leaves unacknowledged only what it had not written. One acknowledgement is in
         // flight at a time while more is queued (the next one covers everything since),
         // unless ACK_EVERY bytes wait, so that the server always makes progress.
-        if self.unacked_bytes > 0 {
-            let in_flight = self.ack_sent.as_mut().is_some_and(|sent| {
-                matches!(sent.try_recv(), Err(oneshot::error::TryRecvError::Empty))
-            });
-            // Caught up (nothing queued), it always goes: the server may be waiting for it.
-            if !in_flight || self.unacked_bytes >= ACK_EVERY || self.rx.is_empty() {
-                self.ack_sent = self.ack();
-            }
+        let in_flight = self.ack_sent.as_mut().is_some_and(|sent| {
+            matches!(sent.try_recv(), Err(oneshot::error::TryRecvError::Empty))
+        });
+        if should_ack(self.unacked_bytes, in_flight, self.rx.is_empty()) {
+            self.ack_sent = self.ack();
         }
         loop {
             let Some(msg) = self.rx.recv().await else {
@@ -1201,5 +1213,33 @@ impl Login {
                 offered.join(", ")
             },
         })
+    }
+}
+
+#[cfg(test)]
+mod policy_tests {
+    use super::*;
+
+    #[test]
+    fn a_stream_acknowledges_when_caught_up_or_nothing_is_in_flight_or_enough_waits() {
+        assert!(!should_ack(0, false, true), "nothing to acknowledge");
+        assert!(should_ack(1, true, true), "caught up: always");
+        assert!(should_ack(1, false, false), "none in flight");
+        assert!(
+            !should_ack(1, true, false),
+            "one in flight and more queued: wait"
+        );
+        assert!(should_ack(ACK_EVERY, true, false), "enough waits");
+    }
+
+    #[test]
+    fn a_resumed_stream_skips_only_what_it_returned_before() {
+        assert!(
+            !already_had(false, 10, 3),
+            "not resumed: nothing is a repeat"
+        );
+        assert!(already_had(true, 10, 10));
+        assert!(already_had(true, 10, 3));
+        assert!(!already_had(true, 10, 11), "new output");
     }
 }
