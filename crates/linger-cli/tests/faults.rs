@@ -520,3 +520,31 @@ fn a_killed_spawner_leaves_the_daemon_starting_sessions() {
         w.daemon_log().contains("the spawner exited")
     });
 }
+
+/// A client that starts a daemon while another one still holds the socket's lock (a daemon
+/// on its way out: its main thread is gone, its files not yet) waits for that one, and
+/// starts its own once the lock is free, instead of waiting for a socket that never comes.
+#[test]
+fn a_daemon_on_its_way_out_does_not_stop_the_next_one_starting() {
+    use nix::fcntl::{Flock, FlockArg};
+    let w = World::new();
+    let run = w.path("run/linger");
+    std::fs::create_dir_all(&run).expect("runtime dir");
+    std::fs::set_permissions(&run, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .expect("0700");
+    let lock = std::fs::File::create(run.join("lingerd.lock")).expect("lock file");
+    let held = Flock::lock(lock, FlockArg::LockExclusive).expect("hold the lock");
+    let client = w
+        .linger(&["new", "localhost", "--name", "s"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("linger new");
+    // Long enough for the client's first daemon to find the lock taken and exit.
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    drop(held);
+    let out = client.wait_with_output().expect("linger new");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(w.daemon_pid().is_some_and(alive), "a daemon serves now");
+    assert_eq!(w.ok(&["invoke", "s", "--", "echo up"]), "up\n");
+}

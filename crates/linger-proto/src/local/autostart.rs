@@ -11,6 +11,9 @@ use tokio::net::UnixStream;
 
 /// How long a freshly started daemon gets to open its socket.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the daemon that beat ours to the socket's lock gets to open the socket before
+/// ours is started again (the lock's holder may have been a daemon on its way out).
+const RACE_GRACE: Duration = Duration::from_millis(250);
 
 /// lingerd's exit status when another daemon already serves its socket: a starter that
 /// lost the race to start one then simply connects to the winner.
@@ -43,9 +46,10 @@ pub async fn connect_or_start(socket: &Path) -> Result<UnixStream, StartError> {
     }
     let mut child = spawn_daemon(socket)?;
     let started = Instant::now();
-    // Set once our daemon exited because another client's daemon won the race to start:
-    // from then on, wait for that one's socket.
-    let mut lost_race = false;
+    // Set when our daemon exited because another daemon held the socket: a concurrent
+    // starter's, whose socket appears at once, or one still exiting, after which we start
+    // ours again.
+    let mut lost_race: Option<Instant> = None;
     loop {
         check_socket_dir(socket)?;
         match UnixStream::connect(socket).await {
@@ -64,22 +68,29 @@ pub async fn connect_or_start(socket: &Path) -> Result<UnixStream, StartError> {
                 )))
             }
         }
-        if !lost_race {
-            if let Ok(Some(status)) = child.try_wait() {
-                if status.code() == Some(EXIT_ALREADY_SERVING) {
-                    lost_race = true;
-                } else {
-                    let mut why = String::new();
-                    if let Some(mut err) = child.stderr.take() {
-                        use std::io::Read;
-                        let _ = err.read_to_string(&mut why);
-                    }
-                    let why = why.lines().last().unwrap_or("").trim().to_string();
-                    return Err(StartError::Start(if why.is_empty() {
-                        format!("lingerd exited with {status}")
+        match lost_race {
+            Some(at) if at.elapsed() > RACE_GRACE => {
+                lost_race = None;
+                child = spawn_daemon(socket)?;
+            }
+            Some(_) => {}
+            None => {
+                if let Ok(Some(status)) = child.try_wait() {
+                    if status.code() == Some(EXIT_ALREADY_SERVING) {
+                        lost_race = Some(Instant::now());
                     } else {
-                        why
-                    }));
+                        let mut why = String::new();
+                        if let Some(mut err) = child.stderr.take() {
+                            use std::io::Read;
+                            let _ = err.read_to_string(&mut why);
+                        }
+                        let why = why.lines().last().unwrap_or("").trim().to_string();
+                        return Err(StartError::Start(if why.is_empty() {
+                            format!("lingerd exited with {status}")
+                        } else {
+                            why
+                        }));
+                    }
                 }
             }
         }
