@@ -9,10 +9,8 @@ impl Session {
     }
 
     pub(super) fn attach(&self, g: &mut Inner, client: Uuid) {
-        if g.settings.attached_to != Some(client) {
+        if attach_to(&mut g.settings, client) {
             tracing::info!(session = %self.meta.instance_id, name = %self.meta.name, %client, "session attached");
-            g.settings.attached_to = Some(client);
-            g.settings.disconnected_at_ms = None;
             self.push_settings(g);
         }
     }
@@ -20,11 +18,8 @@ impl Session {
     /// Detaches the session; whoever was receiving its output is told why. The idle-timeout
     /// clock starts now.
     pub(super) fn detach(&self, g: &mut Inner, why: &str) {
-        if let Some(client) = g.settings.attached_to.take() {
+        if let Some(client) = detach_from(&mut g.settings, now_ms()) {
             tracing::info!(session = %self.meta.instance_id, name = %self.meta.name, %client, "session disconnected: {why}");
-            g.settings.disconnected_at_ms = Some(now_ms());
-        } else if g.settings.disconnected_at_ms.is_none() {
-            g.settings.disconnected_at_ms = Some(now_ms());
         }
         let name = &self.meta.name;
         let chans = std::iter::once(&mut g.fg).chain(g.jobs.values_mut());
@@ -52,16 +47,13 @@ impl Session {
     }
 
     pub(super) fn attached_elsewhere(&self, g: &Inner, client: Uuid) -> Option<ErrorBody> {
-        match g.settings.attached_to {
-            Some(other) if other != client => Some(
-                ErrorBody::new(
-                    ErrorKind::Busy,
-                    format!("session {} is attached to another client", self.meta.name),
-                )
-                .with_hint("disconnect it there first (`linger disconnect`), or wait until that client has been silent for the heartbeat timeout"),
-            ),
-            _ => None,
-        }
+        attached_to_another(&g.settings, client).then(|| {
+            ErrorBody::new(
+                ErrorKind::Busy,
+                format!("session {} is attached to another client", self.meta.name),
+            )
+            .with_hint("disconnect it there first (`linger disconnect`), or wait until that client has been silent for the heartbeat timeout")
+        })
     }
 
     /// Refuses a session that has ended or is ending.
@@ -98,7 +90,7 @@ impl Session {
         if let Some(e) = self.attached_elsewhere(&g, client) {
             return Err(e);
         }
-        if g.entered.is_some_and(|(c, _)| c != conn) {
+        if entered_elsewhere(g.entered, conn) {
             return Err(ErrorBody::new(
                 ErrorKind::Busy,
                 format!("session {} is already being entered", self.meta.name),
@@ -113,9 +105,7 @@ impl Session {
     /// The interactive session of `conn` (request `rid`, or any when `None`) has ended.
     pub fn end_enter(&self, conn: u64, rid: Option<u64>) {
         let mut g = self.lock();
-        if g.entered
-            .is_some_and(|(c, r)| c == conn && rid.is_none_or(|rid| rid == r))
-        {
+        if ends_enter(g.entered, conn, rid) {
             g.entered = None;
         }
     }
@@ -133,7 +123,7 @@ impl Session {
         if let Some(e) = self.attached_elsewhere(&g, client) {
             return Err(e);
         }
-        if g.entered.is_some_and(|(c, _)| c != conn) {
+        if entered_elsewhere(g.entered, conn) {
             // The seeds: an interactive session cannot be disconnected from elsewhere.
             return Err(ErrorBody::new(
                 ErrorKind::Busy,
@@ -225,6 +215,43 @@ impl Session {
     }
 }
 
+/// Attaches to `client` (the idle clock stops); whether that changed anything.
+fn attach_to(settings: &mut SessionSettings, client: Uuid) -> bool {
+    if settings.attached_to == Some(client) {
+        return false;
+    }
+    settings.attached_to = Some(client);
+    settings.disconnected_at_ms = None;
+    true
+}
+
+/// Detaches (the idle clock starts now, unless it already runs); the client it was
+/// attached to.
+fn detach_from(settings: &mut SessionSettings, now_ms: i64) -> Option<Uuid> {
+    let was = settings.attached_to.take();
+    if was.is_some() || settings.disconnected_at_ms.is_none() {
+        settings.disconnected_at_ms = Some(now_ms);
+    }
+    was
+}
+
+/// Whether the session is attached to a client other than `client` (which may then neither
+/// use it nor take it over: SPEC §6).
+fn attached_to_another(settings: &SessionSettings, client: Uuid) -> bool {
+    settings.attached_to.is_some_and(|other| other != client)
+}
+
+/// Whether the session is entered from a connection other than `conn`.
+fn entered_elsewhere(entered: Option<(u64, u64)>, conn: u64) -> bool {
+    entered.is_some_and(|(c, _)| c != conn)
+}
+
+/// Whether the end of request `rid` of `conn` (any of its requests, for None) ends the
+/// session's enter mark.
+fn ends_enter(entered: Option<(u64, u64)>, conn: u64, rid: Option<u64>) -> bool {
+    entered.is_some_and(|(c, r)| c == conn && rid.is_none_or(|rid| rid == r))
+}
+
 /// Whether a session with these settings has been idle past its idle timeout at `now_ms`:
 /// attached to nobody, since `disconnected_at_ms`, for at least `idle_timeout_ms`.
 fn idle_expired(settings: &SessionSettings, now_ms: i64) -> bool {
@@ -248,6 +275,57 @@ mod tests {
             disconnected_at_ms: since,
             idle_timeout_ms: timeout,
         }
+    }
+
+    #[test]
+    fn attaching_stops_the_idle_clock_and_detaching_starts_it_once() {
+        let (a, b) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        let mut s = settings(false, Some(100), 500);
+        assert!(attach_to(&mut s, a));
+        assert_eq!((s.attached_to, s.disconnected_at_ms), (Some(a), None));
+        assert!(
+            !attach_to(&mut s, a),
+            "already attached: nothing to tell the host"
+        );
+        assert!(attached_to_another(&s, b));
+        assert!(!attached_to_another(&s, a));
+        assert_eq!(detach_from(&mut s, 200), Some(a));
+        assert_eq!((s.attached_to, s.disconnected_at_ms), (None, Some(200)));
+        assert_eq!(detach_from(&mut s, 300), None);
+        assert_eq!(
+            s.disconnected_at_ms,
+            Some(200),
+            "the clock keeps running from the first"
+        );
+        assert!(
+            !attached_to_another(&s, b),
+            "attached to nobody: anyone may connect"
+        );
+        let mut fresh = settings(false, None, 500);
+        assert_eq!(detach_from(&mut fresh, 400), None);
+        assert_eq!(
+            fresh.disconnected_at_ms,
+            Some(400),
+            "a session never attached starts its clock"
+        );
+    }
+
+    #[test]
+    fn an_entered_session_belongs_to_its_connection() {
+        let entered = Some((7, 3));
+        assert!(entered_elsewhere(entered, 8));
+        assert!(!entered_elsewhere(entered, 7));
+        assert!(!entered_elsewhere(None, 8));
+        assert!(ends_enter(entered, 7, Some(3)));
+        assert!(
+            ends_enter(entered, 7, None),
+            "its connection closing ends it"
+        );
+        assert!(
+            !ends_enter(entered, 7, Some(4)),
+            "another request of that connection"
+        );
+        assert!(!ends_enter(entered, 8, None));
     }
 
     #[test]
