@@ -417,9 +417,39 @@ pub async fn spawn_host(
     } else if let Some(why) = line.strip_prefix("ERROR ") {
         Err(SpawnError::Host(why.to_string()))
     } else {
-        Err(SpawnError::Host(format!(
-            "it exited without reporting ready (see {})",
-            log.display()
-        )))
+        // Its directory (and the log in it) goes with the failed start: say what it said.
+        let said = std::fs::read_to_string(log)
+            .ok()
+            .and_then(|text| last_words(&text));
+        Err(SpawnError::Host(match said {
+            Some(line) => format!("it exited without reporting ready; its log ends: {line}"),
+            None => "it exited without reporting ready, and logged nothing".to_string(),
+        }))
+    }
+}
+
+/// The last line a log holds, at most 300 characters of it.
+fn last_words(log: &str) -> Option<String> {
+    let line = log.lines().rev().map(str::trim).find(|l| !l.is_empty())?;
+    let mut cut: String = line.chars().take(300).collect();
+    if cut.len() < line.len() {
+        cut.push('…');
+    }
+    Some(cut)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_host_is_described_by_its_last_log_line() {
+        assert_eq!(
+            last_words("2026 INFO starting\n2026 ERROR cannot open spool: disk full\n\n"),
+            Some("2026 ERROR cannot open spool: disk full".into())
+        );
+        assert_eq!(last_words(" \n"), None);
+        let long = "x".repeat(500);
+        assert_eq!(last_words(&long).map(|l| l.chars().count()), Some(301));
     }
 }
