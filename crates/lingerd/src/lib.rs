@@ -24,7 +24,7 @@ pub use spawn::{raise_nofile, spawner_main, start_spawner};
 pub mod tls;
 mod untrusted;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -234,17 +234,30 @@ impl Daemon {
     fn sweep(&self) {
         self.absorb_stall();
         let now = session::now_ms();
-        for s in self.registry.all() {
-            if let Some(client) = s.attached_to() {
-                if let Some(why) = self.lapsed(client) {
-                    s.client_lapsed(client, &why);
-                    self.audit.record_daemon(
-                        "disconnect",
-                        s.id(),
-                        &s.meta.name,
-                        serde_json::json!({ "reason": why, "client": client }),
-                    );
-                }
+        // Each client is judged once per sweep, however many sessions it holds: thousands
+        // of sessions would otherwise take the configuration and the table's lock each.
+        let timeout = self.config().server.heartbeat_timeout;
+        let sessions = self.registry.all();
+        let attached: Vec<Option<Uuid>> = sessions.iter().map(|s| s.attached_to()).collect();
+        let clients: HashSet<Uuid> = attached.iter().flatten().copied().collect();
+        let lapsed: HashSet<Uuid> = {
+            let live = self.live();
+            let at = Instant::now();
+            clients
+                .into_iter()
+                .filter(|&c| live.lapsed(c, at, timeout))
+                .collect()
+        };
+        let why = lapse_reason(timeout);
+        for (s, client) in sessions.into_iter().zip(attached) {
+            if let Some(client) = client.filter(|c| lapsed.contains(c)) {
+                s.client_lapsed(client, &why);
+                self.audit.record_daemon(
+                    "disconnect",
+                    s.id(),
+                    &s.meta.name,
+                    serde_json::json!({ "reason": why, "client": client }),
+                );
             }
             if s.expire_if_idle(now) {
                 self.audit.record_daemon(
@@ -278,12 +291,7 @@ impl Daemon {
         let timeout = self.config().server.heartbeat_timeout;
         self.live()
             .lapsed(client, Instant::now(), timeout)
-            .then(|| {
-                format!(
-                    "its client showed no sign of life for {}",
-                    humantime::format_duration(timeout)
-                )
-            })
+            .then(|| lapse_reason(timeout))
     }
 
     /// `client` showed a sign of life. If it had been silent past the heartbeat timeout,
@@ -1060,4 +1068,12 @@ fn ssh_origin(pid: i32) -> Option<String> {
     let text = String::from_utf8_lossy(value);
     let mut fields = text.split_whitespace();
     Some(format!("{} port {}", fields.next()?, fields.next()?))
+}
+
+/// Why a silent client's attachments were dropped.
+fn lapse_reason(timeout: Duration) -> String {
+    format!(
+        "its client showed no sign of life for {}",
+        humantime::format_duration(timeout)
+    )
 }
