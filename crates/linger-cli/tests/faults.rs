@@ -79,20 +79,6 @@ struct OnDisk {
     disk: Disk,
 }
 
-/// `linger invoke --computer localhost --in-disconnected-session --name s -- SCRIPT`.
-fn disconnected(w: &World, script: &str) -> std::process::Command {
-    w.linger(&[
-        "invoke",
-        "--computer",
-        "localhost",
-        "--in-disconnected-session",
-        "--name",
-        "s",
-        "--",
-        script,
-    ])
-}
-
 /// Runs `cmd`, which must succeed.
 fn started(cmd: &mut std::process::Command) {
     let out = cmd.output().expect("run linger");
@@ -128,7 +114,7 @@ fn a_full_state_disk_loses_no_output_and_stops_nothing() {
     let n = 4_000_000u64;
     let script = format!("seq 1 {n}; echo done >&2");
     // Per-request log lines too, so that the full disk costs the log some.
-    started(disconnected(w, &script).env("RUST_LOG", "debug"));
+    started(w.disconnected("s", &script).env("RUST_LOG", "debug"));
     eventually("the spool to fill the disk", || disk.free_bytes() < 1 << 20);
     // Let the host meet the full disk for a while (its own log is there too).
     std::thread::sleep(std::time::Duration::from_millis(500));
@@ -397,7 +383,7 @@ fn a_killed_slow_receiver_leaves_little_to_repeat() {
     let w = World::new();
     w.write_config("[[configuration]]\nname = \"default\"\noutput_buffering = \"spool\"\n");
     let script = "for i in $(seq 1 3000); do seq $((i*100)) $((i*100+99)); done";
-    started(&mut disconnected(&w, script));
+    started(&mut w.disconnected("s", script));
     let mut expected = Vec::new();
     for i in 1..=3000u64 {
         for j in i * 100..=i * 100 + 99 {

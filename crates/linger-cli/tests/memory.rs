@@ -5,15 +5,20 @@ mod common;
 
 use common::{eventually, sha256_line, stderr, World};
 
-/// Resident anonymous memory of process `pid`, in bytes.
-fn rss_anon(pid: i32) -> u64 {
+/// A size in `/proc/PID/status` (`field` is, say, `RssAnon`), in bytes.
+fn status_bytes(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
     status
         .lines()
-        .find_map(|l| l.strip_prefix("RssAnon:"))
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .expect("RssAnon")
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
         * 1024
+}
+
+/// Resident anonymous memory of process `pid`, in bytes.
+fn rss_anon(pid: i32) -> u64 {
+    status_bytes(pid as u32, "RssAnon")
 }
 
 /// Half a million two-byte writes nobody receives yet: the host holds them (1,000,000 bytes
@@ -63,13 +68,7 @@ fn many_small_writes_cost_the_bytes_they_hold() {
 
 /// Resident memory (all of it) of process `pid`, in bytes.
 fn rss(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .expect("VmRSS")
-        * 1024
+    status_bytes(pid, "VmRSS")
 }
 
 /// A receive whose consumer stops reading: the client holds about the output window, not
@@ -88,19 +87,7 @@ fn a_stalled_consumer_keeps_the_client_small() {
         "head -c 67108864 /dev/zero | tr '\\0' 'y'; touch {}",
         flag.display()
     );
-    let out = w
-        .linger(&[
-            "invoke",
-            "--computer",
-            "localhost",
-            "--in-disconnected-session",
-            "--name",
-            "s",
-            "--",
-            &script,
-        ])
-        .output()
-        .expect("run linger");
+    let out = w.disconnected("s", &script).output().expect("run linger");
     assert!(out.status.success(), "{}", stderr(&out));
     eventually("the output to be spooled", || flag.exists());
     let mut receiver = w

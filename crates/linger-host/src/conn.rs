@@ -218,10 +218,7 @@ async fn connection(stream: UnixStream, state: Arc<HostState>) {
                         state.interrupt(command_id, Duration::from_millis(escalate_after_ms));
                     }
                     DaemonToHost::Replay { channel } => {
-                        let log = match channel {
-                            None => Some(state.log.clone()),
-                            Some(id) => state.job(id).map(|j| j.log.clone()),
-                        };
+                        let log = channel_log(&state, channel);
                         // An unknown job replays nothing: an empty channel.
                         let (from, last) = match &log {
                             Some(log) => log.restart(),
@@ -262,10 +259,7 @@ async fn connection(stream: UnixStream, state: Arc<HostState>) {
                         }
                     }
                     DaemonToHost::Credit { channel, seq } => {
-                        let log = match channel {
-                            None => Some(state.log.clone()),
-                            Some(id) => state.job(id).map(|j| j.log.clone()),
-                        };
+                        let log = channel_log(&state, channel);
                         if let Some(log) = log {
                             log.credit(seq);
                         }
@@ -298,6 +292,14 @@ async fn connection(stream: UnixStream, state: Arc<HostState>) {
                 }
             }
         }
+    }
+}
+
+/// The output log a channel names, if the host has it (a job it forgot has none).
+fn channel_log(state: &HostState, channel: Channel) -> Option<OutputLog> {
+    match channel {
+        None => Some(state.log.clone()),
+        Some(id) => state.job(id).map(|j| j.log.clone()),
     }
 }
 

@@ -91,6 +91,20 @@ impl World {
         cmd
     }
 
+    /// `linger invoke --computer localhost --in-disconnected-session --name NAME -- SCRIPT`.
+    pub fn disconnected(&self, name: &str, script: &str) -> Command {
+        self.linger(&[
+            "invoke",
+            "--computer",
+            "localhost",
+            "--in-disconnected-session",
+            "--name",
+            name,
+            "--",
+            script,
+        ])
+    }
+
     pub fn run(&self, args: &[&str]) -> Output {
         self.linger(args).output().expect("run linger")
     }

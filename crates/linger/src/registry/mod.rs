@@ -359,22 +359,26 @@ impl<T> Keyed<T> {
     }
 }
 
+/// A new session's entry, for tests of the table and of its file.
+#[cfg(test)]
+pub(crate) fn test_entry(name: &str) -> Entry {
+    Entry {
+        id: 0,
+        instance_id: Uuid::new_v4(),
+        name: name.into(),
+        computer_name: "localhost".into(),
+        configuration_name: "default".into(),
+        created_at_ms: 0,
+        closed_reason: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::home::ClientHome;
 
-    fn entry(name: &str) -> Entry {
-        Entry {
-            id: 0,
-            instance_id: Uuid::new_v4(),
-            name: name.into(),
-            computer_name: "localhost".into(),
-            configuration_name: "default".into(),
-            created_at_ms: 0,
-            closed_reason: None,
-        }
-    }
+    use super::test_entry as entry;
 
     /// Two registries on one home stand for two client processes: each sees what the other
     /// wrote, though each keeps the last version it read.

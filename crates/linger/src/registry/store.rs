@@ -37,7 +37,6 @@ pub struct Registry {
 #[derive(Debug)]
 struct Loaded {
     snapshot: Option<Stamp>,
-    snapshot_len: u64,
     journal: (u64, u64),
     /// Bytes of the journal already applied to `sessions`.
     journal_at: u64,
@@ -105,7 +104,6 @@ impl Registry {
             }
             _ => Loaded {
                 snapshot,
-                snapshot_len: snapshot.map_or(0, |s| s.len),
                 journal: journal_id,
                 journal_at: 0,
                 sessions: read_snapshot(&snapshot_path, &journal_path)?,
@@ -132,8 +130,8 @@ impl Registry {
             // One write, in append mode: a crash leaves the line whole or torn, never mixed.
             journal.write_all(&line).map_err(write_err)?;
             loaded.journal_at += line.len() as u64;
-            if loaded.snapshot.is_none() || loaded.journal_at > COMPACT_AT.max(loaded.snapshot_len)
-            {
+            let snapshot_len = loaded.snapshot.map(|s| s.len);
+            if snapshot_len.is_none_or(|len| loaded.journal_at > COMPACT_AT.max(len)) {
                 compact(&mut loaded, &journal, &snapshot_path, &journal_path)?;
             }
         }
@@ -220,7 +218,6 @@ fn compact(
         .set_len(0)
         .map_err(|e| Error::io(format!("cannot write {}", journal_path.display()), e))?;
     loaded.snapshot = Stamp::of(snapshot);
-    loaded.snapshot_len = bytes.len() as u64;
     loaded.journal_at = 0;
     Ok(())
 }
@@ -228,20 +225,7 @@ fn compact(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::Entry;
-    use uuid::Uuid;
-
-    fn entry(name: &str) -> Entry {
-        Entry {
-            id: 0,
-            instance_id: Uuid::new_v4(),
-            name: name.into(),
-            computer_name: "localhost".into(),
-            configuration_name: "default".into(),
-            created_at_ms: 0,
-            closed_reason: None,
-        }
-    }
+    use crate::registry::test_entry as entry;
 
     fn remember(r: &Registry, name: &str) {
         r.update(|s| {

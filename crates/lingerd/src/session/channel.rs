@@ -197,10 +197,16 @@ impl ChannelState {
     /// Whether request `rid` of `conn` may acknowledge this channel: as its subscriber, or as
     /// the one just evicted.
     pub fn acknowledges(&self, conn: u64, rid: u64) -> bool {
+        self.acker(conn, rid).is_some()
+    }
+
+    /// For the request that may acknowledge this channel: what was relayed to it, and
+    /// whether it is a `--keep` receive.
+    fn acker(&self, conn: u64, rid: u64) -> Option<(u64, bool)> {
         match (&self.subscriber, self.evicted) {
-            (Some(s), _) => s.is(conn, rid),
-            (None, Some((c, r, _))) => c == conn && r == rid,
-            (None, None) => false,
+            (Some(s), _) if s.is(conn, rid) => Some((s.relayed, s.keep)),
+            (None, Some((c, r, relayed))) if c == conn && r == rid => Some((relayed, false)),
+            _ => None,
         }
     }
 
@@ -214,11 +220,7 @@ impl ChannelState {
         rid: u64,
         seq: u64,
     ) -> Option<DaemonToHost> {
-        let (relayed, keep) = match (&self.subscriber, self.evicted) {
-            (Some(s), _) if s.is(conn, rid) => (s.relayed, s.keep),
-            (None, Some((c, r, relayed))) if c == conn && r == rid => (relayed, false),
-            _ => return None,
-        };
+        let (relayed, keep) = self.acker(conn, rid)?;
         let seq = seq.min(relayed);
         if keep {
             return Some(DaemonToHost::Credit { channel, seq });
