@@ -298,6 +298,31 @@ mod tests {
         );
     }
 
+    /// A journal that cannot be opened (here, a directory in its place) fails the update in
+    /// one line naming it, and the table is not taken as changed.
+    #[test]
+    fn an_unwritable_journal_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let home = ClientHome::at(dir.path());
+        let r = Registry::new(home.clone());
+        remember(&r, "one");
+        std::fs::remove_file(home.registry_journal()).expect("remove the journal");
+        std::fs::create_dir(home.registry_journal()).expect("a directory in its place");
+        let err = r
+            .update(|s| {
+                s.remember(entry("two"));
+                Ok(())
+            })
+            .expect_err("cannot open")
+            .to_string();
+        assert!(
+            err.contains("sessions.journal") && !err.contains('\n'),
+            "{err}"
+        );
+        std::fs::remove_dir(home.registry_journal()).expect("remove the directory");
+        assert_eq!(names(&Registry::new(home)), ["one"]);
+    }
+
     /// A journal line that is whole but not a change is reported, naming both files.
     #[test]
     fn a_corrupt_journal_line_is_an_error_naming_what_to_move() {
