@@ -306,6 +306,10 @@ pub struct InvokeArgs {
     /// (as `ssh -n`).
     #[arg(short = 'n', long)]
     pub no_stdin: bool,
+    /// Run the command on a terminal made for it on the server (as `ssh -t`): full-screen
+    /// programs, REPLs and password prompts work; `~.` at the start of a line detaches.
+    #[arg(short = 't', long)]
+    pub tty: bool,
     #[command(flatten)]
     pub session: SessionFlags,
     /// The script (words are joined with spaces); read from stdin when absent.

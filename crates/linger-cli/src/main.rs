@@ -8,6 +8,7 @@ mod progress;
 mod report;
 mod sink;
 mod stdin;
+mod terminal;
 
 use clap::Parser;
 

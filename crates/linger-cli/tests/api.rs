@@ -393,6 +393,7 @@ async fn pipelined_requests_are_bounded_per_connection() {
             disconnected: false,
             kind: InvokeKind::Plain,
             stdin: false,
+            terminal: None,
         }),
     };
     // Read while writing: the daemon's answers must not fill the socket.

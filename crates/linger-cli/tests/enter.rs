@@ -4,12 +4,11 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::os::unix::process::CommandExt;
-use std::process::{Child, ExitStatus, Output, Stdio};
-use std::sync::{Arc, Mutex};
+use std::io::Write;
+use std::process::{Output, Stdio};
 
-use common::{eventually, World};
+use common::term::Term;
+use common::World;
 
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
@@ -41,132 +40,6 @@ fn session_json(w: &World, sel: &str) -> serde_json::Value {
     let out = w.ok(&["get", sel, "--json"]);
     let first = out.lines().next().expect("a session line");
     serde_json::from_str(first).expect("JSON")
-}
-
-/// `linger` on a pseudo-terminal of its own (its controlling terminal, so that Ctrl-C
-/// written to the master raises SIGINT), with everything it writes collected.
-struct Term {
-    child: Child,
-    master: std::fs::File,
-    screen: Arc<Mutex<Vec<u8>>>,
-    /// How far `expect` has read.
-    seen: usize,
-}
-
-impl Term {
-    fn spawn(w: &World, args: &[&str]) -> Term {
-        let size = nix::pty::Winsize {
-            ws_row: 40,
-            ws_col: 200,
-            ws_xpixel: 0,
-            ws_ypixel: 0,
-        };
-        let pty = nix::pty::openpty(Some(&size), None).expect("openpty");
-        let mut cmd = w.linger(args);
-        cmd.env("TERM", "xterm")
-            .stdin(Stdio::from(pty.slave.try_clone().expect("dup")))
-            .stdout(Stdio::from(pty.slave.try_clone().expect("dup")))
-            .stderr(Stdio::from(pty.slave));
-        // SAFETY: setsid and ioctl are async-signal-safe.
-        unsafe {
-            cmd.pre_exec(|| {
-                nix::unistd::setsid()?;
-                if libc::ioctl(0, libc::TIOCSCTTY as _, 0) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let child = cmd.spawn().expect("start linger on a terminal");
-        // The child holds the terminal now; our copies of it go with `cmd`.
-        drop(cmd);
-        let master = std::fs::File::from(pty.master);
-        let screen = Arc::new(Mutex::new(Vec::new()));
-        let mut reader = master.try_clone().expect("dup the master");
-        let collected = screen.clone();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            // Ends with EIO once the terminal's last user is gone.
-            while let Ok(n) = reader.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                collected.lock().unwrap().extend_from_slice(&buf[..n]);
-            }
-        });
-        Term {
-            child,
-            master,
-            screen,
-            seen: 0,
-        }
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.screen.lock().unwrap()).into_owned()
-    }
-
-    /// Types `keys`.
-    fn send(&mut self, keys: &str) {
-        self.master.write_all(keys.as_bytes()).expect("type");
-        self.master.flush().expect("type");
-    }
-
-    /// Waits until `what` appears after what was expected before; reads past it.
-    fn expect(&mut self, what: &str) {
-        let mut found = None;
-        let seen = self.seen;
-        let screen = self.screen.clone();
-        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            eventually(&format!("{what:?} on the terminal"), || {
-                let s = screen.lock().unwrap();
-                found = find(&s[seen.min(s.len())..], what.as_bytes()).map(|i| seen + i);
-                found.is_some()
-            })
-        }));
-        if outcome.is_err() {
-            panic!(
-                "{what:?} never appeared; the terminal shows:\n{}",
-                self.text()
-            );
-        }
-        self.seen = found.expect("found") + what.len();
-    }
-
-    /// What appeared since the last `expect`.
-    fn since(&self, from: usize) -> String {
-        let s = self.screen.lock().unwrap();
-        String::from_utf8_lossy(&s[from.min(s.len())..]).into_owned()
-    }
-
-    /// Waits for linger to end.
-    fn wait(&mut self) -> ExitStatus {
-        let mut status = None;
-        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            eventually("linger enter to end", || {
-                status = self.child.try_wait().expect("try_wait");
-                status.is_some()
-            })
-        }));
-        if outcome.is_err() {
-            panic!(
-                "linger enter did not end; the terminal shows:\n{}",
-                self.text()
-            );
-        }
-        status.expect("status")
-    }
-}
-
-impl Drop for Term {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
 }
 
 /// The seed's first example: lines from a pipe run in turn in the session, incomplete ones

@@ -346,6 +346,7 @@ async fn input_outside_the_rules_is_ignored() {
             disconnected: false,
             kind: InvokeKind::Plain,
             stdin: true,
+            terminal: None,
         }),
     };
     wr.write(&invoke).await.expect("invoke");

@@ -663,3 +663,52 @@ fn an_rsa_key_file_logs_in() {
         "signed\n"
     );
 }
+
+/// Terminal commands over TLS (SPEC §4 `--tty`), and sshd's `no-pty` key option: a key
+/// whose line says `no-pty` (or `restrict`) is refused a terminal, with a line saying why.
+#[test]
+fn a_terminal_over_tls_and_no_pty_refuses_one() {
+    use common::term::Term;
+    let mut w = World::new();
+    let (alice, alice_pub) = w.keygen("alice");
+    let (bob, bob_pub) = w.keygen("bob");
+    authorize(
+        &w,
+        &[
+            format!("principal=\"alice\" {alice_pub}"),
+            format!("principal=\"bob\",restrict {bob_pub}"),
+        ],
+    );
+    let computer = w.start_tls_daemon();
+    w.use_key("homeA", &alice);
+    w.use_key("homeB", &bob);
+    common::ok_as(&w, "homeA", &["new", &computer, "--name", "work"]);
+    common::ok_as(&w, "homeB", &["new", &computer, "--name", "work"]);
+
+    let mut t = Term::spawn_cmd(w.linger_as(
+        "homeA",
+        &[
+            "invoke",
+            "work",
+            "-t",
+            "--",
+            "tty; read -r -p 'say: ' x; echo \"heard $x\"",
+        ],
+    ));
+    t.expect("/dev/pts/");
+    t.expect("say: ");
+    t.send("hello\r");
+    t.expect("heard hello");
+    assert_eq!(t.wait().code(), Some(0), "{}", t.text());
+    t.assert_restored();
+
+    let mut t = Term::spawn_cmd(w.linger_as("homeB", &["invoke", "work", "-t", "--", "tty"]));
+    t.expect("may not run commands on a terminal");
+    assert_eq!(t.wait().code(), Some(5), "{}", t.text());
+    t.assert_restored();
+    // Without a terminal the same key runs it.
+    assert_eq!(
+        common::ok_as(&w, "homeB", &["invoke", "work", "--", "tty || true"]),
+        "not a tty\n"
+    );
+}

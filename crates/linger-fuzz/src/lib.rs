@@ -105,6 +105,11 @@ pub fn corpus() -> Vec<Vec<u8>> {
             disconnected: false,
             kind: InvokeKind::Job,
             stdin: true,
+            terminal: Some(linger_proto::types::TerminalSpec {
+                term: "xterm".into(),
+                rows: 24,
+                cols: 80,
+            }),
         }),
         Request::Connect(Connect {
             instance_id: id,
@@ -189,6 +194,12 @@ pub fn corpus() -> Vec<Vec<u8>> {
         args: vec![],
         kind: RunKind::LaunchJob { job_id: id },
         stdin: false,
+        terminal: None,
+    }));
+    out.push(framed(&DaemonToHost::Resize {
+        command_id: id,
+        rows: 0,
+        cols: u16::MAX,
     }));
     out.push(framed(&DaemonToHost::Stdin {
         command_id: id,
@@ -345,6 +356,7 @@ impl DaemonUnderTest {
                     let peer = lingerd::Peer {
                         principal: "fuzz".into(),
                         from: "the fuzzer".into(),
+                        no_pty: false,
                     };
                     daemon.serve_connection(sr, sw, peer).await
                 }

@@ -202,14 +202,17 @@ async fn connection(stream: UnixStream, state: Arc<HostState>) {
                             return;
                         }
                     }
-                    DaemonToHost::Run { command_id, script, args, kind, stdin } => {
-                        let reply = match state.run(command_id, &script, &args, kind, stdin) {
+                    DaemonToHost::Run { command_id, script, args, kind, stdin, terminal } => {
+                        let reply = match state.run(command_id, &script, &args, kind, stdin, terminal) {
                             Ok(()) => HostToDaemon::Started { command_id },
                             Err(reason) => HostToDaemon::RunRefused { command_id, reason },
                         };
                         if writer.write(&reply).await.is_err() {
                             return;
                         }
+                    }
+                    DaemonToHost::Resize { command_id, rows, cols } => {
+                        state.resize(command_id, rows, cols);
                     }
                     DaemonToHost::Stdin { command_id, offset, data, eof } => {
                         state.offer_input(command_id, offset, data, eof);

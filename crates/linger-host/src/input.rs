@@ -16,6 +16,8 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
+use crate::terminal::Pty;
+
 /// A bigger pipe lets a fast command read more per wakeup of the host.
 const PIPE_SIZE: i32 = 1 << 20;
 
@@ -50,23 +52,30 @@ impl Input {
         // Best effort: a smaller pipe only costs wakeups.
         let _ = fcntl(&w, FcntlArg::F_SETPIPE_SZ(PIPE_SIZE));
         let pipe = pipe::Sender::from_owned_fd(w)?;
+        Ok((Input::start(command_id, progress, Writer::Pipe(pipe)), r))
+    }
+
+    /// Input typed at a terminal command: written to its terminal. The end of the input
+    /// only stops the writing (the terminal stays, as a terminal does when nobody types).
+    pub fn to_terminal(command_id: Uuid, progress: ProgressTx, pty: Arc<Pty>) -> Input {
+        Input::start(command_id, progress, Writer::Terminal(pty))
+    }
+
+    fn start(command_id: Uuid, progress: ProgressTx, writer: Writer) -> Input {
         let (tx, rx) = mpsc::unbounded_channel();
         progress.send_replace(Some(Progress {
             command_id,
             written: 0,
             closed: false,
         }));
-        let writer = tokio::spawn(write_all(pipe, rx, command_id, progress.clone()));
-        Ok((
-            Input {
-                command_id,
-                taken: 0,
-                queue: Some(tx),
-                writer,
-                progress,
-            },
-            r,
-        ))
+        let writer = tokio::spawn(write_all(writer, rx, command_id, progress.clone()));
+        Input {
+            command_id,
+            taken: 0,
+            queue: Some(tx),
+            writer,
+            progress,
+        }
     }
 
     pub fn command_id(&self) -> Uuid {
@@ -117,8 +126,23 @@ impl Drop for Input {
     }
 }
 
+/// Where a command's input goes.
+enum Writer {
+    Pipe(pipe::Sender),
+    Terminal(Arc<Pty>),
+}
+
+impl Writer {
+    async fn write_all(&mut self, data: &[u8]) -> std::io::Result<()> {
+        match self {
+            Writer::Pipe(pipe) => pipe.write_all(data).await,
+            Writer::Terminal(pty) => pty.write_all(data).await,
+        }
+    }
+}
+
 async fn write_all(
-    mut pipe: pipe::Sender,
+    mut pipe: Writer,
     mut queue: mpsc::UnboundedReceiver<Bytes>,
     command_id: Uuid,
     progress: ProgressTx,

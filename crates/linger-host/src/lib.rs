@@ -19,6 +19,7 @@ mod reader;
 mod shell;
 mod spool;
 mod state;
+mod terminal;
 
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;

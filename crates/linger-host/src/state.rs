@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use linger_proto::host::{HostSpec, HostStatus, JobStatus, RunKind, SessionSettings};
-use linger_proto::types::StreamKind;
 use linger_proto::types::{JobKind, JobState};
+use linger_proto::types::{StreamKind, TerminalSpec};
 use nix::sys::signal::{killpg, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
@@ -22,6 +22,7 @@ use crate::marker::{MarkerScanner, Piece};
 use crate::procs;
 use crate::reader::PipeReader;
 use crate::shell::{self, Shell};
+use crate::terminal::Pty;
 use crate::HostError;
 
 /// Between SIGTERM and SIGKILL when a job is stopped.
@@ -35,6 +36,8 @@ pub struct Running {
     pub started_ticks: u64,
     stdout_end: Option<i32>,
     stderr_end: bool,
+    /// The command's own terminal (`invoke --tty`).
+    terminal: Option<Arc<Pty>>,
 }
 
 /// A command run with `invoke --as-job`: its record stays for the job table.
@@ -240,7 +243,8 @@ impl HostState {
     }
 
     /// Starts a command, or says why not. With `stdin`, the command reads a pipe that
-    /// [`HostState::offer_input`] fills; otherwise `/dev/null`.
+    /// [`HostState::offer_input`] fills; otherwise `/dev/null`. With `terminal`, it runs
+    /// on a pseudo-terminal of its own instead, which forwarded input is typed into.
     pub fn run(
         self: &Arc<Self>,
         id: Uuid,
@@ -248,6 +252,7 @@ impl HostState {
         args: &[String],
         kind: RunKind,
         stdin: bool,
+        terminal: Option<TerminalSpec>,
     ) -> Result<(), String> {
         shell::check_fields(script, args)?;
         {
@@ -259,21 +264,37 @@ impl HostState {
                 return Err(format!("command {} is still running", r.id));
             }
         }
-        let bytes = match kind {
-            RunKind::LaunchJob { job_id } => {
+        // Only a plain command has a terminal or reads forwarded input: a job's requester
+        // has gone.
+        let terminal = terminal.filter(|_| kind == RunKind::Plain);
+        let stdin = stdin && kind == RunKind::Plain;
+        let bytes = match (kind, &terminal) {
+            (RunKind::LaunchJob { job_id }, _) => {
                 let launch = self.prepare_job(job_id, script, args)?;
                 shell::encode_record(shell::RecordKind::Job, "", &launch)?
             }
+            (_, Some(spec)) => {
+                let mut fields = vec![spec.term.clone()];
+                fields.extend(args.iter().cloned());
+                shell::encode_record(shell::RecordKind::Terminal, script, &fields)?
+            }
             _ => shell::encode_record(shell::RecordKind::Command, script, args)?,
         };
-        // Only a plain command reads forwarded input: a job's requester has gone.
-        let (input, stdin) = match stdin && kind == RunKind::Plain {
-            true => {
+        let (input, passed, pty) = match (terminal, stdin) {
+            (Some(spec), _) => {
+                let (pty, slave) = Pty::open(&spec)
+                    .map_err(|e| format!("cannot make a terminal for the command: {e}"))?;
+                let pty = Arc::new(pty);
+                let input =
+                    stdin.then(|| Input::to_terminal(id, self.input_progress.clone(), pty.clone()));
+                (input, Some(slave), Some(pty))
+            }
+            (None, true) => {
                 let (input, read_end) = Input::open(id, self.input_progress.clone())
                     .map_err(|e| format!("cannot make the command's input pipe: {e}"))?;
-                (Some(input), Some(read_end))
+                (Some(input), Some(read_end), None)
             }
-            false => (None, None),
+            (None, false) => (None, None, None),
         };
         let mut g = self.lock();
         if kind == RunKind::Job {
@@ -294,12 +315,24 @@ impl HostState {
             started_ticks: procs::now_ticks().unwrap_or(0),
             stdout_end: None,
             stderr_end: false,
+            terminal: pty.clone(),
         });
         g.current = id;
         g.input = input;
         drop(g);
+        if let Some(pty) = pty {
+            tokio::spawn(read_terminal(
+                self.clone(),
+                pty,
+                id,
+                MarkerScanner::stdout(&self.nonce),
+            ));
+        }
         self.commands
-            .send(shell::Record { bytes, stdin })
+            .send(shell::Record {
+                bytes,
+                stdin: passed,
+            })
             .map_err(|_| "the session's shell is not accepting commands".to_string())?;
         self.bump();
         Ok(())
@@ -384,6 +417,19 @@ impl HostState {
             let _ = killpg(group, Signal::SIGKILL);
         }
         procs::signal_all(&everyone(), Signal::SIGKILL);
+    }
+
+    /// The client's window changed: the running command's terminal, if it has one, follows.
+    pub fn resize(&self, id: Uuid, rows: u16, cols: u16) {
+        let pty = match &self.lock().running {
+            Some(r) if r.id == id => r.terminal.clone(),
+            _ => None,
+        };
+        if let Some(pty) = pty {
+            if let Err(e) = pty.resize(rows, cols) {
+                tracing::warn!(command = %id, "cannot resize the command's terminal: {e}");
+            }
+        }
     }
 
     /// How far the running command's forwarded input has got, if it has one.
@@ -517,6 +563,38 @@ async fn read_pipe(
     }
     if let Some(rest) = scanner.finish() {
         state.log.push_output(state.current(), stream, rest).await;
+    }
+}
+
+/// Reads a terminal command's output from its terminal until the loop's end marker (which
+/// the loop writes there, after giving the terminal up, instead of on the stdout pipe).
+async fn read_terminal(state: Arc<HostState>, pty: Arc<Pty>, id: Uuid, mut scanner: MarkerScanner) {
+    let mut pieces = Vec::new();
+    let mut buf = bytes::BytesMut::new();
+    loop {
+        let chunk = match pty.read(&mut buf).await {
+            Ok(Some(chunk)) => chunk,
+            Ok(None) => break,
+            Err(e) => {
+                tracing::error!(command = %id, "reading the command's terminal failed: {e}");
+                break;
+            }
+        };
+        scanner.feed(chunk, &mut pieces);
+        for piece in pieces.drain(..) {
+            match piece {
+                Piece::Data(data) => state.log.push_output(id, StreamKind::Stdout, data).await,
+                Piece::End(status) => {
+                    state.end_marker(StreamKind::Stdout, status);
+                    // Whatever the command left behind and still writes is not its output:
+                    // the terminal closes with the last holder of this master.
+                    return;
+                }
+            }
+        }
+    }
+    if let Some(rest) = scanner.finish() {
+        state.log.push_output(id, StreamKind::Stdout, rest).await;
     }
 }
 

@@ -28,6 +28,14 @@ pub enum ClientMsg {
         #[serde(default)]
         eof: bool,
     },
+    /// The client's window changed: the terminal of `command_id` (running in session
+    /// `instance_id`, attached to this client) takes the new size. Ignored otherwise.
+    Resize {
+        instance_id: Uuid,
+        command_id: Uuid,
+        rows: u16,
+        cols: u16,
+    },
     /// Liveness; answered with `Pong`.
     Ping { nonce: u64 },
     /// Answer to `Challenge` (TLS only): prove possession of an SSH key.
@@ -164,6 +172,10 @@ pub struct Invoke {
     /// reads `/dev/null`. Ignored for `disconnected` and for kinds other than `Plain`.
     #[serde(default)]
     pub stdin: bool,
+    /// Run the command on a pseudo-terminal of its own (`--tty`); its output is one merged
+    /// stream and forwarded input (`stdin` must be set) is what is typed. Only for `Plain`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub terminal: Option<crate::types::TerminalSpec>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]

@@ -28,6 +28,16 @@ pub enum DaemonToHost {
         /// The command reads forwarded input (`Stdin`) from a pipe; otherwise `/dev/null`.
         #[serde(default)]
         stdin: bool,
+        /// Run it on a pseudo-terminal the host makes: output is read from its master,
+        /// forwarded input is written to it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        terminal: Option<crate::types::TerminalSpec>,
+    },
+    /// The terminal of running command `command_id` takes a new size (SIGWINCH follows).
+    Resize {
+        command_id: Uuid,
+        rows: u16,
+        cols: u16,
     },
     /// Forwarded input of `command_id` from byte `offset` on (docs/PROTOCOL.md §12.1).
     Stdin {

@@ -20,8 +20,8 @@ pub mod types;
 pub use frame::{FrameError, FramedConn, MAX_FRAME_LEN};
 
 /// Version of the client <-> daemon protocol. Bumped on any incompatible change.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Version of the daemon <-> session host protocol. A daemon does not adopt a host speaking
 /// another version: it logs why and leaves the host (and its session) running untouched.
-pub const HOST_PROTOCOL_VERSION: u32 = 2;
+pub const HOST_PROTOCOL_VERSION: u32 = 3;

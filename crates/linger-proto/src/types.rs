@@ -11,6 +11,15 @@ pub enum StreamKind {
     Stderr,
 }
 
+/// A terminal made on the server for one command (`invoke --tty`): the client's `$TERM` and
+/// window size. Its output is one merged stream, sent as `Stdout`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TerminalSpec {
+    pub term: String,
+    pub rows: u16,
+    pub cols: u16,
+}
+
 /// What a session does with output when its buffer is full (SPEC §9).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]

@@ -70,6 +70,7 @@ fn every_documented_example_is_what_the_encoder_writes() {
                     disconnected: false,
                     kind: InvokeKind::Plain,
                     stdin: true,
+                    terminal: None,
                 }),
             }),
         ),

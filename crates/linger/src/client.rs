@@ -21,7 +21,7 @@ use crate::options::Options;
 use crate::registry::{Entry, JobEntry, Registry};
 use crate::ssh::{self, SshTarget};
 use crate::tls::{self, TlsTarget};
-use linger_proto::types::ConfigurationInfo;
+use linger_proto::types::{ConfigurationInfo, TerminalSpec};
 
 /// Default time a synchronous invoke waits for a busy session (the seeds' four minutes).
 pub const DEFAULT_WAIT: Duration = Duration::from_secs(240);
@@ -252,6 +252,10 @@ pub struct InvokeOptions {
     /// Forward standard input: the stream's [`CommandStream::input`] feeds the command,
     /// which otherwise reads `/dev/null` (as always with `disconnected` or `as_job`).
     pub stdin: bool,
+    /// Run the command on a terminal made for it on the server (`--tty`): its output is
+    /// one merged stream, the input is what is typed, and [`CommandStream::resizer`]
+    /// passes window changes on.
+    pub terminal: Option<TerminalSpec>,
 }
 
 impl Default for InvokeOptions {
@@ -263,6 +267,7 @@ impl Default for InvokeOptions {
             disconnected: false,
             as_job: false,
             stdin: false,
+            terminal: None,
         }
     }
 }
@@ -826,6 +831,7 @@ impl Client {
                     InvokeKind::Plain
                 },
                 stdin: opts.stdin,
+                terminal: opts.terminal.clone(),
             })
             .await;
         let mut stream = self.note_closed(entry, result)?;
@@ -861,6 +867,7 @@ impl Client {
                 disconnected: false,
                 kind: InvokeKind::BackgroundJob,
                 stdin: false,
+                terminal: None,
             })
             .await;
         let stream = self.note_closed(entry, result)?;

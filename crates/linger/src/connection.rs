@@ -457,6 +457,7 @@ impl Connection {
             })),
             output_limit: None,
             received_bytes: 0,
+            instance_id: None,
         }
     }
 
@@ -467,6 +468,7 @@ impl Connection {
         let detached = req.disconnected || req.kind == InvokeKind::Job;
         req.stdin &= !req.disconnected && req.kind == InvokeKind::Plain;
         let input = req.stdin.then(Input::new);
+        let instance_id = req.instance_id;
         let (rid, mut rx) = self.start_feeding(Request::Invoke(req), input.as_ref())?;
         let first = rx.recv().await;
         let (command_id, job_id) = match first {
@@ -495,6 +497,7 @@ impl Connection {
         stream.done = detached;
         stream.job_id = job_id;
         stream.input = input;
+        stream.instance_id = Some(instance_id);
         Ok(stream)
     }
 }
@@ -699,6 +702,8 @@ pub struct CommandStream {
     /// the output passes it.
     output_limit: Option<(u64, Uuid)>,
     received_bytes: u64,
+    /// The session an invoke runs in (for `Resizer`s).
+    instance_id: Option<Uuid>,
 }
 
 /// What a `Canceller` acts on.
@@ -870,6 +875,16 @@ impl CommandStream {
     /// until it has ended.
     pub fn cancel(&self) -> Result<()> {
         self.canceller().cancel()
+    }
+
+    /// A handle that passes window sizes to the command's terminal (an invoke with a
+    /// terminal; for anything else the server ignores them).
+    pub fn resizer(&self) -> Resizer {
+        Resizer {
+            target: self.cancel.clone(),
+            instance_id: self.instance_id.unwrap_or_else(Uuid::nil),
+            command_id: self.command_id(),
+        }
     }
 
     /// A handle that can cancel the command from another task.
@@ -1068,6 +1083,35 @@ impl Drop for EnterGuard {
             .shared
             .out
             .send(ClientMsg::Cancel { rid: self.rid }.into());
+    }
+}
+
+/// Resizes one command's terminal from anywhere, following its stream across
+/// reconnections.
+#[derive(Clone)]
+pub struct Resizer {
+    target: Arc<Mutex<CancelTarget>>,
+    instance_id: Uuid,
+    command_id: Uuid,
+}
+
+impl Resizer {
+    pub fn resize(&self, rows: u16, cols: u16) -> Result<()> {
+        let conn = match &*lock(&self.target) {
+            CancelTarget::Request { conn, .. } | CancelTarget::Session { conn, .. } => conn.clone(),
+        };
+        conn.shared
+            .out
+            .send(
+                ClientMsg::Resize {
+                    instance_id: self.instance_id,
+                    command_id: self.command_id,
+                    rows,
+                    cols,
+                }
+                .into(),
+            )
+            .map_err(|_| conn.lost())
     }
 }
 

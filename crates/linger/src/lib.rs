@@ -35,13 +35,14 @@ pub use client::{
     JobViewState, NewOptions, ReceiveOptions, SessionView, State, Target, DEFAULT_CANCEL_TIMEOUT,
     DEFAULT_WAIT,
 };
-pub use connection::{Canceller, CommandStream, Connection, EnterGuard, Event, Resume};
+pub use connection::{Canceller, CommandStream, Connection, EnterGuard, Event, Resizer, Resume};
 pub use error::{Error, Kind, Result};
 pub use home::ClientHome;
 pub use input::Input;
 pub use linger_proto::server::ReceiveSummary;
 pub use linger_proto::types::{
     BufferingMode, ConfigurationInfo, JobInfo, JobKind, JobState, SessionInfo, StreamKind,
+    TerminalSpec,
 };
 pub use options::{OptionSource, Options, KEYS as OPTION_KEYS};
 pub use registry::{Entry, JobEntry, Registry, Sessions};

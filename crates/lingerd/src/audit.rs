@@ -62,6 +62,7 @@ impl AuditLog {
         let peer = Peer {
             principal: "lingerd".into(),
             from: "the daemon".into(),
+            no_pty: true,
         };
         self.record(&peer, action, session, name, detail);
     }
@@ -71,6 +72,7 @@ impl AuditLog {
         let peer = Peer {
             principal: String::new(),
             from: from.to_string(),
+            no_pty: true,
         };
         self.record(&peer, "login_failed", Uuid::nil(), "", detail);
     }

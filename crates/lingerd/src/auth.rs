@@ -177,13 +177,14 @@ where
             }
         };
         match checked {
-            Ok((principal, fingerprint)) => {
+            Ok((login, fingerprint)) => {
                 daemon
                     .auth_throttle
                     .succeeded(tls.addr.ip(), &key_id(&auth.public_key));
                 let peer = Peer {
-                    principal,
+                    principal: login.principal,
                     from: format!("{from} (key {fingerprint})"),
+                    no_pty: login.no_pty,
                 };
                 daemon.audit.record(
                     &peer,
@@ -234,13 +235,14 @@ async fn goodbye<W: AsyncWrite + Unpin>(writer: &mut FrameWriter<W>, kind: Error
 }
 
 /// Checks one attempt: the key is authorized (and as whom), the signature is the key's over
-/// `message`. Returns the principal and the key's fingerprint.
+/// `message`. Returns the login (principal and what the key's options allow) and the key's
+/// fingerprint.
 fn check(
     daemon: &Daemon,
     auth: &Authenticate,
     message: &[u8],
     peer: IpAddr,
-) -> Result<(String, String), Refusal> {
+) -> Result<(Login, String), Refusal> {
     // Before anything is looked up with it.
     if !valid_user(&auth.user) {
         return Err(Refusal::BadUser);
@@ -248,16 +250,23 @@ fn check(
     let key = PublicKey::from_openssh(&auth.public_key).map_err(Refusal::BadKey)?;
     let fingerprint = key.fingerprint(HashAlg::Sha256).to_string();
     let signature = SshSig::from_pem(&auth.signature).map_err(Refusal::BadSignature)?;
-    let principal = authorized_as(daemon, &key, &auth.user, peer, &fingerprint)?;
+    let login = authorized_as(daemon, &key, &auth.user, peer, &fingerprint)?;
+    let principal = &login.principal;
     key.verify(SIGNATURE_NAMESPACE, message, &signature)
         .map_err(|e| Refusal::WrongSignature(fingerprint.clone(), e))?;
     if daemon.system {
         // The principal is a Unix user the session will run as: as sshd, not one that may
         // not log in.
-        crate::account::usable(&principal)
+        crate::account::usable(principal)
             .map_err(|why| Refusal::Account(principal.clone(), why))?;
     }
-    Ok((principal, fingerprint))
+    Ok((login, fingerprint))
+}
+
+/// Whom an accepted key acts as, and whether its options deny commands a terminal.
+struct Login {
+    principal: String,
+    no_pty: bool,
 }
 
 /// Whom `key` may act as, given that the client asked to be `user`.
@@ -271,7 +280,7 @@ fn authorized_as(
     user: &str,
     peer: IpAddr,
     fingerprint: &str,
-) -> Result<String, Refusal> {
+) -> Result<Login, Refusal> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
@@ -298,8 +307,14 @@ fn authorized_as(
             let Some(granted) = judge(&opts, &mut refused) else {
                 continue;
             };
+            let no_pty = granted.no_pty;
             match granted.principal {
-                Some(name) if valid_principal(&name) => return Ok(name),
+                Some(name) if valid_principal(&name) => {
+                    return Ok(Login {
+                        principal: name,
+                        no_pty,
+                    })
+                }
                 Some(bad) => {
                     tracing::warn!(path = %path.display(), "ignoring a key with an invalid principal {bad:?}")
                 }
@@ -307,7 +322,12 @@ fn authorized_as(
                     path = %path.display(),
                     "a system daemon ignores keys without principal=\"NAME\" in [server] authorized_keys"
                 ),
-                None => return Ok(daemon.own_user.clone()),
+                None => {
+                    return Ok(Login {
+                        principal: daemon.own_user.clone(),
+                        no_pty,
+                    })
+                }
             }
         }
     }
@@ -321,7 +341,12 @@ fn authorized_as(
                     Some(g) if g.principal.as_ref().is_some_and(|p| p != user) => {
                         refused = Some("principal= in a user's own file".into())
                     }
-                    Some(_) => return Ok(user.to_string()),
+                    Some(g) => {
+                        return Ok(Login {
+                            principal: user.to_string(),
+                            no_pty: g.no_pty,
+                        })
+                    }
                     None => {}
                 }
             }

@@ -38,6 +38,8 @@ pub struct Peer {
     pub principal: String,
     /// For logs: where the connection comes from.
     pub from: String,
+    /// The key's options deny commands a terminal (`no-pty`, `restrict`).
+    pub no_pty: bool,
 }
 
 /// A request receiving output (an invoke or a receive): its session, and for an invoke its
@@ -258,6 +260,16 @@ pub async fn serve<R, W>(
                 if let Some((s, cmd, cancel_timeout)) = target {
                     tracing::info!(session = %s.id(), command = %cmd, principal = %ctx.peer.principal, "command cancelled");
                     s.interrupt(cmd, cancel_timeout);
+                }
+            }
+            ClientMsg::Resize {
+                instance_id,
+                command_id,
+                rows,
+                cols,
+            } => {
+                if let Some(s) = ctx.daemon.registry.get(&ctx.peer.principal, instance_id) {
+                    s.resize(ctx.client, command_id, rows, cols);
                 }
             }
             ClientMsg::Ping { nonce } => {
@@ -564,6 +576,13 @@ impl Ctx {
                 "the script or an argument contains a NUL byte, which a shell cannot hold",
             ));
         }
+        if req.terminal.is_some() && self.peer.no_pty {
+            return Err(ErrorBody::new(
+                ErrorKind::Auth,
+                "this key may not run commands on a terminal (its authorized_keys line says no-pty or restrict)",
+            )
+            .with_hint("run the command without --tty, or ask for a key line that allows a pty"));
+        }
         if let Some(allowed) = &session.meta.restricted {
             let patterns = &session.meta.restricted_arguments;
             match crate::restricted::command(&req.script, &req.args, allowed, patterns) {
@@ -635,6 +654,7 @@ impl Ctx {
                 disconnected: req.disconnected,
                 kind: req.kind,
                 stdin: req.stdin,
+                terminal: req.terminal,
                 tx: self.tx.clone(),
                 gone: self.gone.subscribe(),
             },

@@ -7,12 +7,14 @@
 //! - `expiry-time="YYYYMMDD[HHMM[SS]][Z]"`: refused from then on (UTC with `Z`, else the
 //!   system's time zone, as sshd).
 //! - `principal="NAME"`: linger's own (whom the key acts as).
-//! - `restrict`, `no-pty`, `no-port-forwarding`, `no-agent-forwarding`, `no-X11-forwarding`,
-//!   `no-user-rc`: restrictions of things linger never does (it forwards nothing, runs no rc
-//!   file, and gives commands no terminal yet: when it does, `no-pty` must refuse them).
-//! - `pty`, `port-forwarding`, `agent-forwarding`, `X11-forwarding`, `user-rc`,
-//!   `permitopen=`, `permitlisten=`, `tunnel=`, `no-touch-required`: grants of those things,
-//!   which linger never gives anyway.
+//! - `no-pty` (and `restrict`, unless a `pty` follows it): commands get no terminal
+//!   (`invoke --tty` is refused), as sshd refuses a pty request.
+//! - `restrict`, `no-port-forwarding`, `no-agent-forwarding`, `no-X11-forwarding`,
+//!   `no-user-rc`: restrictions of things linger never does (it forwards nothing and runs no
+//!   rc file).
+//! - `port-forwarding`, `agent-forwarding`, `X11-forwarding`, `user-rc`, `permitopen=`,
+//!   `permitlisten=`, `tunnel=`, `no-touch-required`: grants of those things, which linger
+//!   never gives anyway.
 //! - Anything else (`command=`: a forced command linger cannot confine a session to;
 //!   `environment=`, `cert-authority`, `principals=`, `verify-required`, unknown options):
 //!   the key is refused.
@@ -24,6 +26,8 @@ use std::net::IpAddr;
 pub struct Granted {
     /// `principal="NAME"`, if given (checked by the caller).
     pub principal: Option<String>,
+    /// `no-pty`, or `restrict` without a later `pty`: no terminal for commands.
+    pub no_pty: bool,
 }
 
 /// Decides a key's options for a login from `peer` at `now_unix` (seconds). `Err` says why
@@ -56,11 +60,10 @@ pub fn judge(
                 }
             }
             ("principal", Some(p)) => granted.principal = Some(p),
+            ("restrict" | "no-pty", None) => granted.no_pty = true,
+            ("pty", None) => granted.no_pty = false,
             (
-                "restrict"
-                | "no-pty"
-                | "pty"
-                | "no-port-forwarding"
+                "no-port-forwarding"
                 | "no-agent-forwarding"
                 | "no-x11-forwarding"
                 | "no-user-rc"
@@ -250,5 +253,15 @@ mod tests {
         assert_eq!(g.principal.as_deref(), Some("ops"));
         assert!(ok("restrict,pty,no-user-rc", "127.0.0.1").is_ok());
         assert_eq!(ok("", "127.0.0.1").unwrap(), Granted::default());
+    }
+
+    #[test]
+    fn no_pty_and_restrict_deny_a_terminal_and_a_later_pty_grants_it() {
+        let no_pty = |opts: &str| ok(opts, "127.0.0.1").unwrap().no_pty;
+        assert!(!no_pty(""));
+        assert!(no_pty("no-pty"));
+        assert!(no_pty("restrict"));
+        assert!(!no_pty("restrict,pty"));
+        assert!(no_pty("pty,no-pty"));
     }
 }

@@ -1053,7 +1053,12 @@ async fn serve_local(
         Some(origin) => format!("local uid {uid}, claiming ssh from {origin}"),
         None => format!("local uid {uid}"),
     };
-    let peer = Peer { principal, from };
+    // A local user is the session's owner on this machine: nothing denies a terminal.
+    let peer = Peer {
+        principal,
+        from,
+        no_pty: false,
+    };
     let (r, w) = stream.into_split();
     conn::serve(daemon, r, w, conn::Admission::Trusted(peer), handshaking).await;
 }

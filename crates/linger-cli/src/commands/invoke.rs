@@ -50,12 +50,17 @@ pub async fn run(client: &Client, args: InvokeArgs, json: bool) -> Result<i32> {
         disconnected: args.in_disconnected_session,
         as_job: args.as_job,
         stdin: forward,
+        terminal: None,
     };
     if args.throttle == 0 {
         return Err(usage("--throttle must be at least 1"));
     }
     let targets = targets(client, &args)?;
     let new_opts = new_options(client, &args.session)?;
+    if args.tty && on_terminal(&args, &targets, json)? {
+        let target = targets.into_iter().next().context("no target")?;
+        return run_on_terminal(client, target, &script, &opts, &new_opts).await;
+    }
     if args.in_disconnected_session {
         return start_disconnected(client, targets, &script, &opts, &new_opts, json).await;
     }
@@ -210,6 +215,77 @@ async fn start_jobs(
     crate::output::print_jobs(&views, json);
     failures.finish()?;
     Ok(0)
+}
+
+/// Whether `--tty` gets a terminal: refused where it cannot mean anything, and (as `ssh -t`)
+/// left out with a notice when this process has no terminal to lend it.
+fn on_terminal(args: &InvokeArgs, targets: &[Target], json: bool) -> Result<bool> {
+    if args.as_job || args.in_disconnected_session {
+        return Err(usage(
+            "--tty is for a command someone types into: not with --as-job or --in-disconnected-session",
+        ));
+    }
+    if targets.len() != 1 {
+        return Err(usage_hint(
+            "--tty runs a command on one target",
+            "to run it on several, leave out --tty (their outputs are prefixed [computer])",
+        ));
+    }
+    if args.script.is_empty() && args.file.is_none() {
+        return Err(usage(
+            "--tty needs the script after -- or with --file (standard input is the keyboard)",
+        ));
+    }
+    if json || !crate::terminal::is_interactive() {
+        crate::say!(
+            "linger: no terminal for the command: this one's standard input and output are not both a terminal{}",
+            if json { " (or --json was given)" } else { "" }
+        );
+        return Ok(false);
+    }
+    Ok(true)
+}
+
+/// `--tty`: one command on a terminal of its own, this terminal raw meanwhile.
+async fn run_on_terminal(
+    client: &Client,
+    target: Target,
+    script: &str,
+    opts: &InvokeOptions,
+    new_opts: &NewOptions,
+) -> Result<i32> {
+    use crate::terminal::Ended;
+    let (entry, temporary) = match target.place {
+        Where::Session(e) => (e, false),
+        Where::AdHoc(computer) => (client.new_session(&computer, new_opts).await?.entry, true),
+    };
+    let ended = crate::terminal::run(client, &entry, script, opts).await;
+    let keep = !matches!(ended, Ok(Ended::Finished(_)) | Err(_));
+    if temporary && !keep {
+        if let Err(e) = client.remove(&entry).await {
+            crate::say!(
+                "linger: warning: could not remove the temporary session {}: {e}",
+                entry.name
+            );
+        }
+        let forget = entry.instance_id;
+        client.registry().update(|s| {
+            s.forget(forget);
+            Ok(())
+        })?;
+    }
+    match ended? {
+        Ended::Finished(status) => Ok(status),
+        Ended::Detached => {
+            crate::say!(
+                "linger: detached; the command goes on running in session {} (`linger receive {}` gets its output)",
+                entry.name,
+                entry.name
+            );
+            Ok(0)
+        }
+        Ended::Signalled(code) => Ok(code),
+    }
 }
 
 async fn read_script(args: &InvokeArgs) -> Result<String> {

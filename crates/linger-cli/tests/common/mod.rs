@@ -5,6 +5,7 @@
 
 pub mod proxy;
 pub mod sshd;
+pub mod term;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};

@@ -19,7 +19,9 @@
  * Record: u32 length (little-endian), then u8 kind, u32 argument count, each argument and
  * then the script as u32 length + bytes. Kind 'C' runs a command; its stdin arrives as one
  * descriptor (SCM_RIGHTS) with the record. Kind 'J' starts a background job: the first two
- * arguments are the job's FIFO prefix and its script, the rest its arguments.
+ * arguments are the job's FIFO prefix and its script, the rest its arguments. Kind 'T' runs
+ * a command on a terminal: the descriptor is a pseudo-terminal's slave, the first argument
+ * the client's $TERM, the rest the command's arguments (see run_on_terminal).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -30,8 +32,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/types.h>
+#include <sys/wait.h>
+#include <termios.h>
 #include <unistd.h>
 
 /* ---- bash's own declarations (builtins.h, command.h, bashjmp.h, sig.h, ...) ---- */
@@ -85,6 +90,7 @@ extern void sigint_sighandler(int);
 extern int signal_is_trapped(int);
 extern int signal_is_ignored(int);
 extern void reset_signal_handlers(void);
+extern void initialize_terminating_signals(void);
 extern void remember_args(WORD_LIST *, int);
 extern WORD_LIST *make_word_list(WORD_DESC *, WORD_LIST *);
 extern WORD_DESC *make_bare_word(const char *);
@@ -95,6 +101,10 @@ extern unsigned long rl_readline_state;
 extern void (*rl_prep_term_function)(int);
 extern void (*rl_deprep_term_function)(void);
 #define RL_STATE_TERMPREPPED 0x0000004
+extern SHELL_VAR *bind_variable(const char *, char *, int);
+extern void set_var_attribute(char *, int, int);
+extern void stupidly_hack_special_variables(char *);
+#define att_exported 0x0000001
 extern struct builtin *shell_builtins;
 extern int num_shell_builtins;
 /* ---------------------------------------------------------------------------------- */
@@ -234,6 +244,8 @@ static void keep_sigint_handler(void) {
   if (!signal_is_trapped(SIGINT) && !signal_is_ignored(SIGINT))
     set_signal_handler(SIGINT, sigint_sighandler);
 }
+
+static void ignore_quit(int sig) { (void)sig; }
 
 static int trap_builtin_wrapper(WORD_LIST *list) {
   int status = real_trap_builtin(list);
@@ -419,6 +431,76 @@ static void start_job(struct record *r) {
   }
 }
 
+/* Gives up the shell's controlling terminal without a hangup reaching the shell or
+   anything of the session: giving it up signals the terminal's foreground process group,
+   so the foreground is first handed to a throwaway process group of one, which takes the
+   hangup instead. SIGTTOU is blocked in case the command moved the foreground elsewhere. */
+static void release_terminal(int tty) {
+  sigset_t block, old;
+  sigemptyset(&block);
+  sigaddset(&block, SIGTTOU);
+  sigaddset(&block, SIGCHLD);
+  sigprocmask(SIG_BLOCK, &block, &old);
+  pid_t stand_in = fork();
+  if (stand_in == 0) {
+    setpgid(0, 0);
+    signal(SIGHUP, SIG_DFL);
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    for (;;) pause();
+  }
+  if (stand_in > 0) {
+    setpgid(stand_in, stand_in);
+    tcsetpgrp(tty, stand_in);
+  }
+  ioctl(tty, TIOCNOTTY);
+  if (stand_in > 0) {
+    kill(stand_in, SIGKILL);
+    waitpid(stand_in, NULL, 0);
+  }
+  sigprocmask(SIG_SETMASK, &old, NULL);
+}
+
+/* A command on a terminal of its own, in the shell itself (so `cd` and `export` stay): the
+   shell is a session leader without a terminal, so it can make this one its controlling
+   terminal for the command (whose processes are in the shell's process group, the
+   terminal's foreground: Ctrl-C, Ctrl-\ and SIGWINCH reach them), then give it up. The end
+   marker goes through the terminal itself, in raw output mode and after the terminal is
+   given up, so it comes after everything the command printed there, and the host may
+   close the terminal as soon as it sees it. */
+static int run_on_terminal(int tty, struct record *r) {
+  int status;
+  ioctl(tty, TIOCSCTTY, 0);
+  dup2(tty, 0);
+  dup2(tty, 1);
+  dup2(tty, 2);
+  if (r->nargs >= 1 && r->args[0][0]) {
+    bind_variable("TERM", r->args[0], 0);
+    set_var_attribute("TERM", att_exported, 0);
+    stupidly_hack_special_variables("TERM");
+  }
+  set_positional(r->args + 1, r->nargs ? r->nargs - 1 : 0);
+  char *script = r->args[r->nargs];
+  r->args[r->nargs] = NULL;
+  status = run_script(script, "bash");
+  fflush(stdout);
+  fflush(stderr);
+  dup2(OUT_FD, 1);
+  dup2(ERR_FD, 2);
+  dup2(devnull, 0);
+  release_terminal(tty);
+  struct termios t;
+  if (tcgetattr(tty, &t) == 0) {
+    t.c_oflag &= ~OPOST;
+    tcsetattr(tty, TCSANOW, &t);
+  }
+  tcflow(tty, TCOON);
+  markers(tty, ERR_FD, status);
+  close(tty);
+  return status;
+}
+
 /* The configuration's startup script, sourced once before the first command, with its
    output in a log of the session's. */
 static void run_startup(void) {
@@ -478,6 +560,25 @@ static int linger_shell_builtin(WORD_LIST *list) {
   close(SO_FD);
   for (int fd = CMD_FD; fd <= ERR_FD; fd++) fcntl(fd, F_SETFD, FD_CLOEXEC);
   devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+  /* A shell without job control cannot resume what a Ctrl-Z at a terminal command would
+     stop (it would wait for it forever), so stop signals are ignored, by the shell and,
+     inherited, by what it runs; a program that wants them sets its own handler. */
+  signal(SIGTSTP, SIG_IGN);
+  signal(SIGTTIN, SIG_IGN);
+  signal(SIGTTOU, SIG_IGN);
+  /* Ctrl-\ at a terminal command signals the shell too: a handler (not SIG_IGN, which
+     programs would inherit) keeps the shell alive and leaves SIGQUIT's default to them. */
+  struct sigaction quit = {0};
+  quit.sa_handler = ignore_quit;
+  quit.sa_flags = SA_RESTART;
+  sigemptyset(&quit.sa_mask);
+  sigaction(SIGQUIT, &quit, NULL);
+  /* A non-interactive bash sets up its terminating signals the first time `read -s` (or
+     `read -e`) reads a terminal, and that includes SIGINT: a Ctrl-C would then kill the
+     shell. Setting them up now, once, makes that later call a no-op; SIGINT gets the
+     command loop's handler back just below and at every command. */
+  initialize_terminating_signals();
+  keep_sigint_handler();
   /* Aliases one command defines are used by the next, as at an interactive prompt. */
   expand_aliases = 1;
   wrap("builtin", builtin_builtin_wrapper, &real_builtin_builtin);
@@ -517,6 +618,11 @@ static int linger_shell_builtin(WORD_LIST *list) {
     if (r.kind == 'J') {
       start_job(&r);
       status = 0;
+    } else if (r.kind == 'T' && passed >= 0) {
+      last_command_exit_value = status;
+      status = run_on_terminal(passed, &r);
+      free_record(&r);
+      continue;
     } else {
       dup2(passed >= 0 ? passed : devnull, 0);
       if (passed >= 0) close(passed);

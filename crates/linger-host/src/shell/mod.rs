@@ -14,7 +14,7 @@ use std::time::Duration;
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::sys::signal::{sigprocmask, SigSet, SigmaskHow, Signal};
 use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
-use nix::unistd::{pipe2, setpgid, Pid};
+use nix::unistd::pipe2;
 use tokio::io::Interest;
 
 use crate::HostError;
@@ -95,7 +95,7 @@ pub fn spawn(
         (err_w.as_raw_fd(), base + 2),
         (so.as_raw_fd(), base + 3),
     ];
-    // SAFETY: between fork and exec only async-signal-safe calls are made (dup2, setpgid,
+    // SAFETY: between fork and exec only async-signal-safe calls are made (dup2, setsid,
     // sigaction, sigprocmask, writes to cgroup files), and no memory is allocated.
     unsafe {
         cmd.pre_exec(move || {
@@ -106,9 +106,10 @@ pub fn spawn(
                     return Err(std::io::Error::last_os_error());
                 }
             }
-            // Its own process group, so Ctrl-C can signal the shell and its foreground
-            // children without touching the host.
-            setpgid(Pid::from_raw(0), Pid::from_raw(0))?;
+            // Its own session (and so its own process group), so Ctrl-C can signal the
+            // shell and its foreground children without touching the host, and so the
+            // loop can give a terminal command a controlling terminal (loop.c).
+            nix::unistd::setsid()?;
             // Undo whatever dispositions the daemon's starter left us (an ignored SIGINT
             // would make Ctrl-C useless in the session).
             for sig in [
@@ -192,6 +193,9 @@ pub enum RecordKind {
     Command,
     /// Start a background job: the arguments are its FIFO prefix, its script, then its own.
     Job,
+    /// Run a script on the terminal whose slave travels with the record: the first
+    /// argument is the client's `$TERM`, the rest are the script's own.
+    Terminal,
 }
 
 /// Refuses what a shell cannot hold (bash strings end at NUL).
@@ -218,6 +222,7 @@ pub fn encode_record(kind: RecordKind, script: &str, args: &[String]) -> Result<
     out.push(match kind {
         RecordKind::Command => b'C',
         RecordKind::Job => b'J',
+        RecordKind::Terminal => b'T',
     });
     out.extend_from_slice(&len32(args.len())?.to_le_bytes());
     for field in args

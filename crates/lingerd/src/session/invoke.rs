@@ -108,6 +108,10 @@ impl Session {
             kind,
             // Only a request that follows its command can feed it.
             stdin: req.stdin && evicted.is_some() && req.kind == InvokeKind::Plain,
+            // A terminal is for someone typing: never for a command nobody follows.
+            terminal: req
+                .terminal
+                .filter(|_| evicted.is_some() && req.kind == InvokeKind::Plain),
         });
         tracing::debug!(session = %self.meta.instance_id, command = %command_id, client = %req.client, "command started");
         match run_rx.await {

@@ -102,6 +102,8 @@ pub struct InvokeRequest {
     pub kind: InvokeKind,
     /// The requester forwards its standard input.
     pub stdin: bool,
+    /// Run it on a terminal of its own (`invoke --tty`).
+    pub terminal: Option<linger_proto::types::TerminalSpec>,
     pub tx: mpsc::Sender<ServerMsg>,
     /// Turns true when the requester's connection has gone: a command still waiting for
     /// the session then never starts.
@@ -277,6 +279,19 @@ impl Session {
         self.send(DaemonToHost::Interrupt {
             command_id,
             escalate_after_ms: escalate_after.as_millis() as u64,
+        });
+    }
+
+    /// The window of the client attached here changed: the terminal of `command_id` follows
+    /// (the host ignores a command that is not running on one).
+    pub fn resize(&self, client: Uuid, command_id: Uuid, rows: u16, cols: u16) {
+        if self.lock().settings.attached_to != Some(client) {
+            return;
+        }
+        self.send(DaemonToHost::Resize {
+            command_id,
+            rows,
+            cols,
         });
     }
 
