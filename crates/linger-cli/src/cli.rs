@@ -84,6 +84,10 @@ pub struct EnterArgs {
     /// Enter a temporary session on this computer, removed when you leave.
     #[arg(long, value_name = "C")]
     pub computer: Option<String>,
+    /// Run each line on pipes instead of on a terminal of its own (full-screen programs
+    /// then do not work; output keeps stdout and stderr apart).
+    #[arg(short = 'T', long)]
+    pub no_tty: bool,
     #[command(flatten)]
     pub session: SessionFlags,
 }

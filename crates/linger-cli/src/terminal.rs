@@ -190,7 +190,13 @@ impl RawTerminal {
 
 impl Drop for RawTerminal {
     fn drop(&mut self) {
-        let undo = self.undo();
+        let mut undo = Vec::new();
+        // Whatever comes next (a prompt, a message) starts on a line of its own.
+        let s = self.screen.screen();
+        if !s.alternate_screen() && s.cursor_position().1 != 0 {
+            undo.extend_from_slice(b"\r\n");
+        }
+        undo.extend(self.undo());
         let mut stdout = std::io::stdout();
         let _ = stdout.write_all(&undo);
         let _ = stdout.flush();

@@ -201,3 +201,64 @@ fn without_a_local_terminal_tty_is_left_out_with_a_notice() {
     let out = w.run(&["invoke", "Work", "--as-job", "-t", "--", "true"]);
     assert_eq!(out.status.code(), Some(2), "{}", common::stderr(&out));
 }
+
+/// SPEC §5: a terminal command left running by `~.` is entered again from another client:
+/// its screen is drawn as it was (from the session host's terminal emulator, since the first
+/// client had already taken that output), and the keyboard is the command's again.
+#[test]
+fn a_detached_terminal_command_is_redrawn_for_another_client_and_takes_its_keys() {
+    let w = world();
+    let mut t = Term::spawn(&w, &["enter", "Work"]);
+    t.expect("$ ");
+    t.send(
+        "printf '\\033[2J\\033[HSCREEN-MARK at the top'; read -r -n1 k; echo; echo \"key=$k\"\r",
+    );
+    t.expect("SCREEN-MARK at the top");
+    t.send("~.");
+    assert_eq!(t.wait().code(), Some(0), "{}", t.text());
+    t.assert_restored();
+
+    common::ok_as(
+        &w,
+        "second",
+        &["connect", "--computer", "localhost", "--name", "Work"],
+    );
+    let mut t = Term::spawn_cmd(w.linger_as("second", &["enter", "Work"]));
+    t.expect("still running");
+    t.expect("SCREEN-MARK at the top");
+    assert!(
+        t.screen()
+            .screen()
+            .contents()
+            .contains("SCREEN-MARK at the top"),
+        "{}",
+        t.text()
+    );
+    t.send("x");
+    t.expect("key=x");
+    t.expect("$ ");
+    t.send("exit\r");
+    assert_eq!(t.wait().code(), Some(0), "{}", t.text());
+    t.assert_restored();
+}
+
+/// `top` detached and entered again: still running, and `q` from the new client ends it.
+#[test]
+fn top_detached_and_entered_again_quits_on_q() {
+    let w = world();
+    let mut t = Term::spawn(&w, &["enter", "Work"]);
+    t.expect("$ ");
+    t.send("top -d 0.5\r");
+    t.expect("load average");
+    t.send("~.");
+    assert_eq!(t.wait().code(), Some(0), "{}", t.text());
+    t.assert_restored();
+    let mut t = Term::spawn(&w, &["enter", "Work"]);
+    t.expect("on a terminal");
+    t.expect("PID");
+    t.send("q");
+    t.expect("$ ");
+    t.send("exit\r");
+    assert_eq!(t.wait().code(), Some(0), "{}", t.text());
+    t.assert_restored();
+}

@@ -124,6 +124,17 @@ pub fn corpus() -> Vec<Vec<u8>> {
             instance_id: id,
             keep: true,
             buffering: None,
+            terminal: None,
+        }),
+        Request::Receive(Receive {
+            instance_id: id,
+            keep: false,
+            buffering: None,
+            terminal: Some(linger_proto::types::TerminalSpec {
+                term: String::new(),
+                rows: 0,
+                cols: 0,
+            }),
         }),
         Request::Enter { instance_id: id },
         Request::ListJobs { instance_id: id },
@@ -195,6 +206,10 @@ pub fn corpus() -> Vec<Vec<u8>> {
         kind: RunKind::LaunchJob { job_id: id },
         stdin: false,
         terminal: None,
+    }));
+    out.push(framed(&DaemonToHost::Redraw {
+        rows: u16::MAX,
+        cols: 0,
     }));
     out.push(framed(&DaemonToHost::Resize {
         command_id: id,

@@ -211,6 +211,15 @@ async fn connection(stream: UnixStream, state: Arc<HostState>) {
                             return;
                         }
                     }
+                    DaemonToHost::Redraw { rows, cols } => {
+                        let reply = match state.redraw(rows, cols) {
+                            Some((id, seq, data)) => HostToDaemon::Screen { command_id: Some(id), seq, data },
+                            None => HostToDaemon::Screen { command_id: None, seq: 0, data: bytes::Bytes::new() },
+                        };
+                        if writer.write(&reply).await.is_err() {
+                            return;
+                        }
+                    }
                     DaemonToHost::Resize { command_id, rows, cols } => {
                         state.resize(command_id, rows, cols);
                     }
@@ -374,11 +383,16 @@ fn entry_message(e: Entry, channel: Channel) -> HostToDaemon {
             stream,
             data,
         },
-        EntryKind::Finished { command_id, status } => HostToDaemon::Finished {
+        EntryKind::Finished {
+            command_id,
+            status,
+            unread_input,
+        } => HostToDaemon::Finished {
             channel,
             seq: e.seq,
             command_id,
             status,
+            unread_input,
         },
         EntryKind::Dropped {
             from_total,

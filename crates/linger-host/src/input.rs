@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use crate::terminal::Pty;
+use crate::terminal::Terminal;
 
 /// A bigger pipe lets a fast command read more per wakeup of the host.
 const PIPE_SIZE: i32 = 1 << 20;
@@ -57,8 +57,8 @@ impl Input {
 
     /// Input typed at a terminal command: written to its terminal. The end of the input
     /// only stops the writing (the terminal stays, as a terminal does when nobody types).
-    pub fn to_terminal(command_id: Uuid, progress: ProgressTx, pty: Arc<Pty>) -> Input {
-        Input::start(command_id, progress, Writer::Terminal(pty))
+    pub fn to_terminal(command_id: Uuid, progress: ProgressTx, terminal: Arc<Terminal>) -> Input {
+        Input::start(command_id, progress, Writer::Terminal(terminal))
     }
 
     fn start(command_id: Uuid, progress: ProgressTx, writer: Writer) -> Input {
@@ -129,14 +129,14 @@ impl Drop for Input {
 /// Where a command's input goes.
 enum Writer {
     Pipe(pipe::Sender),
-    Terminal(Arc<Pty>),
+    Terminal(Arc<Terminal>),
 }
 
 impl Writer {
     async fn write_all(&mut self, data: &[u8]) -> std::io::Result<()> {
         match self {
             Writer::Pipe(pipe) => pipe.write_all(data).await,
-            Writer::Terminal(pty) => pty.write_all(data).await,
+            Writer::Terminal(t) => t.pty.write_all(data).await,
         }
     }
 }

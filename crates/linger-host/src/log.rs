@@ -69,13 +69,12 @@ pub enum EntryKind {
     Finished {
         command_id: Uuid,
         status: i32,
+        /// What was typed at a terminal command and never read by it.
+        unread_input: Bytes,
     },
     /// Stands, in position, for output discarded under `drop`. The log keeps a cumulative
     /// counter of dropped bytes; this entry covers the counter's range (from_total, to_total].
-    Dropped {
-        from_total: u64,
-        to_total: u64,
-    },
+    Dropped { from_total: u64, to_total: u64 },
 }
 
 #[derive(Debug, Clone)]
@@ -174,6 +173,7 @@ enum Kept {
     Finished {
         command_id: Uuid,
         status: i32,
+        unread_input: Bytes,
     },
     Dropped {
         from_total: u64,
@@ -576,9 +576,14 @@ impl Inner {
                             }
                         },
                     },
-                    Kept::Finished { command_id, status } => EntryKind::Finished {
+                    Kept::Finished {
+                        command_id,
+                        status,
+                        unread_input,
+                    } => EntryKind::Finished {
                         command_id: *command_id,
                         status: *status,
+                        unread_input: unread_input.clone(),
                     },
                     Kept::Dropped {
                         from_total,
@@ -645,12 +650,27 @@ impl OutputLog {
 
     /// Appends output, waiting if the mode says so (see the module documentation).
     pub async fn push_output(&self, command_id: Uuid, stream: StreamKind, data: Bytes) {
+        self.push_output_observed(command_id, stream, data, |_| {})
+            .await
+    }
+
+    /// As [`OutputLog::push_output`], and `observe` sees the chunk at the moment it joins
+    /// the log (under the log's lock), so that what it keeps of the output (a terminal's
+    /// screen) matches an entry boundary [`OutputLog::at_boundary`] can name.
+    pub async fn push_output_observed(
+        &self,
+        command_id: Uuid,
+        stream: StreamKind,
+        data: Bytes,
+        observe: impl Fn(&Bytes),
+    ) {
         loop {
             // Created before checking, so that an ack in between is not missed.
             let freed = self.freed.notified();
             let disk_full = {
                 let mut g = self.lock();
                 if g.try_push(command_id, stream, &data) {
+                    observe(&data);
                     break;
                 }
                 g.mode == BufferingMode::Spool && g.spool.failing()
@@ -668,8 +688,26 @@ impl OutputLog {
 
     /// Appends a command end; never waits, so a full log cannot hide an ended command.
     pub fn push_finished(&self, command_id: Uuid, status: i32) {
-        self.lock().append(Kept::Finished { command_id, status });
+        self.push_finished_with(command_id, status, Bytes::new());
+    }
+
+    /// A terminal command's end, with what was typed at it and never read.
+    pub fn push_finished_with(&self, command_id: Uuid, status: i32, unread_input: Bytes) {
+        self.lock().append(Kept::Finished {
+            command_id,
+            status,
+            unread_input,
+        });
         self.appended.notify_waiters();
+    }
+
+    /// Calls `f` with the newest entry's seq, under the log's lock and after sealing that
+    /// entry (it grows no more), so that everything pushed later has a higher seq.
+    pub fn at_boundary<T>(&self, f: impl FnOnce(u64) -> T) -> T {
+        let mut g = self.lock();
+        let newest = g.next_seq - 1;
+        g.read_through = g.read_through.max(newest);
+        f(newest)
     }
 
     /// The daemon's reader has been sent every entry up to `seq`.
@@ -975,6 +1013,33 @@ mod tests {
 
     /// Half a million two-byte writes nobody reads yet cost a few entries, each holding its
     /// bytes exactly once; an entry handed to a reader never changes afterwards.
+    /// What a terminal's screen saw up to a boundary is exactly the entries up to its seq:
+    /// the entry there grows no more, and the observer sees each chunk as it joins.
+    #[test]
+    fn a_boundary_seals_the_newest_entry_and_observers_see_what_joins() {
+        let dir = tempdir();
+        let log = OutputLog::new(settings(BufferingMode::Block, 4 << 20, dir.path()));
+        let seen = std::sync::Mutex::new(Vec::new());
+        let observe = |d: &Bytes| seen.lock().unwrap().extend_from_slice(d);
+        ready(log.push_output_observed(
+            Uuid::nil(),
+            StreamKind::Stdout,
+            Bytes::from_static(b"ab"),
+            observe,
+        ));
+        let (at, saw) = log.at_boundary(|seq| (seq, seen.lock().unwrap().clone()));
+        assert_eq!((at, saw.as_slice()), (1, &b"ab"[..]));
+        ready(log.push_output_observed(
+            Uuid::nil(),
+            StreamKind::Stdout,
+            Bytes::from_static(b"cd"),
+            observe,
+        ));
+        assert_eq!(log.last_seq(), 2, "the sealed entry did not grow");
+        assert_eq!(output(&all(&log).pop().expect("an entry")), b"cd");
+        assert_eq!(seen.lock().unwrap().as_slice(), b"abcd");
+    }
+
     #[test]
     fn small_writes_coalesce_until_a_reader_is_handed_them() {
         let dir = tempdir();

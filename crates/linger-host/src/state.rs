@@ -22,7 +22,7 @@ use crate::marker::{MarkerScanner, Piece};
 use crate::procs;
 use crate::reader::PipeReader;
 use crate::shell::{self, Shell};
-use crate::terminal::Pty;
+use crate::terminal::{Pty, Terminal};
 use crate::HostError;
 
 /// Between SIGTERM and SIGKILL when a job is stopped.
@@ -37,7 +37,10 @@ pub struct Running {
     stdout_end: Option<i32>,
     stderr_end: bool,
     /// The command's own terminal (`invoke --tty`).
-    terminal: Option<Arc<Pty>>,
+    terminal: Option<Arc<Terminal>>,
+    /// What was typed at its terminal and never read; a terminal command ends once the
+    /// loop has said (it always does, before its end markers).
+    unread_input: Option<Bytes>,
 }
 
 /// A command run with `invoke --as-job`: its record stays for the job table.
@@ -284,7 +287,7 @@ impl HostState {
             (Some(spec), _) => {
                 let (pty, slave) = Pty::open(&spec)
                     .map_err(|e| format!("cannot make a terminal for the command: {e}"))?;
-                let pty = Arc::new(pty);
+                let pty = Arc::new(Terminal::new(pty, &spec));
                 let input =
                     stdin.then(|| Input::to_terminal(id, self.input_progress.clone(), pty.clone()));
                 (input, Some(slave), Some(pty))
@@ -316,6 +319,7 @@ impl HostState {
             stdout_end: None,
             stderr_end: false,
             terminal: pty.clone(),
+            unread_input: None,
         });
         g.current = id;
         g.input = input;
@@ -421,15 +425,30 @@ impl HostState {
 
     /// The client's window changed: the running command's terminal, if it has one, follows.
     pub fn resize(&self, id: Uuid, rows: u16, cols: u16) {
-        let pty = match &self.lock().running {
+        let terminal = match &self.lock().running {
             Some(r) if r.id == id => r.terminal.clone(),
             _ => None,
         };
-        if let Some(pty) = pty {
-            if let Err(e) = pty.resize(rows, cols) {
+        if let Some(terminal) = terminal {
+            if let Err(e) = terminal.resize(rows, cols) {
                 tracing::warn!(command = %id, "cannot resize the command's terminal: {e}");
             }
         }
+    }
+
+    /// A client enters the running terminal command with a window of `rows`×`cols`: the
+    /// terminal takes that size, and the screen is drawn as of an entry boundary. Returns
+    /// the command, that entry's seq (output up to it is in the screen) and the drawing;
+    /// `None` when no terminal command runs.
+    pub fn redraw(&self, rows: u16, cols: u16) -> Option<(Uuid, u64, Bytes)> {
+        let (id, terminal) = match &self.lock().running {
+            Some(r) => (r.id, r.terminal.clone()?),
+            None => return None,
+        };
+        if let Err(e) = terminal.resize(rows, cols) {
+            tracing::warn!(command = %id, "cannot resize the command's terminal: {e}");
+        }
+        Some(self.log.at_boundary(|seq| (id, seq, terminal.snapshot())))
     }
 
     /// How far the running command's forwarded input has got, if it has one.
@@ -462,10 +481,30 @@ impl HostState {
             StreamKind::Stdout => r.stdout_end = Some(status.unwrap_or(1)),
             StreamKind::Stderr => r.stderr_end = true,
         }
-        if let (Some(status), true) = (r.stdout_end, r.stderr_end) {
+        self.maybe_finished(g);
+    }
+
+    /// The loop reports a terminal command's unread type-ahead.
+    fn unread_input(&self, data: Bytes) {
+        let mut g = self.lock();
+        match g.running.as_mut() {
+            Some(r) if r.terminal.is_some() => r.unread_input = Some(data),
+            _ => return,
+        }
+        self.maybe_finished(g);
+    }
+
+    /// Records the running command's end once everything it ends with has arrived.
+    fn maybe_finished(&self, mut g: MutexGuard<'_, Inner>) {
+        let Some(r) = g.running.as_mut() else {
+            return;
+        };
+        let unread_known = r.terminal.is_none() || r.unread_input.is_some();
+        if let (Some(status), true, true) = (r.stdout_end, r.stderr_end, unread_known) {
             // The end goes into the log before the command stops showing as running, so a
             // status that says "nothing running" always counts the end in `last_seq`.
-            self.log.push_finished(r.id, status);
+            let unread = r.unread_input.take().unwrap_or_default();
+            self.log.push_finished_with(r.id, status, unread);
             let id = r.id;
             g.running = None;
             g.input = None;
@@ -530,7 +569,7 @@ pub fn start(state: Arc<HostState>, shell: Shell, nonce: &str) -> Result<(), Hos
         .unwrap_or_else(|p| p.into_inner())
         .take();
     if let Some(rx) = rx {
-        tokio::spawn(write_commands(shell.commands, rx));
+        tokio::spawn(command_socket(state.clone(), shell.commands, rx));
     }
     tokio::spawn(reap(state));
     Ok(())
@@ -568,11 +607,16 @@ async fn read_pipe(
 
 /// Reads a terminal command's output from its terminal until the loop's end marker (which
 /// the loop writes there, after giving the terminal up, instead of on the stdout pipe).
-async fn read_terminal(state: Arc<HostState>, pty: Arc<Pty>, id: Uuid, mut scanner: MarkerScanner) {
+async fn read_terminal(
+    state: Arc<HostState>,
+    terminal: Arc<Terminal>,
+    id: Uuid,
+    mut scanner: MarkerScanner,
+) {
     let mut pieces = Vec::new();
     let mut buf = bytes::BytesMut::new();
     loop {
-        let chunk = match pty.read(&mut buf).await {
+        let chunk = match terminal.pty.read(&mut buf).await {
             Ok(Some(chunk)) => chunk,
             Ok(None) => break,
             Err(e) => {
@@ -583,7 +627,13 @@ async fn read_terminal(state: Arc<HostState>, pty: Arc<Pty>, id: Uuid, mut scann
         scanner.feed(chunk, &mut pieces);
         for piece in pieces.drain(..) {
             match piece {
-                Piece::Data(data) => state.log.push_output(id, StreamKind::Stdout, data).await,
+                Piece::Data(data) => {
+                    let drew = |d: &Bytes| terminal.drew(d);
+                    state
+                        .log
+                        .push_output_observed(id, StreamKind::Stdout, data, drew)
+                        .await
+                }
                 Piece::End(status) => {
                     state.end_marker(StreamKind::Stdout, status);
                     // Whatever the command left behind and still writes is not its output:
@@ -598,19 +648,62 @@ async fn read_terminal(state: Arc<HostState>, pty: Arc<Pty>, id: Uuid, mut scann
     }
 }
 
-async fn write_commands(
+/// The shell's command socket: records go to the loop, the loop's reports come back.
+async fn command_socket(
+    state: Arc<HostState>,
     sock: std::os::unix::net::UnixStream,
-    mut rx: mpsc::UnboundedReceiver<shell::Record>,
+    rx: mpsc::UnboundedReceiver<shell::Record>,
 ) {
     let sock = match tokio::net::UnixStream::from_std(sock) {
-        Ok(s) => s,
+        Ok(s) => Arc::new(s),
         Err(e) => {
             tracing::error!("cannot use the shell's command socket: {e}");
             return;
         }
     };
+    tokio::spawn(read_reports(state, sock.clone()));
+    write_commands(&sock, rx).await;
+}
+
+/// What the loop reports: after each terminal command, its unread type-ahead.
+async fn read_reports(state: Arc<HostState>, sock: Arc<tokio::net::UnixStream>) {
+    loop {
+        let mut head = [0u8; 5];
+        if read_exact(&sock, &mut head).await.is_err() {
+            return;
+        }
+        let len = u32::from_le_bytes([head[1], head[2], head[3], head[4]]) as usize;
+        if head[0] != b'U' || len > shell::UNREAD_MAX {
+            tracing::warn!("the shell's loop sent an unknown report; no more are read");
+            return;
+        }
+        let mut data = vec![0u8; len];
+        if read_exact(&sock, &mut data).await.is_err() {
+            return;
+        }
+        state.unread_input(Bytes::from(data));
+    }
+}
+
+async fn read_exact(sock: &tokio::net::UnixStream, mut buf: &mut [u8]) -> std::io::Result<()> {
+    while !buf.is_empty() {
+        sock.readable().await?;
+        match sock.try_read(buf) {
+            Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => buf = &mut buf[n..],
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+async fn write_commands(
+    sock: &tokio::net::UnixStream,
+    mut rx: mpsc::UnboundedReceiver<shell::Record>,
+) {
     while let Some(record) = rx.recv().await {
-        if let Err(e) = shell::send_record(&sock, record).await {
+        if let Err(e) = shell::send_record(sock, record).await {
             tracing::error!("writing a command to the shell failed: {e}");
             return;
         }

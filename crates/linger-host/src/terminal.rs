@@ -2,7 +2,9 @@
 //! the shell's loop with the command's record (the loop makes it the shell's controlling
 //! terminal for that command), its master stays here. What the command prints is read from
 //! the master; what is typed is written to it; a resize is `TIOCSWINSZ` on it, and the kernel
-//! sends SIGWINCH to the terminal's foreground process group.
+//! sends SIGWINCH to the terminal's foreground process group. A terminal emulator (vt100)
+//! fed the same output keeps the command's screen, so a client entering later sees it
+//! redrawn, as tmux does.
 
 use std::os::fd::{AsRawFd, OwnedFd};
 
@@ -19,6 +21,55 @@ const READ_SIZE: usize = 64 * 1024;
 
 pub struct Pty {
     master: AsyncFd<OwnedFd>,
+}
+
+/// A terminal command's terminal: the pseudo-terminal, and its screen as drawn so far.
+pub struct Terminal {
+    pub pty: Pty,
+    screen: std::sync::Mutex<vt100::Parser>,
+}
+
+impl Terminal {
+    pub fn new(pty: Pty, spec: &TerminalSpec) -> Terminal {
+        let size = winsize(spec.rows, spec.cols);
+        Terminal {
+            pty,
+            screen: std::sync::Mutex::new(vt100::Parser::new(size.ws_row, size.ws_col, 0)),
+        }
+    }
+
+    fn screen(&self) -> std::sync::MutexGuard<'_, vt100::Parser> {
+        self.screen.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The command printed `data`.
+    pub fn drew(&self, data: &[u8]) {
+        self.screen().process(data);
+    }
+
+    /// Escape sequences that draw the screen as it is now on a blank terminal of its size:
+    /// the alternate screen if the program is on it, the contents with their attributes, the
+    /// cursor, and the input modes (keypad, cursor keys, paste, mouse).
+    pub fn snapshot(&self) -> Bytes {
+        let screen = self.screen();
+        let s = screen.screen();
+        let mut out = Vec::new();
+        if s.alternate_screen() {
+            out.extend_from_slice(b"\x1b[?1049h");
+        }
+        out.extend_from_slice(b"\x1b[H\x1b[2J");
+        out.extend(s.state_formatted());
+        Bytes::from(out)
+    }
+
+    /// A new window size: the terminal's (SIGWINCH follows) and the screen's.
+    pub fn resize(&self, rows: u16, cols: u16) -> std::io::Result<()> {
+        let size = winsize(rows, cols);
+        self.screen()
+            .screen_mut()
+            .set_size(size.ws_row, size.ws_col);
+        self.pty.resize(rows, cols)
+    }
 }
 
 fn winsize(rows: u16, cols: u16) -> Winsize {
@@ -136,6 +187,23 @@ mod tests {
         let r = unsafe { libc::ioctl(slave.as_raw_fd(), libc::TIOCGWINSZ, &mut size) };
         assert_eq!(r, 0);
         (size.ws_row, size.ws_col)
+    }
+
+    /// The screen drawn for a client entering later: the alternate screen if the program
+    /// is on it, what it shows, and the input modes it set.
+    #[tokio::test]
+    async fn the_snapshot_draws_the_screen_as_the_program_left_it() {
+        let (pty, _slave) = Pty::open(&spec()).unwrap();
+        let t = Terminal::new(pty, &spec());
+        t.drew(b"\x1b[?1049h\x1b[?2004hedited text");
+        let snap = t.snapshot();
+        let mut fresh = vt100::Parser::new(30, 100, 0);
+        fresh.process(&snap);
+        let s = fresh.screen();
+        assert!(s.alternate_screen());
+        assert!(s.bracketed_paste());
+        assert!(s.contents().contains("edited text"), "{:?}", s.contents());
+        assert_eq!(s.cursor_position(), (0, 11));
     }
 
     #[tokio::test]

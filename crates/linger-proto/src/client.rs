@@ -133,6 +133,11 @@ pub struct Receive {
     /// not follow the running command.
     pub keep: bool,
     pub buffering: Option<BufferingMode>,
+    /// Enter the running terminal command from a window of this size (`linger enter` of a
+    /// session whose command runs on a terminal): the first message is `Screen`, this
+    /// request's `Stdin` and the client's `Resize` then feed the command. Not with `keep`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub terminal: Option<crate::types::TerminalSpec>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -33,6 +33,12 @@ pub enum DaemonToHost {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         terminal: Option<crate::types::TerminalSpec>,
     },
+    /// A client enters the running terminal command with a window of `rows`×`cols`: the
+    /// terminal takes that size; answered with `Screen`, before anything sent after it.
+    Redraw {
+        rows: u16,
+        cols: u16,
+    },
     /// The terminal of running command `command_id` takes a new size (SIGWINCH follows).
     Resize {
         command_id: Uuid,
@@ -125,6 +131,16 @@ pub enum HostToDaemon {
         seq: u64,
         command_id: Uuid,
         status: i32,
+        /// A terminal command's unread type-ahead (what was typed and never read).
+        #[serde(default, skip_serializing_if = "Bytes::is_empty")]
+        unread_input: Bytes,
+    },
+    /// Answers `Redraw`: the running terminal command's screen as of entry `seq` (`None`:
+    /// no command runs on a terminal).
+    Screen {
+        command_id: Option<Uuid>,
+        seq: u64,
+        data: Bytes,
     },
     /// The shell is gone; the host exits once its log has been acknowledged.
     ShellExited {

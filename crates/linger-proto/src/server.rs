@@ -34,6 +34,20 @@ pub enum ServerMsg {
         seq: u64,
         command_id: Uuid,
         status: i32,
+        /// What was typed at a terminal command (`--tty`) and never read by it: the
+        /// client's type-ahead for whatever comes next. Absent when empty.
+        #[serde(default, skip_serializing_if = "bytes::Bytes::is_empty")]
+        unread_input: bytes::Bytes,
+    },
+    /// First answer to a `Receive` with `terminal`: the running terminal command's screen
+    /// (`command_id`; absent when no command runs on a terminal) as escape sequences that
+    /// draw it on a blank terminal. Entries up to `seq` are in it: the client skips (and
+    /// acknowledges) them.
+    Screen {
+        rid: u64,
+        command_id: Option<Uuid>,
+        seq: u64,
+        data: bytes::Bytes,
     },
     /// Under `drop`, `bytes` of output were discarded at this point of the stream.
     Dropped {

@@ -120,6 +120,7 @@ fn every_documented_example_is_what_the_encoder_writes() {
                 seq: 2,
                 command_id: COMMAND,
                 status: 0,
+                unread_input: Default::default(),
             }),
         ),
         (
@@ -130,6 +131,7 @@ fn every_documented_example_is_what_the_encoder_writes() {
                     instance_id: INSTANCE,
                     keep: false,
                     buffering: None,
+                    terminal: None,
                 }),
             }),
         ),

@@ -788,6 +788,7 @@ impl Client {
             instance_id: entry.instance_id,
             keep: opts.keep,
             buffering: opts.buffering,
+            terminal: None,
         })?;
         stream.limit_output(
             self.options.max_received_data_per_command,
@@ -796,6 +797,26 @@ impl Client {
         if !opts.keep {
             stream.resume_with(self.resume_for(entry, None));
         }
+        Ok(stream)
+    }
+
+    /// Enters the session's running terminal command from a window `spec`: the stream's
+    /// [`CommandStream::screen`] draws it as it is, then its output follows live and its
+    /// [`CommandStream::input`] types into it. The screen is `None` when the session runs
+    /// no terminal command; the stream is then a plain receive.
+    pub async fn receive_terminal(
+        &self,
+        entry: &Entry,
+        spec: &TerminalSpec,
+    ) -> Result<CommandStream> {
+        let conn = self.connect(&entry.computer_name).await?;
+        let mut stream = conn.receive_terminal(Receive {
+            instance_id: entry.instance_id,
+            keep: false,
+            buffering: None,
+            terminal: Some(spec.clone()),
+        })?;
+        stream.resume_with(self.resume_for(entry, None));
         Ok(stream)
     }
 

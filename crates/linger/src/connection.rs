@@ -368,6 +368,19 @@ impl Connection {
         self.receive_request(Request::Receive(req))
     }
 
+    /// A receive that enters the running terminal command (`req.terminal`): the stream's
+    /// [`CommandStream::screen`] comes first, then its input feeds the command, from where
+    /// the command's input stands.
+    pub fn receive_terminal(&self, req: Receive) -> Result<CommandStream> {
+        let instance_id = req.instance_id;
+        let input = Input::joining();
+        let (rid, rx) = self.start_feeding(Request::Receive(req), Some(&input))?;
+        let mut stream = self.stream(rid, rx, Until::Received);
+        stream.input = Some(input);
+        stream.instance_id = Some(instance_id);
+        Ok(stream)
+    }
+
     /// Like [`Connection::receive`], for one job's output.
     pub fn receive_job(
         &self,
@@ -458,6 +471,10 @@ impl Connection {
             output_limit: None,
             received_bytes: 0,
             instance_id: None,
+            unread_input: bytes::Bytes::new(),
+            terminal_command: None,
+            screen_through: 0,
+            put_back: None,
         }
     }
 
@@ -599,7 +616,8 @@ async fn read_loop<R: AsyncRead + Unpin>(
             ServerMsg::Error { rid, .. }
             | ServerMsg::Output { rid, .. }
             | ServerMsg::Dropped { rid, .. }
-            | ServerMsg::Finished { rid, .. } => *rid,
+            | ServerMsg::Finished { rid, .. }
+            | ServerMsg::Screen { rid, .. } => *rid,
             ServerMsg::Goodbye { error } => {
                 *lock(&ended) = Some(Error::Protocol {
                     computer: computer.clone(),
@@ -704,6 +722,13 @@ pub struct CommandStream {
     received_bytes: u64,
     /// The session an invoke runs in (for `Resizer`s).
     instance_id: Option<Uuid>,
+    /// What was typed at a terminal command and never read, from its end.
+    unread_input: bytes::Bytes,
+    /// A terminal receive: the command entered, and the last entry its screen holds.
+    terminal_command: Option<Uuid>,
+    screen_through: u64,
+    /// A message read ahead by [`CommandStream::screen`] that was not the screen.
+    put_back: Option<ServerMsg>,
 }
 
 /// What a `Canceller` acts on.
@@ -808,6 +833,7 @@ impl CommandStream {
                 instance_id: r.instance_id,
                 keep: false,
                 buffering: None,
+                terminal: None,
             }),
             Some(job_id) => Request::ReceiveJob {
                 instance_id: r.instance_id,
@@ -838,9 +864,10 @@ impl CommandStream {
     /// An entry a resumed stream already had: acknowledged again (so the receive can end),
     /// not returned.
     fn seen_before(&mut self, seq: u64) -> bool {
-        if !already_had(self.resumed, self.last_seq, seq) {
+        if !already_had(self.resumed, self.last_seq, seq) && seq > self.screen_through {
             return false;
         }
+        self.last_seq = self.last_seq.max(seq);
         self.unacked_bytes += 1;
         if self.rx.is_empty() {
             let _ = self.ack();
@@ -877,13 +904,52 @@ impl CommandStream {
         self.canceller().cancel()
     }
 
+    /// What was typed at the command's terminal and never read by it (known once it has
+    /// finished): the type-ahead for whatever reads the keyboard next.
+    pub fn take_unread_input(&mut self) -> bytes::Bytes {
+        std::mem::take(&mut self.unread_input)
+    }
+
     /// A handle that passes window sizes to the command's terminal (an invoke with a
-    /// terminal; for anything else the server ignores them).
+    /// terminal, or a terminal receive once its screen came; for anything else the server
+    /// ignores them).
     pub fn resizer(&self) -> Resizer {
         Resizer {
             target: self.cancel.clone(),
             instance_id: self.instance_id.unwrap_or_else(Uuid::nil),
-            command_id: self.command_id(),
+            command_id: self.terminal_command.unwrap_or_else(|| self.command_id()),
+        }
+    }
+
+    /// A terminal receive's first answer: the running terminal command's screen, to draw
+    /// before anything else; `None` when the session runs no command on a terminal (the
+    /// stream then goes on as a plain receive).
+    pub async fn screen(&mut self) -> Result<Option<bytes::Bytes>> {
+        let Some(msg) = self.rx.recv().await else {
+            self.done = true;
+            return Err(self.conn.lost());
+        };
+        match msg {
+            ServerMsg::Screen {
+                command_id: Some(command_id),
+                seq,
+                data,
+                ..
+            } => {
+                self.terminal_command = Some(command_id);
+                self.screen_through = seq;
+                if let Some(input) = &self.input {
+                    input.feeds(command_id);
+                }
+                Ok(Some(data))
+            }
+            ServerMsg::Screen {
+                command_id: None, ..
+            } => Ok(None),
+            other => {
+                self.put_back = Some(other);
+                Ok(None)
+            }
         }
     }
 
@@ -964,7 +1030,11 @@ impl CommandStream {
             self.ack_sent = self.ack();
         }
         loop {
-            let Some(msg) = self.rx.recv().await else {
+            let next = match self.put_back.take() {
+                Some(msg) => Some(msg),
+                None => self.rx.recv().await,
+            };
+            let Some(msg) = next else {
                 match self.resume.clone() {
                     Some(r) => {
                         self.reconnect(&r).await?;
@@ -1011,10 +1081,14 @@ impl CommandStream {
                     seq,
                     command_id,
                     status,
+                    unread_input,
                     ..
                 } => {
                     self.last_seq = seq;
                     self.unacked_bytes += 1;
+                    if !unread_input.is_empty() {
+                        self.unread_input = unread_input;
+                    }
                     match self.until {
                         Until::Finished(mine) if mine == command_id => {
                             // The server holds the session for us until it has this

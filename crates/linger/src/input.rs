@@ -57,6 +57,9 @@ struct State {
     synced: bool,
     /// The host closed the input, or the command ended: nothing more is wanted.
     closed: bool,
+    /// Input for a command that someone else fed before (a terminal command entered
+    /// again): it starts where the host's first acknowledgement says the input stands.
+    joining: bool,
 }
 
 fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
@@ -71,6 +74,14 @@ impl Input {
                 room: Notify::new(),
             }),
         }
+    }
+
+    /// Input that joins a running command's at the host's position (entering a terminal
+    /// command that another client typed into before).
+    pub(crate) fn joining() -> Input {
+        let input = Input::new();
+        lock(&input.shared.state).joining = true;
+        input
     }
 
     /// Sends the input on request `rid` from now on. Nothing goes out until the host says
@@ -134,8 +145,17 @@ impl Input {
     /// The host's acknowledgement, as relayed on this input's route.
     pub(crate) fn acked(&self, command_id: Uuid, written: u64, closed: bool) {
         let mut s = lock(&self.shared.state);
+        if s.joining && s.command_id.is_none() {
+            // The relay may bring the host's position before the stream has read which
+            // command it entered: only the running command's input is acknowledged here.
+            s.command_id = Some(command_id);
+        }
         if s.command_id != Some(command_id) {
             return;
+        }
+        if std::mem::take(&mut s.joining) {
+            // Nothing of ours was sent yet: what the host has is someone else's.
+            s.acked = s.acked.max(written);
         }
         s.forget_through(written);
         if !s.synced {
@@ -278,6 +298,25 @@ mod tests {
         let id = Uuid::new_v4();
         input.feeds(id);
         (input, rx, id)
+    }
+
+    /// Entering a terminal command someone else typed into: what is typed here goes on
+    /// from the host's position, whichever arrives first, the acknowledgement or the
+    /// screen that names the command.
+    #[tokio::test]
+    async fn a_joining_input_starts_where_the_host_stands() {
+        let input = Input::joining();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        input.route(tx, 4);
+        input.write(Bytes::from_static(b"q")).await;
+        assert!(sent(&mut rx).is_empty());
+        let id = Uuid::new_v4();
+        input.acked(id, 1234, false);
+        input.feeds(id);
+        assert_eq!(sent(&mut rx), vec![(4, 1234, b"q".to_vec(), false)]);
+        // Another command's acknowledgement later is not for it.
+        input.acked(Uuid::new_v4(), 0, true);
+        assert!(!input.is_closed());
     }
 
     #[tokio::test]

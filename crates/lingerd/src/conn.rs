@@ -361,6 +361,7 @@ impl Ctx {
                     instance_id,
                     keep,
                     buffering: None,
+                    terminal: None,
                 };
                 self.receive(rid, req, Some(job_id))
                     .await
@@ -493,6 +494,18 @@ impl Ctx {
         job: Option<Uuid>,
     ) -> Result<linger_proto::server::ReceiveSummary, ErrorBody> {
         let session = self.session(req.instance_id)?;
+        if req.terminal.is_some() && (req.keep || job.is_some()) {
+            return Err(ErrorBody::new(
+                ErrorKind::InvalidRequest,
+                "a terminal is entered by a receive that takes the output: not with keep or a job",
+            ));
+        }
+        if req.terminal.is_some() && self.peer.no_pty {
+            return Err(ErrorBody::new(
+                ErrorKind::Auth,
+                "this key may not use a terminal (its authorized_keys line says no-pty or restrict)",
+            ));
+        }
         self.invokes_lock().insert(
             rid,
             InFlight {
@@ -514,6 +527,7 @@ impl Ctx {
             client: self.client,
             keep: req.keep,
             buffering: req.buffering,
+            terminal: req.terminal,
             tx: self.tx.clone(),
         };
         let result = match job {

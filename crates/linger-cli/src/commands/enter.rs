@@ -55,7 +55,7 @@ type Editor = rustyline::Editor<(), DefaultHistory>;
 
 pub async fn run(client: &Client, args: EnterArgs) -> Result<i32> {
     let (entry, temporary) = target(client, &args).await?;
-    let result = enter(client, &entry).await;
+    let result = enter(client, &entry, !args.no_tty).await;
     let detached = matches!(result, Ok(Leave::Detached { .. }));
     if temporary && !detached {
         remove_temporary(client, &entry).await;
@@ -130,7 +130,7 @@ async fn target(client: &Client, args: &EnterArgs) -> Result<(Entry, bool)> {
 
 /// Enters the session and works in it until leaving; the session is marked entered by this
 /// process (so `linger disconnect` elsewhere is refused) until then.
-async fn enter(client: &Client, entry: &Entry) -> Result<Leave> {
+async fn enter(client: &Client, entry: &Entry, terminals: bool) -> Result<Leave> {
     let (guard, view) = client.begin_enter(entry).await?;
     let opts = InvokeOptions {
         cancel_timeout: client.options().cancel_timeout,
@@ -139,6 +139,7 @@ async fn enter(client: &Client, entry: &Entry) -> Result<Leave> {
     let leave = match Tty::stdin() {
         Some(tty) => {
             let mut repl = Repl::new(client, entry, opts, tty)?;
+            repl.terminals = terminals && crate::terminal::is_interactive();
             let leave = repl.run(&view).await;
             repl.finish();
             leave
@@ -410,6 +411,8 @@ struct Repl<'a> {
     cwd_stale: bool,
     out: Out,
     ending: Ending,
+    /// Each line runs on a terminal of its own (`enter` without `-T`).
+    terminals: bool,
 }
 
 impl<'a> Repl<'a> {
@@ -454,6 +457,7 @@ impl<'a> Repl<'a> {
             cwd_stale: true,
             out: Out::new(),
             ending,
+            terminals: false,
         })
     }
 
@@ -647,6 +651,9 @@ impl<'a> Repl<'a> {
 
     /// Runs one command, its output shown as it comes, the keyboard watched meanwhile.
     async fn run_command(&mut self, text: &str) -> Result<Ran> {
+        if self.terminals {
+            return self.run_on_terminal(text).await;
+        }
         let mut watcher = self.tty.watch().ok();
         let ran = self.drive(text, watcher.as_mut()).await;
         if let Some(w) = watcher {
@@ -713,6 +720,56 @@ impl<'a> Repl<'a> {
         }
     }
 
+    /// One line on a terminal of its own: the keyboard is the command's (its terminal
+    /// echoes, edits and signals), and `~.` at the start of a line detaches.
+    async fn run_on_terminal(&mut self, text: &str) -> Result<Ran> {
+        use crate::terminal::{self, Ended, RawTerminal};
+        let (client, entry) = (self.client, self.entry);
+        let spec = terminal::spec();
+        let opts = InvokeOptions {
+            stdin: true,
+            terminal: Some(spec.clone()),
+            ..self.opts.clone()
+        };
+        // While the session is busy with another command, Ctrl-C gives up waiting.
+        let mut watcher = self.tty.watch().ok();
+        let started = {
+            let mut keys = watcher.as_mut();
+            let start = client.invoke(entry, text, &opts);
+            tokio::select! {
+                started = start => started,
+                key = next_key(&mut keys) => match key {
+                    Key::Interrupt => {
+                        self.interrupted().await?;
+                        return Ok(Ran::Status(130));
+                    }
+                    Key::Detach => return Ok(Ran::Detach),
+                },
+                code = self.ending.recv() => return Ok(Ran::Signal(code)),
+            }
+        };
+        if let Some(w) = watcher {
+            let typed = w.stop();
+            self.type_ahead(typed);
+        }
+        let mut cmd = started?;
+        cmd.on_notice(|m| {
+            use std::io::Write;
+            let _ = write!(std::io::stderr(), "linger: {m}\r\n");
+        });
+        let raw = RawTerminal::enter(spec.rows, spec.cols)?;
+        Ok(match terminal::drive(&mut cmd, raw).await? {
+            Ended::Finished(status) => {
+                // What was typed at it and never read is the next input, as at a shell.
+                let typed = watch::unread(&cmd.take_unread_input());
+                self.type_ahead(typed);
+                Ran::Status(status)
+            }
+            Ended::Detached => Ran::Detach,
+            Ended::Signalled(code) => Ran::Signal(code),
+        })
+    }
+
     /// Ctrl-C: what was typed ahead is dropped, as a terminal flushes its input.
     async fn interrupted(&mut self) -> Result<()> {
         self.typed.clear();
@@ -734,6 +791,9 @@ impl<'a> Repl<'a> {
     /// shows what it kept and follows the command to its end. Ctrl-C stops following (the
     /// command runs on), `~.` detaches again.
     async fn catch_up(&mut self, running: Option<&str>) -> Result<Option<Leave>> {
+        if let (true, Some(cmd)) = (self.terminals, running) {
+            return self.reenter_terminal(cmd).await;
+        }
         if let Some(cmd) = running {
             self.out
                 .note(&format!(
@@ -756,6 +816,63 @@ impl<'a> Repl<'a> {
             Ran::Status(_) => Ok(None),
             Ran::Detach => self.detach().await.map(Some),
             Ran::Signal(code) => Ok(Some(Leave::Exit(code))),
+        }
+    }
+
+    /// Entering a session whose command runs on a terminal (or might): its screen is drawn
+    /// as it is and the keyboard is the command's again, as `tmux attach` does. A command
+    /// on pipes is followed instead.
+    async fn reenter_terminal(&mut self, cmd: &str) -> Result<Option<Leave>> {
+        use crate::terminal::{self, Ended, RawTerminal};
+        use std::io::Write;
+        let spec = terminal::spec();
+        let mut stream = self.client.receive_terminal(self.entry, &spec).await?;
+        let Some(screen) = stream.screen().await? else {
+            self.out
+                .note(&format!(
+                    "linger: {} is still running `{cmd}`; following it (Ctrl-C stops following, ~. detaches)",
+                    self.entry.name
+                ))
+                .await?;
+            let mut watcher = self.tty.watch().ok();
+            let followed = self.follow(&mut stream, watcher.as_mut()).await;
+            if let Some(w) = watcher {
+                let typed = w.stop();
+                self.type_ahead(typed);
+            }
+            return match followed? {
+                Ran::Status(_) => Ok(None),
+                Ran::Detach => self.detach().await.map(Some),
+                Ran::Signal(code) => Ok(Some(Leave::Exit(code))),
+            };
+        };
+        self.out
+            .note(&format!(
+                "linger: {} is still running `{cmd}` on a terminal; here it is again (~. detaches)",
+                self.entry.name
+            ))
+            .await?;
+        let mut raw = RawTerminal::enter(spec.rows, spec.cols)?;
+        raw.saw(&screen);
+        {
+            let mut stdout = std::io::stdout();
+            stdout.write_all(&screen)?;
+            stdout.flush()?;
+        }
+        match terminal::drive(&mut stream, raw).await? {
+            Ended::Finished(_) => {
+                let typed = watch::unread(&stream.take_unread_input());
+                self.type_ahead(typed);
+                // The receive ends once all the command's output is delivered.
+                while self
+                    .client
+                    .note_closed(self.entry, stream.next().await)?
+                    .is_some()
+                {}
+                Ok(None)
+            }
+            Ended::Detached => self.detach().await.map(Some),
+            Ended::Signalled(code) => Ok(Some(Leave::Exit(code))),
         }
     }
 

@@ -21,7 +21,9 @@
  * descriptor (SCM_RIGHTS) with the record. Kind 'J' starts a background job: the first two
  * arguments are the job's FIFO prefix and its script, the rest its arguments. Kind 'T' runs
  * a command on a terminal: the descriptor is a pseudo-terminal's slave, the first argument
- * the client's $TERM, the rest the command's arguments (see run_on_terminal).
+ * the client's $TERM, the rest the command's arguments (see run_on_terminal). The loop
+ * writes to the host only its first byte 'R' (running) and, after each terminal command,
+ * what was typed there and never read (see send_unread).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -462,6 +464,29 @@ static void release_terminal(int tty) {
   sigprocmask(SIG_SETMASK, &old, NULL);
 }
 
+/* What was typed at the terminal and never read (type-ahead for the next command), sent to
+   the host on the command socket as 'U', u32 length (little-endian), the bytes: always,
+   possibly empty, before the end markers. A partial line becomes readable once the
+   terminal leaves canonical mode. */
+#define UNREAD_MAX 4096
+static void send_unread(int tty) {
+  unsigned char buf[5 + UNREAD_MAX];
+  size_t n = 0;
+  struct termios t;
+  if (tcgetattr(tty, &t) == 0) {
+    t.c_lflag &= ~(ICANON | ECHO);
+    t.c_cc[VMIN] = 0;
+    t.c_cc[VTIME] = 0;
+    if (tcsetattr(tty, TCSANOW, &t) == 0) {
+      ssize_t r;
+      while (n < UNREAD_MAX && (r = read(tty, buf + 5 + n, UNREAD_MAX - n)) > 0) n += (size_t)r;
+    }
+  }
+  buf[0] = 'U';
+  for (int i = 0; i < 4; i++) buf[1 + i] = (unsigned char)((n >> (8 * i)) & 0xff);
+  write_all(CMD_FD, (const char *)buf, n + 5);
+}
+
 /* A command on a terminal of its own, in the shell itself (so `cd` and `export` stay): the
    shell is a session leader without a terminal, so it can make this one its controlling
    terminal for the command (whose processes are in the shell's process group, the
@@ -489,6 +514,7 @@ static int run_on_terminal(int tty, struct record *r) {
   dup2(OUT_FD, 1);
   dup2(ERR_FD, 2);
   dup2(devnull, 0);
+  send_unread(tty);
   release_terminal(tty);
   struct termios t;
   if (tcgetattr(tty, &t) == 0) {

@@ -186,6 +186,9 @@ fn io(e: nix::Error) -> HostError {
     HostError::Io(std::io::Error::from(e))
 }
 
+/// Most unread type-ahead the loop reports after a terminal command (loop.c's UNREAD_MAX).
+pub const UNREAD_MAX: usize = 4096;
+
 /// What the loop is asked to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RecordKind {

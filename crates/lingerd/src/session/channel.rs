@@ -79,6 +79,7 @@ pub(super) enum HostEntry {
     Finished {
         command_id: Uuid,
         status: i32,
+        unread_input: Bytes,
     },
     Dropped {
         from_total: u64,
@@ -171,13 +172,18 @@ impl ChannelState {
                 stream,
                 data,
             },
-            HostEntry::Finished { command_id, status } => {
+            HostEntry::Finished {
+                command_id,
+                status,
+                unread_input,
+            } => {
                 s.finished.insert(command_id, seq);
                 ServerMsg::Finished {
                     rid,
                     seq,
                     command_id,
                     status,
+                    unread_input,
                 }
             }
             HostEntry::Dropped {
@@ -399,6 +405,7 @@ mod tests {
             HostEntry::Finished {
                 command_id: cmd,
                 status: 0,
+                unread_input: Bytes::new(),
             },
         );
         assert!(!c.delivered(cmd));

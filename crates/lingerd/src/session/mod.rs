@@ -116,6 +116,8 @@ pub struct ReceiveRequest {
     pub client: Uuid,
     pub keep: bool,
     pub buffering: Option<BufferingMode>,
+    /// Enter the running terminal command from a window this size: its screen first.
+    pub terminal: Option<linger_proto::types::TerminalSpec>,
     pub tx: mpsc::Sender<ServerMsg>,
 }
 

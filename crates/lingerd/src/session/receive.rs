@@ -37,6 +37,14 @@ impl Session {
             }
             self.attach(&mut g, req.client);
             self.set_buffering(&mut g, req.buffering);
+            if let (Some(t), None) = (&req.terminal, channel) {
+                // Answered before the replay that subscribing asks for, so the screen is
+                // the first thing this subscriber gets.
+                self.send(DaemonToHost::Redraw {
+                    rows: t.rows,
+                    cols: t.cols,
+                });
+            }
             let sub = Subscriber::new(req.conn, req.rid, req.tx.clone(), None, req.keep);
             self.subscribe(&mut g, channel, sub)
         };

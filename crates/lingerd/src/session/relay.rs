@@ -37,8 +37,13 @@ impl Session {
                     seq,
                     command_id,
                     status,
+                    unread_input,
                 } => {
-                    let entry = HostEntry::Finished { command_id, status };
+                    let entry = HostEntry::Finished {
+                        command_id,
+                        status,
+                        unread_input,
+                    };
                     self.forward(channel, seq, entry).await
                 }
                 HostToDaemon::Dropped {
@@ -98,6 +103,28 @@ impl Session {
                     }
                     drop(g);
                     self.bump();
+                }
+                HostToDaemon::Screen {
+                    command_id,
+                    seq,
+                    data,
+                } => {
+                    let to = self
+                        .lock()
+                        .fg
+                        .subscriber
+                        .as_ref()
+                        .map(|s| (s.tx.clone(), s.rid));
+                    if let Some((tx, rid)) = to {
+                        let _ = tx
+                            .send(ServerMsg::Screen {
+                                rid,
+                                command_id,
+                                seq,
+                                data,
+                            })
+                            .await;
+                    }
                 }
                 HostToDaemon::ShellExited { reason } => {
                     {

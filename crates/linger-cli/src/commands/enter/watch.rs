@@ -172,6 +172,17 @@ fn read_keys(wake: &OwnedFd, ahead: Arc<Mutex<Typeahead>>, keys: mpsc::Unbounded
     }
 }
 
+/// Type-ahead a terminal command left unread (its terminal had already echoed and
+/// line-edited it), as lines to run next and the start of the line after them.
+pub fn unread(bytes: &[u8]) -> Typed {
+    let mut t = Typeahead::default();
+    for &b in bytes {
+        // `~.` cannot be in it: the keyboard's escapes were taken out before it was sent.
+        let _ = t.feed(b);
+    }
+    t.into_typed()
+}
+
 /// What was typed while a command ran.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Typed {
@@ -286,6 +297,18 @@ impl Typeahead {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unread_terminal_input_becomes_lines_and_a_partial_one() {
+        assert_eq!(
+            unread(b"echo a\necho b\nech"),
+            Typed {
+                lines: vec!["echo a".into(), "echo b".into()],
+                partial: "ech".into(),
+            }
+        );
+        assert_eq!(unread(b""), Typed::default());
+    }
 
     fn typed(keys: &[u8]) -> (bool, Typed) {
         let mut t = Typeahead {
