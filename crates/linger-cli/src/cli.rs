@@ -43,6 +43,9 @@ pub enum Command {
     Connect(ConnectArgs),
     /// Get what sessions produced while nobody was attached, then follow their commands.
     Receive(ReceiveArgs),
+    /// Watch a session read-only: what its commands print, live, while another client may
+    /// stay attached (Ctrl-C stops watching).
+    Watch(WatchArgs),
     /// Work interactively in a session: each line runs there.
     Enter(EnterArgs),
     /// Jobs: commands whose output waits on the server (list, receive, wait, stop, remove,
@@ -168,6 +171,12 @@ pub struct Targets {
     pub computer: Vec<String>,
     #[command(flatten)]
     pub filter: SessionFilter,
+}
+
+#[derive(Args)]
+pub struct WatchArgs {
+    #[command(flatten)]
+    pub targets: Targets,
 }
 
 #[derive(Args)]

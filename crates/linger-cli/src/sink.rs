@@ -117,6 +117,22 @@ impl Sink {
         self.emit(StreamKind::Stderr, note.as_bytes()).await
     }
 
+    /// A watcher fell behind: `bytes` went by unseen (nothing was lost on the server).
+    pub async fn missed(&mut self, bytes: u64) -> Result<()> {
+        if self.mode == Mode::Json {
+            let line = serde_json::json!({ "computer_name": self.label, "missed_bytes": bytes });
+            return self
+                .emit(StreamKind::Stdout, format!("{line}\n").as_bytes())
+                .await;
+        }
+        self.finish().await?;
+        let note = format!(
+            "linger: [{}] {bytes} bytes went by unseen here (this watcher fell behind; the session kept them)\n",
+            self.label
+        );
+        self.emit(StreamKind::Stderr, note.as_bytes()).await
+    }
+
     /// Ends the target's output: an incomplete last line gets its newline.
     pub async fn finish(&mut self) -> Result<()> {
         if self.mode == Mode::Prefixed {

@@ -137,6 +137,7 @@ pub fn corpus() -> Vec<Vec<u8>> {
             }),
         }),
         Request::Enter { instance_id: id },
+        Request::Watch { instance_id: id },
         Request::ListJobs { instance_id: id },
         Request::ReceiveJob {
             instance_id: id,
@@ -210,7 +211,9 @@ pub fn corpus() -> Vec<Vec<u8>> {
     out.push(framed(&DaemonToHost::Redraw {
         rows: u16::MAX,
         cols: 0,
+        watcher: Some(u64::MAX),
     }));
+    out.push(framed(&DaemonToHost::Watch { on: true }));
     out.push(framed(&DaemonToHost::Resize {
         command_id: id,
         rows: 0,

@@ -84,6 +84,20 @@ async fn finish(state: &HostState, why: &str) -> ! {
     std::process::exit(0)
 }
 
+/// Gives the watchers' tap back when a daemon connection ends.
+struct TapGuard<'a> {
+    state: &'a HostState,
+    rx: Option<tokio::sync::mpsc::Receiver<(Uuid, linger_proto::types::StreamKind, bytes::Bytes)>>,
+}
+
+impl Drop for TapGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(rx) = self.rx.take() {
+            self.state.tap.give_back(rx);
+        }
+    }
+}
+
 async fn connection(stream: UnixStream, state: Arc<HostState>) {
     let (r, w) = stream.into_split();
     let mut reader = FrameReader::new(r);
@@ -107,6 +121,10 @@ async fn connection(stream: UnixStream, state: Arc<HostState>) {
     // Armed when output moves byte counts, so an idle host sleeps without a timer.
     let mut status_due: Option<tokio::time::Instant> = None;
     let mut last_status = state.status();
+    let mut tap = TapGuard {
+        state: &state,
+        rx: state.tap.take_receiver(),
+    };
     loop {
         let appended = state.log.appended();
         let jobs_appended = state.jobs_appended.notified();
@@ -147,7 +165,20 @@ async fn connection(stream: UnixStream, state: Arc<HostState>) {
                 None => std::future::pending().await,
             }
         };
+        let tapped = async {
+            match tap.rx.as_mut() {
+                Some(rx) => rx.recv().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
+            Some((command_id, stream, data)) = tapped => {
+                let missed = state.tap.take_missed();
+                let msg = HostToDaemon::Tap { command_id, stream, data, missed };
+                if writer.write(&msg).await.is_err() {
+                    return;
+                }
+            }
             _ = appended => {
                 status_soon(&mut status_due);
             }
@@ -211,15 +242,18 @@ async fn connection(stream: UnixStream, state: Arc<HostState>) {
                             return;
                         }
                     }
-                    DaemonToHost::Redraw { rows, cols } => {
-                        let reply = match state.redraw(rows, cols) {
-                            Some((id, seq, data)) => HostToDaemon::Screen { command_id: Some(id), seq, data },
-                            None => HostToDaemon::Screen { command_id: None, seq: 0, data: bytes::Bytes::new() },
+                    DaemonToHost::Redraw { rows, cols, watcher } => {
+                        // A watcher never resizes.
+                        let size = watcher.is_none().then_some((rows, cols));
+                        let reply = match state.redraw(size) {
+                            Some((id, seq, data)) => HostToDaemon::Screen { command_id: Some(id), seq, data, watcher },
+                            None => HostToDaemon::Screen { command_id: None, seq: 0, data: bytes::Bytes::new(), watcher },
                         };
                         if writer.write(&reply).await.is_err() {
                             return;
                         }
                     }
+                    DaemonToHost::Watch { on } => state.tap.set(on),
                     DaemonToHost::Resize { command_id, rows, cols } => {
                         state.resize(command_id, rows, cols);
                     }

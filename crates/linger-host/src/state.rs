@@ -86,7 +86,63 @@ pub struct HostState {
     pub jobs_appended: Arc<tokio::sync::Notify>,
     /// How far the forwarded input of the latest command that had one has got.
     pub input_progress: ProgressTx,
+    /// Copies of new foreground output for watchers, while the daemon wants them.
+    pub tap: Tap,
     nonce: String,
+}
+
+/// Chunks of output waiting to go to the daemon for watchers.
+const TAP_CHUNKS: usize = 64;
+
+/// The copy of new output watchers get: best effort, bounded, never slowing the command.
+pub struct Tap {
+    on: std::sync::atomic::AtomicBool,
+    tx: mpsc::Sender<(Uuid, StreamKind, Bytes)>,
+    rx: Mutex<Option<mpsc::Receiver<(Uuid, StreamKind, Bytes)>>>,
+    /// Bytes not tapped since the last chunk that was (the daemon fell behind).
+    missed: std::sync::atomic::AtomicU64,
+}
+
+impl Tap {
+    fn new() -> Tap {
+        let (tx, rx) = mpsc::channel(TAP_CHUNKS);
+        Tap {
+            on: false.into(),
+            tx,
+            rx: Mutex::new(Some(rx)),
+            missed: 0.into(),
+        }
+    }
+
+    pub fn set(&self, on: bool) {
+        self.on.store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn copy(&self, id: Uuid, stream: StreamKind, data: &Bytes) {
+        use std::sync::atomic::Ordering::Relaxed;
+        if !self.on.load(Relaxed) {
+            return;
+        }
+        if self.tx.try_send((id, stream, data.clone())).is_err() {
+            self.missed.fetch_add(data.len() as u64, Relaxed);
+        }
+    }
+
+    /// Bytes missed since the last call.
+    pub fn take_missed(&self) -> u64 {
+        self.missed.swap(0, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The receiving end, for the one daemon connection there is at a time.
+    pub fn take_receiver(&self) -> Option<mpsc::Receiver<(Uuid, StreamKind, Bytes)>> {
+        self.rx.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+
+    /// The connection ended: nobody watches until the next daemon says so.
+    pub fn give_back(&self, rx: mpsc::Receiver<(Uuid, StreamKind, Bytes)>) {
+        self.set(false);
+        *self.rx.lock().unwrap_or_else(|p| p.into_inner()) = Some(rx);
+    }
 }
 
 impl HostState {
@@ -116,6 +172,7 @@ impl HostState {
             changed: watch::channel(0).0,
             jobs_appended: Arc::new(tokio::sync::Notify::new()),
             input_progress: Arc::new(watch::channel(None).0),
+            tap: Tap::new(),
             nonce: nonce.to_string(),
         }
     }
@@ -440,13 +497,15 @@ impl HostState {
     /// terminal takes that size, and the screen is drawn as of an entry boundary. Returns
     /// the command, that entry's seq (output up to it is in the screen) and the drawing;
     /// `None` when no terminal command runs.
-    pub fn redraw(&self, rows: u16, cols: u16) -> Option<(Uuid, u64, Bytes)> {
+    pub fn redraw(&self, size: Option<(u16, u16)>) -> Option<(Uuid, u64, Bytes)> {
         let (id, terminal) = match &self.lock().running {
             Some(r) => (r.id, r.terminal.clone()?),
             None => return None,
         };
-        if let Err(e) = terminal.resize(rows, cols) {
-            tracing::warn!(command = %id, "cannot resize the command's terminal: {e}");
+        if let Some((rows, cols)) = size {
+            if let Err(e) = terminal.resize(rows, cols) {
+                tracing::warn!(command = %id, "cannot resize the command's terminal: {e}");
+            }
         }
         Some(self.log.at_boundary(|seq| (id, seq, terminal.snapshot())))
     }
@@ -595,7 +654,11 @@ async fn read_pipe(
         scanner.feed(chunk, &mut pieces);
         for piece in pieces.drain(..) {
             match piece {
-                Piece::Data(data) => state.log.push_output(state.current(), stream, data).await,
+                Piece::Data(data) => {
+                    let id = state.current();
+                    state.tap.copy(id, stream, &data);
+                    state.log.push_output(id, stream, data).await
+                }
                 Piece::End(status) => state.end_marker(stream, status),
             }
         }
@@ -628,6 +691,7 @@ async fn read_terminal(
         for piece in pieces.drain(..) {
             match piece {
                 Piece::Data(data) => {
+                    state.tap.copy(id, StreamKind::Stdout, &data);
                     let drew = |d: &Bytes| terminal.drew(d);
                     state
                         .log

@@ -109,6 +109,12 @@ pub enum Request {
     },
     /// The server's session configurations (`linger config list`).
     ListConfigurations,
+    /// Watch a session read-only (SPEC §14): answered with `Reply::Watching`, then
+    /// `Watched` chunks (and a `Screen` first when a command runs on a terminal) until
+    /// `Cancel {rid}`, or an `Error` when the session ends. Nothing is consumed.
+    Watch {
+        instance_id: Uuid,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

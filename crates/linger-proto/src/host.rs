@@ -38,6 +38,14 @@ pub enum DaemonToHost {
     Redraw {
         rows: u16,
         cols: u16,
+        /// For a watcher (the daemon's number for it), which never resizes: the size is
+        /// then ignored, and `Screen` names the watcher.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        watcher: Option<u64>,
+    },
+    /// Whether anyone watches: while on, the host sends a copy of new output as `Tap`.
+    Watch {
+        on: bool,
     },
     /// The terminal of running command `command_id` takes a new size (SIGWINCH follows).
     Resize {
@@ -141,6 +149,16 @@ pub enum HostToDaemon {
         command_id: Option<Uuid>,
         seq: u64,
         data: Bytes,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        watcher: Option<u64>,
+    },
+    /// A copy of output as the host read it, for watchers (never acknowledged, never
+    /// replayed). `missed` bytes before it were not tapped (the daemon fell behind).
+    Tap {
+        command_id: Uuid,
+        stream: StreamKind,
+        data: Bytes,
+        missed: u64,
     },
     /// The shell is gone; the host exits once its log has been acknowledged.
     ShellExited {

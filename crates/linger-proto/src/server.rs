@@ -49,6 +49,15 @@ pub enum ServerMsg {
         seq: u64,
         data: bytes::Bytes,
     },
+    /// What the watched session's command just printed. `missed` bytes before it were not
+    /// shown to this watcher (it fell behind; the command never waits for a watcher).
+    Watched {
+        rid: u64,
+        command_id: Uuid,
+        stream: crate::types::StreamKind,
+        data: bytes::Bytes,
+        missed: u64,
+    },
     /// Under `drop`, `bytes` of output were discarded at this point of the stream.
     Dropped {
         rid: u64,
@@ -114,6 +123,8 @@ pub enum Reply {
     Configurations(Vec<ConfigurationInfo>),
     /// A `Receive` has delivered everything; nothing more comes for it.
     Received(ReceiveSummary),
+    /// A `Watch` is registered: `Watched` chunks follow.
+    Watching,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

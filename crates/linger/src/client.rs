@@ -800,6 +800,13 @@ impl Client {
         Ok(stream)
     }
 
+    /// Watches a session read-only (SPEC §14): what its commands print, live, from now on.
+    pub async fn watch(&self, entry: &Entry) -> Result<crate::connection::Watch> {
+        let conn = self.connect(&entry.computer_name).await?;
+        let watch = conn.watch(entry.instance_id);
+        self.note_closed(entry, watch)
+    }
+
     /// Enters the session's running terminal command from a window `spec`: the stream's
     /// [`CommandStream::screen`] draws it as it is, then its output follows live and its
     /// [`CommandStream::input`] types into it. The screen is `None` when the session runs

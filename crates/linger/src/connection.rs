@@ -368,6 +368,16 @@ impl Connection {
         self.receive_request(Request::Receive(req))
     }
 
+    /// Watches session `instance_id` read-only until the returned [`Watch`] is dropped.
+    pub fn watch(&self, instance_id: Uuid) -> Result<Watch> {
+        let (rid, rx) = self.start(Request::Watch { instance_id })?;
+        Ok(Watch {
+            conn: self.clone(),
+            rid,
+            rx,
+        })
+    }
+
     /// A receive that enters the running terminal command (`req.terminal`): the stream's
     /// [`CommandStream::screen`] comes first, then its input feeds the command, from where
     /// the command's input stands.
@@ -617,7 +627,8 @@ async fn read_loop<R: AsyncRead + Unpin>(
             | ServerMsg::Output { rid, .. }
             | ServerMsg::Dropped { rid, .. }
             | ServerMsg::Finished { rid, .. }
-            | ServerMsg::Screen { rid, .. } => *rid,
+            | ServerMsg::Screen { rid, .. }
+            | ServerMsg::Watched { rid, .. } => *rid,
             ServerMsg::Goodbye { error } => {
                 *lock(&ended) = Some(Error::Protocol {
                     computer: computer.clone(),
@@ -1186,6 +1197,78 @@ impl Resizer {
                 .into(),
             )
             .map_err(|_| conn.lost())
+    }
+}
+
+/// What a watcher sees (SPEC §14).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WatchEvent {
+    /// A terminal command's screen as it is: draw it first.
+    Screen(bytes::Bytes),
+    Output {
+        command_id: Uuid,
+        stream: StreamKind,
+        data: bytes::Bytes,
+    },
+    /// This many bytes went by unseen: the watcher fell behind (the command never waits).
+    Missed(u64),
+}
+
+/// A read-only view of a session's output as it is produced. It consumes nothing and
+/// acknowledges nothing; dropping it ends the watch.
+pub struct Watch {
+    conn: Connection,
+    rid: u64,
+    rx: mpsc::UnboundedReceiver<ServerMsg>,
+}
+
+impl Watch {
+    /// The next events (a chunk may come with what was missed before it); `Err` when the
+    /// session ends or the connection breaks.
+    pub async fn next(&mut self) -> Result<Vec<WatchEvent>> {
+        loop {
+            let Some(msg) = self.rx.recv().await else {
+                return Err(self.conn.lost());
+            };
+            match msg {
+                ServerMsg::Screen {
+                    command_id: Some(_),
+                    data,
+                    ..
+                } => return Ok(vec![WatchEvent::Screen(data)]),
+                ServerMsg::Watched {
+                    command_id,
+                    stream,
+                    data,
+                    missed,
+                    ..
+                } => {
+                    let mut out = Vec::new();
+                    if missed > 0 {
+                        out.push(WatchEvent::Missed(missed));
+                    }
+                    out.push(WatchEvent::Output {
+                        command_id,
+                        stream,
+                        data,
+                    });
+                    return Ok(out);
+                }
+                ServerMsg::Error { error, .. } => return Err(Error::Server(error)),
+                _ => {}
+            }
+        }
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let _ = self
+            .conn
+            .shared
+            .out
+            .send(ClientMsg::Cancel { rid: self.rid }.into());
+        self.conn.forget(self.rid);
     }
 }
 

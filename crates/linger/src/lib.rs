@@ -35,7 +35,9 @@ pub use client::{
     JobViewState, NewOptions, ReceiveOptions, SessionView, State, Target, DEFAULT_CANCEL_TIMEOUT,
     DEFAULT_WAIT,
 };
-pub use connection::{Canceller, CommandStream, Connection, EnterGuard, Event, Resizer, Resume};
+pub use connection::{
+    Canceller, CommandStream, Connection, EnterGuard, Event, Resizer, Resume, Watch, WatchEvent,
+};
 pub use error::{Error, Kind, Result};
 pub use home::ClientHome;
 pub use input::Input;

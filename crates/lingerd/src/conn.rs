@@ -62,6 +62,8 @@ struct Ctx {
     invokes: Mutex<HashMap<u64, InFlight>>,
     /// Sessions this connection entered, by the request that did.
     enters: Mutex<HashMap<u64, Arc<Session>>>,
+    /// Watch requests in force, by rid.
+    watches: Mutex<HashMap<u64, Arc<Session>>>,
     /// Set once the client's side of the connection has ended.
     gone: tokio::sync::watch::Sender<bool>,
     /// Requests of this connection in flight.
@@ -165,6 +167,7 @@ pub async fn serve<R, W>(
         tx,
         invokes: Mutex::new(HashMap::new()),
         enters: Mutex::new(HashMap::new()),
+        watches: Mutex::new(HashMap::new()),
         gone: tokio::sync::watch::channel(false).0,
         requests: Arc::new(tokio::sync::Semaphore::new(
             crate::MAX_REQUESTS_PER_CONNECTION,
@@ -246,6 +249,11 @@ pub async fn serve<R, W>(
                     s.input(conn, rid, command_id, offset, data, eof);
                 }
             }
+            ClientMsg::Cancel { rid } if ctx.watches_lock().contains_key(&rid) => {
+                if let Some(s) = ctx.watches_lock().remove(&rid) {
+                    s.unwatch(conn, Some(rid));
+                }
+            }
             ClientMsg::Cancel { rid } if ctx.enters_lock().contains_key(&rid) => {
                 if let Some(s) = ctx.enters_lock().remove(&rid) {
                     s.end_enter(conn, Some(rid));
@@ -286,6 +294,9 @@ pub async fn serve<R, W>(
         .map(|f| f.session.clone())
         .collect();
     let entered: Vec<Arc<Session>> = ctx.enters_lock().drain().map(|(_, s)| s).collect();
+    for (_, s) in ctx.watches_lock().drain() {
+        s.unwatch(conn, None);
+    }
     for s in sessions.into_iter().chain(entered) {
         s.connection_closed(conn);
     }
@@ -368,6 +379,7 @@ impl Ctx {
                     .map(Reply::Received)
             }
             Request::ListJobs { instance_id } => self.session(instance_id).map(|s| Reply::Jobs(s.jobs())),
+            Request::Watch { instance_id } => self.watch(rid, instance_id),
             Request::ListConfigurations => Ok(Reply::Configurations(
                 self.daemon
                     .config()
@@ -463,6 +475,10 @@ impl Ctx {
             .record(&self.peer, action, session.id(), &session.meta.name, detail);
     }
 
+    fn watches_lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Session>>> {
+        self.watches.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn enters_lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Session>>> {
         self.enters.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -485,6 +501,19 @@ impl Ctx {
             serde_json::json!({ "client": self.client, "idle_timeout_ms": req.idle_timeout_ms }),
         );
         Ok(session.info(self.client))
+    }
+
+    fn watch(&self, rid: u64, instance_id: Uuid) -> Result<Reply, ErrorBody> {
+        let session = self.session(instance_id)?;
+        session.watch(self.conn, rid, self.tx.clone())?;
+        self.watches_lock().insert(rid, session.clone());
+        tracing::debug!(session = %session.id(), principal = %self.peer.principal, from = %self.peer.from, "watch");
+        self.audit(
+            &session,
+            "watch",
+            serde_json::json!({ "client": self.client }),
+        );
+        Ok(Reply::Watching)
     }
 
     async fn receive(

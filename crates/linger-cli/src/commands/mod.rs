@@ -10,6 +10,7 @@ mod new;
 mod option;
 mod receive;
 mod remove;
+mod watch;
 
 use anyhow::Result;
 use linger::{BufferingMode, Client, Entry, NewOptions};
@@ -35,6 +36,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Disconnect(args) => attach::disconnect(&client, args, cli.json).await,
         Command::Connect(args) => attach::connect(&client, args, cli.json).await,
         Command::Receive(args) => receive::run(&client, args, cli.json).await,
+        Command::Watch(args) => watch::run(&client, args, cli.json).await,
         Command::Enter(args) => enter::run(&client, args).await,
         Command::Job(cmd) => job::run(&client, cmd, cli.json).await,
         Command::Config(cmd) => config::run(&client, cmd, cli.json).await,

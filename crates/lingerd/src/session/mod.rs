@@ -35,6 +35,7 @@ mod input;
 mod invoke;
 mod receive;
 mod relay;
+mod watchers;
 
 use channel::{ChannelState, Eviction, HostEntry, Subscriber};
 
@@ -70,6 +71,8 @@ struct Inner {
     /// The forwarded input of the latest command that reads some.
     input: Option<input::InputRelay>,
     pending_runs: HashMap<Uuid, oneshot::Sender<Result<(), String>>>,
+    /// Read-only watchers (`linger watch`).
+    watchers: Vec<watchers::Watcher>,
 }
 
 pub struct Session {
@@ -209,6 +212,7 @@ impl Session {
                 starting: false,
                 starting_jobs: Vec::new(),
                 pending_runs: HashMap::new(),
+                watchers: Vec::new(),
             }),
             to_host,
             changed: watch::channel(0).0,
@@ -270,6 +274,8 @@ impl Session {
         }
         g.running = None;
         g.starting = false;
+        let why = g.closed.clone().unwrap_or_default();
+        self.end_watches(&mut g, &why);
         for (_, run) in g.pending_runs.drain() {
             let _ = run.send(Err("the session has ended".into()));
         }

@@ -43,6 +43,7 @@ impl Session {
                 self.send(DaemonToHost::Redraw {
                     rows: t.rows,
                     cols: t.cols,
+                    watcher: None,
                 });
             }
             let sub = Subscriber::new(req.conn, req.rid, req.tx.clone(), None, req.keep);

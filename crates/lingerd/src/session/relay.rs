@@ -104,10 +104,23 @@ impl Session {
                     drop(g);
                     self.bump();
                 }
+                HostToDaemon::Tap {
+                    command_id,
+                    stream,
+                    data,
+                    missed,
+                } => self.tapped(command_id, stream, data, missed),
                 HostToDaemon::Screen {
                     command_id,
                     seq,
                     data,
+                    watcher: Some(id),
+                } => self.screen_for_watcher(id, command_id, seq, data),
+                HostToDaemon::Screen {
+                    command_id,
+                    seq,
+                    data,
+                    watcher: None,
                 } => {
                     let to = self
                         .lock()
