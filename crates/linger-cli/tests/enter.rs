@@ -295,3 +295,62 @@ fn disconnect_is_refused_while_entered() {
     assert_eq!(t.wait().code(), Some(0), "{}", t.text());
     w.ok(&["disconnect", "Work"]);
 }
+
+/// Issue: re-entering a session whose pipe command still runs follows it, Ctrl-C then stops
+/// that command (as in the `enter` that started it), and the lines typed next run.
+#[test]
+fn ctrl_c_stops_a_followed_command_and_the_next_lines_run() {
+    let w = World::new();
+    // Started without a terminal, so it runs on pipes.
+    let out = w
+        .disconnected("Work", "echo started; sleep 300; echo not-reached")
+        .output()
+        .expect("start the command");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mut t = Term::spawn(&w, &["enter", "Work"]);
+    t.expect("still running");
+    t.expect("started");
+    t.send("\x03");
+    t.expect("$ ");
+    t.send("echo $((6*7))-next\r");
+    t.expect("42-next");
+    t.send("exit\r");
+    assert_eq!(t.wait().code(), Some(0), "{}", t.text());
+    // (The notice quotes the script; the echo itself never ran.)
+    assert!(!t.text().contains("\nnot-reached"), "{}", t.text());
+}
+
+/// Issue: a line cancelled (Ctrl-C) while it waits for a busy session never runs.
+#[test]
+fn a_line_cancelled_while_the_session_is_busy_never_runs() {
+    let w = World::new();
+    w.ok(&["new", "localhost", "--name", "Work"]);
+    let flag = w.path("go");
+    let mark = w.path("withdrawn-ran");
+    let mut t = Term::spawn(&w, &["enter", "Work"]);
+    t.expect("$ ");
+    // Another command of this client holds the session meanwhile.
+    let mut busy = w
+        .linger(&[
+            "invoke",
+            "Work",
+            "--",
+            &format!("while [ ! -e '{}' ]; do sleep 0.05; done", flag.display()),
+        ])
+        .spawn()
+        .expect("start the busy command");
+    common::eventually("the session to be busy", || {
+        session_json(&w, "Work")["running_command"].is_string()
+    });
+    t.send(&format!("touch '{}'\r", mark.display()));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    t.send("\x03");
+    t.expect("withdrawn");
+    std::fs::write(&flag, "").expect("flag");
+    assert!(busy.wait().expect("the busy command").success());
+    t.send("echo next\r");
+    t.expect("next\r\n");
+    assert!(!mark.exists(), "the withdrawn line ran: {}", t.text());
+    t.send("exit\r");
+    assert_eq!(t.wait().code(), Some(0), "{}", t.text());
+}

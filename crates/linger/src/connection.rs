@@ -497,7 +497,15 @@ impl Connection {
         let input = req.stdin.then(Input::new);
         let instance_id = req.instance_id;
         let (rid, mut rx) = self.start_feeding(Request::Invoke(req), input.as_ref())?;
+        // Given up while the session is busy (the caller dropped this future): the server
+        // withdraws the command instead of running it later.
+        let mut withdraw = Withdraw {
+            conn: self,
+            rid,
+            armed: true,
+        };
         let first = rx.recv().await;
+        withdraw.armed = false;
         let (command_id, job_id) = match first {
             Some(ServerMsg::Reply {
                 reply: Reply::Started { command_id, job_id },
@@ -964,6 +972,17 @@ impl CommandStream {
         }
     }
 
+    /// A receive's way to stop the command it follows (Ctrl-C while following a command
+    /// entered again): the session's running command, whoever started it.
+    pub fn stopper(&self, instance_id: Uuid) -> Canceller {
+        let conn = match &*lock(&self.cancel) {
+            CancelTarget::Request { conn, .. } | CancelTarget::Session { conn, .. } => conn.clone(),
+        };
+        Canceller {
+            target: Arc::new(Mutex::new(CancelTarget::Session { conn, instance_id })),
+        }
+    }
+
     /// A handle that can cancel the command from another task.
     pub fn canceller(&self) -> Canceller {
         Canceller {
@@ -1197,6 +1216,26 @@ impl Resizer {
                 .into(),
             )
             .map_err(|_| conn.lost())
+    }
+}
+
+/// Withdraws an invoke whose caller stopped waiting for it to start.
+struct Withdraw<'a> {
+    conn: &'a Connection,
+    rid: u64,
+    armed: bool,
+}
+
+impl Drop for Withdraw<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            let _ = self
+                .conn
+                .shared
+                .out
+                .send(ClientMsg::Cancel { rid: self.rid }.into());
+            self.conn.forget(self.rid);
+        }
     }
 }
 

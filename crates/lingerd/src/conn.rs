@@ -13,7 +13,7 @@ use linger_proto::server::{Reply, ServerMsg, Welcome};
 use linger_proto::types::{ErrorBody, ErrorKind, SessionInfo};
 use linger_proto::PROTOCOL_VERSION;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use uuid::Uuid;
 
 use crate::session::{InvokeRequest, ReceiveRequest, Session};
@@ -50,6 +50,9 @@ struct InFlight {
     cancel_timeout: Duration,
     /// A cancel that arrived before the command was recorded as started.
     cancel_early: bool,
+    /// Set by a cancel: a command still waiting for its session is withdrawn (one that the
+    /// session has taken already is interrupted through `cancel_early`).
+    withdraw: Option<watch::Sender<bool>>,
 }
 
 struct Ctx {
@@ -261,8 +264,12 @@ pub async fn serve<R, W>(
             }
             ClientMsg::Cancel { rid } => {
                 let target = ctx.invokes_lock().get_mut(&rid).and_then(|f| {
-                    // Not started yet: the cancel applies as soon as it is.
+                    // Not started yet: withdrawn if it still waits for the session, else
+                    // interrupted as soon as it is recorded as started.
                     f.cancel_early = f.command.is_none();
+                    if let Some(w) = f.withdraw.as_ref().filter(|_| f.command.is_none()) {
+                        w.send_replace(true);
+                    }
                     Some((f.session.clone(), f.command?, f.cancel_timeout))
                 });
                 if let Some((s, cmd, cancel_timeout)) = target {
@@ -542,6 +549,7 @@ impl Ctx {
                 command: None,
                 cancel_timeout: Duration::ZERO,
                 cancel_early: false,
+                withdraw: None,
             },
         );
         tracing::debug!(session = %session.id(), name = %session.meta.name, principal = %self.peer.principal, from = %self.peer.from, keep = req.keep, "receive");
@@ -646,6 +654,7 @@ impl Ctx {
             }
         }
         let cancel_timeout = Duration::from_millis(req.cancel_timeout_ms);
+        let (withdraw, withdrawn) = watch::channel(false);
         self.invokes_lock().insert(
             rid,
             InFlight {
@@ -653,6 +662,7 @@ impl Ctx {
                 command: None,
                 cancel_timeout,
                 cancel_early: false,
+                withdraw: Some(withdraw),
             },
         );
         let (started_tx, started_rx) = oneshot::channel();
@@ -700,6 +710,7 @@ impl Ctx {
                 terminal: req.terminal,
                 tx: self.tx.clone(),
                 gone: self.gone.subscribe(),
+                withdrawn,
             },
             started_tx,
         );

@@ -667,36 +667,30 @@ impl<'a> Repl<'a> {
         let (client, entry) = (self.client, self.entry);
         let opts = self.opts.clone();
         let start = client.invoke(entry, text, &opts);
-        tokio::pin!(start);
-        // Ctrl-C while the session is still busy with another command stops this one as soon
-        // as it starts.
-        let mut interrupted = false;
-        let mut cmd = loop {
-            tokio::select! {
-                started = &mut start => {
-                    let mut cmd = started?;
-                    // On a raw terminal a line needs its carriage return.
-                    cmd.on_notice(|m| {
-                        use std::io::Write;
-                        let _ = write!(std::io::stderr(), "linger: {m}\r\n");
-                    });
-                    break cmd;
-                }
-                key = next_key(&mut watcher) => match key {
-                    Key::Interrupt => {
-                        interrupted = true;
-                        self.interrupted().await?;
-                        self.out.note("linger: the command will be stopped as soon as the session starts it").await?;
-                    }
-                    Key::Detach => return Ok(Ran::Detach),
-                },
-                code = self.ending.recv() => return Ok(Ran::Signal(code)),
+        let mut cmd = tokio::select! {
+            started = start => {
+                let mut cmd = started?;
+                // On a raw terminal a line needs its carriage return.
+                cmd.on_notice(|m| {
+                    use std::io::Write;
+                    let _ = write!(std::io::stderr(), "linger: {m}\r\n");
+                });
+                cmd
             }
+            // Ctrl-C while the session is still busy with another command: dropping the
+            // waiting invoke withdraws it, so it never runs.
+            key = next_key(&mut watcher) => match key {
+                Key::Interrupt => {
+                    self.interrupted().await?;
+                    self.out.note("linger: withdrawn: the session was busy and the command never started").await?;
+                    return Ok(Ran::Status(130));
+                }
+                Key::Detach => return Ok(Ran::Detach),
+            },
+            code = self.ending.recv() => return Ok(Ran::Signal(code)),
         };
+        let mut interrupted = false;
         let canceller = cmd.canceller();
-        if interrupted {
-            canceller.cancel()?;
-        }
         loop {
             tokio::select! {
                 event = cmd.next() => match event? {
@@ -788,8 +782,8 @@ impl<'a> Repl<'a> {
     }
 
     /// Entering a session that is still running a command (or holds output nobody read):
-    /// shows what it kept and follows the command to its end. Ctrl-C stops following (the
-    /// command runs on), `~.` detaches again.
+    /// shows what it kept and follows the command to its end. Ctrl-C stops the command, as
+    /// in the `enter` that started it; `~.` detaches again.
     async fn catch_up(&mut self, running: Option<&str>) -> Result<Option<Leave>> {
         if let (true, Some(cmd)) = (self.terminals, running) {
             return self.reenter_terminal(cmd).await;
@@ -797,7 +791,7 @@ impl<'a> Repl<'a> {
         if let Some(cmd) = running {
             self.out
                 .note(&format!(
-                    "linger: {} is still running `{cmd}`; following it (Ctrl-C stops following, ~. detaches)",
+                    "linger: {} is still running `{cmd}`; following it (Ctrl-C stops it, ~. detaches)",
                     self.entry.name
                 ))
                 .await?;
@@ -830,7 +824,7 @@ impl<'a> Repl<'a> {
         let Some(screen) = stream.screen().await? else {
             self.out
                 .note(&format!(
-                    "linger: {} is still running `{cmd}`; following it (Ctrl-C stops following, ~. detaches)",
+                    "linger: {} is still running `{cmd}`; following it (Ctrl-C stops it, ~. detaches)",
                     self.entry.name
                 ))
                 .await?;
@@ -881,6 +875,7 @@ impl<'a> Repl<'a> {
         stream: &mut CommandStream,
         mut watcher: Option<&mut Watcher>,
     ) -> Result<Ran> {
+        let mut interrupted = false;
         loop {
             tokio::select! {
                 event = stream.next() => match self.client.note_closed(self.entry, event)? {
@@ -888,10 +883,15 @@ impl<'a> Repl<'a> {
                     None => return Ok(Ran::Status(0)),
                 },
                 key = next_key(&mut watcher) => match key {
+                    // As in the `enter` that started it: Ctrl-C stops the command, and the
+                    // prompt comes back once it has ended.
                     Key::Interrupt => {
+                        stream.stopper(self.entry.instance_id).cancel()?;
+                        if interrupted {
+                            self.out.note("linger: still stopping the command; ~. at the start of a line detaches and leaves it running").await?;
+                        }
+                        interrupted = true;
                         self.interrupted().await?;
-                        self.out.note("linger: stopped following; the command keeps running, and commands typed here wait for it").await?;
-                        return Ok(Ran::Status(130));
                     }
                     Key::Detach => return Ok(Ran::Detach),
                 },

@@ -53,12 +53,17 @@ impl Session {
                 tracing::info!(session = %self.meta.instance_id, client = %req.client, "command queued: the session is busy");
             }
             let mut gone = req.gone.clone();
+            let mut withdrawn = req.withdrawn.clone();
             tokio::select! {
                 r = changed.changed() => if r.is_err() { return Err(self.closed_error()) },
                 _ = tokio::time::sleep_until(deadline) => return Err(self.busy_error()),
                 _ = gone.wait_for(|g| *g) => {
                     tracing::info!(session = %self.meta.instance_id, "a waiting command was withdrawn: its client went away");
                     return Err(ErrorBody::new(ErrorKind::Internal, "the client went away"));
+                }
+                _ = withdrawn.wait_for(|w| *w) => {
+                    tracing::info!(session = %self.meta.instance_id, "a waiting command was withdrawn by its client");
+                    return Err(ErrorBody::new(ErrorKind::Busy, "the command was withdrawn before the session was free to run it"));
                 }
             }
         };

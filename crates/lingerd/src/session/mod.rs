@@ -111,6 +111,8 @@ pub struct InvokeRequest {
     /// Turns true when the requester's connection has gone: a command still waiting for
     /// the session then never starts.
     pub gone: watch::Receiver<bool>,
+    /// Turns true when the requester cancels: the same, for a command still waiting.
+    pub withdrawn: watch::Receiver<bool>,
 }
 
 pub struct ReceiveRequest {
