@@ -52,7 +52,7 @@ fn every_documented_example_is_what_the_encoder_writes() {
         (
             "Hello",
             framed(&ClientMsg::Hello(Hello {
-                protocol_version: 2,
+                protocol_version: linger_proto::PROTOCOL_VERSION,
                 client_id: CLIENT,
                 client_name: "x".into(),
             })),
