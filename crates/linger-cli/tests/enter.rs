@@ -354,3 +354,24 @@ fn a_line_cancelled_while_the_session_is_busy_never_runs() {
     t.send("exit\r");
     assert_eq!(t.wait().code(), Some(0), "{}", t.text());
 }
+
+/// `~?` lists the escapes, at the prompt and while a terminal command runs (as ssh's).
+#[test]
+fn tilde_question_mark_lists_the_escapes() {
+    let w = World::new();
+    w.ok(&["new", "localhost", "--name", "Work"]);
+    let mut t = Term::spawn(&w, &["enter", "Work"]);
+    t.expect("$ ");
+    t.send("~?");
+    t.expect("escape sequences");
+    t.expect("$ ");
+    t.send("echo ready; read -r x; echo \"got $x\"\r");
+    // Its output comes through the relay that reads the keyboard for it.
+    t.expect("ready\r\n");
+    t.send("~?");
+    t.expect("~.   detach");
+    t.send("fine\r");
+    t.expect("got fine");
+    t.send("exit\r");
+    assert_eq!(t.wait().code(), Some(0), "{}", t.text());
+}

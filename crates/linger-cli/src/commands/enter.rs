@@ -345,6 +345,8 @@ enum Line {
     Eof,
     /// `~.` at the start of the line.
     Escape,
+    /// `~?` at the start of the line: list the escapes, then read the line again.
+    Help,
     /// SIGTERM or SIGHUP: leave with this status.
     Signal(i32),
 }
@@ -358,7 +360,8 @@ enum Ran {
     Signal(i32),
 }
 
-/// `~.` typed at the prompt: ends the line at once, as an interrupt marked as the escape.
+/// `~.` (or `~?`) typed at the prompt: ends the line at once, as an interrupt marked as the
+/// escape (or as a request for the list of escapes).
 struct EscapeKey(Arc<AtomicBool>);
 
 impl ConditionalEventHandler for EscapeKey {
@@ -401,6 +404,8 @@ struct Repl<'a> {
     /// Out while a line is being read (it moves to the reading thread).
     editor: Option<Editor>,
     escape: Arc<AtomicBool>,
+    /// `~?` was typed at the prompt.
+    help: Arc<AtomicBool>,
     history: Option<PathBuf>,
     /// Lines typed ahead while a command ran, to run next.
     typed: VecDeque<String>,
@@ -435,6 +440,11 @@ impl<'a> Repl<'a> {
             KeyEvent::from('.'),
             EventHandler::Conditional(Box::new(EscapeKey(escape.clone()))),
         );
+        let help = Arc::new(AtomicBool::new(false));
+        editor.bind_sequence(
+            KeyEvent::from('?'),
+            EventHandler::Conditional(Box::new(EscapeKey(help.clone()))),
+        );
         let path = history_file(client, entry);
         let history = match path.parent().map(std::fs::create_dir_all) {
             Some(Ok(())) => {
@@ -450,6 +460,7 @@ impl<'a> Repl<'a> {
             tty,
             editor: Some(editor),
             escape,
+            help,
             history,
             typed: VecDeque::new(),
             partial: String::new(),
@@ -591,6 +602,11 @@ impl<'a> Repl<'a> {
                 // Ctrl-D inside an incomplete command: the session says what is missing.
                 Line::Eof => return Ok(Input::Command(text)),
                 Line::Escape => return Ok(Input::Detach),
+                Line::Help => {
+                    let help = crate::terminal::ESCAPE_HELP.replace("\r\n", "\n");
+                    self.out.write(StreamKind::Stderr, help.as_bytes()).await?;
+                    continue;
+                }
                 Line::Signal(code) => return Ok(Input::Leave(code)),
             };
             if line == "~." {
@@ -642,6 +658,9 @@ impl<'a> Repl<'a> {
             Ok(line) => Ok(Line::Text(line)),
             Err(ReadlineError::Interrupted) if self.escape.load(Ordering::SeqCst) => {
                 Ok(Line::Escape)
+            }
+            Err(ReadlineError::Interrupted) if self.help.swap(false, Ordering::SeqCst) => {
+                Ok(Line::Help)
             }
             Err(ReadlineError::Interrupted) => Ok(Line::Interrupted),
             Err(ReadlineError::Eof) => Ok(Line::Eof),
@@ -742,11 +761,20 @@ impl<'a> Repl<'a> {
                 code = self.ending.recv() => return Ok(Ran::Signal(code)),
             }
         };
-        if let Some(w) = watcher {
-            let typed = w.stop();
-            self.type_ahead(typed);
-        }
+        // Keys typed while it was starting are the command's: its terminal has them next.
+        let early = watcher.map(|w| w.stop());
         let mut cmd = started?;
+        if let (Some(typed), Some(input)) = (early, cmd.input()) {
+            let mut keys = String::new();
+            for line in typed.lines {
+                keys.push_str(&line);
+                keys.push('\r');
+            }
+            keys.push_str(&typed.partial);
+            if !keys.is_empty() {
+                input.write(linger::Bytes::from(keys)).await;
+            }
+        }
         cmd.on_notice(|m| {
             use std::io::Write;
             let _ = write!(std::io::stderr(), "linger: {m}\r\n");
