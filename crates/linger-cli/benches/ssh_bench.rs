@@ -30,7 +30,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{
-    block_on, exit_code, feed_stdin, gbps, learn_host_keys, make_private_dirs, ms,
+    block_on, exit_code, feed_stdin, gbps, keystroke_echo, learn_host_keys, make_private_dirs, ms,
     new_sessions_at_once, off_runtime, or_exit, print_stat, print_table, print_tail,
     print_throughput, release_binaries, require_sshd, throughput_row, time_api, time_api_all,
     time_concurrently, time_drain, time_first_session, time_login_shell, time_process, time_row,
@@ -48,6 +48,8 @@ const SSH_MUX_WARMUP: usize = 20;
 const SSH_MUX_RUNS: usize = 500;
 const PINGPONG_WARMUP: usize = 100;
 const PINGPONG_RUNS: usize = 2000;
+const ECHO_WARMUP: usize = 20;
+const ECHO_RUNS: usize = 300;
 const API_WARMUP: usize = 100;
 const API_RUNS: usize = 2000;
 const CLI_WARMUP: usize = 5;
@@ -230,6 +232,9 @@ struct Report {
     ssh_cold: Samples,
     ssh_mux: Samples,
     ssh_pingpong: Samples,
+    /// A byte typed at a terminal command until its echo comes back.
+    echo_linger: Samples,
+    echo_ssh: Samples,
     first_new: Samples,
     api: Samples,
     local_api: Samples,
@@ -333,6 +338,20 @@ async fn measure(
         off_runtime(move || feed_stdin(&mut { cmd }, THROUGHPUT_BYTES)).await?
     };
 
+    let remote = "echo READY; cat >/dev/null";
+    eprintln!(
+        "keystroke echo: a byte typed into `linger invoke {} -t -- '{remote}'` (over ssh) and into `ssh -tt … '{remote}'`, x{ECHO_RUNS}",
+        entry.name
+    );
+    let echo_linger = {
+        let cmd = env.linger(&["invoke", &entry.name, "-t", "--", remote]);
+        off_runtime(move || keystroke_echo(cmd, ECHO_WARMUP, ECHO_RUNS)).await?
+    };
+    let echo_ssh = {
+        let cmd = ssh.command(&["-tt"], Some(remote));
+        off_runtime(move || keystroke_echo(cmd, ECHO_WARMUP, ECHO_RUNS)).await?
+    };
+
     let fan = fan_out(env, hosts, client, made).await?;
 
     Ok(Report {
@@ -351,6 +370,8 @@ async fn measure(
         ssh_bytes_time,
         input_cli,
         input_ssh,
+        echo_linger,
+        echo_ssh,
         fan,
     })
 }
@@ -414,6 +435,11 @@ impl Report {
             "ssh channel 1-byte ping-pong (`ssh … cat`):",
             &self.ssh_pingpong,
         );
+        stat(
+            "keystroke echo, `linger invoke -t` over ssh:",
+            &self.echo_linger,
+        );
+        stat("keystroke echo, `ssh -tt`:", &self.echo_ssh);
         stat("linger API invoke `true`, over ssh:", &self.api);
         stat("linger API invoke `true`, local socket:", &self.local_api);
         stat("linger CLI `linger invoke NAME -- true`:", &self.cli);
@@ -480,6 +506,11 @@ impl Report {
                 api,
                 mux,
                 TARGET_SPEEDUP_VS_MUX,
+            ),
+            time_row(
+                "keystroke echo on a terminal: `invoke -t` over ssh (vs `ssh -tt`)",
+                ms(self.echo_linger.median()),
+                ms(self.echo_ssh.median()),
             ),
             time_row(
                 "`true` round trip: API over open ssh conn (vs cold ssh)",

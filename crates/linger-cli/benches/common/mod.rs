@@ -1131,3 +1131,72 @@ pub fn print_table(header: &[&str], rows: &[[String; 6]]) {
         line(&cells);
     }
 }
+
+/// Keystroke echo on a terminal: `cmd` (a `linger invoke -t` or `ssh -tt` whose remote command
+/// prints `READY` and then reads its terminal) runs on a pseudo-terminal of its own, as under
+/// a user's terminal emulator; each sample is one byte typed until the remote terminal's echo
+/// of it arrives. Ends the command with Ctrl-C.
+pub fn keystroke_echo(mut cmd: Command, warmup: usize, runs: usize) -> Result<Samples, BoxError> {
+    use std::io::Write;
+    use std::os::unix::process::CommandExt;
+    let size = nix::pty::Winsize {
+        ws_row: 24,
+        ws_col: 80,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    let pty = nix::pty::openpty(Some(&size), None)?;
+    cmd.stdin(Stdio::from(pty.slave.try_clone()?))
+        .stdout(Stdio::from(pty.slave.try_clone()?))
+        .stderr(Stdio::from(pty.slave));
+    // SAFETY: setsid and ioctl are async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::unistd::setsid()?;
+            if libc::ioctl(0, libc::TIOCSCTTY as _, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn()?;
+    drop(cmd);
+    let mut master = std::fs::File::from(pty.master);
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    let result = (|| -> Result<Samples, BoxError> {
+        while !seen.windows(5).any(|w| w == b"READY") {
+            let n = master.read(&mut buf)?;
+            if n == 0 {
+                return Err("the command ended before it was ready".into());
+            }
+            seen.extend_from_slice(&buf[..n]);
+        }
+        let mut times = Vec::with_capacity(runs);
+        for i in 0..warmup + runs {
+            let start = Instant::now();
+            master.write_all(b"x")?;
+            loop {
+                let n = master.read(&mut buf)?;
+                if n == 0 {
+                    return Err("the command ended mid-measurement".into());
+                }
+                if buf[..n].contains(&b'x') {
+                    break;
+                }
+            }
+            if i >= warmup {
+                times.push(start.elapsed());
+            }
+        }
+        Ok(Samples::new(times))
+    })();
+    let _ = master.write_all(b"\x03");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while child.try_wait()?.is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    result
+}
