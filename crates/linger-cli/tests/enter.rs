@@ -375,3 +375,27 @@ fn tilde_question_mark_lists_the_escapes() {
     t.send("exit\r");
     assert_eq!(t.wait().code(), Some(0), "{}", t.text());
 }
+
+/// SPEC §5: lines typed ahead while a command runs are kept across `~.`: the next `enter`
+/// runs them once the command it finds running has ended.
+#[test]
+fn lines_typed_ahead_are_kept_across_tilde_dot() {
+    let w = World::new();
+    w.ok(&["new", "localhost", "--name", "Work"]);
+    let flag = w.path("go");
+    let mut t = Term::spawn(&w, &["enter", "-T", "Work"]);
+    t.expect("$ ");
+    t.send(&format!(
+        "echo started; while [ ! -e '{}' ]; do sleep 0.05; done\r",
+        flag.display()
+    ));
+    t.expect("started\r\n");
+    t.send("echo $((3*3))-kept\r~.");
+    assert_eq!(t.wait().code(), Some(0), "{}", t.text());
+    let mut t = Term::spawn(&w, &["enter", "-T", "Work"]);
+    t.expect("still running");
+    std::fs::write(&flag, "").expect("flag");
+    t.expect("9-kept\r\n");
+    t.send("exit\r");
+    assert_eq!(t.wait().code(), Some(0), "{}", t.text());
+}

@@ -175,6 +175,16 @@ fn history_file(client: &Client, entry: &Entry) -> PathBuf {
         .join(entry.instance_id.to_string())
 }
 
+/// Lines typed ahead and not run yet when `~.` detached: the next `enter` of the session
+/// (from this client home) runs them, as SPEC §5 keeps type-ahead across `~.`.
+fn typeahead_file(client: &Client, entry: &Entry) -> PathBuf {
+    client
+        .home()
+        .state_dir
+        .join("history")
+        .join(format!("{}.typeahead", entry.instance_id))
+}
+
 /// Whether an error ends the interactive session (else it is shown and the next command
 /// is read).
 fn fatal(e: &linger::Error) -> bool {
@@ -472,12 +482,51 @@ impl<'a> Repl<'a> {
         })
     }
 
+    /// Saves what was typed ahead and not run, for the next `enter` (best effort: losing it
+    /// loses typing, not output).
+    fn keep_typeahead(&mut self) {
+        if self.typed.is_empty() && self.partial.is_empty() {
+            return;
+        }
+        let kept = serde_json::json!({
+            "lines": self.typed.iter().collect::<Vec<_>>(),
+            "partial": self.partial,
+        });
+        let path = typeahead_file(self.client, self.entry);
+        if let Err(e) = std::fs::write(&path, kept.to_string()) {
+            tracing::warn!(
+                "cannot keep the lines typed ahead in {}: {e}",
+                path.display()
+            );
+        }
+    }
+
+    /// Takes back what an earlier `enter` left typed ahead when it detached.
+    fn take_kept_typeahead(&mut self) {
+        let path = typeahead_file(self.client, self.entry);
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            return;
+        };
+        let _ = std::fs::remove_file(&path);
+        let Ok(kept) = serde_json::from_str::<serde_json::Value>(&text) else {
+            return;
+        };
+        if let Some(lines) = kept["lines"].as_array() {
+            self.typed
+                .extend(lines.iter().filter_map(|l| l.as_str()).map(str::to_string));
+        }
+        if let Some(partial) = kept["partial"].as_str() {
+            self.partial = partial.to_string();
+        }
+    }
+
     /// Puts the terminal back as it was found.
     fn finish(&mut self) {
         self.tty.restore();
     }
 
     async fn run(&mut self, view: &SessionView) -> Result<Leave> {
+        self.take_kept_typeahead();
         if let Some(info) = &view.info {
             if info.running_command.is_some() || info.pending_output_bytes > 0 {
                 if let Some(leave) = self.catch_up(info.running_command.as_deref()).await? {
@@ -932,6 +981,7 @@ impl<'a> Repl<'a> {
     async fn detach(&mut self) -> Result<Leave> {
         self.tty.restore();
         self.out.fresh_line().await?;
+        self.keep_typeahead();
         let view = self
             .client
             .disconnect(self.entry, &DisconnectOptions::default())
