@@ -24,6 +24,7 @@ fn a_terminal_command_has_a_tty_the_clients_term_and_size_and_its_state_stays() 
     let mut t = invoke_tty(
         &w,
         "tty; echo \"term=$TERM\"; stty size; [ -t 0 ] && [ -t 1 ] && [ -t 2 ] && echo all-tty; \
+         { : </dev/tty; } 2>/dev/null && echo has-a-controlling-terminal; \
          cd /tmp; export FROM_TTY=yes",
     );
     t.expect("/dev/pts/");
@@ -31,6 +32,8 @@ fn a_terminal_command_has_a_tty_the_clients_term_and_size_and_its_state_stays() 
     // The harness's window.
     t.expect("40 200");
     t.expect("all-tty");
+    // What sudo, passwd and ssh-keygen open to prompt.
+    t.expect("has-a-controlling-terminal");
     assert_eq!(t.wait().code(), Some(0), "{}", t.text());
     t.assert_restored();
     // The command ran in the session's shell: its `cd` and `export` stay.
@@ -242,9 +245,10 @@ fn a_detached_terminal_command_is_redrawn_for_another_client_and_takes_its_keys(
     t.assert_restored();
 }
 
-/// `top` detached and entered again: still running, and `q` from the new client ends it.
+/// `top` detached and entered again from a second client: still running, its screen drawn,
+/// and `q` from the new client ends it.
 #[test]
-fn top_detached_and_entered_again_quits_on_q() {
+fn top_detached_and_entered_again_from_another_client_quits_on_q() {
     let w = world();
     let mut t = Term::spawn(&w, &["enter", "Work"]);
     t.expect("$ ");
@@ -253,7 +257,12 @@ fn top_detached_and_entered_again_quits_on_q() {
     t.send("~.");
     assert_eq!(t.wait().code(), Some(0), "{}", t.text());
     t.assert_restored();
-    let mut t = Term::spawn(&w, &["enter", "Work"]);
+    common::ok_as(
+        &w,
+        "second",
+        &["connect", "--computer", "localhost", "--name", "Work"],
+    );
+    let mut t = Term::spawn_cmd(w.linger_as("second", &["enter", "Work"]));
     t.expect("on a terminal");
     t.expect("PID");
     t.send("q");
@@ -261,4 +270,34 @@ fn top_detached_and_entered_again_quits_on_q() {
     t.send("exit\r");
     assert_eq!(t.wait().code(), Some(0), "{}", t.text());
     t.assert_restored();
+}
+
+/// The trial's `ssh-keygen`, which without a terminal made an unencrypted key: on one, its
+/// passphrase prompts read what is typed, and the key is encrypted with it.
+#[test]
+fn ssh_keygen_reads_its_passphrase_from_the_terminal() {
+    let w = world();
+    let key = w.path("id_test");
+    let script = format!("ssh-keygen -q -t ed25519 -C test -f '{}'", key.display());
+    let mut t = invoke_tty(&w, &script);
+    t.expect("passphrase");
+    t.send("s3cret-pass\r");
+    t.expect("again");
+    t.send("s3cret-pass\r");
+    assert_eq!(t.wait().code(), Some(0), "{}", t.text());
+    assert!(!t.text().contains("s3cret-pass"), "echoed: {}", t.text());
+    let with = |pass: &str| {
+        std::process::Command::new("ssh-keygen")
+            .args(["-y", "-P", pass, "-f"])
+            .arg(&key)
+            .output()
+            .expect("ssh-keygen -y")
+            .status
+            .success()
+    };
+    assert!(
+        with("s3cret-pass"),
+        "the typed passphrase does not open the key"
+    );
+    assert!(!with(""), "the key is not encrypted");
 }
