@@ -293,6 +293,7 @@ mod tests {
                 configuration_name: "default".into(),
                 created_at_ms: 0,
                 closed_reason: None,
+                reach: Default::default(),
             },
             state: State::Opened,
             availability: Availability::Available,

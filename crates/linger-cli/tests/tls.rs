@@ -712,3 +712,52 @@ fn a_terminal_over_tls_and_no_pty_refuses_one() {
         "not a tty\n"
     );
 }
+
+/// SPEC §3: a session remembers how it was reached. Made with `--identity K`, it is used
+/// again with K by later commands that do not repeat it; one that gives another key wins.
+#[test]
+fn a_session_remembers_the_identity_it_was_made_with() {
+    let mut w = World::new();
+    let (key, key_pub) = w.keygen("k");
+    let (_, other_pub) = w.keygen("unused");
+    authorize(&w, &[key_pub, other_pub]);
+    let computer = w.start_tls_daemon();
+    std::fs::create_dir_all(w.path("plain")).expect("home");
+    std::fs::write(
+        w.path("plain").join("options.toml"),
+        "host_key_checking = \"accept-new\"\n",
+    )
+    .expect("options.toml");
+    let key_arg = key.display().to_string();
+    common::ok_as(
+        &w,
+        "plain",
+        &[
+            "--identity",
+            &key_arg,
+            "new",
+            &computer,
+            "--name",
+            "remembered",
+        ],
+    );
+    assert_eq!(
+        common::ok_as(&w, "plain", &["invoke", "remembered", "--", "echo hi"]),
+        "hi\n"
+    );
+    // A command's own flag wins: a key the server does not know is refused.
+    let (stranger, _) = w.keygen("stranger");
+    let out = common::run_as(
+        &w,
+        "plain",
+        &[
+            "--identity",
+            &stranger.display().to_string(),
+            "invoke",
+            "remembered",
+            "--",
+            "true",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(5), "{}", common::stderr(&out));
+}

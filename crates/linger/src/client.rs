@@ -477,13 +477,22 @@ impl Client {
 
     /// A connection to `computer`'s daemon, opened once per client and reused.
     pub async fn connect(&self, computer: &str) -> Result<Connection> {
-        let key = display_computer(computer);
+        self.connect_with(self.dialer(computer)).await
+    }
+
+    /// A connection to `entry`'s computer, reached as `entry` was (SPEC §3).
+    pub async fn connect_entry(&self, entry: &Entry) -> Result<Connection> {
+        self.connect_with(self.dialer_for(entry)).await
+    }
+
+    async fn connect_with(&self, dialer: Dialer) -> Result<Connection> {
+        let key = display_computer(&dialer.computer);
         if let Some(c) = self.conns.lock().await.get(&key).filter(|c| !c.is_closed()) {
             return Ok(c.clone());
         }
         // Dialled without the map's lock, so that a fan-out opens its connections side by
         // side (an ssh login takes a while); two racing dials to one computer keep the first.
-        let conn = self.dialer(computer).dial().await?;
+        let conn = dialer.dial().await?;
         let mut conns = self.conns.lock().await;
         if let Some(c) = conns.get(&key).filter(|c| !c.is_closed()) {
             return Ok(c.clone());
@@ -494,10 +503,20 @@ impl Client {
 
     /// What it takes to open a new connection to `computer` (again, after one broke).
     pub fn dialer(&self, computer: &str) -> Dialer {
+        self.dialer_with(computer, self.options.clone())
+    }
+
+    /// How to reach `entry`'s computer: with the options it was reached with before, unless
+    /// this command gives its own (SPEC §3).
+    pub fn dialer_for(&self, entry: &Entry) -> Dialer {
+        self.dialer_with(&entry.computer_name, self.options.reached(&entry.reach))
+    }
+
+    fn dialer_with(&self, computer: &str, options: Options) -> Dialer {
         Dialer {
             computer: computer.to_string(),
             local_socket: self.local_socket.clone(),
-            options: self.options.clone(),
+            options,
             client_id: self.id,
             known_hosts: known_hosts::file_in(&self.home.config_dir),
         }
@@ -551,6 +570,7 @@ impl Client {
                         configuration_name: info.configuration_name.clone(),
                         created_at_ms: info.created_at_ms,
                         closed_reason: None,
+                        reach: self.options.reach(),
                     };
                     let mut stored = entry.clone();
                     self.registry.update(|s| {
@@ -656,6 +676,7 @@ impl Client {
                         configuration_name: info.configuration_name.clone(),
                         created_at_ms: info.created_at_ms,
                         closed_reason: None,
+                        reach: self.options.reach(),
                     })
                     .collect(),
             );
@@ -719,7 +740,7 @@ impl Client {
         if entry.closed_reason.is_some() {
             return Ok(SessionView::closed(entry.clone()));
         }
-        let conn = self.connect(&entry.computer_name).await?;
+        let conn = self.connect_entry(entry).await?;
         let reason = match conn.remove_session(entry.instance_id).await {
             Ok(info) => info.closed_reason.unwrap_or_else(|| "removed".into()),
             Err(Error::Server(e)) if e.kind == ErrorKind::NotFound => {
@@ -751,7 +772,18 @@ impl Client {
         let conn = self.open_session_conn(entry).await?;
         let result = conn.connect_session(entry.instance_id, buffering).await;
         let info = self.note_closed(entry, result)?;
-        Ok(SessionView::from_info(entry.clone(), info))
+        // Connected with options of this command's own: later commands use them (SPEC §3).
+        let reach = self.options.reach();
+        let mut entry = entry.clone();
+        if !reach.is_empty() && reach != entry.reach {
+            entry.reach = reach;
+            let remembered = entry.clone();
+            self.registry.update(|s| {
+                s.remember(remembered);
+                Ok(())
+            })?;
+        }
+        Ok(SessionView::from_info(entry, info))
     }
 
     /// Attaches a session and marks it entered by this client process (`linger enter`) until
@@ -783,7 +815,7 @@ impl Client {
     pub async fn receive(&self, entry: &Entry, opts: &ReceiveOptions) -> Result<CommandStream> {
         // Not `open_session_conn`: a session whose shell exited shows Closed yet may still
         // hold output to deliver; the server knows.
-        let conn = self.connect(&entry.computer_name).await?;
+        let conn = self.connect_entry(entry).await?;
         let mut stream = conn.receive(Receive {
             instance_id: entry.instance_id,
             keep: opts.keep,
@@ -802,7 +834,7 @@ impl Client {
 
     /// Watches a session read-only (SPEC §14): what its commands print, live, from now on.
     pub async fn watch(&self, entry: &Entry) -> Result<crate::connection::Watch> {
-        let conn = self.connect(&entry.computer_name).await?;
+        let conn = self.connect_entry(entry).await?;
         let watch = conn.watch(entry.instance_id);
         self.note_closed(entry, watch)
     }
@@ -816,7 +848,7 @@ impl Client {
         entry: &Entry,
         spec: &TerminalSpec,
     ) -> Result<CommandStream> {
-        let conn = self.connect(&entry.computer_name).await?;
+        let conn = self.connect_entry(entry).await?;
         let mut stream = conn.receive_terminal(Receive {
             instance_id: entry.instance_id,
             keep: false,
@@ -830,7 +862,7 @@ impl Client {
     /// How a stream of `entry`'s output picks up after a broken connection.
     fn resume_for(&self, entry: &Entry, job: Option<Uuid>) -> Resume {
         Resume {
-            dialer: self.dialer(&entry.computer_name),
+            dialer: self.dialer_for(entry),
             instance_id: entry.instance_id,
             job,
             window: self.options.reconnect_window,
@@ -963,7 +995,7 @@ impl Client {
 
     /// A session's jobs and the session itself, from its server.
     async fn session_jobs(&self, entry: &Entry) -> Result<(Vec<JobInfo>, SessionView)> {
-        let conn = self.connect(&entry.computer_name).await?;
+        let conn = self.connect_entry(entry).await?;
         let infos = self.note_closed(entry, conn.list_jobs(entry.instance_id).await)?;
         let view = self
             .refresh(vec![entry.clone()])
@@ -1003,7 +1035,7 @@ impl Client {
     /// Streams a job's kept output, then what it still produces.
     pub async fn receive_job(&self, job: &JobEntry, keep: bool) -> Result<CommandStream> {
         let entry = self.session_of(job)?;
-        let conn = self.connect(&entry.computer_name).await?;
+        let conn = self.connect_entry(&entry).await?;
         let mut stream = conn.receive_job(entry.instance_id, job.job_id, keep)?;
         if !keep {
             // The output job stands for the session's own output.
@@ -1033,7 +1065,7 @@ impl Client {
     pub async fn remove_job(&self, job: &JobEntry) -> Result<()> {
         if let Ok(entry) = self.session_of(job) {
             if entry.closed_reason.is_none() {
-                let conn = self.connect(&entry.computer_name).await?;
+                let conn = self.connect_entry(&entry).await?;
                 match conn.remove_job(entry.instance_id, job.job_id).await {
                     Ok(()) => {}
                     // Gone already (its session ended or forgot it): forget it here too.
@@ -1066,7 +1098,7 @@ impl Client {
                 reason: reason.clone(),
             });
         }
-        self.connect(&entry.computer_name).await
+        self.connect_entry(entry).await
     }
 
     /// Records in the registry a session the server says has ended.
@@ -1121,6 +1153,7 @@ mod tests {
             configuration_name: "default".into(),
             created_at_ms: 0,
             closed_reason: None,
+            reach: Default::default(),
         }
     }
 

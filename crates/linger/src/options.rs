@@ -239,9 +239,116 @@ impl Options {
     }
 }
 
+impl Options {
+    /// Whether this command gave `key` itself (a flag or `--option`), over the file.
+    fn given_here(&self, key: &str) -> bool {
+        matches!(
+            self.sources.get(key),
+            Some(OptionSource::Flag | OptionSource::CommandLine)
+        )
+    }
+
+    /// The transport options this command gave itself: what a session it creates or
+    /// connects remembers (SPEC §3).
+    pub fn reach(&self) -> crate::registry::Reach {
+        crate::registry::Reach {
+            identity_file: self
+                .identity_file
+                .clone()
+                .filter(|_| self.given_here("identity_file")),
+            ssh_command: self
+                .given_here("ssh_command")
+                .then(|| self.ssh_command.clone()),
+            ssh_remote_command: self
+                .given_here("ssh_remote_command")
+                .then(|| self.ssh_remote_command.clone()),
+            host_key_checking: self
+                .host_key_checking
+                .clone()
+                .filter(|_| self.given_here("host_key_checking")),
+        }
+    }
+
+    /// These options for a session reached with `reach`: what it remembers, except what
+    /// this command gives itself.
+    pub fn reached(&self, reach: &crate::registry::Reach) -> Options {
+        let mut o = self.clone();
+        if let Some(v) = reach
+            .identity_file
+            .as_ref()
+            .filter(|_| !self.given_here("identity_file"))
+        {
+            o.identity_file = Some(v.clone());
+        }
+        if let Some(v) = reach
+            .ssh_command
+            .as_ref()
+            .filter(|_| !self.given_here("ssh_command"))
+        {
+            o.ssh_command = v.clone();
+        }
+        if let Some(v) = reach
+            .ssh_remote_command
+            .as_ref()
+            .filter(|_| !self.given_here("ssh_remote_command"))
+        {
+            o.ssh_remote_command = v.clone();
+        }
+        if let Some(v) = reach
+            .host_key_checking
+            .as_ref()
+            .filter(|_| !self.given_here("host_key_checking"))
+        {
+            o.host_key_checking = Some(v.clone());
+        }
+        o
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// SPEC §3: a session remembers the transport options its creating command gave, and a
+    /// later command uses them unless it gives its own; the options file's are not copied.
+    #[test]
+    fn a_session_remembers_how_it_was_reached() {
+        let mut made = Options {
+            identity_file: Some(PathBuf::from("/keys/k")),
+            host_key_checking: Some("yes".into()),
+            ..Default::default()
+        };
+        made.sources
+            .insert("identity_file".into(), OptionSource::Flag);
+        made.sources.insert(
+            "host_key_checking".into(),
+            OptionSource::File(PathBuf::from("o.toml")),
+        );
+        let reach = made.reach();
+        assert_eq!(
+            reach.identity_file.as_deref(),
+            Some(std::path::Path::new("/keys/k"))
+        );
+        assert_eq!(reach.host_key_checking, None);
+        assert_eq!(reach.ssh_command, None);
+
+        let later = Options::default();
+        assert_eq!(
+            later.reached(&reach).identity_file.as_deref(),
+            Some(std::path::Path::new("/keys/k"))
+        );
+        let mut own = Options {
+            identity_file: Some(PathBuf::from("/keys/other")),
+            ..Default::default()
+        };
+        own.sources
+            .insert("identity_file".into(), OptionSource::Flag);
+        assert_eq!(
+            own.reached(&reach).identity_file.as_deref(),
+            Some(std::path::Path::new("/keys/other"))
+        );
+        assert!(Options::default().reach().is_empty());
+    }
 
     #[test]
     fn defaults_values_and_unknown_keys() {

@@ -23,7 +23,8 @@ pub async fn run(cli: Cli) -> Result<i32> {
     client.options_mut().apply_command_line(&cli.options)?;
     if let Some(file) = &cli.identity {
         let options = client.options_mut();
-        options.identity_file = Some(file.clone());
+        // Absolute, because the session remembers it for commands run from elsewhere.
+        options.identity_file = Some(std::path::absolute(file).unwrap_or_else(|_| file.clone()));
         options
             .sources
             .insert("identity_file".into(), linger::OptionSource::Flag);

@@ -25,6 +25,31 @@ pub struct Entry {
     /// Set once the client has seen the session end.
     #[serde(default)]
     pub closed_reason: Option<String>,
+    /// The transport options this client was given when it created or connected the
+    /// session, used again for it (SPEC §3).
+    #[serde(default, skip_serializing_if = "Reach::is_empty")]
+    pub reach: Reach,
+}
+
+/// How a session was reached: the identity file and transport options given on the command
+/// line that created or connected it. Later commands on the session use them unless they
+/// give their own.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reach {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity_file: Option<std::path::PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh_command: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh_remote_command: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_key_checking: Option<String>,
+}
+
+impl Reach {
+    pub fn is_empty(&self) -> bool {
+        *self == Reach::default()
+    }
 }
 
 /// A job in this client's job table: a command run as a job, or a background job in one
@@ -143,6 +168,11 @@ impl Sessions {
                     k.name = entry.name;
                     k.configuration_name = entry.configuration_name;
                     k.closed_reason = entry.closed_reason;
+                    self.touched.sessions.insert(entry.instance_id);
+                }
+                // A command that reached it with options of its own teaches them.
+                if !entry.reach.is_empty() && k.reach != entry.reach {
+                    k.reach = entry.reach;
                     self.touched.sessions.insert(entry.instance_id);
                 }
                 continue;
@@ -370,6 +400,7 @@ pub(crate) fn test_entry(name: &str) -> Entry {
         configuration_name: "default".into(),
         created_at_ms: 0,
         closed_reason: None,
+        reach: Reach::default(),
     }
 }
 
