@@ -80,6 +80,11 @@ impl Failures {
                 line(&e)
             ));
         }
+        self.record_said(label, e);
+    }
+
+    /// A failure already reported when it happened ([`target_ended`]).
+    pub fn record_said(&mut self, label: &str, e: anyhow::Error) {
         self.failed.push(label.to_string());
         self.first.get_or_insert(e);
     }
@@ -150,18 +155,46 @@ macro_rules! say {
     ($($arg:tt)*) => { $crate::report::say(&format!($($arg)*)) };
 }
 
+/// The `{"kind", "message", "hint", "exit_code"}` object that JSON output gives an error.
+pub fn error_body(e: &anyhow::Error) -> serde_json::Value {
+    let (kind, hint) = classify(e);
+    serde_json::json!({
+        "kind": kind.as_str(),
+        "message": format!("{e:#}").replace('\n', " "),
+        "hint": hint,
+        "exit_code": kind.exit_code(),
+    })
+}
+
+/// How one target of a fan-out ended, said as soon as it is known (SPEC §16): with `json`,
+/// its record `{"computer_name", "exit_code"}` or `{"computer_name", "error"}`; otherwise,
+/// for one of several targets that failed, its error line.
+pub fn target_ended(label: &str, result: &anyhow::Result<i32>, json: bool, several: bool) {
+    match (result, json) {
+        (Ok(code), true) => out(&format!(
+            "{}\n",
+            serde_json::json!({ "computer_name": label, "exit_code": code })
+        )),
+        (Err(e), true) => out(&format!(
+            "{}\n",
+            serde_json::json!({ "computer_name": label, "error": error_body(e) })
+        )),
+        (Err(e), false) if several => say(&format!(
+            "linger: error: [{}] {}",
+            printable(label),
+            line(e)
+        )),
+        _ => {}
+    }
+}
+
 /// Prints the error and returns the exit code.
 pub fn error(e: &anyhow::Error, json: bool) -> i32 {
-    let (kind, hint) = classify(e);
+    let (kind, _) = classify(e);
     if json {
         out(&format!(
             "{}\n",
-            serde_json::json!({ "error": {
-                "kind": kind.as_str(),
-                "message": format!("{e:#}").replace('\n', " "),
-                "hint": hint,
-                "exit_code": kind.exit_code(),
-            }})
+            serde_json::json!({ "error": error_body(e) })
         ));
     } else {
         say(&format!("linger: error: {}", line(e)));

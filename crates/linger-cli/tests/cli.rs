@@ -444,9 +444,25 @@ fn new_on_several_computers_reports_each_failure() {
     ]);
     assert_eq!(o.status.code(), Some(6), "{}", stderr(&o));
     let out = stdout(&o);
-    let last: serde_json::Value =
-        serde_json::from_str(out.lines().last().expect("records")).expect("json");
+    let records: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    let last = records.last().expect("records");
     assert_eq!(last["error"]["kind"], "connection", "{out}");
+    // SPEC §16: each target's own record comes before the final one.
+    let of = |computer: &str| {
+        records[..records.len() - 1]
+            .iter()
+            .find(|r| {
+                r["computer_name"] == computer
+                    && (r.get("exit_code").is_some() || r.get("error").is_some())
+            })
+            .unwrap_or_else(|| panic!("no record for {computer}: {out}"))
+            .clone()
+    };
+    assert_eq!(of("localhost")["exit_code"], 0, "{out}");
+    assert_eq!(of("nosuch.invalid")["error"]["kind"], "connection", "{out}");
     let o = w.run(&["new", "localhost", "--throttle", "0"]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
 }
@@ -551,4 +567,35 @@ fn sigusr1_reopens_the_daemons_log() {
     assert!(std::fs::read_to_string(&log)
         .expect("log")
         .contains("session started"));
+}
+
+/// SPEC §16: a computer that cannot be reached is reported as soon as that is known, while
+/// the other targets still run.
+#[test]
+fn an_unreachable_computer_is_reported_while_the_others_run() {
+    let w = World::new();
+    let flag = w.path("go");
+    let mut r = common::Running::start(w.linger(&[
+        "invoke",
+        "--computer",
+        "localhost,nosuch.invalid",
+        "--",
+        &format!(
+            "while [ ! -e '{}' ]; do sleep 0.05; done; echo done",
+            flag.display()
+        ),
+    ]));
+    common::eventually("the unreachable computer's error", || {
+        r.stderr().contains("[nosuch.invalid]")
+    });
+    assert!(!r.exited(), "it was reported only at the end");
+    std::fs::write(&flag, "").expect("flag");
+    let (code, out, err) = r.finish();
+    assert_eq!(code, Some(6), "{err}");
+    assert!(out.contains("done"), "{out}");
+    assert_eq!(
+        err.matches("[nosuch.invalid]").count(),
+        1,
+        "said once: {err}"
+    );
 }

@@ -86,6 +86,7 @@ pub async fn run(client: &Client, args: InvokeArgs, json: bool) -> Result<i32> {
     let err = Arc::new(Mutex::new(tokio::io::stderr()));
     let throttle = Arc::new(Semaphore::new(args.throttle));
     let progress = Progress::beside_output("running", targets.len());
+    let several = targets.len() > 1;
     let runs = targets.into_iter().map(|target| {
         let (script, opts, new_opts, progress) = (&script, &opts, &new_opts, &progress);
         let (out, err, throttle, cancel, input) = (
@@ -106,6 +107,8 @@ pub async fn run(client: &Client, args: InvokeArgs, json: bool) -> Result<i32> {
             };
             let result = run_one(client, &target, &run, &mut sink, cancel).await;
             progress.done(matches!(result, Ok(0)));
+            // Said now, not once every target is done: a dead computer shows at once.
+            crate::report::target_ended(&target.label, &result, json, several);
             (target.label, result)
         }
     });
@@ -129,7 +132,7 @@ pub async fn run(client: &Client, args: InvokeArgs, json: bool) -> Result<i32> {
                 first_status.get_or_insert(status);
                 statuses.push(format!("[{label}] {status}"));
             }
-            Err(e) => failures.record(&label, e),
+            Err(e) => failures.record_said(&label, e),
         }
     }
     if !statuses.is_empty() {
