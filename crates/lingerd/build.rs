@@ -5,7 +5,10 @@
 //! could not read, so the address randomisation given up for its own code costs little;
 //! lingerd itself stays position-independent.
 
+include!("../../build/commit.rs");
+
 fn main() {
+    emit_commit();
     if std::env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux") {
         println!("cargo:rustc-link-arg-bin=lingerd-host=-no-pie");
     }

@@ -7,7 +7,7 @@ use clap::{Args, Parser, Subcommand};
 #[derive(Parser)]
 #[command(
     name = "linger",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("LINGER_COMMIT"), ")"),
     about = "Persistent, disconnectable shell sessions on Linux hosts",
     after_help = "Sessions are selected (SEL) by Id, Name (wildcards allowed) or InstanceId.\nExit codes: the remote status for a single invoke; else 0 ok, 2 usage, 3 not found, 4 busy, 5 auth, 6 connection, 7 timeout, 1 other."
 )]

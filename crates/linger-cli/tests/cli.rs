@@ -599,3 +599,37 @@ fn an_unreachable_computer_is_reported_while_the_others_run() {
         "said once: {err}"
     );
 }
+
+/// SPEC §17: `linger --version` and `lingerd --version` print the version and the commit.
+#[test]
+fn version_names_the_commit() {
+    let w = World::new();
+    let head = std::process::Command::new("git")
+        .args(["rev-parse", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    for (name, out) in [
+        ("linger", w.run(&["--version"])),
+        (
+            "lingerd",
+            w.lingerd(&["--version"]).output().expect("lingerd"),
+        ),
+    ] {
+        let text = stdout(&out);
+        let line = text.trim();
+        let commit = line
+            .strip_prefix(&format!("{name} {} (commit ", env!("CARGO_PKG_VERSION")))
+            .and_then(|rest| rest.strip_suffix(')'))
+            .unwrap_or_else(|| panic!("{name} --version printed {line:?}"));
+        match &head {
+            Some(head) => assert!(
+                head.starts_with(commit) && commit.len() == 12,
+                "{line} vs {head}"
+            ),
+            None => assert_eq!(commit, "unknown", "{line}"),
+        }
+    }
+}

@@ -14,7 +14,7 @@ use tokio::net::UnixListener;
 #[derive(Parser)]
 #[command(
     name = "lingerd",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("LINGER_COMMIT"), ")"),
     about = "linger daemon: keeps persistent shell sessions"
 )]
 struct Args {

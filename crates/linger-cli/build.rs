@@ -1,0 +1,7 @@
+//! The commit `linger --version` prints.
+
+include!("../../build/commit.rs");
+
+fn main() {
+    emit_commit();
+}
