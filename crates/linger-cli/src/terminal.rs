@@ -204,7 +204,8 @@ impl Drop for RawTerminal {
     }
 }
 
-fn stdin_fd() -> BorrowedFd<'static> {
+/// Standard input, for calls that take a descriptor.
+pub fn stdin_fd() -> BorrowedFd<'static> {
     // SAFETY: fd 0 stays open for the life of the process.
     unsafe { BorrowedFd::borrow_raw(0) }
 }
@@ -253,6 +254,13 @@ impl Drop for Keyboard {
 }
 
 fn read_keys(wake: &OwnedFd, keys: mpsc::UnboundedSender<Vec<u8>>) {
+    read_stdin_until_woken(wake, |typed| keys.send(typed.to_vec()).is_ok());
+}
+
+/// Reads standard input as it is typed, handing each read to `take`, until `wake` becomes
+/// readable, the input ends or fails, or `take` says to stop. For a thread that must stop
+/// when asked rather than stay blocked in a read.
+pub fn read_stdin_until_woken(wake: &OwnedFd, mut take: impl FnMut(&[u8]) -> bool) {
     let mut buf = [0u8; 4096];
     loop {
         let mut fds = [
@@ -274,7 +282,7 @@ fn read_keys(wake: &OwnedFd, keys: mpsc::UnboundedSender<Vec<u8>>) {
         match nix::unistd::read(stdin_fd(), &mut buf) {
             Ok(0) => return,
             Ok(n) => {
-                if keys.send(buf[..n].to_vec()).is_err() {
+                if !take(&buf[..n]) {
                     return;
                 }
             }

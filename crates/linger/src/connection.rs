@@ -761,6 +761,15 @@ enum CancelTarget {
     Session { conn: Connection, instance_id: Uuid },
 }
 
+impl CancelTarget {
+    /// The connection the stream runs on now.
+    fn conn(&self) -> Connection {
+        match self {
+            CancelTarget::Request { conn, .. } | CancelTarget::Session { conn, .. } => conn.clone(),
+        }
+    }
+}
+
 /// Where a stream says that its connection broke and came back.
 type Notice = Box<dyn Fn(&str) + Send>;
 
@@ -975,9 +984,7 @@ impl CommandStream {
     /// A receive's way to stop the command it follows (Ctrl-C while following a command
     /// entered again): the session's running command, whoever started it.
     pub fn stopper(&self, instance_id: Uuid) -> Canceller {
-        let conn = match &*lock(&self.cancel) {
-            CancelTarget::Request { conn, .. } | CancelTarget::Session { conn, .. } => conn.clone(),
-        };
+        let conn = lock(&self.cancel).conn();
         Canceller {
             target: Arc::new(Mutex::new(CancelTarget::Session { conn, instance_id })),
         }
@@ -1201,9 +1208,7 @@ pub struct Resizer {
 
 impl Resizer {
     pub fn resize(&self, rows: u16, cols: u16) -> Result<()> {
-        let conn = match &*lock(&self.target) {
-            CancelTarget::Request { conn, .. } | CancelTarget::Session { conn, .. } => conn.clone(),
-        };
+        let conn = lock(&self.target).conn();
         conn.shared
             .out
             .send(

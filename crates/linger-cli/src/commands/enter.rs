@@ -151,17 +151,7 @@ async fn enter(client: &Client, entry: &Entry, terminals: bool) -> Result<Leave>
 }
 
 async fn remove_temporary(client: &Client, entry: &Entry) {
-    if let Err(e) = client.remove(entry).await {
-        crate::say!(
-            "linger: warning: could not remove the temporary session {}: {e}",
-            entry.name
-        );
-    }
-    let id = entry.instance_id;
-    if let Err(e) = client.registry().update(|s| {
-        s.forget(id);
-        Ok(())
-    }) {
+    if let Err(e) = super::remove_temporary(client, entry).await {
         crate::say!("linger: warning: could not forget the temporary session: {e}");
     }
     let _ = std::fs::remove_file(history_file(client, entry));
@@ -865,6 +855,20 @@ impl<'a> Repl<'a> {
         if let (true, Some(cmd)) = (self.terminals, running) {
             return self.reenter_terminal(cmd).await;
         }
+        let mut stream = self
+            .client
+            .receive(self.entry, &ReceiveOptions::default())
+            .await?;
+        self.follow_to_the_end(&mut stream, running).await
+    }
+
+    /// Follows a command entered again (saying so when one runs), the keyboard watched:
+    /// what was typed meanwhile is kept for the prompt.
+    async fn follow_to_the_end(
+        &mut self,
+        stream: &mut CommandStream,
+        running: Option<&str>,
+    ) -> Result<Option<Leave>> {
         if let Some(cmd) = running {
             self.out
                 .note(&format!(
@@ -873,12 +877,8 @@ impl<'a> Repl<'a> {
                 ))
                 .await?;
         }
-        let mut stream = self
-            .client
-            .receive(self.entry, &ReceiveOptions::default())
-            .await?;
         let mut watcher = self.tty.watch().ok();
-        let followed = self.follow(&mut stream, watcher.as_mut()).await;
+        let followed = self.follow(stream, watcher.as_mut()).await;
         if let Some(w) = watcher {
             let typed = w.stop();
             self.type_ahead(typed);
@@ -899,23 +899,7 @@ impl<'a> Repl<'a> {
         let spec = terminal::spec();
         let mut stream = self.client.receive_terminal(self.entry, &spec).await?;
         let Some(screen) = stream.screen().await? else {
-            self.out
-                .note(&format!(
-                    "linger: {} is still running `{cmd}`; following it (Ctrl-C stops it, ~. detaches)",
-                    self.entry.name
-                ))
-                .await?;
-            let mut watcher = self.tty.watch().ok();
-            let followed = self.follow(&mut stream, watcher.as_mut()).await;
-            if let Some(w) = watcher {
-                let typed = w.stop();
-                self.type_ahead(typed);
-            }
-            return match followed? {
-                Ran::Status(_) => Ok(None),
-                Ran::Detach => self.detach().await.map(Some),
-                Ran::Signal(code) => Ok(Some(Leave::Exit(code))),
-            };
+            return self.follow_to_the_end(&mut stream, Some(cmd)).await;
         };
         self.out
             .note(&format!(

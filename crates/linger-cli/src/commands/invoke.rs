@@ -265,17 +265,7 @@ async fn run_on_terminal(
     let ended = crate::terminal::run(client, &entry, script, opts).await;
     let keep = !matches!(ended, Ok(Ended::Finished(_)) | Err(_));
     if temporary && !keep {
-        if let Err(e) = client.remove(&entry).await {
-            crate::say!(
-                "linger: warning: could not remove the temporary session {}: {e}",
-                entry.name
-            );
-        }
-        let forget = entry.instance_id;
-        client.registry().update(|s| {
-            s.forget(forget);
-            Ok(())
-        })?;
+        super::remove_temporary(client, &entry).await?;
     }
     match ended? {
         Ended::Finished(status) => Ok(status),
@@ -376,17 +366,7 @@ async fn run_one(
     };
     let result = stream(client, &entry, run, sink, cancel).await;
     if temporary {
-        if let Err(e) = client.remove(&entry).await {
-            crate::say!(
-                "linger: warning: could not remove the temporary session {}: {e}",
-                entry.name
-            );
-        }
-        let forget = entry.instance_id;
-        client.registry().update(|s| {
-            s.forget(forget);
-            Ok(())
-        })?;
+        super::remove_temporary(client, &entry).await?;
     }
     result
 }

@@ -108,6 +108,24 @@ pub async fn resolve(client: &Client, t: &Targets, verb: &str) -> Result<Vec<Ent
     Ok(found)
 }
 
+/// Removes a temporary session (`--computer` without a session) and forgets it. A failed
+/// removal is a warning (the session ends with its idle timeout anyway); a registry that
+/// cannot be written is the error.
+pub async fn remove_temporary(client: &Client, entry: &Entry) -> Result<()> {
+    if let Err(e) = client.remove(entry).await {
+        crate::say!(
+            "linger: warning: could not remove the temporary session {}: {e}",
+            entry.name
+        );
+    }
+    let forget = entry.instance_id;
+    client.registry().update(|s| {
+        s.forget(forget);
+        Ok(())
+    })?;
+    Ok(())
+}
+
 pub fn parse_duration(flag: &str, v: &str) -> Result<std::time::Duration> {
     linger_proto::text::parse_duration(v).map_err(|e| usage(format!("{flag}: {e}")))
 }

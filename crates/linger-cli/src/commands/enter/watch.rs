@@ -6,18 +6,14 @@
 //! Ctrl-C is read as a key rather than caught as SIGINT: the line editor owns SIGINT's
 //! handler while it exists, and a key cannot be lost between two handlers.
 
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::termios::{self, LocalFlags, SetArg, SpecialCharacterIndices, Termios};
 use tokio::sync::mpsc;
 
-fn stdin() -> BorrowedFd<'static> {
-    // SAFETY: fd 0 stays open for the life of the process.
-    unsafe { BorrowedFd::borrow_raw(0) }
-}
+use crate::terminal::stdin_fd as stdin;
 
 /// A key that means something while a command runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -132,44 +128,22 @@ fn lock(m: &Mutex<Typeahead>) -> std::sync::MutexGuard<'_, Typeahead> {
 }
 
 fn read_keys(wake: &OwnedFd, ahead: Arc<Mutex<Typeahead>>, keys: mpsc::UnboundedSender<Key>) {
-    let mut buf = [0u8; 1024];
-    loop {
-        let mut fds = [
-            PollFd::new(stdin(), PollFlags::POLLIN),
-            PollFd::new(wake.as_fd(), PollFlags::POLLIN),
-        ];
-        match poll(&mut fds, PollTimeout::NONE) {
-            Ok(_) => {}
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(_) => return,
-        }
-        let ready = |fd: &PollFd| fd.revents().is_some_and(|r| !r.is_empty());
-        if ready(&fds[1]) {
-            return;
-        }
-        if !ready(&fds[0]) {
-            continue;
-        }
-        let n = match nix::unistd::read(stdin(), &mut buf) {
-            Ok(0) => return,
-            Ok(n) => n,
-            Err(nix::errno::Errno::EINTR | nix::errno::Errno::EAGAIN) => continue,
-            Err(_) => return,
-        };
-        let mut typed = lock(&ahead);
-        for &b in &buf[..n] {
-            match typed.feed(b) {
+    crate::terminal::read_stdin_until_woken(wake, |typed| {
+        let mut ahead = lock(&ahead);
+        for &b in typed {
+            match ahead.feed(b) {
                 None => {}
                 Some(Key::Detach) => {
                     let _ = keys.send(Key::Detach);
-                    return;
+                    return false;
                 }
                 Some(Key::Interrupt) => {
                     let _ = keys.send(Key::Interrupt);
                 }
             }
         }
-    }
+        true
+    });
 }
 
 /// Type-ahead a terminal command left unread (its terminal had already echoed and
