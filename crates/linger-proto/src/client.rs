@@ -38,6 +38,9 @@ pub enum ClientMsg {
     },
     /// Liveness; answered with `Pong`.
     Ping { nonce: u64 },
+    /// Withdraw Invoke `rid` if it still waits for a busy session (it is answered `Error
+    /// busy` and never runs); one that has started keeps running. No reply.
+    Withdraw { rid: u64 },
     /// Answer to `Challenge` (TLS only): prove possession of an SSH key.
     Authenticate(Authenticate),
 }

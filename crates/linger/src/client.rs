@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use crate::autostart;
 use crate::connection::Login;
-use crate::connection::{CommandStream, Connection, EnterGuard, Resume};
+use crate::connection::{CommandStream, Connection, EnterGuard, Resume, Withdrawer};
 use crate::error::{Error, Result};
 use crate::home::ClientHome;
 use crate::known_hosts;
@@ -256,6 +256,9 @@ pub struct InvokeOptions {
     /// one merged stream, the input is what is typed, and [`CommandStream::resizer`]
     /// passes window changes on.
     pub terminal: Option<TerminalSpec>,
+    /// Lets the caller withdraw the command while it waits for a busy session (one per
+    /// invoke: it holds the invoke that waits).
+    pub withdrawer: Withdrawer,
 }
 
 impl Default for InvokeOptions {
@@ -268,6 +271,7 @@ impl Default for InvokeOptions {
             as_job: false,
             stdin: false,
             terminal: None,
+            withdrawer: Withdrawer::default(),
         }
     }
 }
@@ -878,21 +882,24 @@ impl Client {
     ) -> Result<CommandStream> {
         let conn = self.open_session_conn(entry).await?;
         let result = conn
-            .invoke(Invoke {
-                instance_id: entry.instance_id,
-                script: script.to_string(),
-                args: opts.args.clone(),
-                wait_ms: opts.wait.as_millis() as u64,
-                cancel_timeout_ms: opts.cancel_timeout.as_millis() as u64,
-                disconnected: opts.disconnected,
-                kind: if opts.as_job {
-                    InvokeKind::Job
-                } else {
-                    InvokeKind::Plain
+            .invoke(
+                Invoke {
+                    instance_id: entry.instance_id,
+                    script: script.to_string(),
+                    args: opts.args.clone(),
+                    wait_ms: opts.wait.as_millis() as u64,
+                    cancel_timeout_ms: opts.cancel_timeout.as_millis() as u64,
+                    disconnected: opts.disconnected,
+                    kind: if opts.as_job {
+                        InvokeKind::Job
+                    } else {
+                        InvokeKind::Plain
+                    },
+                    stdin: opts.stdin,
+                    terminal: opts.terminal.clone(),
                 },
-                stdin: opts.stdin,
-                terminal: opts.terminal.clone(),
-            })
+                &opts.withdrawer,
+            )
             .await;
         let mut stream = self.note_closed(entry, result)?;
         stream.limit_output(
@@ -918,17 +925,20 @@ impl Client {
     ) -> Result<(JobEntry, CommandStream)> {
         let conn = self.open_session_conn(entry).await?;
         let result = conn
-            .invoke(Invoke {
-                instance_id: entry.instance_id,
-                script: script.to_string(),
-                args: opts.args.clone(),
-                wait_ms: opts.wait.as_millis() as u64,
-                cancel_timeout_ms: opts.cancel_timeout.as_millis() as u64,
-                disconnected: false,
-                kind: InvokeKind::BackgroundJob,
-                stdin: false,
-                terminal: None,
-            })
+            .invoke(
+                Invoke {
+                    instance_id: entry.instance_id,
+                    script: script.to_string(),
+                    args: opts.args.clone(),
+                    wait_ms: opts.wait.as_millis() as u64,
+                    cancel_timeout_ms: opts.cancel_timeout.as_millis() as u64,
+                    disconnected: false,
+                    kind: InvokeKind::BackgroundJob,
+                    stdin: false,
+                    terminal: None,
+                },
+                &opts.withdrawer,
+            )
             .await;
         let stream = self.note_closed(entry, result)?;
         let job_id = stream.job_id().ok_or_else(|| Error::Protocol {

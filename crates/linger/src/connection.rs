@@ -490,7 +490,7 @@ impl Connection {
 
     /// Starts a command; its output arrives through the returned stream, and with
     /// `req.stdin` its input goes through [`CommandStream::input`].
-    pub async fn invoke(&self, mut req: Invoke) -> Result<CommandStream> {
+    pub async fn invoke(&self, mut req: Invoke, withdrawer: &Withdrawer) -> Result<CommandStream> {
         // Nothing more comes for these: the output waits on the server.
         let detached = req.disconnected || req.kind == InvokeKind::Job;
         req.stdin &= !req.disconnected && req.kind == InvokeKind::Plain;
@@ -504,8 +504,10 @@ impl Connection {
             rid,
             armed: true,
         };
+        *lock(&withdrawer.0) = Some((self.clone(), rid));
         let first = rx.recv().await;
         withdraw.armed = false;
+        *lock(&withdrawer.0) = None;
         let (command_id, job_id) = match first {
             Some(ServerMsg::Reply {
                 reply: Reply::Started { command_id, job_id },
@@ -1221,6 +1223,34 @@ impl Resizer {
                 .into(),
             )
             .map_err(|_| conn.lost())
+    }
+}
+
+/// Withdraws a command that waits for a busy session, leaving it running if it has started
+/// (a detach wants that; dropping the waiting invoke instead is Ctrl-C, which also stops a
+/// command that started meanwhile). The invoke then answers: `Started`, or `Error busy`.
+#[derive(Clone, Default)]
+pub struct Withdrawer(Arc<Mutex<Option<(Connection, u64)>>>);
+
+impl Withdrawer {
+    /// Whether there was a waiting invoke to withdraw.
+    pub fn withdraw(&self) -> bool {
+        let Some((conn, rid)) = lock(&self.0).clone() else {
+            return false;
+        };
+        conn.shared
+            .out
+            .send(ClientMsg::Withdraw { rid }.into())
+            .is_ok()
+    }
+}
+
+impl std::fmt::Debug for Withdrawer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let waiting = lock(&self.0).as_ref().map(|(_, rid)| *rid);
+        f.debug_struct("Withdrawer")
+            .field("waiting", &waiting)
+            .finish()
     }
 }
 

@@ -37,6 +37,7 @@ pub use client::{
 };
 pub use connection::{
     Canceller, CommandStream, Connection, EnterGuard, Event, Resizer, Resume, Watch, WatchEvent,
+    Withdrawer,
 };
 pub use error::{Error, Kind, Result};
 pub use home::ClientHome;

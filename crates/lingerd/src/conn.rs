@@ -273,8 +273,16 @@ pub async fn serve<R, W>(
                     Some((f.session.clone(), f.command?, f.cancel_timeout))
                 });
                 if let Some((s, cmd, cancel_timeout)) = target {
-                    tracing::info!(session = %s.id(), command = %cmd, principal = %ctx.peer.principal, "command cancelled");
+                    tracing::info!(rid, session = %s.id(), command = %cmd, principal = %ctx.peer.principal, "command cancelled");
                     s.interrupt(cmd, cancel_timeout);
+                }
+            }
+            ClientMsg::Withdraw { rid } => {
+                if let Some(f) = ctx.invokes_lock().get(&rid) {
+                    // Past its wait, setting it changes nothing: the command runs on.
+                    if let Some(w) = f.withdraw.as_ref().filter(|_| f.command.is_none()) {
+                        w.send_replace(true);
+                    }
                 }
             }
             ClientMsg::Resize {

@@ -50,7 +50,7 @@ pub async fn run(client: &Client, args: InvokeArgs, json: bool) -> Result<i32> {
         disconnected: args.in_disconnected_session,
         as_job: args.as_job,
         stdin: forward,
-        terminal: None,
+        ..InvokeOptions::default()
     };
     if args.throttle == 0 {
         return Err(usage("--throttle must be at least 1"));
