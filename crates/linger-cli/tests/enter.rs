@@ -330,13 +330,15 @@ fn a_line_cancelled_while_the_session_is_busy_never_runs() {
     let mut t = Term::spawn(&w, &["enter", "Work"]);
     t.expect("$ ");
     // Another command of this client holds the session meanwhile.
-    let mut busy = w
+    let busy = w
         .linger(&[
             "invoke",
             "Work",
             "--",
             &format!("while [ ! -e '{}' ]; do sleep 0.05; done", flag.display()),
         ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("start the busy command");
     common::eventually("the session to be busy", || {
@@ -345,12 +347,57 @@ fn a_line_cancelled_while_the_session_is_busy_never_runs() {
     t.send(&format!("touch '{}'\r", mark.display()));
     std::thread::sleep(std::time::Duration::from_millis(300));
     t.send("\x03");
-    t.expect("withdrawn");
+    t.expect("linger: withdrawn: ");
     std::fs::write(&flag, "").expect("flag");
-    assert!(busy.wait().expect("the busy command").success());
-    t.send("echo next\r");
-    t.expect("next\r\n");
+    let out = busy.wait_with_output().expect("the busy command");
+    assert!(out.status.success(), "the busy command: {}", stderr(&out));
+    t.send("echo $((6*7))-next\r");
+    t.expect("42-next\r\n");
     assert!(!mark.exists(), "the withdrawn line ran: {}", t.text());
+    t.send("exit\r");
+    assert_eq!(t.wait().code(), Some(0), "{}", t.text());
+}
+
+/// `~.` while a line waits for a busy session withdraws it (it never runs behind the
+/// user's back) and keeps it, as typed-ahead lines are kept: the next `enter` runs it.
+#[test]
+fn a_line_waiting_for_a_busy_session_is_withdrawn_by_tilde_dot_and_kept() {
+    let w = World::new();
+    w.ok(&["new", "localhost", "--name", "Work"]);
+    let flag = w.path("go");
+    let mark = w.path("kept-ran");
+    let mut t = Term::spawn(&w, &["enter", "Work"]);
+    t.expect("$ ");
+    let mut busy = w
+        .linger(&[
+            "invoke",
+            "Work",
+            "--",
+            &format!("while [ ! -e '{}' ]; do sleep 0.05; done", flag.display()),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the busy command");
+    common::eventually("the session to be busy", || {
+        session_json(&w, "Work")["running_command"].is_string()
+    });
+    t.send(&format!("touch '{}'\r", mark.display()));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    t.send("~.");
+    assert_eq!(t.wait().code(), Some(0), "{}", t.text());
+    t.assert_restored();
+    // `~.` detached the session from this client, so the busy command's own invoke lost
+    // it too; the command runs on until the flag ends it.
+    std::fs::write(&flag, "").expect("flag");
+    busy.wait().expect("the busy command");
+    common::eventually("the busy command to end", || {
+        session_json(&w, "Work")["running_command"].is_null()
+    });
+    assert!(!mark.exists(), "the withdrawn line ran: {}", t.text());
+    let mut t = Term::spawn(&w, &["enter", "Work"]);
+    common::eventually("the kept line to run", || mark.exists());
+    t.expect("$ ");
     t.send("exit\r");
     assert_eq!(t.wait().code(), Some(0), "{}", t.text());
 }

@@ -351,6 +351,13 @@ enum Line {
     Signal(i32),
 }
 
+/// What waiting for a command to start came to.
+enum Started {
+    Running(Box<CommandStream>),
+    /// Withdrawn, detached or signalled before it started.
+    Not(Ran),
+}
+
 /// How running a command ended.
 enum Ran {
     Status(i32),
@@ -722,31 +729,12 @@ impl<'a> Repl<'a> {
     }
 
     async fn drive(&mut self, text: &str, mut watcher: Option<&mut Watcher>) -> Result<Ran> {
-        let (client, entry) = (self.client, self.entry);
         let opts = self.opts.clone();
-        let start = client.invoke(entry, text, &opts);
-        let mut cmd = tokio::select! {
-            started = start => {
-                let mut cmd = started?;
-                // On a raw terminal a line needs its carriage return.
-                cmd.on_notice(|m| {
-                    use std::io::Write;
-                    let _ = write!(std::io::stderr(), "linger: {m}\r\n");
-                });
-                cmd
-            }
-            // Ctrl-C while the session is still busy with another command: dropping the
-            // waiting invoke withdraws it, so it never runs.
-            key = next_key(&mut watcher) => match key {
-                Key::Interrupt => {
-                    self.interrupted().await?;
-                    self.out.note("linger: withdrawn: the session was busy and the command never started").await?;
-                    return Ok(Ran::Status(130));
-                }
-                Key::Detach => return Ok(Ran::Detach),
-            },
-            code = self.ending.recv() => return Ok(Ran::Signal(code)),
+        let mut cmd = match self.start(text, &opts, &mut watcher).await? {
+            Started::Running(cmd) => *cmd,
+            Started::Not(ran) => return Ok(ran),
         };
+        let entry = self.entry;
         let mut interrupted = false;
         let canceller = cmd.canceller();
         loop {
@@ -772,37 +760,75 @@ impl<'a> Repl<'a> {
         }
     }
 
+    /// Starts `text`, waiting while the session is busy with another command. Ctrl-C
+    /// meanwhile withdraws it (dropping the waiting invoke tells the daemon), so it never
+    /// runs later. `~.` withdraws it too, unless it has just started: then it runs on, as
+    /// `~.` leaves any running command; a line withdrawn so is kept for the next `enter`.
+    async fn start(
+        &mut self,
+        text: &str,
+        opts: &InvokeOptions,
+        watcher: &mut Option<&mut Watcher>,
+    ) -> Result<Started> {
+        let opts = InvokeOptions {
+            withdrawer: linger::Withdrawer::default(),
+            ..opts.clone()
+        };
+        let mut start = Box::pin(self.client.invoke(self.entry, text, &opts));
+        let started = tokio::select! {
+            started = &mut start => started,
+            key = next_key(watcher) => match key {
+                Key::Interrupt => {
+                    // Dropped first: the daemon hears of it before anything else happens.
+                    drop(start);
+                    self.interrupted().await?;
+                    self.out.note("linger: withdrawn: the session was busy and the command never started").await?;
+                    return Ok(Started::Not(Ran::Status(130)));
+                }
+                Key::Detach => {
+                    // Not asked yet (still connecting), or answered already: dropping the
+                    // invoke sends nothing, and a command that started runs on.
+                    if !opts.withdrawer.withdraw() || start.await.is_err() {
+                        self.typed.push_front(text.to_string());
+                    }
+                    return Ok(Started::Not(Ran::Detach));
+                }
+            },
+            code = self.ending.recv() => return Ok(Started::Not(Ran::Signal(code))),
+        };
+        let mut cmd = started?;
+        // On a raw terminal a line needs its carriage return.
+        cmd.on_notice(|m| {
+            use std::io::Write;
+            let _ = write!(std::io::stderr(), "linger: {m}\r\n");
+        });
+        Ok(Started::Running(Box::new(cmd)))
+    }
+
     /// One line on a terminal of its own: the keyboard is the command's (its terminal
     /// echoes, edits and signals), and `~.` at the start of a line detaches.
     async fn run_on_terminal(&mut self, text: &str) -> Result<Ran> {
         use crate::terminal::{self, Ended, RawTerminal};
-        let (client, entry) = (self.client, self.entry);
         let spec = terminal::spec();
         let opts = InvokeOptions {
             stdin: true,
             terminal: Some(spec.clone()),
             ..self.opts.clone()
         };
-        // While the session is busy with another command, Ctrl-C gives up waiting.
         let mut watcher = self.tty.watch().ok();
-        let started = {
-            let mut keys = watcher.as_mut();
-            let start = client.invoke(entry, text, &opts);
-            tokio::select! {
-                started = start => started,
-                key = next_key(&mut keys) => match key {
-                    Key::Interrupt => {
-                        self.interrupted().await?;
-                        return Ok(Ran::Status(130));
-                    }
-                    Key::Detach => return Ok(Ran::Detach),
-                },
-                code = self.ending.recv() => return Ok(Ran::Signal(code)),
+        let started = self.start(text, &opts, &mut watcher.as_mut()).await;
+        let early = watcher.map(|w| w.stop());
+        let mut cmd = match started? {
+            Started::Running(cmd) => *cmd,
+            Started::Not(ran) => {
+                // What was typed after a Ctrl-C that withdrew it are the next lines.
+                if let Some(typed) = early {
+                    self.type_ahead(typed);
+                }
+                return Ok(ran);
             }
         };
         // Keys typed while it was starting are the command's: its terminal has them next.
-        let early = watcher.map(|w| w.stop());
-        let mut cmd = started?;
         if let (Some(typed), Some(input)) = (early, cmd.input()) {
             let mut keys = String::new();
             for line in typed.lines {
@@ -814,10 +840,6 @@ impl<'a> Repl<'a> {
                 input.write(linger::Bytes::from(keys)).await;
             }
         }
-        cmd.on_notice(|m| {
-            use std::io::Write;
-            let _ = write!(std::io::stderr(), "linger: {m}\r\n");
-        });
         let raw = RawTerminal::enter(spec.rows, spec.cols)?;
         Ok(match terminal::drive(&mut cmd, raw).await? {
             Ended::Finished(status) => {
