@@ -214,7 +214,8 @@ fn a_detached_terminal_command_is_redrawn_for_another_client_and_takes_its_keys(
     let mut t = Term::spawn(&w, &["enter", "Work"]);
     t.expect("$ ");
     t.send(
-        "printf '\\033[2J\\033[HSCREEN-MARK at the top'; read -r -n1 k; echo; echo \"key=$k\"\r",
+        // (`%s`: the line's echo must not pass for its output.)
+        "printf '\\033[2J\\033[HSCREEN%s at the top' -MARK; read -r -n1 k; echo; echo \"key=$k\"\r",
     );
     t.expect("SCREEN-MARK at the top");
     t.send("~.");

@@ -213,6 +213,11 @@ impl Drop for World {
         for id in &sessions {
             linger_host::limits::kill_and_remove_for(id);
         }
+        // LINGER_TEST_KEEP=1 keeps a failed test's directory (logs, audit, state) to read.
+        if std::thread::panicking() && std::env::var_os("LINGER_TEST_KEEP").is_some() {
+            let kept = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("temp dir"));
+            eprintln!("kept the test's directory: {}", kept.keep().display());
+        }
     }
 }
 
