@@ -2,7 +2,8 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap_complete::engine::ArgValueCandidates;
 
 #[derive(Parser)]
 #[command(
@@ -58,6 +59,24 @@ pub enum Command {
     /// This client's options.
     #[command(subcommand)]
     Option(OptionCommand),
+    /// Print a completion script: `source <(linger completions bash)` (session names come
+    /// from this client's registry as you type).
+    Completions {
+        #[arg(value_enum)]
+        shell: Shell,
+    },
+    /// Write the manual pages (linger.1 and one per subcommand) into DIR.
+    Manpage {
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Shell {
+    Bash,
+    Zsh,
+    Fish,
 }
 
 #[derive(Subcommand)]
@@ -82,7 +101,7 @@ pub enum OptionCommand {
 #[derive(Args)]
 pub struct EnterArgs {
     /// The session to enter (Id, Name or InstanceId).
-    #[arg(value_name = "SEL", conflicts_with = "computer")]
+    #[arg(value_name = "SEL", add = ArgValueCandidates::new(crate::complete::session_names), conflicts_with = "computer")]
     pub selector: Option<String>,
     /// Enter a temporary session on this computer, removed when you leave.
     #[arg(long, value_name = "C")]
@@ -115,7 +134,7 @@ pub enum JobCommand {
 #[derive(Args)]
 pub struct JobListArgs {
     /// Also the background jobs in these sessions.
-    #[arg(value_name = "SEL")]
+    #[arg(value_name = "SEL", add = ArgValueCandidates::new(crate::complete::session_names))]
     pub selectors: Vec<String>,
 }
 
@@ -150,7 +169,7 @@ pub struct JobWaitArgs {
 #[derive(Args)]
 pub struct JobStartArgs {
     /// The session to run the job in.
-    #[arg(value_name = "SEL")]
+    #[arg(value_name = "SEL", add = ArgValueCandidates::new(crate::complete::session_names))]
     pub selector: String,
     /// A positional parameter for the script ($1, $2, …); repeatable.
     #[arg(long = "arg", value_name = "V")]
@@ -164,7 +183,7 @@ pub struct JobStartArgs {
 #[derive(Args, Clone, Default)]
 pub struct Targets {
     /// Sessions (Id, Name or InstanceId).
-    #[arg(value_name = "SEL")]
+    #[arg(value_name = "SEL", add = ArgValueCandidates::new(crate::complete::session_names))]
     pub selectors: Vec<String>,
     /// Find the session on this computer (with --name, --id or --instance-id), from any client.
     #[arg(long, value_name = "C", value_delimiter = ',')]
@@ -255,7 +274,7 @@ pub struct NewArgs {
 #[derive(Args)]
 pub struct GetArgs {
     /// Sessions to show (default: all of this client's).
-    #[arg(value_name = "SEL")]
+    #[arg(value_name = "SEL", add = ArgValueCandidates::new(crate::complete::session_names))]
     pub selectors: Vec<String>,
     /// Ask these computers for every session you own there.
     #[arg(long, value_name = "C", value_delimiter = ',')]
@@ -290,7 +309,7 @@ pub struct SessionFilter {
 #[derive(Args)]
 pub struct InvokeArgs {
     /// Sessions to run in.
-    #[arg(value_name = "SEL")]
+    #[arg(value_name = "SEL", add = ArgValueCandidates::new(crate::complete::session_names))]
     pub selectors: Vec<String>,
     /// Run in a temporary session on each computer (comma lists and @FILE accepted).
     #[arg(long, value_name = "C", value_delimiter = ',')]

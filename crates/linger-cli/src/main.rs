@@ -3,6 +3,7 @@
 
 mod cli;
 mod commands;
+mod complete;
 mod output;
 mod progress;
 mod report;
@@ -13,6 +14,9 @@ mod terminal;
 use clap::Parser;
 
 fn main() {
+    // A Tab in a shell that sourced `linger completions`: answered here, before anything
+    // else writes to stdout.
+    complete::answer_if_asked();
     let cli = cli::Cli::parse();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -633,3 +633,98 @@ fn version_names_the_commit() {
         }
     }
 }
+
+/// SPEC §17: `linger completions bash` completes subcommands, flags and, from the registry,
+/// session names. Driven through bash itself: the script is sourced and its completion
+/// function called as bash calls it on Tab.
+#[test]
+fn bash_completion_offers_subcommands_flags_and_session_names() {
+    let w = World::new();
+    w.ok(&["new", "localhost", "--name", "Webfarm"]);
+    w.ok(&["new", "localhost", "--name", "Backup"]);
+    let complete = |words: &[&str]| -> Vec<String> {
+        let cword = words.len() - 1;
+        let quoted = |w: &str| format!("'{w}'");
+        let script = format!(
+            "source <(\"$LINGER\" completions bash) || exit 9\n\
+             COMP_WORDS=({words}); COMP_CWORD={cword}; COMP_TYPE=9\n\
+             _clap_complete_linger linger {cur} {prev}\n\
+             printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+            words = words
+                .iter()
+                .map(|w| quoted(w))
+                .collect::<Vec<_>>()
+                .join(" "),
+            cur = quoted(words[cword]),
+            prev = quoted(words[cword - 1]),
+        );
+        // The world's environment (its client home), with bash in place of linger.
+        let like = w.linger(&[]);
+        let mut bash = std::process::Command::new("bash");
+        bash.arg("-c")
+            .arg(&script)
+            .env("LINGER", like.get_program());
+        for (k, v) in like.get_envs() {
+            match v {
+                Some(v) => bash.env(k, v),
+                None => bash.env_remove(k),
+            };
+        }
+        let out = bash.output().expect("bash");
+        assert!(out.status.success(), "bash: {}", stderr(&out));
+        stdout(&out).lines().map(str::to_string).collect()
+    };
+    assert_eq!(complete(&["linger", "inv"]), ["invoke"]);
+    assert_eq!(
+        complete(&["linger", "invoke", "--in-dis"]),
+        ["--in-disconnected-session"]
+    );
+    assert_eq!(complete(&["linger", "remove", "Web"]), ["Webfarm"]);
+    let mut all = complete(&["linger", "receive", ""])
+        .into_iter()
+        .filter(|c| !c.starts_with('-'))
+        .collect::<Vec<_>>();
+    all.sort();
+    assert_eq!(all, ["Backup", "Webfarm"]);
+    // Without a registry there is nothing to offer, and nothing is created.
+    let fresh = World::new();
+    let out = fresh
+        .linger(&["completions", "zsh"])
+        .output()
+        .expect("linger completions zsh");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("LINGER_COMPLETE"), "{}", stdout(&out));
+    let out = fresh
+        .linger(&["completions", "fish"])
+        .output()
+        .expect("fish");
+    assert!(stdout(&out).contains("complete"), "{}", stdout(&out));
+    let out = fresh
+        .linger(&["--", "linger", "remove", ""])
+        .env("LINGER_COMPLETE", "bash")
+        .env("_CLAP_COMPLETE_INDEX", "2")
+        .output()
+        .expect("complete in a fresh home");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let home = std::fs::read_dir(fresh.path("homeA"))
+        .expect("home")
+        .count();
+    assert_eq!(home, 0, "completion created files in the client home");
+}
+
+/// SPEC §17: `linger manpage DIR` writes linger.1 and a page per subcommand, in roff.
+#[test]
+fn manpage_writes_a_page_per_subcommand() {
+    let w = World::new();
+    let dir = w.path("man");
+    w.ok(&["manpage", dir.to_str().expect("utf-8 path")]);
+    for page in ["linger.1", "linger-invoke.1", "linger-job-receive.1"] {
+        let text =
+            std::fs::read_to_string(dir.join(page)).unwrap_or_else(|e| panic!("{page}: {e}"));
+        assert!(text.contains(".TH"), "{page}: {text}");
+    }
+    let invoke = std::fs::read_to_string(dir.join("linger-invoke.1")).expect("invoke page");
+    assert!(invoke.contains("in\\-disconnected\\-session"), "{invoke}");
+    let top = std::fs::read_to_string(dir.join("linger.1")).expect("top page");
+    assert!(top.contains("linger\\-invoke(1)"), "{top}");
+}

@@ -12,13 +12,34 @@ mod receive;
 mod remove;
 mod watch;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use linger::{BufferingMode, Client, Entry, NewOptions};
 
 use crate::cli::{Cli, Command, OptionCommand, SessionFilter, SessionFlags, Targets};
 use crate::report::{usage, usage_hint};
 
 pub async fn run(cli: Cli) -> Result<i32> {
+    // These need no client home and no daemon.
+    match &cli.command {
+        Command::Completions { shell } => {
+            crate::complete::registration(*shell, &mut std::io::stdout().lock())
+                .context("cannot write the completion script")?;
+            return Ok(0);
+        }
+        Command::Manpage { dir } => {
+            let written = crate::complete::write_manpages(dir)
+                .with_context(|| format!("cannot write manual pages into {}", dir.display()))?;
+            if !cli.json {
+                println!(
+                    "wrote {} manual pages into {}",
+                    written.len(),
+                    dir.display()
+                );
+            }
+            return Ok(0);
+        }
+        _ => {}
+    }
     let mut client = Client::from_env()?;
     client.options_mut().apply_command_line(&cli.options)?;
     if let Some(file) = &cli.identity {
@@ -45,6 +66,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
             option::show(&client, cli.json);
             Ok(0)
         }
+        Command::Completions { .. } | Command::Manpage { .. } => Ok(0),
     }
 }
 
