@@ -11,14 +11,25 @@ mod common;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Output};
+use std::sync::LazyLock;
 
 use common::{stderr, stdout, World};
 
-const USER1: &str = "lingert1";
-const USER2: &str = "lingert2";
+// Unique to this run (and short: user names have at most 32 characters), so that a run
+// never meets the accounts of another, even one killed before it could delete them.
+static USER1: LazyLock<String> = LazyLock::new(|| unique("a"));
+static USER2: LazyLock<String> = LazyLock::new(|| unique("b"));
 /// The account a run_as configuration runs sessions as.
-const SERVICE: &str = "lingert3";
-const GROUP: &str = "lingertg";
+static SERVICE: LazyLock<String> = LazyLock::new(|| unique("c"));
+static GROUP: LazyLock<String> = LazyLock::new(|| unique("g"));
+
+fn unique(role: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("lgt{:x}{:x}{role}", std::process::id(), nanos % 0x10000)
+}
 
 /// Users (and a supplementary group) made for the test and deleted with it.
 struct TestUsers;
@@ -27,19 +38,19 @@ impl TestUsers {
     fn create() -> TestUsers {
         let users = TestUsers;
         users.delete();
-        sh(Command::new("groupadd").arg(GROUP));
-        sh(Command::new("useradd").args(["-m", "-s", "/bin/bash", "-G", GROUP, USER1]));
-        sh(Command::new("useradd").args(["-m", "-s", "/bin/bash", USER2]));
-        sh(Command::new("useradd").args(["-m", "-s", "/bin/bash", SERVICE]));
+        sh(Command::new("groupadd").arg(&*GROUP));
+        sh(Command::new("useradd").args(["-m", "-s", "/bin/bash", "-G", &*GROUP, &*USER1]));
+        sh(Command::new("useradd").args(["-m", "-s", "/bin/bash", &*USER2]));
+        sh(Command::new("useradd").args(["-m", "-s", "/bin/bash", &*SERVICE]));
         users
     }
 
     fn delete(&self) {
-        for u in [USER1, USER2, SERVICE] {
+        for u in [&*USER1, &*USER2, &*SERVICE] {
             let _ = Command::new("pkill").args(["-KILL", "-u", u]).output();
             let _ = Command::new("userdel").args(["-r", "-f", u]).output();
         }
-        let _ = Command::new("groupdel").arg(GROUP).output();
+        let _ = Command::new("groupdel").arg(&*GROUP).output();
     }
 }
 
@@ -85,6 +96,9 @@ fn ok(o: Output, what: &str) -> String {
 
 #[test]
 fn a_system_daemon_runs_each_session_as_its_owner() {
+    let user1 = &*USER1;
+    let user2 = &*USER2;
+    let service = &*SERVICE;
     if !nix::unistd::geteuid().is_root() {
         eprintln!("skipped: a system daemon needs root");
         return;
@@ -100,9 +114,9 @@ fn a_system_daemon_runs_each_session_as_its_owner() {
     let (key1, pub1) = w.keygen("key1");
     let (key2, pub2) = w.keygen("key2");
     let authorized = w.path("authorized_keys");
-    std::fs::write(&authorized, format!("principal=\"{USER1}\" {pub1}\n")).expect("keys");
+    std::fs::write(&authorized, format!("principal=\"{user1}\" {pub1}\n")).expect("keys");
     // USER2's key is in USER2's own ~/.ssh/authorized_keys, as for sshd.
-    let u2 = user(USER2);
+    let u2 = user(&USER2);
     let ssh_dir = u2.dir.join(".ssh");
     std::fs::create_dir_all(&ssh_dir).expect(".ssh");
     std::fs::write(ssh_dir.join("authorized_keys"), format!("{pub2}\n")).expect("keys");
@@ -110,7 +124,7 @@ fn a_system_daemon_runs_each_session_as_its_owner() {
     std::fs::write(
         &config,
         format!(
-            "[server]\nauthorized_keys = {:?}\n[[configuration]]\nname = \"svc\"\nrun_as = \"{SERVICE}\"\nallowed_principals = [\"{USER1}\"]\nallowed_groups = [\"{USER2}\"]\n[[configuration]]\nname = \"mine\"\nallowed_principals = [\"{USER1}\"]\n",
+            "[server]\nauthorized_keys = {:?}\n[[configuration]]\nname = \"svc\"\nrun_as = \"{service}\"\nallowed_principals = [\"{user1}\"]\nallowed_groups = [\"{user2}\"]\n[[configuration]]\nname = \"mine\"\nallowed_principals = [\"{user1}\"]\n",
             authorized.display().to_string()
         ),
     )
@@ -129,12 +143,12 @@ fn a_system_daemon_runs_each_session_as_its_owner() {
     let addr = addr.lines().next().expect("an address").to_string();
     w.use_key("homeA", &key1);
     w.use_key("homeB", &key2);
-    let as_user2 = format!("tls://{USER2}@{addr}");
+    let as_user2 = format!("tls://{user2}@{addr}");
 
     // USER1 over TLS: the session runs as USER1, in USER1's home, with USER1's groups and
     // nothing of the daemon's environment.
     common::ok_as(&w, "homeA", &["new", &addr, "--name", "work"]);
-    let u1 = user(USER1);
+    let u1 = user(&USER1);
     let report = common::ok_as(
         &w,
         "homeA",
@@ -146,12 +160,12 @@ fn a_system_daemon_runs_each_session_as_its_owner() {
         ],
     );
     let lines: Vec<&str> = report.lines().collect();
-    assert_eq!(lines[0], USER1, "{report}");
+    assert_eq!(lines[0], &*USER1, "{report}");
     assert_eq!(lines[1], u1.uid.to_string(), "{report}");
-    assert!(lines[2].split(' ').any(|g| g == GROUP), "{report}");
+    assert!(lines[2].split(' ').any(|g| g == *GROUP), "{report}");
     assert_eq!(lines[3], u1.dir.display().to_string(), "{report}");
     assert_eq!(lines[4], u1.dir.display().to_string(), "{report}");
-    assert!(report.contains(&format!("\nUSER={USER1}\n")), "{report}");
+    assert!(report.contains(&format!("\nUSER={user1}\n")), "{report}");
     assert!(
         !report.contains("XDG_RUNTIME_DIR") && !report.contains("LINGER_HOME"),
         "the daemon's environment leaked: {report}"
@@ -211,13 +225,13 @@ fn a_system_daemon_runs_each_session_as_its_owner() {
     common::ok_as(&w, "homeB", &["new", &as_user2, "--name", "theirs"]);
     assert_eq!(
         common::ok_as(&w, "homeB", &["invoke", "theirs", "--", "id -un"]),
-        format!("{USER2}\n")
+        format!("{user2}\n")
     );
     // ... but that key may not act as USER1.
     let o = common::run_as(
         &w,
         "homeB",
-        &["new", &format!("tls://{USER1}@{addr}"), "--name", "x"],
+        &["new", &format!("tls://{user1}@{addr}"), "--name", "x"],
     );
     assert_eq!(o.status.code(), Some(5), "{}", stderr(&o));
 
@@ -229,7 +243,7 @@ fn a_system_daemon_runs_each_session_as_its_owner() {
 
     // A configuration with run_as: USER1's session runs as the service account, yet stays
     // USER1's.
-    let u3 = user(SERVICE);
+    let u3 = user(&SERVICE);
     common::ok_as(
         &w,
         "homeA",
@@ -237,7 +251,7 @@ fn a_system_daemon_runs_each_session_as_its_owner() {
     );
     assert_eq!(
         common::ok_as(&w, "homeA", &["invoke", "svc", "--", "id -un; echo $HOME"]),
-        format!("{SERVICE}\n{}\n", u3.dir.display())
+        format!("{service}\n{}\n", u3.dir.display())
     );
     let t = common::ok_as(&w, "homeB", &["get", "--computer", &as_user2]);
     assert!(!t.contains("svc"), "{t}");
@@ -284,20 +298,20 @@ fn a_system_daemon_runs_each_session_as_its_owner() {
 
     // USER1 through the local socket: the same principal, the same sessions.
     let t = ok(
-        linger_as_user(&w, USER1, &["new", "localhost", "--name", "local"]),
-        "new as USER1",
+        linger_as_user(&w, &USER1, &["new", "localhost", "--name", "local"]),
+        "new as &*USER1",
     );
     assert!(t.contains("local"), "{t}");
     assert_eq!(
         ok(
-            linger_as_user(&w, USER1, &["invoke", "local", "--", "id -un"]),
-            "invoke as USER1"
+            linger_as_user(&w, &USER1, &["invoke", "local", "--", "id -un"]),
+            "invoke as &*USER1"
         ),
-        format!("{USER1}\n")
+        format!("{user1}\n")
     );
     let t = ok(
-        linger_as_user(&w, USER1, &["get", "--computer", "localhost"]),
-        "get as USER1",
+        linger_as_user(&w, &USER1, &["get", "--computer", "localhost"]),
+        "get as &*USER1",
     );
     assert!(
         t.contains("work") && t.contains("local") && !t.contains("theirs"),
@@ -314,27 +328,30 @@ fn a_system_daemon_runs_each_session_as_its_owner() {
             .uid(u2.uid.as_raw())
             .gid(u2.gid.as_raw())
             .output()
-            .expect("cat as USER2");
-        assert!(!o.status.success(), "USER2 read {log}");
+            .expect("cat as &*USER2");
+        assert!(!o.status.success(), "&*USER2 read {log}");
     }
 
     // As sshd: an account with a no-login shell, a locked password or an expired account
     // cannot log in, whatever its keys; restored, it can again.
     for (lock, unlock) in [
         (
-            vec!["usermod", "-s", "/usr/sbin/nologin", USER2],
-            vec!["usermod", "-s", "/bin/bash", USER2],
+            vec!["usermod", "-s", "/usr/sbin/nologin", &*USER2],
+            vec!["usermod", "-s", "/bin/bash", &*USER2],
         ),
-        (vec!["usermod", "-p", "$6$x$y", USER2], vec!["true"]),
-        (vec!["usermod", "-L", USER2], vec!["usermod", "-U", USER2]),
+        (vec!["usermod", "-p", "$6$x$y", &*USER2], vec!["true"]),
         (
-            vec!["chage", "-E", "1", USER2],
-            vec!["chage", "-E", "-1", USER2],
+            vec!["usermod", "-L", &*USER2],
+            vec!["usermod", "-U", &*USER2],
+        ),
+        (
+            vec!["chage", "-E", "1", &*USER2],
+            vec!["chage", "-E", "-1", &*USER2],
         ),
     ] {
         sh(Command::new(lock[0]).args(&lock[1..]));
         let o = common::run_as(&w, "homeB", &["get", "--computer", &as_user2]);
-        let locked = lock[1..].join(" ") != format!("-p $6$x$y {USER2}");
+        let locked = lock[1..].join(" ") != format!("-p $6$x$y {user2}");
         if locked {
             assert_eq!(o.status.code(), Some(5), "{lock:?}: {}", stderr(&o));
         } else {
@@ -360,7 +377,7 @@ fn a_system_daemon_runs_each_session_as_its_owner() {
     // USER2 plants a FIFO, then /dev/zero, as its authorized_keys: its logins fail (nothing
     // is read from either), and the daemon goes on serving USER1 meanwhile.
     let keys2 = ssh_dir.join("authorized_keys");
-    let saved = std::fs::read(&keys2).expect("USER2's keys");
+    let saved = std::fs::read(&keys2).expect("&*USER2's keys");
     std::fs::remove_file(&keys2).expect("rm");
     nix::unistd::mkfifo(&keys2, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo");
     std::os::unix::fs::chown(&keys2, Some(u2.uid.as_raw()), Some(u2.gid.as_raw())).expect("chown");
@@ -376,7 +393,7 @@ fn a_system_daemon_runs_each_session_as_its_owner() {
     }
     assert!(w.daemon_log().contains("not reading authorized keys"));
     std::fs::remove_file(&keys2).expect("rm");
-    std::fs::write(&keys2, saved).expect("restore USER2's keys");
+    std::fs::write(&keys2, saved).expect("restore &*USER2's keys");
 
     // Without XDG_RUNTIME_DIR the socket directory is /tmp/linger-UID: USER2 makes USER1's
     // first, open to all. USER1's client refuses it and starts no daemon there.
@@ -387,7 +404,7 @@ fn a_system_daemon_runs_each_session_as_its_owner() {
     std::os::unix::fs::chown(&trap, Some(u2.uid.as_raw()), Some(u2.gid.as_raw())).expect("chown");
     let o = {
         let mut cmd = w.linger_as(
-            &format!("home-{USER1}"),
+            &format!("home-{user1}"),
             &["get", "--computer", "localhost"],
         );
         cmd.env_remove("XDG_RUNTIME_DIR")
