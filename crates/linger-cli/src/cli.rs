@@ -147,8 +147,10 @@ pub struct JobIdArgs {
 
 #[derive(Args)]
 pub struct JobReceiveArgs {
-    #[arg(value_name = "ID")]
-    pub job: String,
+    /// Job Ids or Names (wildcards allowed); a parent job stands for its child jobs, whose
+    /// output is prefixed `[computer] `.
+    #[arg(value_name = "ID", required = true)]
+    pub jobs: Vec<String>,
     /// Leave the output on the server.
     #[arg(long)]
     pub keep: bool,

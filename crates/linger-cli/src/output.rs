@@ -125,8 +125,10 @@ pub fn job_json(v: &JobView) -> Value {
         "has_more_data": v.has_more_data,
         "location": v.job.computer_name,
         "command": v.job.command,
-        "session_name": v.job.session_name,
-        "instance_id": v.job.instance_id,
+        // A parent job runs in no session: its children do.
+        "session_name": (!v.job.is_parent()).then_some(&v.job.session_name),
+        "instance_id": (!v.job.is_parent()).then_some(v.job.instance_id),
+        "child_jobs": v.job.children,
         "status": info.and_then(|i| i.status),
         "started_at": info.map(|i| rfc3339(i.started_at_ms)),
         "ended_at": info.and_then(|i| i.ended_at_ms).map(rfc3339),

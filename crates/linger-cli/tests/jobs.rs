@@ -298,3 +298,77 @@ fn background_jobs_per_session_are_capped() {
         "still\n"
     );
 }
+
+/// SPEC §16: `invoke --as-job` on several sessions makes one parent job (numbered first)
+/// with a child job per target; `job list` shows the parent, whose state is its children's;
+/// `job receive` of the parent gets every child's output with `[computer] ` prefixes, and
+/// takes several ids and wildcards; `wait`, `stop` and `remove` of the parent act on every
+/// child.
+#[test]
+fn as_job_on_several_targets_makes_a_parent_job_with_a_child_per_target() {
+    let w = World::new();
+    for name in ["a", "b"] {
+        ok_as(&w, "homeA", &["new", "localhost", "--name", name]);
+    }
+    let script = format!("echo \"from-$((6*7))\"; {WAIT_FOR_GO}; echo done");
+    let t = ok_as(
+        &w,
+        "homeA",
+        &["invoke", "a", "b", "--as-job", "--", &script],
+    );
+    let rows = job_rows(&t);
+    assert_eq!(rows.len(), 1, "one parent row:\n{t}");
+    assert_eq!(rows[0][0], "1", "the parent comes first:\n{t}");
+    assert_eq!(rows[0][3], "Running", "{t}");
+    assert_eq!(rows[0][5], "localhost,localhost", "{t}");
+    let parent = job_json(&w, "homeA", &[], "Job1");
+    assert_eq!(
+        parent["child_jobs"].as_array().map(Vec::len),
+        Some(2),
+        "{parent}"
+    );
+    assert!(parent["instance_id"].is_null(), "{parent}");
+    // The children are jobs 2 and 3, in the order of the targets, listed through their
+    // parent only.
+    let listed = ok_as(&w, "homeA", &["job", "list"]);
+    assert_eq!(job_rows(&listed).len(), 1, "{listed}");
+    go(&w, "go");
+    let waited = ok_as(&w, "homeA", &["job", "wait", "1", "--timeout", "60s"]);
+    assert_eq!(job_rows(&waited)[0][3], "Completed", "{waited}");
+    let got = ok_as(&w, "homeA", &["job", "receive", "1", "--keep"]);
+    let line = "[localhost] from-42";
+    assert_eq!(got.lines().filter(|l| *l == line).count(), 2, "{got}");
+    assert_eq!(
+        got.lines().filter(|l| *l == "[localhost] done").count(),
+        2,
+        "{got}"
+    );
+    // Several ids, and wildcards; each child's output once.
+    let got = ok_as(&w, "homeA", &["job", "receive", "2", "Job*"]);
+    assert_eq!(got.lines().filter(|l| *l == line).count(), 2, "{got}");
+    let o = run_as(&w, "homeA", &["job", "receive", "NoSuchJob*"]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    // Stop and remove reach every child.
+    let t = ok_as(
+        &w,
+        "homeA",
+        &["invoke", "a", "b", "--as-job", "--", "sleep 300"],
+    );
+    let id = job_rows(&t)[0][0].clone();
+    let stopped = ok_as(&w, "homeA", &["job", "stop", &id]);
+    assert_eq!(job_rows(&stopped)[0][3], "Stopped", "{stopped}");
+    for sel in ["a", "b"] {
+        assert_eq!(
+            ok_as(&w, "homeA", &["invoke", sel, "--", "echo free"]),
+            "free\n"
+        );
+    }
+    ok_as(&w, "homeA", &["job", "remove", &id]);
+    ok_as(&w, "homeA", &["job", "remove", "1"]);
+    let left = ok_as(&w, "homeA", &["job", "list", "--json"]);
+    assert_eq!(
+        left.trim(),
+        "{\"exit_code\":0}",
+        "every job is gone: {left}"
+    );
+}

@@ -214,6 +214,38 @@ impl JobView {
         }
     }
 
+    /// A parent job as its children make it (PowerShell's rules): running while any child
+    /// runs, then failed if any failed, stopped if any stopped, else completed; it has more
+    /// data while any child has.
+    pub fn parent(job: JobEntry, children: &[JobView]) -> JobView {
+        use JobViewState as S;
+        let any = |s: S| children.iter().any(|c| c.state == s);
+        let state = if children.is_empty() {
+            S::Stopped
+        } else if any(S::Running) {
+            S::Running
+        } else if any(S::Disconnected) {
+            S::Disconnected
+        } else if any(S::NotStarted) {
+            S::NotStarted
+        } else if any(S::Failed) {
+            S::Failed
+        } else if any(S::Stopped) {
+            S::Stopped
+        } else {
+            S::Completed
+        };
+        JobView {
+            job,
+            state,
+            has_more_data: children.iter().any(|c| c.has_more_data),
+            info: None,
+            reason: children
+                .is_empty()
+                .then(|| "its child jobs were removed".to_string()),
+        }
+    }
+
     fn unreachable(job: JobEntry, why: String) -> JobView {
         JobView {
             job,
@@ -967,10 +999,52 @@ impl Client {
                 computer_name: entry.computer_name.clone(),
                 kind,
                 command: script.trim().to_string(),
+                children: Vec::new(),
             }));
             Ok(())
         })?;
         stored.ok_or_else(|| Error::State("the job table was not updated".into()))
+    }
+
+    /// A parent job for child jobs about to start on `computers` (`invoke --as-job` on
+    /// several targets): it comes first in the job table, as PowerShell numbers them.
+    pub fn remember_parent_job(&self, computers: &[String], script: &str) -> Result<JobEntry> {
+        let mut stored = None;
+        self.registry.update(|s| {
+            stored = Some(s.remember_job(JobEntry {
+                id: 0,
+                name: String::new(),
+                job_id: Uuid::new_v4(),
+                instance_id: Uuid::nil(),
+                session_name: String::new(),
+                computer_name: computers.join(","),
+                kind: JobKind::Remote,
+                command: script.trim().to_string(),
+                children: Vec::new(),
+            }));
+            Ok(())
+        })?;
+        stored.ok_or_else(|| Error::State("the job table was not updated".into()))
+    }
+
+    /// Makes `children` the child jobs of `parent`; a parent left without any is forgotten.
+    pub fn adopt_children(&self, parent: &JobEntry, children: &[JobEntry]) -> Result<()> {
+        self.registry.update(|s| {
+            if children.is_empty() {
+                s.forget_job(parent.job_id);
+            } else {
+                s.set_children(parent.job_id, children.iter().map(|c| c.job_id).collect());
+            }
+            Ok(())
+        })
+    }
+
+    /// The child jobs a parent stands for, or the job itself.
+    pub fn expand_job(&self, job: &JobEntry) -> Result<Vec<JobEntry>> {
+        if !job.is_parent() {
+            return Ok(vec![job.clone()]);
+        }
+        Ok(self.registry.load()?.children_of(job))
     }
 
     /// Current views of jobs of this client's table, asking each session's server.
@@ -978,6 +1052,12 @@ impl Client {
         let sessions = self.registry.load()?;
         let mut views = Vec::new();
         for job in jobs {
+            if job.is_parent() {
+                let children = sessions.children_of(&job);
+                let child_views = Box::pin(self.refresh_jobs(children)).await?;
+                views.push(JobView::parent(job, &child_views));
+                continue;
+            }
             let session = sessions.by_instance(job.instance_id).cloned();
             let view = match session {
                 Some(entry) if entry.closed_reason.is_none() => {
@@ -1133,6 +1213,57 @@ impl Client {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn job_view(state: JobViewState, has_more_data: bool) -> JobView {
+        JobView {
+            job: JobEntry {
+                id: 2,
+                name: "Job2".into(),
+                job_id: Uuid::new_v4(),
+                instance_id: Uuid::new_v4(),
+                session_name: "s".into(),
+                computer_name: "c".into(),
+                kind: JobKind::Remote,
+                command: "true".into(),
+                children: Vec::new(),
+            },
+            state,
+            has_more_data,
+            info: None,
+            reason: None,
+        }
+    }
+
+    /// PowerShell's parent jobs: running while any child runs, then Failed over Stopped over
+    /// Completed; more data while any child has some.
+    #[test]
+    fn a_parent_job_is_what_its_children_make_it() {
+        use JobViewState::*;
+        let parent = job_view(Completed, false).job;
+        let of = |children: &[(JobViewState, bool)]| {
+            let views: Vec<JobView> = children.iter().map(|(s, m)| job_view(*s, *m)).collect();
+            let v = JobView::parent(parent.clone(), &views);
+            (v.state, v.has_more_data)
+        };
+        assert_eq!(of(&[(Running, false), (Failed, true)]), (Running, true));
+        assert_eq!(
+            of(&[(Completed, false), (Disconnected, false)]),
+            (Disconnected, false)
+        );
+        assert_eq!(
+            of(&[(Completed, true), (Failed, false), (Stopped, false)]),
+            (Failed, true)
+        );
+        assert_eq!(
+            of(&[(Completed, false), (Stopped, false)]),
+            (Stopped, false)
+        );
+        assert_eq!(
+            of(&[(Completed, false), (Completed, false)]),
+            (Completed, false)
+        );
+        assert_eq!(of(&[]), (Stopped, false), "children all removed");
+    }
 
     fn info(attachment: Attachment, running: bool, closed: bool) -> SessionInfo {
         SessionInfo {

@@ -189,6 +189,15 @@ async fn start_jobs(
     new_opts: &NewOptions,
     json: bool,
 ) -> Result<i32> {
+    // Several targets make one parent job with a child job per target (PowerShell's
+    // shape); the parent is numbered first, then the children in the order started.
+    let parent = match targets.len() {
+        1 => None,
+        _ => {
+            let computers: Vec<String> = targets.iter().map(|t| t.label.clone()).collect();
+            Some(client.remember_parent_job(&computers, script)?)
+        }
+    };
     let mut jobs = Vec::new();
     let mut failures = report::Failures::new(targets.len(), "targets");
     for target in &targets {
@@ -214,7 +223,20 @@ async fn start_jobs(
             Err(e) => failures.record(&target.label, anyhow::Error::new(e)),
         }
     }
-    let views = client.refresh_jobs(jobs).await?;
+    let shown = match &parent {
+        Some(parent) => {
+            client.adopt_children(parent, &jobs)?;
+            if jobs.is_empty() {
+                Vec::new()
+            } else {
+                let mut parent = parent.clone();
+                parent.children = jobs.iter().map(|j| j.job_id).collect();
+                vec![parent]
+            }
+        }
+        None => jobs,
+    };
+    let views = client.refresh_jobs(shown).await?;
     crate::output::print_jobs(&views, json);
     failures.finish()?;
     Ok(0)

@@ -41,7 +41,14 @@ async fn view(client: &Client, job: &JobEntry) -> Result<JobView> {
 
 async fn list(client: &Client, args: JobListArgs, json: bool) -> Result<i32> {
     let views = if args.selectors.is_empty() {
-        let jobs = client.registry().load()?.into_jobs();
+        // As Get-Job: a parent job's children are shown through it.
+        let table = client.registry().load()?;
+        let jobs: Vec<JobEntry> = table
+            .jobs()
+            .iter()
+            .filter(|j| !table.has_parent(j))
+            .cloned()
+            .collect();
         client.refresh_jobs(jobs).await?
     } else {
         let entries = client.select(&args.selectors)?;
@@ -51,15 +58,78 @@ async fn list(client: &Client, args: JobListArgs, json: bool) -> Result<i32> {
     Ok(0)
 }
 
+/// The jobs `sels` name, parents replaced by their children; and whether the output needs
+/// `[computer] ` prefixes (several jobs, or a parent's).
+fn expand(client: &Client, sels: &[String]) -> Result<(Vec<JobEntry>, bool)> {
+    let named = client.registry().load()?.select_jobs(sels)?;
+    let prefixed = named.len() > 1 || named.iter().any(JobEntry::is_parent);
+    let mut jobs: Vec<JobEntry> = Vec::new();
+    for job in &named {
+        for child in client.expand_job(job)? {
+            if !jobs.iter().any(|j| j.job_id == child.job_id) {
+                jobs.push(child);
+            }
+        }
+    }
+    Ok((jobs, prefixed))
+}
+
 async fn receive(client: &Client, args: JobReceiveArgs, json: bool) -> Result<i32> {
-    let job = find(client, &args.job)?;
-    let mut stream = client.receive_job(&job, args.keep).await?;
+    let (jobs, prefixed) = expand(client, &args.jobs)?;
+    if !prefixed {
+        if let [job] = jobs.as_slice() {
+            return receive_one(client, job, args.keep, Mode::pick(json, 1), &Out::default()).await;
+        }
+    }
+    // Each child's output as it comes, side by side, as a fan-out's.
+    let mode = Mode::pick(json, jobs.len().max(2));
+    let mut failures = crate::report::Failures::new(jobs.len(), "jobs");
+    let out = Out::default();
+    let results = futures_util::future::join_all(
+        jobs.iter()
+            .map(|job| receive_one(client, job, args.keep, mode, &out)),
+    )
+    .await;
+    for (job, result) in jobs.iter().zip(results) {
+        if let Err(e) = result {
+            failures.record(&format!("{} ({})", job.name, job.computer_name), e);
+        }
+    }
+    failures.finish()?;
+    Ok(0)
+}
+
+/// This process's stdout and stderr, shared by the jobs received at once so that their
+/// lines never interleave.
+#[derive(Clone)]
+struct Out {
+    stdout: Arc<Mutex<tokio::io::Stdout>>,
+    stderr: Arc<Mutex<tokio::io::Stderr>>,
+}
+
+impl Default for Out {
+    fn default() -> Self {
+        Out {
+            stdout: Arc::new(Mutex::new(tokio::io::stdout())),
+            stderr: Arc::new(Mutex::new(tokio::io::stderr())),
+        }
+    }
+}
+
+async fn receive_one(
+    client: &Client,
+    job: &JobEntry,
+    keep: bool,
+    mode: Mode,
+    out: &Out,
+) -> Result<i32> {
+    let mut stream = client.receive_job(job, keep).await?;
     stream.on_notice(|m| crate::say!("linger: {m}"));
     let mut sink = Sink::new(
-        Mode::pick(json, 1),
+        mode,
         job.computer_name.clone(),
-        Arc::new(Mutex::new(tokio::io::stdout())),
-        Arc::new(Mutex::new(tokio::io::stderr())),
+        out.stdout.clone(),
+        out.stderr.clone(),
     );
     let mut status = 0;
     while let Some(event) = stream.next().await? {
@@ -82,6 +152,7 @@ async fn wait(client: &Client, args: JobWaitArgs, json: bool) -> Result<i32> {
         .transpose()?;
     let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
     loop {
+        // A parent's state is its children's (JobView::parent), so it ends when they all have.
         let v = view(client, &job).await?;
         let over = match v.state {
             JobViewState::Running | JobViewState::NotStarted => false,
@@ -108,7 +179,16 @@ async fn wait(client: &Client, args: JobWaitArgs, json: bool) -> Result<i32> {
 
 async fn stop(client: &Client, args: JobIdArgs, json: bool) -> Result<i32> {
     let job = find(client, &args.job)?;
-    client.stop_job(&job).await?;
+    let children = client.expand_job(&job)?;
+    let mut failures = crate::report::Failures::new(children.len(), "jobs");
+    for child in &children {
+        if let Err(e) = client.stop_job(child).await {
+            failures.record(
+                &format!("{} ({})", child.name, child.computer_name),
+                e.into(),
+            );
+        }
+    }
     // The stop takes a moment (SIGTERM, then SIGKILL): show the job once it has ended.
     let mut v = view(client, &job).await?;
     for _ in 0..100 {
@@ -119,12 +199,31 @@ async fn stop(client: &Client, args: JobIdArgs, json: bool) -> Result<i32> {
         v = view(client, &job).await?;
     }
     print_jobs(&[v], json);
+    failures.finish()?;
     Ok(0)
 }
 
 async fn remove(client: &Client, args: JobIdArgs) -> Result<i32> {
     let job = find(client, &args.job)?;
-    client.remove_job(&job).await?;
+    if !job.is_parent() {
+        client.remove_job(&job).await?;
+        return Ok(0);
+    }
+    let children = client.expand_job(&job)?;
+    let mut failures = crate::report::Failures::new(children.len(), "jobs");
+    let mut left = Vec::new();
+    for child in children {
+        if let Err(e) = client.remove_job(&child).await {
+            failures.record(
+                &format!("{} ({})", child.name, child.computer_name),
+                e.into(),
+            );
+            left.push(child);
+        }
+    }
+    // The parent goes with its last child.
+    client.adopt_children(&job, &left)?;
+    failures.finish()?;
     Ok(0)
 }
 

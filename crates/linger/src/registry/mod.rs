@@ -66,6 +66,17 @@ pub struct JobEntry {
     pub computer_name: String,
     pub kind: linger_proto::types::JobKind,
     pub command: String,
+    /// A parent job (`invoke --as-job` on several targets, as PowerShell's): the `job_id`s of
+    /// its child jobs, one per target. A parent runs nowhere itself: its `job_id` is the
+    /// client's own and its `instance_id` nil.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub children: Vec<Uuid>,
+}
+
+impl JobEntry {
+    pub fn is_parent(&self) -> bool {
+        !self.children.is_empty()
+    }
 }
 
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
@@ -251,6 +262,64 @@ impl Sessions {
         if self.jobs.len() != before {
             self.touched.jobs.insert(job_id);
         }
+    }
+
+    /// Records the child jobs of parent `parent` (a job already remembered).
+    pub fn set_children(&mut self, parent: Uuid, children: Vec<Uuid>) {
+        if let Some(p) = self.jobs.iter_mut().find(|j| j.job_id == parent) {
+            p.children = children;
+            self.touched.jobs.insert(parent);
+        }
+    }
+
+    /// The child jobs of `parent`, in its order (those still in the table).
+    pub fn children_of(&self, parent: &JobEntry) -> Vec<JobEntry> {
+        parent
+            .children
+            .iter()
+            .filter_map(|c| self.jobs.iter().find(|j| j.job_id == *c))
+            .cloned()
+            .collect()
+    }
+
+    /// Whether `job` is a child of a parent job still in the table.
+    pub fn has_parent(&self, job: &JobEntry) -> bool {
+        self.jobs.iter().any(|p| p.children.contains(&job.job_id))
+    }
+
+    /// The jobs several selectors name (Ids, InstanceIds, Names with wildcards), each once,
+    /// in the order named.
+    pub fn select_jobs(&self, sels: &[String]) -> Result<Vec<JobEntry>> {
+        let mut found: Vec<JobEntry> = Vec::new();
+        for sel in sels {
+            let matched: Vec<&JobEntry> = if sel.parse::<u32>().is_ok()
+                || Uuid::parse_str(sel).is_ok()
+            {
+                vec![self
+                    .jobs
+                    .iter()
+                    .find(|j| j.id.to_string() == *sel || j.job_id.to_string() == *sel)
+                    .ok_or_else(|| Error::NoJob(sel.to_string()))?]
+            } else {
+                let pattern = glob::Pattern::new(sel)
+                    .map_err(|e| Error::Usage(format!("invalid job name pattern '{sel}': {e}")))?;
+                let m: Vec<&JobEntry> = self
+                    .jobs
+                    .iter()
+                    .filter(|j| pattern.matches(&j.name))
+                    .collect();
+                if m.is_empty() {
+                    return Err(Error::NoJob(sel.to_string()));
+                }
+                m
+            };
+            for j in matched {
+                if !found.iter().any(|f| f.job_id == j.job_id) {
+                    found.push(j.clone());
+                }
+            }
+        }
+        Ok(found)
     }
 
     /// The job an Id or Name names.
@@ -467,6 +536,7 @@ mod tests {
             computer_name: session.computer_name.clone(),
             kind: linger_proto::types::JobKind::Background,
             command: "sleep 1".into(),
+            children: Vec::new(),
         }
     }
 
