@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{run_api as run, World};
+use common::{run_api as run, run_api_with as run_with, World};
 use linger::{Event, InvokeOptions, NewOptions, StreamKind};
 use sha2::{Digest, Sha256};
 
@@ -426,4 +426,45 @@ async fn pipelined_requests_are_bounded_per_connection() {
     let (out, _, status) = run(&client, &s.entry, "echo served").await;
     assert_eq!((out, status), (b"served\n".to_vec(), 0));
     drop(wr);
+}
+
+/// Durations from a client are used as sent, however large: an invoke that may wait
+/// "forever" for a busy session, with a cancel timeout as long, neither overflows the
+/// daemon's clock nor wraps round to a short wait.
+#[tokio::test]
+async fn the_longest_durations_a_client_can_send_are_taken_as_long() {
+    let mut w = World::new();
+    w.start_daemon();
+    let client = w.client("homeA");
+    let s = client
+        .new_session("localhost", &NewOptions::default())
+        .await
+        .expect("new");
+    let endless = InvokeOptions {
+        wait: std::time::Duration::MAX,
+        cancel_timeout: std::time::Duration::MAX,
+        ..InvokeOptions::default()
+    };
+    let (out, _, st) = run_with(&client, &s.entry, "echo alive", &endless).await;
+    assert_eq!((out.as_slice(), st), (&b"alive\n"[..], 0));
+    // A huge idle timeout is refused as too long, not wrapped round to 1 h and accepted.
+    let refused = client
+        .disconnect(
+            &s.entry,
+            &linger::DisconnectOptions {
+                idle_timeout: Some(std::time::Duration::from_secs(18_446_744_073_713_152)),
+                buffering: None,
+            },
+        )
+        .await
+        .expect_err("an idle timeout beyond the configuration's maximum");
+    assert_eq!(refused.kind(), linger::Kind::Usage, "{refused}");
+    assert!(refused.to_string().contains("years"), "{refused}");
+    // The daemon still answers.
+    client
+        .connect_session(&s.entry, None)
+        .await
+        .expect("connect");
+    let (out, _, _) = run(&client, &s.entry, "echo still").await;
+    assert_eq!(out, b"still\n");
 }

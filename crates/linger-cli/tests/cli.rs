@@ -728,3 +728,20 @@ fn manpage_writes_a_page_per_subcommand() {
     let top = std::fs::read_to_string(dir.join("linger.1")).expect("top page");
     assert!(top.contains("linger\\-invoke(1)"), "{top}");
 }
+
+/// A duration too long to mean anything is a usage error (it once wrapped round to 1 h).
+#[test]
+fn a_duration_beyond_a_century_is_refused() {
+    let w = World::new();
+    let o = w.run(&[
+        "new",
+        "localhost",
+        "--name",
+        "x",
+        "--idle-timeout",
+        "18446744073713152s",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("too long"), "{}", stderr(&o));
+    assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
+}

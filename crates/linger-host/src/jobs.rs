@@ -47,7 +47,7 @@ pub struct Job {
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
+        .map(linger_proto::duration::millis_i64)
         .unwrap_or(0)
 }
 

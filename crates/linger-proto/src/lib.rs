@@ -9,6 +9,7 @@
 pub mod auth;
 pub mod client;
 pub mod data;
+pub mod duration;
 pub mod frame;
 pub mod host;
 pub mod input;

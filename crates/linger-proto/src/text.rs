@@ -40,12 +40,24 @@ pub fn wildcard(pattern: &str, text: &str) -> bool {
 /// "90", "90s", "5m", "2h 30m", "250ms". A bare number is seconds.
 pub fn parse_duration(v: &str) -> Result<Duration, String> {
     let v = v.trim();
-    if let Ok(secs) = v.parse::<u64>() {
-        return Ok(Duration::from_secs(secs));
+    let d = match v.parse::<u64>() {
+        Ok(secs) => Duration::from_secs(secs),
+        Err(_) => humantime::parse_duration(v)
+            .map_err(|e| format!("invalid duration '{v}' ({e}); write e.g. 90s, 5m or 2h"))?,
+    };
+    // Beyond this nothing means more than "forever", and sums with instants stay exact.
+    if d > MAX_DURATION {
+        return Err(format!(
+            "duration '{v}' is too long: at most {} (100 years)",
+            humantime::format_duration(MAX_DURATION)
+        ));
     }
-    humantime::parse_duration(v)
-        .map_err(|e| format!("invalid duration '{v}' ({e}); write e.g. 90s, 5m or 2h"))
+    Ok(d)
 }
+
+/// The longest duration a flag or option accepts.
+/// (100 years of 365.25 days, as humantime counts a year.)
+pub const MAX_DURATION: Duration = Duration::from_secs(3_155_760_000);
 
 /// "1048576", "64KiB", "1MiB", "1GiB" (also KB/MB/GB, as powers of 1000).
 pub fn parse_size(s: &str) -> Result<u64, String> {
@@ -83,6 +95,10 @@ mod tests {
         assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
         assert_eq!(parse_duration("4m").unwrap(), Duration::from_secs(240));
         assert!(parse_duration("soon").is_err());
+        // Too long to mean anything (and once wrapped round to 1 h): refused.
+        let e = parse_duration("18446744073713152s").expect_err("too long");
+        assert!(e.contains("too long"), "{e}");
+        assert!(parse_duration("100years").is_ok());
         assert_eq!(parse_size("1MiB").unwrap(), 1 << 20);
         assert!(parse_size("0").is_err());
         assert!(parse_size("3 parsecs").is_err());

@@ -593,7 +593,7 @@ impl Client {
             let req = NewSession {
                 name: name.clone(),
                 configuration: opts.configuration.clone(),
-                idle_timeout_ms: opts.idle_timeout.map(|d| d.as_millis() as u64),
+                idle_timeout_ms: opts.idle_timeout.map(linger_proto::duration::millis),
                 buffering: opts.buffering,
             };
             match conn.new_session(req).await {
@@ -838,7 +838,7 @@ impl Client {
         let result = conn
             .disconnect_session(Disconnect {
                 instance_id: entry.instance_id,
-                idle_timeout_ms: opts.idle_timeout.map(|d| d.as_millis() as u64),
+                idle_timeout_ms: opts.idle_timeout.map(linger_proto::duration::millis),
                 buffering: opts.buffering,
             })
             .await;
@@ -919,8 +919,8 @@ impl Client {
                     instance_id: entry.instance_id,
                     script: script.to_string(),
                     args: opts.args.clone(),
-                    wait_ms: opts.wait.as_millis() as u64,
-                    cancel_timeout_ms: opts.cancel_timeout.as_millis() as u64,
+                    wait_ms: linger_proto::duration::millis(opts.wait),
+                    cancel_timeout_ms: linger_proto::duration::millis(opts.cancel_timeout),
                     disconnected: opts.disconnected,
                     kind: if opts.as_job {
                         InvokeKind::Job
@@ -962,8 +962,8 @@ impl Client {
                     instance_id: entry.instance_id,
                     script: script.to_string(),
                     args: opts.args.clone(),
-                    wait_ms: opts.wait.as_millis() as u64,
-                    cancel_timeout_ms: opts.cancel_timeout.as_millis() as u64,
+                    wait_ms: linger_proto::duration::millis(opts.wait),
+                    cancel_timeout_ms: linger_proto::duration::millis(opts.cancel_timeout),
                     disconnected: false,
                     kind: InvokeKind::BackgroundJob,
                     stdin: false,

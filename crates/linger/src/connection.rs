@@ -250,7 +250,7 @@ impl Connection {
     pub fn set_operation_timeout(&self, limit: std::time::Duration) {
         self.shared
             .operation_timeout_ms
-            .store(limit.as_millis() as u64, Ordering::Relaxed);
+            .store(linger_proto::duration::millis(limit), Ordering::Relaxed);
     }
 
     async fn call(&self, request: Request) -> Result<Reply> {

@@ -206,7 +206,7 @@ where
                     serde_json::json!({
                         "user": user,
                         "reason": why.to_string(),
-                        "delay_ms": delay.as_millis() as u64,
+                        "delay_ms": linger_proto::duration::millis(delay),
                     }),
                 );
                 tokio::time::sleep(delay).await;
@@ -283,7 +283,7 @@ fn authorized_as(
 ) -> Result<Login, Refusal> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
+        .map(linger_proto::duration::secs_i64)
         .unwrap_or(0);
     // As sshd: a line whose options refuse this login does not end the search; the reason
     // of the last one is what the log gets if no line admits it.

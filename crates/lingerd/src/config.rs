@@ -75,8 +75,8 @@ impl Configuration {
                 .working_directory
                 .as_ref()
                 .map(|p| p.display().to_string()),
-            idle_timeout_ms: self.idle_timeout.as_millis() as u64,
-            max_idle_timeout_ms: self.max_idle_timeout.as_millis() as u64,
+            idle_timeout_ms: linger_proto::duration::millis(self.idle_timeout),
+            max_idle_timeout_ms: linger_proto::duration::millis(self.max_idle_timeout),
             output_buffering: self.output_buffering,
             output_buffer_size: self.output_buffer_size,
             spool_limit: self.spool_limit,

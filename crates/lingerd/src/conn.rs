@@ -147,8 +147,8 @@ pub async fn serve<R, W>(
         server_version: env!("CARGO_PKG_VERSION").to_string(),
         computer_name: daemon.computer_name.clone(),
         principal: peer.principal.clone(),
-        heartbeat_interval_ms: config.server.heartbeat_interval.as_millis() as u64,
-        heartbeat_timeout_ms: config.server.heartbeat_timeout.as_millis() as u64,
+        heartbeat_interval_ms: linger_proto::duration::millis(config.server.heartbeat_interval),
+        heartbeat_timeout_ms: linger_proto::duration::millis(config.server.heartbeat_timeout),
     });
     if writer.write(&welcome).await.is_err() {
         return;
@@ -710,7 +710,8 @@ impl Ctx {
                 wait: if req.kind == linger_proto::client::InvokeKind::Job {
                     Duration::ZERO
                 } else {
-                    Duration::from_millis(req.wait_ms)
+                    // Bounded: a deadline this far off must not overflow the clock.
+                    Duration::from_millis(req.wait_ms).min(linger_proto::text::MAX_DURATION)
                 },
                 disconnected: req.disconnected,
                 kind: req.kind,

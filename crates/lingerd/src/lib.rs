@@ -277,7 +277,9 @@ impl Daemon {
         if let Some(gap) = stalled {
             tracing::warn!(
                 "the daemon did not run for {}; its clients' silence meanwhile does not count",
-                humantime::format_duration(Duration::from_millis(gap.as_millis() as u64))
+                humantime::format_duration(Duration::from_millis(linger_proto::duration::millis(
+                    gap
+                )))
             );
         }
     }
@@ -720,7 +722,7 @@ impl Daemon {
         environment.push(("LINGER_SESSION_NAME".into(), req.name.clone()));
         let created_at_ms = session::now_ms();
         let buffering = req.buffering.unwrap_or(config.output_buffering);
-        let idle_timeout_ms = idle_timeout.as_millis() as u64;
+        let idle_timeout_ms = linger_proto::duration::millis(idle_timeout);
         let mut spec = HostSpec {
             meta: HostMeta {
                 instance_id: id,
@@ -735,7 +737,7 @@ impl Daemon {
                 spool_limit: config.spool_limit,
                 host_pid: 0,
                 shell_pid: 0,
-                max_idle_timeout_ms: Some(config.max_idle_timeout.as_millis() as u64),
+                max_idle_timeout_ms: Some(linger_proto::duration::millis(config.max_idle_timeout)),
                 restricted: config.restricted.clone(),
                 restricted_arguments: config.arguments.clone(),
             },

@@ -546,9 +546,18 @@ pub async fn run_api(
     entry: &linger::Entry,
     script: &str,
 ) -> (Vec<u8>, Vec<u8>, i32) {
+    run_api_with(client, entry, script, &linger::InvokeOptions::default()).await
+}
+
+pub async fn run_api_with(
+    client: &linger::Client,
+    entry: &linger::Entry,
+    script: &str,
+    opts: &linger::InvokeOptions,
+) -> (Vec<u8>, Vec<u8>, i32) {
     use linger::{Event, StreamKind};
     let mut cmd = client
-        .invoke(entry, script, &linger::InvokeOptions::default())
+        .invoke(entry, script, opts)
         .await
         .unwrap_or_else(|e| panic!("invoke {script:?}: {e}"));
     let (mut out, mut err) = (Vec::new(), Vec::new());

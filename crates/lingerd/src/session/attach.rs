@@ -136,7 +136,7 @@ impl Session {
         }
         g.entered = None;
         if let Some(t) = idle_timeout {
-            g.settings.idle_timeout_ms = t.as_millis() as u64;
+            g.settings.idle_timeout_ms = linger_proto::duration::millis(t);
         }
         g.settings.buffering = buffering.unwrap_or(g.settings.buffering);
         self.detach(&mut g, "its client asked for it");

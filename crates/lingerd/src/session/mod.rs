@@ -129,7 +129,7 @@ pub struct ReceiveRequest {
 pub fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
+        .map(linger_proto::duration::millis_i64)
         .unwrap_or(0)
 }
 
@@ -288,7 +288,7 @@ impl Session {
     pub fn interrupt(&self, command_id: Uuid, escalate_after: Duration) {
         self.send(DaemonToHost::Interrupt {
             command_id,
-            escalate_after_ms: escalate_after.as_millis() as u64,
+            escalate_after_ms: linger_proto::duration::millis(escalate_after),
         });
     }
 
@@ -376,7 +376,7 @@ impl Session {
             expires_at_ms: s
                 .disconnected_at_ms
                 .filter(|_| unattached)
-                .map(|t| t.saturating_add(s.idle_timeout_ms as i64)),
+                .map(|t| t.saturating_add(linger_proto::duration::ms_i64(s.idle_timeout_ms))),
             pending_output_bytes: g.status.pending_output_bytes,
             dropped_output_bytes: g.status.dropped_output_bytes,
             jobs: (g.status.jobs.len() + g.starting_jobs.len()) as u32,
