@@ -745,3 +745,28 @@ fn a_duration_beyond_a_century_is_refused() {
     assert!(stderr(&o).contains("too long"), "{}", stderr(&o));
     assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
 }
+
+/// Issue 17: a script given without `--` is read as sessions or as invoke's own flags; both
+/// say to put `--` before the script, with the command line that works (exit 2).
+#[test]
+fn a_script_without_dashes_gets_the_command_that_works() {
+    let w = World::new();
+    w.ok(&["new", "localhost", "--name", "s"]);
+    let o = w.run(&["invoke", "s", "echo", "hi"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("put `--` before the script: `linger invoke s -- echo hi`"),
+        "{}",
+        stderr(&o)
+    );
+    let o = w.run(&["invoke", "s", "ls", "-la"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("put `--` before the script: `linger invoke s -- ls -la`"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
+    // And the line it suggests works.
+    assert_eq!(w.ok(&["invoke", "s", "--", "echo", "hi"]), "hi\n");
+}

@@ -345,8 +345,18 @@ fn targets(client: &Client, args: &InvokeArgs) -> Result<Vec<Target>> {
                     "--name, --configuration, --idle-timeout and --buffering apply only when invoke creates sessions (--computer)",
                 ));
             }
-            Ok(client
-                .select(&args.selectors)?
+            let selected = client.select(&args.selectors).map_err(|e| {
+                // `invoke s echo hi`: the script was read as more sessions.
+                match (&e, args.script.is_empty() && args.file.is_none()) {
+                    (linger::Error::NoMatch(sel), true)
+                        if args.selectors.first() != Some(sel) =>
+                    {
+                        missing_dashes(&args.selectors, sel)
+                    }
+                    _ => anyhow::Error::new(e),
+                }
+            })?;
+            Ok(selected
                 .into_iter()
                 .map(|e| Target {
                     label: e.computer_name.clone(),
@@ -362,6 +372,23 @@ fn targets(client: &Client, args: &InvokeArgs) -> Result<Vec<Target>> {
             })
             .collect()),
     }
+}
+
+/// `invoke s echo hi`: what looks like the script was taken for sessions.
+fn missing_dashes(selectors: &[String], unmatched: &str) -> anyhow::Error {
+    let at = selectors
+        .iter()
+        .position(|s| s == unmatched)
+        .unwrap_or(selectors.len());
+    let (sessions, script) = selectors.split_at(at);
+    usage_hint(
+        format!("no session matches '{unmatched}'"),
+        format!(
+            "put `--` before the script: `linger invoke {} -- {}`",
+            sessions.join(" "),
+            script.join(" ")
+        ),
+    )
 }
 
 /// What every target of one streaming invoke runs.
