@@ -2,6 +2,7 @@
 
 use linger::{JobKind, JobView, JobViewState, SessionView, State};
 use serde_json::{json, Value};
+use unicode_width::UnicodeWidthStr;
 
 use crate::report::out;
 
@@ -36,7 +37,7 @@ pub fn session_json(v: &SessionView) -> Value {
 
 /// The table of the seeds: Id and Availability right-aligned.
 pub fn session_table(views: &[SessionView]) -> String {
-    let headers = [
+    let mut headers = vec![
         "Id",
         "Name",
         "ComputerName",
@@ -44,22 +45,37 @@ pub fn session_table(views: &[SessionView]) -> String {
         "ConfigurationName",
         "Availability",
     ];
+    let running = |v: &SessionView| {
+        v.info
+            .as_ref()
+            .and_then(|i| i.running_command.as_deref())
+            .map(|c| shorten(c, COMMAND_SHOWN))
+    };
+    // The seeds' columns, and the running command when any session has one.
+    let command = views.iter().any(|v| running(v).is_some());
+    if command {
+        headers.push("Command");
+    }
     let rows: Vec<Vec<String>> = views
         .iter()
         .map(|v| {
-            vec![
+            let mut row = vec![
                 v.entry.id.to_string(),
                 v.entry.name.clone(),
                 v.entry.computer_name.clone(),
                 v.state.as_str().to_string(),
                 v.entry.configuration_name.clone(),
                 v.availability.as_str().to_string(),
-            ]
+            ];
+            if command {
+                row.push(running(v).unwrap_or_default());
+            }
+            row
         })
         .collect();
     // Id has room for three digits and State for "Disconnected", as in the seeds.
-    let min = [3, 0, 0, State::Disconnected.as_str().len(), 0, 0];
-    let right = [true, false, false, false, false, true];
+    let min = [3, 0, 0, State::Disconnected.as_str().len(), 0, 0, 0];
+    let right = [true, false, false, false, false, true, false];
     render(&headers, &rows, &min, &right)
 }
 
@@ -105,11 +121,21 @@ fn job_type(v: &JobView) -> &'static str {
 
 /// One line, at most `max` characters (an ellipsis marks the cut).
 fn shorten(text: &str, max: usize) -> String {
+    use unicode_width::UnicodeWidthChar;
     let line = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    if line.chars().count() <= max {
+    if line.width() <= max {
         return line;
     }
-    let mut cut: String = line.chars().take(max.saturating_sub(1)).collect();
+    let mut cut = String::new();
+    let mut used = 0;
+    for c in line.chars() {
+        let w = c.width().unwrap_or(0);
+        if used + w > max.saturating_sub(1) {
+            break;
+        }
+        used += w;
+        cut.push(c);
+    }
     cut.push('…');
     cut
 }
@@ -159,11 +185,12 @@ fn render(headers: &[&str], rows: &[Vec<String>], min: &[usize], right: &[bool])
     let mut widths: Vec<usize> = headers
         .iter()
         .zip(min)
-        .map(|(h, m)| h.len().max(*m))
+        .map(|(h, m)| h.width().max(*m))
         .collect();
     for r in rows {
         for (w, cell) in widths.iter_mut().zip(r.iter()) {
-            *w = (*w).max(cell.chars().count());
+            // Columns, not chars: a CJK name takes two, a combining accent none.
+            *w = (*w).max(cell.width());
         }
     }
     let line = |cells: &[String]| -> String {
@@ -174,7 +201,7 @@ fn render(headers: &[&str], rows: &[Vec<String>], min: &[usize], right: &[bool])
                 1 => out.push(' '),
                 _ => out.push_str("  "),
             }
-            let pad = widths[i].saturating_sub(cell.chars().count());
+            let pad = widths[i].saturating_sub(cell.width());
             if right[i] {
                 out.push_str(&" ".repeat(pad));
                 out.push_str(cell);
@@ -282,6 +309,21 @@ mod tests {
         let rows = vec![vec!["x\x1b]52;c;aGk=\x07".to_string()]];
         let t = render(&["Name"], &rows, &[0], &[false]);
         assert!(!t.contains('\x1b') && t.contains("\\u{1b}]52"), "{t}");
+    }
+
+    /// Widths are terminal columns: a wide name takes two per character, so the columns
+    /// after it still line up.
+    #[test]
+    fn wide_characters_take_their_columns() {
+        let rows = vec![
+            vec!["日本".to_string(), "x".to_string()],
+            vec!["ab".to_string(), "y".to_string()],
+        ];
+        let t = render(&["Name", "V"], &rows, &[0, 0], &[false, false]);
+        let at = |line: &str, c: char| line[..line.find(c).expect("cell")].width();
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(at(lines[2], 'x'), at(lines[3], 'y'), "{t}");
+        assert_eq!(shorten("日本語のコマンド", 5), "日本…");
     }
 
     #[test]

@@ -770,3 +770,33 @@ fn a_script_without_dashes_gets_the_command_that_works() {
     // And the line it suggests works.
     assert_eq!(w.ok(&["invoke", "s", "--", "echo", "hi"]), "hi\n");
 }
+
+/// Issue 17: the running command is in the `get` table (a Command column, shown when any
+/// session runs one), not only in JSON.
+#[test]
+fn get_shows_the_running_command() {
+    let w = World::new();
+    w.ok(&["new", "localhost", "--name", "idle"]);
+    let table = w.ok(&["get"]);
+    assert!(!table.contains("Command"), "{table}");
+    let out = w
+        .disconnected("busy", "sleep 300 # the long one")
+        .output()
+        .expect("start");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let table = w.ok(&["get"]);
+    let header = table
+        .lines()
+        .find(|l| l.contains("Availability"))
+        .expect("header");
+    assert!(header.trim_end().ends_with("Command"), "{table}");
+    let busy = table
+        .lines()
+        .find(|l| l.contains("busy"))
+        .expect("busy row");
+    assert!(
+        busy.trim_end().ends_with("sleep 300 # the long one"),
+        "{table}"
+    );
+    w.ok(&["remove", "busy"]);
+}
