@@ -466,3 +466,22 @@ fn jobs_and_startup_survive_hostile_state() {
     );
     assert_eq!(w.ok(&["invoke", "h", "--", "echo alive"]), "alive\n");
 }
+
+/// Removing a session ends its shell with SIGHUP and SIGTERM, which the shell obeys while it
+/// waits for a command: its EXIT trap runs (a shell left for the SIGKILL that follows the
+/// grace period could not run it), as when a terminal closes on an interactive bash.
+#[test]
+fn removing_a_session_runs_its_exit_trap() {
+    let w = World::new();
+    w.ok(&["new", "localhost", "--name", "s"]);
+    let mark = w.path("trap-ran");
+    w.ok(&[
+        "invoke",
+        "s",
+        "--",
+        &format!("trap 'echo ran > \"{}\"' EXIT", mark.display()),
+    ]);
+    w.ok(&["remove", "s"]);
+    common::eventually("the EXIT trap to have run", || mark.exists());
+    assert_eq!(std::fs::read_to_string(&mark).expect("mark"), "ran\n");
+}

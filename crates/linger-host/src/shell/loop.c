@@ -93,6 +93,8 @@ extern int signal_is_trapped(int);
 extern int signal_is_ignored(int);
 extern void reset_signal_handlers(void);
 extern void initialize_terminating_signals(void);
+extern volatile sig_atomic_t terminating_signal;
+extern void termsig_handler(int);
 extern void remember_args(WORD_LIST *, int);
 extern WORD_LIST *make_word_list(WORD_DESC *, WORD_LIST *);
 extern WORD_DESC *make_bare_word(const char *);
@@ -160,6 +162,10 @@ static int read_exact(int fd, char *p, size_t n, int *passed) {
     }
     ssize_t r = recvmsg(fd, &msg, MSG_CMSG_CLOEXEC);
     if (r < 0) {
+      /* bash's handlers for SIGHUP and SIGTERM (set up at start, see below) only note the
+         signal: act on it here, as bash does at its own safe points, or the host's
+         SIGTERM would wait for its SIGKILL while the shell waits for a command. */
+      if (errno == EINTR && terminating_signal) termsig_handler(terminating_signal);
       if (errno == EINTR) continue;
       return -1;
     }
