@@ -49,16 +49,17 @@ pub fn session_names() -> Vec<CompletionCandidate> {
     let Ok(sessions) = linger::Registry::new(home).load() else {
         return Vec::new();
     };
-    let mut names: Vec<CompletionCandidate> = sessions
+    // One candidate per name: sessions on different computers may share one.
+    let mut seen = std::collections::HashSet::new();
+    sessions
         .entries()
         .iter()
+        .filter(|e| seen.insert(e.name.as_str()))
         .map(|e| {
             CompletionCandidate::new(e.name.clone())
                 .help(Some(format!("Id {} on {}", e.id, e.computer_name).into()))
         })
-        .collect();
-    names.dedup_by(|a, b| a.get_value() == b.get_value());
-    names
+        .collect()
 }
 
 /// Writes `linger.1` and a page per subcommand (`linger-job-receive.1`, …) into `dir`.

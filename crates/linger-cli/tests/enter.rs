@@ -320,6 +320,26 @@ fn ctrl_c_stops_a_followed_command_and_the_next_lines_run() {
     assert!(!t.text().contains("\nnot-reached"), "{}", t.text());
 }
 
+/// Another command of this client holds session `name` until `flag` exists; returns once
+/// the session shows it running.
+fn hold_busy(w: &World, name: &str, flag: &std::path::Path) -> std::process::Child {
+    let busy = w
+        .linger(&[
+            "invoke",
+            name,
+            "--",
+            &format!("while [ ! -e '{}' ]; do sleep 0.05; done", flag.display()),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the busy command");
+    common::eventually("the session to be busy", || {
+        session_json(w, name)["running_command"].is_string()
+    });
+    busy
+}
+
 /// Issue: a line cancelled (Ctrl-C) while it waits for a busy session never runs.
 #[test]
 fn a_line_cancelled_while_the_session_is_busy_never_runs() {
@@ -329,21 +349,7 @@ fn a_line_cancelled_while_the_session_is_busy_never_runs() {
     let mark = w.path("withdrawn-ran");
     let mut t = Term::spawn(&w, &["enter", "Work"]);
     t.expect("$ ");
-    // Another command of this client holds the session meanwhile.
-    let busy = w
-        .linger(&[
-            "invoke",
-            "Work",
-            "--",
-            &format!("while [ ! -e '{}' ]; do sleep 0.05; done", flag.display()),
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("start the busy command");
-    common::eventually("the session to be busy", || {
-        session_json(&w, "Work")["running_command"].is_string()
-    });
+    let busy = hold_busy(&w, "Work", &flag);
     t.send(&format!("touch '{}'\r", mark.display()));
     std::thread::sleep(std::time::Duration::from_millis(300));
     t.send("\x03");
@@ -368,20 +374,7 @@ fn a_line_waiting_for_a_busy_session_is_withdrawn_by_tilde_dot_and_kept() {
     let mark = w.path("kept-ran");
     let mut t = Term::spawn(&w, &["enter", "Work"]);
     t.expect("$ ");
-    let mut busy = w
-        .linger(&[
-            "invoke",
-            "Work",
-            "--",
-            &format!("while [ ! -e '{}' ]; do sleep 0.05; done", flag.display()),
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("start the busy command");
-    common::eventually("the session to be busy", || {
-        session_json(&w, "Work")["running_command"].is_string()
-    });
+    let mut busy = hold_busy(&w, "Work", &flag);
     t.send(&format!("touch '{}'\r", mark.display()));
     std::thread::sleep(std::time::Duration::from_millis(300));
     t.send("~.");

@@ -914,24 +914,7 @@ impl Client {
     ) -> Result<CommandStream> {
         let conn = self.open_session_conn(entry).await?;
         let result = conn
-            .invoke(
-                Invoke {
-                    instance_id: entry.instance_id,
-                    script: script.to_string(),
-                    args: opts.args.clone(),
-                    wait_ms: linger_proto::duration::millis(opts.wait),
-                    cancel_timeout_ms: linger_proto::duration::millis(opts.cancel_timeout),
-                    disconnected: opts.disconnected,
-                    kind: if opts.as_job {
-                        InvokeKind::Job
-                    } else {
-                        InvokeKind::Plain
-                    },
-                    stdin: opts.stdin,
-                    terminal: opts.terminal.clone(),
-                },
-                &opts.withdrawer,
-            )
+            .invoke(invoke_request(entry, script, opts), &opts.withdrawer)
             .await;
         let mut stream = self.note_closed(entry, result)?;
         stream.limit_output(
@@ -959,15 +942,11 @@ impl Client {
         let result = conn
             .invoke(
                 Invoke {
-                    instance_id: entry.instance_id,
-                    script: script.to_string(),
-                    args: opts.args.clone(),
-                    wait_ms: linger_proto::duration::millis(opts.wait),
-                    cancel_timeout_ms: linger_proto::duration::millis(opts.cancel_timeout),
                     disconnected: false,
                     kind: InvokeKind::BackgroundJob,
                     stdin: false,
                     terminal: None,
+                    ..invoke_request(entry, script, opts)
                 },
                 &opts.withdrawer,
             )
@@ -1027,15 +1006,20 @@ impl Client {
         stored.ok_or_else(|| Error::State("the job table was not updated".into()))
     }
 
-    /// Makes `children` the child jobs of `parent`; a parent left without any is forgotten.
-    pub fn adopt_children(&self, parent: &JobEntry, children: &[JobEntry]) -> Result<()> {
+    /// Makes `children` the child jobs of `parent` and returns the parent as now recorded;
+    /// a parent left without any is forgotten (`None`).
+    pub fn adopt_children(
+        &self,
+        parent: &JobEntry,
+        children: &[JobEntry],
+    ) -> Result<Option<JobEntry>> {
         self.registry.update(|s| {
             if children.is_empty() {
                 s.forget_job(parent.job_id);
             } else {
                 s.set_children(parent.job_id, children.iter().map(|c| c.job_id).collect());
             }
-            Ok(())
+            Ok(s.jobs().iter().find(|j| j.job_id == parent.job_id).cloned())
         })
     }
 
@@ -1207,6 +1191,25 @@ impl Client {
             }
         }
         result
+    }
+}
+
+/// The `Invoke` request `opts` make for `script` in `entry`.
+fn invoke_request(entry: &Entry, script: &str, opts: &InvokeOptions) -> Invoke {
+    Invoke {
+        instance_id: entry.instance_id,
+        script: script.to_string(),
+        args: opts.args.clone(),
+        wait_ms: linger_proto::duration::millis(opts.wait),
+        cancel_timeout_ms: linger_proto::duration::millis(opts.cancel_timeout),
+        disconnected: opts.disconnected,
+        kind: if opts.as_job {
+            InvokeKind::Job
+        } else {
+            InvokeKind::Plain
+        },
+        stdin: opts.stdin,
+        terminal: opts.terminal.clone(),
     }
 }
 

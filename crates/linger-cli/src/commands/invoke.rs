@@ -224,16 +224,7 @@ async fn start_jobs(
         }
     }
     let shown = match &parent {
-        Some(parent) => {
-            client.adopt_children(parent, &jobs)?;
-            if jobs.is_empty() {
-                Vec::new()
-            } else {
-                let mut parent = parent.clone();
-                parent.children = jobs.iter().map(|j| j.job_id).collect();
-                vec![parent]
-            }
-        }
+        Some(parent) => client.adopt_children(parent, &jobs)?.into_iter().collect(),
         None => jobs,
     };
     let views = client.refresh_jobs(shown).await?;

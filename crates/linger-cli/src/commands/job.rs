@@ -82,7 +82,7 @@ async fn receive(client: &Client, args: JobReceiveArgs, json: bool) -> Result<i3
         }
     }
     // Each child's output as it comes, side by side, as a fan-out's.
-    let mode = Mode::pick(json, jobs.len().max(2));
+    let mode = if json { Mode::Json } else { Mode::Prefixed };
     let mut failures = crate::report::Failures::new(jobs.len(), "jobs");
     let out = Out::default();
     let results = futures_util::future::join_all(
