@@ -49,6 +49,9 @@ pub enum Command {
     Watch(WatchArgs),
     /// Work interactively in a session: each line runs there.
     Enter(EnterArgs),
+    /// Copy files into or out of sessions (SEL:PATH is a path in a session, relative to
+    /// its current directory; anything else is local). Works while the session is busy.
+    Copy(CopyArgs),
     /// Jobs: commands whose output waits on the server (list, receive, wait, stop, remove,
     /// start a background job in a session).
     #[command(subcommand)]
@@ -192,6 +195,20 @@ pub struct Targets {
     pub computer: Vec<String>,
     #[command(flatten)]
     pub filter: SessionFilter,
+}
+
+#[derive(Args)]
+pub struct CopyArgs {
+    /// Copy directories and everything in them.
+    #[arg(short, long)]
+    pub recursive: bool,
+    /// Keep modes and modification and access times.
+    #[arg(short, long)]
+    pub preserve: bool,
+    /// What to copy, then where: `SRC... DEST`. Either the sources or the destination are
+    /// SEL:PATH (a local path holding a colon is written ./like:this).
+    #[arg(value_name = "PATH", required = true, num_args = 2..)]
+    pub paths: Vec<std::path::PathBuf>,
 }
 
 #[derive(Args)]

@@ -125,6 +125,16 @@ async fn connection(stream: UnixStream, state: Arc<HostState>) {
         state: &state,
         rx: state.tap.take_receiver(),
     };
+    let mut copies = crate::copy::Copies::new(crate::copy::ShellPlace {
+        shell_pid: state.spec.meta.shell_pid,
+        home: state
+            .spec
+            .environment
+            .iter()
+            .find(|(k, _)| k == "HOME")
+            .map(|(_, v)| v.into()),
+        restricted: state.spec.meta.restricted.is_some(),
+    });
     loop {
         let appended = state.log.appended();
         let jobs_appended = state.jobs_appended.notified();
@@ -172,6 +182,12 @@ async fn connection(stream: UnixStream, state: Arc<HostState>) {
             }
         };
         tokio::select! {
+            Some(msg) = copies.out_rx.recv() => {
+                copies.sending(&msg);
+                if writer.write(&msg).await.is_err() {
+                    return;
+                }
+            }
             Some((command_id, stream, data)) = tapped => {
                 let missed = state.tap.take_missed();
                 let msg = HostToDaemon::Tap { command_id, stream, data, missed };
@@ -335,6 +351,20 @@ async fn connection(stream: UnixStream, state: Arc<HostState>) {
                         state.set_settings(settings);
                     }
                     DaemonToHost::Terminate { reason } => finish(&state, &reason).await,
+                    copy @ (DaemonToHost::CopyIn { .. }
+                    | DaemonToHost::CopyOut { .. }
+                    | DaemonToHost::CopyItem { .. }
+                    | DaemonToHost::CopyData { .. }
+                    | DaemonToHost::CopyEnd { .. }
+                    | DaemonToHost::CopyProgress { .. }
+                    | DaemonToHost::CopyAbort { .. }) => {
+                        if let Some(answer) = copies.handle(copy) {
+                            copies.sending(&answer);
+                            if writer.write(&answer).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
                 }
             }
         }

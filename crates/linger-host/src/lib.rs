@@ -8,6 +8,7 @@
 //! so a daemon may die at any moment and re-adopt the host later.
 
 mod conn;
+mod copy;
 mod input;
 mod jobs;
 pub mod limits;

@@ -4,6 +4,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::copy::CopyItem;
 use crate::types::BufferingMode;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -43,6 +44,18 @@ pub enum ClientMsg {
     Withdraw { rid: u64 },
     /// Answer to `Challenge` (TLS only): prove possession of an SSH key.
     Authenticate(Authenticate),
+    /// The next entry of the tree `PutFiles` request `rid` uploads (a file's bytes follow
+    /// as `CopyData`).
+    CopyItem { rid: u64, item: CopyItem },
+    /// Bytes of the current file of upload `rid`: `offset` counts the upload's file bytes
+    /// before these. A data frame; sent only within the window the last `CopyProgress`
+    /// opened.
+    CopyData { rid: u64, offset: u64, data: Bytes },
+    /// Upload `rid` has sent its whole tree.
+    CopyEnd { rid: u64 },
+    /// Download `rid`: the client has taken `done` bytes of file content, so the server
+    /// may send up to `done + COPY_WINDOW`.
+    CopyProgress { rid: u64, done: u64 },
 }
 
 /// One authentication attempt (docs/PROTOCOL.md §2.1).
@@ -118,6 +131,33 @@ pub enum Request {
     Watch {
         instance_id: Uuid,
     },
+    /// Copy a tree into the session (SPEC §15), done by its host beside the shell: the
+    /// client then sends `CopyItem`, `CopyData` and `CopyEnd`; answered `Reply::Copied`.
+    PutFiles(PutFiles),
+    /// Copy files out of the session: answered `CopyTotal`, then `CopyItem`/`CopyData`,
+    /// then `Reply::Copied`.
+    GetFiles(GetFiles),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PutFiles {
+    pub instance_id: Uuid,
+    /// Where the tree goes: absolute, or relative to the shell's current directory; `~`
+    /// and `~/…` are the session's home. Bytes, as Linux paths are.
+    pub destination: Bytes,
+    /// More than one top-level item comes, so the destination must be a directory.
+    pub several: bool,
+    /// Keep modes and times (`-p`); otherwise modes are filtered by the shell's umask.
+    pub preserve: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GetFiles {
+    pub instance_id: Uuid,
+    /// What to send, each as `PutFiles::destination` is read.
+    pub sources: Vec<Bytes>,
+    /// Directories are sent whole (`-r`); otherwise a directory source fails the copy.
+    pub recursive: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -20,6 +20,7 @@ pub const HEADER_LEN: usize = 50;
 
 const KIND_OUTPUT: u8 = 1;
 const KIND_INPUT: u8 = 2;
+const KIND_FILE: u8 = 3;
 /// Input's flags: the input ends after this chunk.
 const FLAG_EOF: u8 = 1;
 
@@ -44,6 +45,14 @@ pub enum DataHeader {
         rid: u64,
         offset: u64,
         command_id: Uuid,
+    },
+    /// File content of a copy (`linger copy`), from byte `offset` of the copy's file bytes.
+    File {
+        /// The copy's request (client protocol; 0 on the host protocol).
+        rid: u64,
+        /// The copy (host protocol; nil on the client protocol).
+        copy_id: Uuid,
+        offset: u64,
     },
 }
 
@@ -76,6 +85,11 @@ impl DataHeader {
                 offset,
                 command_id,
             ),
+            DataHeader::File {
+                rid,
+                copy_id,
+                offset,
+            } => (KIND_FILE, 0, rid, copy_id, offset, Uuid::nil()),
         };
         out.put_u8(kind);
         out.put_u8(flags);
@@ -117,7 +131,12 @@ impl DataHeader {
                 offset: position,
                 command_id,
             }),
-            (KIND_OUTPUT | KIND_INPUT, _) => Err(format!(
+            (KIND_FILE, 0) if command_id.is_nil() => Ok(DataHeader::File {
+                rid,
+                copy_id: channel,
+                offset: position,
+            }),
+            (KIND_OUTPUT | KIND_INPUT | KIND_FILE, _) => Err(format!(
                 "a data frame of kind {kind} has invalid flags {flags:#x} or channel"
             )),
             _ => Err(format!("unknown data frame kind {kind}")),
@@ -143,6 +162,7 @@ fn unexpected(what: &str, header: &DataHeader) -> String {
     let kind = match header {
         DataHeader::Output { .. } => "an output",
         DataHeader::Input { .. } => "an input",
+        DataHeader::File { .. } => "a file",
     };
     format!("{kind} data frame is not a {what}")
 }
@@ -166,12 +186,25 @@ impl Wire for ServerMsg {
                 },
                 data,
             )),
+            ServerMsg::CopyData { rid, offset, data } => Some((
+                DataHeader::File {
+                    rid: *rid,
+                    copy_id: Uuid::nil(),
+                    offset: *offset,
+                },
+                data,
+            )),
             _ => None,
         }
     }
 
     fn from_data(header: DataHeader, data: Bytes) -> Result<Self, String> {
         match header {
+            DataHeader::File {
+                rid,
+                copy_id,
+                offset,
+            } if copy_id.is_nil() => Ok(ServerMsg::CopyData { rid, offset, data }),
             DataHeader::Output {
                 stream,
                 rid,
@@ -192,7 +225,9 @@ impl Wire for ServerMsg {
                     data,
                 })
             }
-            DataHeader::Input { .. } => Err(unexpected("server message", &header)),
+            DataHeader::Input { .. } | DataHeader::File { .. } => {
+                Err(unexpected("server message", &header))
+            }
         }
     }
 }
@@ -215,12 +250,25 @@ impl Wire for ClientMsg {
                 },
                 data,
             )),
+            ClientMsg::CopyData { rid, offset, data } => Some((
+                DataHeader::File {
+                    rid: *rid,
+                    copy_id: Uuid::nil(),
+                    offset: *offset,
+                },
+                data,
+            )),
             _ => None,
         }
     }
 
     fn from_data(header: DataHeader, data: Bytes) -> Result<Self, String> {
         match header {
+            DataHeader::File {
+                rid,
+                copy_id,
+                offset,
+            } if copy_id.is_nil() => Ok(ClientMsg::CopyData { rid, offset, data }),
             DataHeader::Input {
                 eof,
                 rid,
@@ -233,7 +281,9 @@ impl Wire for ClientMsg {
                 data,
                 eof,
             }),
-            DataHeader::Output { .. } => Err(unexpected("client message", &header)),
+            DataHeader::Output { .. } | DataHeader::File { .. } => {
+                Err(unexpected("client message", &header))
+            }
         }
     }
 }
@@ -257,12 +307,31 @@ impl Wire for HostToDaemon {
                 },
                 data,
             )),
+            HostToDaemon::CopyData {
+                copy_id,
+                offset,
+                data,
+            } => Some((
+                DataHeader::File {
+                    rid: 0,
+                    copy_id: *copy_id,
+                    offset: *offset,
+                },
+                data,
+            )),
             _ => None,
         }
     }
 
     fn from_data(header: DataHeader, data: Bytes) -> Result<Self, String> {
         match header {
+            DataHeader::File {
+                copy_id, offset, ..
+            } => Ok(HostToDaemon::CopyData {
+                copy_id,
+                offset,
+                data,
+            }),
             DataHeader::Output {
                 stream,
                 channel,
@@ -298,12 +367,31 @@ impl Wire for DaemonToHost {
                 },
                 data,
             )),
+            DaemonToHost::CopyData {
+                copy_id,
+                offset,
+                data,
+            } => Some((
+                DataHeader::File {
+                    rid: 0,
+                    copy_id: *copy_id,
+                    offset: *offset,
+                },
+                data,
+            )),
             _ => None,
         }
     }
 
     fn from_data(header: DataHeader, data: Bytes) -> Result<Self, String> {
         match header {
+            DataHeader::File {
+                copy_id, offset, ..
+            } => Ok(DaemonToHost::CopyData {
+                copy_id,
+                offset,
+                data,
+            }),
             DataHeader::Input {
                 eof,
                 offset,
@@ -339,6 +427,11 @@ mod tests {
                 rid: 1,
                 offset: 1 << 40,
                 command_id: Uuid::from_u128(4),
+            },
+            DataHeader::File {
+                rid: 3,
+                copy_id: Uuid::from_u128(6),
+                offset: 1 << 33,
             },
         ];
         for h in headers {
@@ -394,6 +487,29 @@ mod tests {
                 channel: Some(_),
                 ..
             })
+        ));
+        // File content goes both ways; a copy id belongs to the host protocol only.
+        let file = DataHeader::File {
+            rid: 1,
+            copy_id: Uuid::nil(),
+            offset: 0,
+        };
+        assert!(ServerMsg::from_data(file, Bytes::new()).is_ok());
+        assert!(ClientMsg::from_data(file, Bytes::new()).is_ok());
+        let of_a_copy = DataHeader::File {
+            rid: 0,
+            copy_id: Uuid::from_u128(2),
+            offset: 0,
+        };
+        assert!(ServerMsg::from_data(of_a_copy, Bytes::new()).is_err());
+        assert!(ClientMsg::from_data(of_a_copy, Bytes::new()).is_err());
+        assert!(matches!(
+            DaemonToHost::from_data(of_a_copy, Bytes::new()),
+            Ok(DaemonToHost::CopyData { .. })
+        ));
+        assert!(matches!(
+            HostToDaemon::from_data(of_a_copy, Bytes::new()),
+            Ok(HostToDaemon::CopyData { .. })
         ));
     }
 }

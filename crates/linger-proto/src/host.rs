@@ -8,6 +8,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::copy::{CopyItem, CopySummary};
 use crate::types::{BufferingMode, StreamKind};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -100,6 +101,42 @@ pub enum DaemonToHost {
     Terminate {
         reason: String,
     },
+    /// Begin an upload (`PutFiles`): items and data follow, then `CopyEnd`.
+    CopyIn {
+        copy_id: Uuid,
+        destination: Bytes,
+        several: bool,
+        preserve: bool,
+    },
+    /// Begin a download (`GetFiles`): the host sends `CopyTotal`, items and data, within
+    /// the window the daemon's `CopyProgress` opens.
+    CopyOut {
+        copy_id: Uuid,
+        sources: Vec<Bytes>,
+        recursive: bool,
+    },
+    CopyItem {
+        copy_id: Uuid,
+        item: CopyItem,
+    },
+    /// A data frame, as the client's `CopyData`.
+    CopyData {
+        copy_id: Uuid,
+        offset: u64,
+        data: Bytes,
+    },
+    CopyEnd {
+        copy_id: Uuid,
+    },
+    /// A download's reader has taken `done` bytes.
+    CopyProgress {
+        copy_id: Uuid,
+        done: u64,
+    },
+    /// Give up a copy: nothing of it is left under a destination name.
+    CopyAbort {
+        copy_id: Uuid,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -173,6 +210,36 @@ pub enum HostToDaemon {
         from: u64,
         /// The newest entry at that moment (`from - 1` when none is kept).
         last: u64,
+    },
+    CopyTotal {
+        copy_id: Uuid,
+        bytes: u64,
+        files: u64,
+    },
+    CopyItem {
+        copy_id: Uuid,
+        item: CopyItem,
+    },
+    /// A data frame, as the server's `CopyData`.
+    CopyData {
+        copy_id: Uuid,
+        offset: u64,
+        data: Bytes,
+    },
+    /// An upload's bytes written so far.
+    CopyProgress {
+        copy_id: Uuid,
+        done: u64,
+    },
+    /// The copy is complete (an upload: every file renamed into place).
+    CopyDone {
+        copy_id: Uuid,
+        summary: CopySummary,
+    },
+    /// The copy failed; what it had begun is removed.
+    CopyFailed {
+        copy_id: Uuid,
+        error: String,
     },
     /// Output was discarded under `drop`; the entry covers the host's cumulative dropped
     /// counter range `(from_total, to_total]`, so a receiver that saw part of it can count

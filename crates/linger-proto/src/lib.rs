@@ -8,6 +8,7 @@
 
 pub mod auth;
 pub mod client;
+pub mod copy;
 pub mod data;
 pub mod duration;
 pub mod frame;
@@ -21,8 +22,8 @@ pub mod types;
 pub use frame::{FrameError, FramedConn, MAX_FRAME_LEN};
 
 /// Version of the client <-> daemon protocol. Bumped on any incompatible change.
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// Version of the daemon <-> session host protocol. A daemon does not adopt a host speaking
 /// another version: it logs why and leaves the host (and its session) running untouched.
-pub const HOST_PROTOCOL_VERSION: u32 = 3;
+pub const HOST_PROTOCOL_VERSION: u32 = 4;

@@ -4,6 +4,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::copy::{CopyItem, CopySummary};
 use crate::types::{ConfigurationInfo, ErrorBody, JobInfo, SessionInfo, StreamKind};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -91,6 +92,30 @@ pub enum ServerMsg {
     Goodbye {
         error: ErrorBody,
     },
+    /// First answer to `GetFiles`: how much its tree holds.
+    CopyTotal {
+        rid: u64,
+        bytes: u64,
+        files: u64,
+    },
+    /// The next entry of download `rid`.
+    CopyItem {
+        rid: u64,
+        item: CopyItem,
+    },
+    /// Bytes of download `rid`'s current file, from `offset` of its file bytes (a data
+    /// frame).
+    CopyData {
+        rid: u64,
+        offset: u64,
+        data: Bytes,
+    },
+    /// Upload `rid`: `done` bytes of file content are written, so the client may send up
+    /// to `done + COPY_WINDOW`.
+    CopyProgress {
+        rid: u64,
+        done: u64,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -125,6 +150,8 @@ pub enum Reply {
     Received(ReceiveSummary),
     /// A `Watch` is registered: `Watched` chunks follow.
     Watching,
+    /// A `PutFiles` or `GetFiles` is complete: every file is in place under its name.
+    Copied(CopySummary),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -171,6 +171,8 @@ pub enum ErrorKind {
     Protocol,
     /// The server failed internally.
     Internal,
+    /// A copy could not read or write a file (`linger copy`): the message names it.
+    File,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]

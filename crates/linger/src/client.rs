@@ -875,6 +875,50 @@ impl Client {
         self.note_closed(entry, watch)
     }
 
+    /// Copies `plan` into session `entry` at `destination` (SPEC §15), beside its shell:
+    /// a busy session takes files too.
+    pub async fn copy_to(
+        &self,
+        entry: &Entry,
+        destination: &[u8],
+        plan: linger_files::Plan,
+        several: bool,
+        preserve: bool,
+        progress: &dyn crate::copy::CopyProgress,
+    ) -> Result<linger_proto::copy::CopySummary> {
+        let conn = self.connect_entry(entry).await?;
+        let req = linger_proto::client::PutFiles {
+            instance_id: entry.instance_id,
+            destination: bytes::Bytes::copy_from_slice(destination),
+            several,
+            preserve,
+        };
+        let copied = conn.put_files(req, plan, progress).await;
+        self.note_closed(entry, copied)
+    }
+
+    /// Copies `sources` out of session `entry` into `writer`.
+    pub async fn copy_from(
+        &self,
+        entry: &Entry,
+        sources: &[Vec<u8>],
+        recursive: bool,
+        writer: linger_files::TreeWriter,
+        progress: &dyn crate::copy::CopyProgress,
+    ) -> Result<linger_proto::copy::CopySummary> {
+        let conn = self.connect_entry(entry).await?;
+        let req = linger_proto::client::GetFiles {
+            instance_id: entry.instance_id,
+            sources: sources
+                .iter()
+                .map(|s| bytes::Bytes::copy_from_slice(s))
+                .collect(),
+            recursive,
+        };
+        let copied = conn.get_files(req, writer, progress).await;
+        self.note_closed(entry, copied)
+    }
+
     /// Enters the session's running terminal command from a window `spec`: the stream's
     /// [`CommandStream::screen`] draws it as it is, then its output follows live and its
     /// [`CommandStream::input`] types into it. The screen is `None` when the session runs

@@ -196,7 +196,7 @@ impl Connection {
         &self.shared.computer
     }
 
-    fn lost(&self) -> Error {
+    pub(crate) fn lost(&self) -> Error {
         match lock(&self.shared.ended).as_ref() {
             Some(Error::Protocol { computer, reason }) => Error::Protocol {
                 computer: computer.clone(),
@@ -209,7 +209,10 @@ impl Connection {
     }
 
     /// Sends a request and returns the receiver of everything answering it.
-    fn start(&self, request: Request) -> Result<(u64, mpsc::UnboundedReceiver<ServerMsg>)> {
+    pub(crate) fn start(
+        &self,
+        request: Request,
+    ) -> Result<(u64, mpsc::UnboundedReceiver<ServerMsg>)> {
         self.start_feeding(request, None)
     }
 
@@ -239,8 +242,13 @@ impl Connection {
         Ok((rid, rx))
     }
 
+    /// Queues a message for the server; false once the connection has ended.
+    pub(crate) fn send(&self, msg: ClientMsg) -> bool {
+        self.shared.out.send(msg.into()).is_ok()
+    }
+
     /// Nothing more is routed to request `rid`.
-    fn forget(&self, rid: u64) {
+    pub(crate) fn forget(&self, rid: u64) {
         lock(&self.shared.routes).remove(&rid);
         lock(&self.shared.inputs).remove(&rid);
     }
@@ -638,7 +646,11 @@ async fn read_loop<R: AsyncRead + Unpin>(
             | ServerMsg::Dropped { rid, .. }
             | ServerMsg::Finished { rid, .. }
             | ServerMsg::Screen { rid, .. }
-            | ServerMsg::Watched { rid, .. } => *rid,
+            | ServerMsg::Watched { rid, .. }
+            | ServerMsg::CopyTotal { rid, .. }
+            | ServerMsg::CopyItem { rid, .. }
+            | ServerMsg::CopyData { rid, .. }
+            | ServerMsg::CopyProgress { rid, .. } => *rid,
             ServerMsg::Goodbye { error } => {
                 *lock(&ended) = Some(Error::Protocol {
                     computer: computer.clone(),

@@ -95,6 +95,9 @@ pub enum Error {
     /// The server's identity is unknown (and may not be learnt) or has changed.
     #[error("{message}")]
     HostKey { message: String, hint: String },
+    /// A local file of a copy could not be read or written.
+    #[error("{0}")]
+    Copy(#[from] linger_files::CopyError),
 }
 
 impl Error {
@@ -114,7 +117,7 @@ impl Error {
                 ServerKind::InvalidRequest | ServerKind::Exists => Kind::Usage,
                 ServerKind::Protocol => Kind::Connection,
                 ServerKind::Detached => Kind::Disconnected,
-                ServerKind::Limit | ServerKind::Internal => Kind::Other,
+                ServerKind::Limit | ServerKind::Internal | ServerKind::File => Kind::Other,
             },
             Error::Unreachable { .. }
             | Error::Autostart(_)
@@ -126,7 +129,7 @@ impl Error {
             Error::Io { .. } | Error::State(_) => Kind::Other,
             Error::Timeout(_) | Error::TimedOut { .. } => Kind::Timeout,
             Error::Auth(_) | Error::AuthRejected { .. } | Error::HostKey { .. } => Kind::Auth,
-            Error::OutputLimit { .. } => Kind::Other,
+            Error::OutputLimit { .. } | Error::Copy(_) => Kind::Other,
         }
     }
 

@@ -18,6 +18,7 @@
 mod autostart;
 mod client;
 mod connection;
+mod copy;
 mod error;
 mod home;
 mod input;
@@ -39,9 +40,12 @@ pub use connection::{
     Canceller, CommandStream, Connection, EnterGuard, Event, Resizer, Resume, Watch, WatchEvent,
     Withdrawer,
 };
+pub use copy::{CopyProgress, NoProgress};
 pub use error::{Error, Kind, Result};
 pub use home::ClientHome;
 pub use input::Input;
+pub use linger_files as files;
+pub use linger_proto::copy::CopySummary;
 pub use linger_proto::server::ReceiveSummary;
 pub use linger_proto::types::{
     BufferingMode, ConfigurationInfo, JobInfo, JobKind, JobState, SessionInfo, StreamKind,

@@ -9,6 +9,7 @@ use linger_proto::client::{
     ClientMsg, Connect, Disconnect, Hello, Invoke, NewSession, Receive, Request,
 };
 use linger_proto::frame::{FrameReader, FrameWriter};
+use linger_proto::host::DaemonToHost;
 use linger_proto::server::{Reply, ServerMsg, Welcome};
 use linger_proto::types::{ErrorBody, ErrorKind, SessionInfo};
 use linger_proto::PROTOCOL_VERSION;
@@ -67,6 +68,8 @@ struct Ctx {
     enters: Mutex<HashMap<u64, Arc<Session>>>,
     /// Watch requests in force, by rid.
     watches: Mutex<HashMap<u64, Arc<Session>>>,
+    /// Copies in progress, by rid: their session and the daemon's id for the copy.
+    copies: Mutex<HashMap<u64, (Arc<Session>, Uuid)>>,
     /// Set once the client's side of the connection has ended.
     gone: tokio::sync::watch::Sender<bool>,
     /// Requests of this connection in flight.
@@ -171,6 +174,7 @@ pub async fn serve<R, W>(
         invokes: Mutex::new(HashMap::new()),
         enters: Mutex::new(HashMap::new()),
         watches: Mutex::new(HashMap::new()),
+        copies: Mutex::new(HashMap::new()),
         gone: tokio::sync::watch::channel(false).0,
         requests: Arc::new(tokio::sync::Semaphore::new(
             crate::MAX_REQUESTS_PER_CONNECTION,
@@ -252,6 +256,38 @@ pub async fn serve<R, W>(
                     s.input(conn, rid, command_id, offset, data, eof);
                 }
             }
+            ClientMsg::CopyItem { rid, item } => {
+                if let Some((s, copy_id)) = ctx.copy_of(rid) {
+                    s.copy_part(copy_id, DaemonToHost::CopyItem { copy_id, item });
+                }
+            }
+            ClientMsg::CopyData { rid, offset, data } => {
+                if let Some((s, copy_id)) = ctx.copy_of(rid) {
+                    s.copy_part(
+                        copy_id,
+                        DaemonToHost::CopyData {
+                            copy_id,
+                            offset,
+                            data,
+                        },
+                    );
+                }
+            }
+            ClientMsg::CopyEnd { rid } => {
+                if let Some((s, copy_id)) = ctx.copy_of(rid) {
+                    s.copy_part(copy_id, DaemonToHost::CopyEnd { copy_id });
+                }
+            }
+            ClientMsg::CopyProgress { rid, done } => {
+                if let Some((s, copy_id)) = ctx.copy_of(rid) {
+                    s.copy_part(copy_id, DaemonToHost::CopyProgress { copy_id, done });
+                }
+            }
+            ClientMsg::Cancel { rid } if ctx.copies_lock().contains_key(&rid) => {
+                if let Some((s, copy_id)) = ctx.copy_of(rid) {
+                    s.copy_abort(copy_id, "the copy was cancelled");
+                }
+            }
             ClientMsg::Cancel { rid } if ctx.watches_lock().contains_key(&rid) => {
                 if let Some(s) = ctx.watches_lock().remove(&rid) {
                     s.unwatch(conn, Some(rid));
@@ -311,6 +347,9 @@ pub async fn serve<R, W>(
     let entered: Vec<Arc<Session>> = ctx.enters_lock().drain().map(|(_, s)| s).collect();
     for (_, s) in ctx.watches_lock().drain() {
         s.unwatch(conn, None);
+    }
+    for (_, (s, copy_id)) in ctx.copies_lock().drain() {
+        s.copy_abort(copy_id, "the client's connection closed");
     }
     for s in sessions.into_iter().chain(entered) {
         s.connection_closed(conn);
@@ -423,6 +462,37 @@ impl Ctx {
                 Ok(Reply::Jobs(Vec::new()))
             }),
             Request::Enter { instance_id } => self.enter(rid, instance_id).map(Reply::Session),
+            Request::PutFiles(req) => {
+                let detail = serde_json::json!({
+                    "destination": String::from_utf8_lossy(&req.destination),
+                    "preserve": req.preserve,
+                });
+                let begin = |copy_id| DaemonToHost::CopyIn {
+                    copy_id,
+                    destination: req.destination,
+                    several: req.several,
+                    preserve: req.preserve,
+                };
+                match self.copy(rid, req.instance_id, begin, "copy_in", detail).await {
+                    Ok(()) => return,
+                    Err(e) => Err(e),
+                }
+            }
+            Request::GetFiles(req) => {
+                let detail = serde_json::json!({
+                    "sources": req.sources.iter().map(|s| String::from_utf8_lossy(s)).collect::<Vec<_>>(),
+                    "recursive": req.recursive,
+                });
+                let begin = |copy_id| DaemonToHost::CopyOut {
+                    copy_id,
+                    sources: req.sources,
+                    recursive: req.recursive,
+                };
+                match self.copy(rid, req.instance_id, begin, "copy_out", detail).await {
+                    Ok(()) => return,
+                    Err(e) => Err(e),
+                }
+            }
         };
         let msg = match result {
             Ok(reply) => ServerMsg::Reply { rid, reply },
@@ -488,6 +558,52 @@ impl Ctx {
         self.daemon
             .audit
             .record(&self.peer, action, session.id(), &session.meta.name, detail);
+    }
+
+    fn copies_lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, (Arc<Session>, Uuid)>> {
+        self.copies.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn copy_of(&self, rid: u64) -> Option<(Arc<Session>, Uuid)> {
+        self.copies_lock().get(&rid).cloned()
+    }
+
+    /// Runs a copy (`PutFiles`, `GetFiles`) through the session's host until its last
+    /// answer is on its way; the host sends every answer, this only routes.
+    async fn copy(
+        &self,
+        rid: u64,
+        instance_id: Uuid,
+        begin: impl FnOnce(Uuid) -> DaemonToHost,
+        action: &str,
+        detail: serde_json::Value,
+    ) -> Result<(), ErrorBody> {
+        let session = self.session(instance_id)?;
+        if session.meta.restricted.is_some() {
+            return Err(ErrorBody::new(
+                ErrorKind::Auth,
+                format!(
+                    "session {} is restricted: its configuration copies no files",
+                    session.meta.name
+                ),
+            )
+            .with_hint("copy through a session of an unrestricted configuration"));
+        }
+        let copy_id = Uuid::new_v4();
+        // Routed before the host hears of it: the client sends once the host answers.
+        self.copies_lock().insert(rid, (session.clone(), copy_id));
+        let ended = match session.copy_begin(copy_id, rid, self.tx.clone(), begin(copy_id)) {
+            Ok(ended) => ended,
+            Err(e) => {
+                self.copies_lock().remove(&rid);
+                return Err(e);
+            }
+        };
+        tracing::info!(session = %session.id(), copy = %copy_id, principal = %self.peer.principal, from = %self.peer.from, "{action}");
+        self.audit(&session, action, detail);
+        let _ = ended.await;
+        self.copies_lock().remove(&rid);
+        Ok(())
     }
 
     fn watches_lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Session>>> {

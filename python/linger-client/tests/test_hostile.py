@@ -32,7 +32,7 @@ def frame(msg) -> bytes:
     return struct.pack(">I", len(body)) + body
 
 
-WELCOME = frame({"Welcome": {"protocol_version": 3, "server_version": "evil", "computer_name": "evil",
+WELCOME = frame({"Welcome": {"protocol_version": 4, "server_version": "evil", "computer_name": "evil",
                              "principal": "x", "heartbeat_interval_ms": 180000, "heartbeat_timeout_ms": 240000}})
 
 
@@ -216,7 +216,7 @@ def test_the_real_daemon_ends_a_connection_that_sends_garbage(world):
 def test_frames_round_trip_as_the_protocol_documents():
     """The hex dumps of PROTOCOL §3.1 and §4."""
     cid = uuid.UUID("00112233-4455-6677-8899-aabbccddeeff")
-    hello = codec.encode_control({"Hello": {"protocol_version": 3, "client_id": cid.bytes, "client_name": "x"}})
+    hello = codec.encode_control({"Hello": {"protocol_version": 4, "client_id": cid.bytes, "client_name": "x"}})
     assert hello.hex() == (
         "00000044" "81a548656c6c6f83b070726f746f636f6c5f76657273696f6e03"
         "a9636c69656e745f6964c41000112233445566778899aabbccddeeff"

@@ -41,7 +41,7 @@ def client(world, daemon, home="homeA", **kw) -> Client:
 
 def test_sessions_new_get_remove(world, daemon):
     with client(world, daemon) as c:
-        assert c.welcome.protocol_version == 3
+        assert c.welcome.protocol_version == 4
         s = c.new_session("work")
         assert (s.name, s.state, s.availability, s.attachment) == ("work", "Opened", "Available", "you")
         default = c.new_session()

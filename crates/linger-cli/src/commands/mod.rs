@@ -2,6 +2,7 @@
 
 mod attach;
 mod config;
+mod copy;
 mod enter;
 mod get;
 mod invoke;
@@ -59,6 +60,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Connect(args) => attach::connect(&client, args, cli.json).await,
         Command::Receive(args) => receive::run(&client, args, cli.json).await,
         Command::Watch(args) => watch::run(&client, args, cli.json).await,
+        Command::Copy(args) => copy::run(&client, args, cli.json).await,
         Command::Enter(args) => enter::run(&client, args).await,
         Command::Job(cmd) => job::run(&client, cmd, cli.json).await,
         Command::Config(cmd) => config::run(&client, cmd, cli.json).await,

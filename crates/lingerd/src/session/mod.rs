@@ -31,6 +31,7 @@ use uuid::Uuid;
 
 mod attach;
 mod channel;
+mod copies;
 mod input;
 mod invoke;
 mod receive;
@@ -73,6 +74,8 @@ struct Inner {
     pending_runs: HashMap<Uuid, oneshot::Sender<Result<(), String>>>,
     /// Read-only watchers (`linger watch`).
     watchers: Vec<watchers::Watcher>,
+    /// Copies in progress, by the daemon's id for them.
+    copies: HashMap<Uuid, copies::CopyRoute>,
 }
 
 pub struct Session {
@@ -215,6 +218,7 @@ impl Session {
                 starting_jobs: Vec::new(),
                 pending_runs: HashMap::new(),
                 watchers: Vec::new(),
+                copies: HashMap::new(),
             }),
             to_host,
             changed: watch::channel(0).0,
@@ -278,6 +282,7 @@ impl Session {
         g.starting = false;
         let why = g.closed.clone().unwrap_or_default();
         self.end_watches(&mut g, &why);
+        self.end_copies(&mut g, &why);
         for (_, run) in g.pending_runs.drain() {
             let _ = run.send(Err("the session has ended".into()));
         }

@@ -155,6 +155,12 @@ impl Session {
                 HostToDaemon::Hello { .. } => {
                     tracing::warn!(session = %self.meta.instance_id, "unexpected Hello from host");
                 }
+                copy @ (HostToDaemon::CopyTotal { .. }
+                | HostToDaemon::CopyItem { .. }
+                | HostToDaemon::CopyData { .. }
+                | HostToDaemon::CopyProgress { .. }
+                | HostToDaemon::CopyDone { .. }
+                | HostToDaemon::CopyFailed { .. }) => self.relay_copy(copy),
             }
         }
         "its session host exited unexpectedly".to_string()

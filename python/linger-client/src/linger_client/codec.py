@@ -18,7 +18,7 @@ import msgpack
 from .errors import ProtocolError
 
 #: The client protocol version this library speaks (there is no negotiation, §1).
-PROTOCOL_VERSION = 3
+PROTOCOL_VERSION = 4
 #: Largest frame body in either direction (§3).
 MAX_FRAME_LEN = 8 * 1024 * 1024
 DATA_FLAG = 0x80000000
