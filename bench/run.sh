@@ -3,7 +3,8 @@
 # Everything happens in temporary directories with a daemon of their own, which each
 # benchmark stops at the end. The ssh and remote (TLS) benchmarks also start a private OpenSSH
 # server on loopback (and stop it); they need Debian's openssh-server, and the remote one
-# parallel-ssh (Debian's pssh), installed here if missing.
+# parallel-ssh (Debian's pssh), and the copy one scp's sftp-server (openssh-sftp-server),
+# installed here if missing.
 # Options: --scale N (sessions for scale_bench, default 2000; the goal is stated for 10000),
 # --baseline REV (scale_bench also measures that git revision, built in a temporary worktree).
 set -euo pipefail
@@ -22,6 +23,7 @@ need=()
 command -v ssh >/dev/null || need+=(openssh-client)
 command -v ssh-keygen >/dev/null || need+=(openssh-client)
 command -v parallel-ssh >/dev/null || need+=(pssh)
+[ -x /usr/lib/openssh/sftp-server ] || need+=(openssh-sftp-server)
 if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
 fi
@@ -29,6 +31,7 @@ cargo build --release --workspace
 cargo bench -p linger-cli --bench linger_bench
 cargo bench -p linger-cli --bench ssh_bench
 cargo bench -p linger-cli --bench remote_bench
+cargo bench -p linger-cli --bench copy_bench
 if [ -n "$baseline" ]; then
   work="$(mktemp -d)"
   trap 'git worktree remove --force "$work/src" >/dev/null 2>&1 || true; rm -rf "$work"' EXIT

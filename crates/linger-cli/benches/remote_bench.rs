@@ -42,16 +42,15 @@ mod common;
 mod sshd;
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use common::{
-    block_on, exit_code, gbps, kill_session_hosts, learn_host_keys, make_private_dirs, ms,
-    new_sessions_at_once, off_runtime, or_exit, print_stat, print_table, print_tail,
-    print_throughput, progress, release_binaries, require_sshd, terminate, throughput_row,
-    time_api, time_api_all, time_concurrently, time_drain, time_first_session, time_login_shell,
-    time_process, time_row, time_row_target, time_session_creation, BenchEnv, Binaries, BoxError,
-    Master, Samples, Ssh, TABLE_HEADER,
+    block_on, exit_code, gbps, learn_host_keys, make_private_dirs, ms, new_sessions_at_once,
+    off_runtime, or_exit, print_stat, print_table, print_throughput, progress, release_binaries,
+    require_sshd, throughput_row, time_api, time_api_all, time_concurrently, time_drain,
+    time_first_session, time_login_shell, time_process, time_row, time_row_target,
+    time_session_creation, BenchEnv, Binaries, BoxError, Master, Samples, Ssh, TABLE_HEADER,
 };
 use linger::{Client, Entry};
 use sshd::{ssh_command, user, Sshd};
@@ -112,10 +111,10 @@ fn main() {
     let server = Sshd::start_with(env.dir.path(), "0.0.0.0", SSHD_EXTRA);
     let ssh = Ssh::new(ssh_command(&server), server.port, user());
     let mut daemon = None;
-    let code = match env.start_daemon(&server, &mut daemon) {
+    let code = match env.start_tls_daemon(&server.client_key, FAN_HOSTS, &mut daemon) {
         Err(e) => {
             eprintln!("remote_bench: cannot start lingerd: {e}");
-            env.print_log_tail();
+            env.print_tls_log_tail();
             1
         }
         Ok(port) => {
@@ -129,7 +128,7 @@ fn main() {
                 env.measure_with_client(async |client, made| bench.measure(client, made).await),
             );
             exit_code("remote_bench", result, Report::print, || {
-                env.print_log_tail()
+                env.print_tls_log_tail()
             })
         }
     };
@@ -166,96 +165,6 @@ fn prepare(bins: Binaries) -> std::io::Result<BenchEnv> {
     env.export_vars();
     env.isolate_ssh();
     Ok(env)
-}
-
-impl BenchEnv {
-    /// Starts lingerd in the foreground on one free port of every host address, accepting
-    /// the fixture's client key, and points the linger client at that key; returns the
-    /// port. The daemon is put in `slot` at once, so that it is killed even if it never
-    /// gets ready.
-    fn start_daemon(&self, server: &Sshd, slot: &mut Option<Daemon>) -> Result<u16, BoxError> {
-        let public = std::fs::read_to_string(server.client_key.with_extension("pub"))?;
-        let authorized = self.dir.path().join("linger_authorized_keys");
-        std::fs::write(&authorized, public)?;
-        let config = self.config.join("linger/lingerd.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "[server]\nauthorized_keys = {:?}\n{}",
-                authorized.display().to_string(),
-                common::MANY_SESSIONS_TOML
-            ),
-        )?;
-        std::fs::write(
-            self.home.join("options.toml"),
-            format!(
-                "identity_file = {:?}\nhost_key_checking = \"accept-new\"\n",
-                server.client_key.display().to_string()
-            ),
-        )?;
-        // A port free on every address (bound on 0.0.0.0), then one listener per address.
-        let port = std::net::TcpListener::bind("0.0.0.0:0")?
-            .local_addr()?
-            .port();
-        let mut cmd = Command::new(&self.bins.lingerd);
-        cmd.arg("--config")
-            .arg(&config)
-            .arg("--socket")
-            .arg(self.runtime.join("linger/lingerd.sock"))
-            .arg("--state-dir")
-            .arg(self.server_dir());
-        for n in 1..=FAN_HOSTS {
-            cmd.arg("--listen").arg(format!("127.0.0.{n}:{port}"));
-        }
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(
-                self.dir.path().join("lingerd.stderr"),
-            )?)
-            .spawn()?;
-        let daemon = slot.insert(Daemon {
-            child,
-            sessions_dir: self.sessions_dir(),
-        });
-        let listening = self.server_dir().join("listening");
-        let started = Instant::now();
-        loop {
-            let text = std::fs::read_to_string(&listening).unwrap_or_default();
-            if text.ends_with('\n') && text.lines().count() == FAN_HOSTS {
-                return Ok(port);
-            }
-            if let Some(status) = daemon.child.try_wait()? {
-                return Err(format!("lingerd exited with {status}").into());
-            }
-            if started.elapsed() > Duration::from_secs(30) {
-                return Err(format!("lingerd did not write {}", listening.display()).into());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn print_log_tail(&self) {
-        print_tail(&self.dir.path().join("lingerd.stderr"), 10);
-        print_tail(&self.server_dir().join("lingerd.log"), 20);
-        print_tail(&self.dir.path().join("sshd/sshd.log"), 10);
-    }
-}
-
-/// The lingerd this benchmark started: stopped (SIGTERM, then SIGKILL) when dropped, and
-/// then every session host it left.
-struct Daemon {
-    child: Child,
-    sessions_dir: PathBuf,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        terminate(self.child.id() as i32, "lingerd");
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        kill_session_hosts(&self.sessions_dir);
-    }
 }
 
 struct Bench<'a> {

@@ -407,7 +407,12 @@ mod tests {
             umask: 0o027,
             expect_names: None,
         };
-        write_all(&dst.path().join("fresh"), std::slice::from_ref(&f), options.clone()).unwrap();
+        write_all(
+            &dst.path().join("fresh"),
+            std::slice::from_ref(&f),
+            options.clone(),
+        )
+        .unwrap();
         let mode = |p: &Path| fs::metadata(p).unwrap().mode() & 0o7777;
         assert_eq!(mode(&dst.path().join("fresh")), 0o750);
         let kept = dst.path().join("kept");

@@ -1200,3 +1200,109 @@ pub fn keystroke_echo(mut cmd: Command, warmup: usize, runs: usize) -> Result<Sa
     let _ = child.wait();
     result
 }
+
+impl BenchEnv {
+    /// Starts lingerd in the foreground on one free port of host addresses 127.0.0.1 to
+    /// 127.0.0.HOSTS, accepting
+    /// the fixture's client key, and points the linger client at that key; returns the
+    /// port. The daemon is put in `slot` at once, so that it is killed even if it never
+    /// gets ready.
+    pub fn start_tls_daemon(
+        &self,
+        client_key: &Path,
+        hosts: usize,
+        slot: &mut Option<Daemon>,
+    ) -> Result<u16, BoxError> {
+        let public = std::fs::read_to_string(client_key.with_extension("pub"))?;
+        let authorized = self.dir.path().join("linger_authorized_keys");
+        std::fs::write(&authorized, public)?;
+        let config = self.config.join("linger/lingerd.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[server]\nauthorized_keys = {:?}\n{}",
+                authorized.display().to_string(),
+                MANY_SESSIONS_TOML
+            ),
+        )?;
+        std::fs::write(
+            self.home.join("options.toml"),
+            format!(
+                "identity_file = {:?}\nhost_key_checking = \"accept-new\"\n",
+                client_key.display().to_string()
+            ),
+        )?;
+        // A port free on every address (bound on 0.0.0.0), then one listener per address.
+        let port = std::net::TcpListener::bind("0.0.0.0:0")?
+            .local_addr()?
+            .port();
+        let mut cmd = Command::new(&self.bins.lingerd);
+        cmd.arg("--config")
+            .arg(&config)
+            .arg("--socket")
+            .arg(self.runtime.join("linger/lingerd.sock"))
+            .arg("--state-dir")
+            .arg(self.server_dir());
+        for n in 1..=hosts {
+            cmd.arg("--listen").arg(format!("127.0.0.{n}:{port}"));
+        }
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(
+                self.dir.path().join("lingerd.stderr"),
+            )?)
+            .spawn()?;
+        let daemon = slot.insert(Daemon {
+            child,
+            sessions_dir: self.sessions_dir(),
+        });
+        let listening = self.server_dir().join("listening");
+        let started = Instant::now();
+        loop {
+            let text = std::fs::read_to_string(&listening).unwrap_or_default();
+            if text.ends_with('\n') && text.lines().count() == hosts {
+                return Ok(port);
+            }
+            if let Some(status) = daemon.child.try_wait()? {
+                return Err(format!("lingerd exited with {status}").into());
+            }
+            if started.elapsed() > Duration::from_secs(30) {
+                return Err(format!("lingerd did not write {}", listening.display()).into());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn print_tls_log_tail(&self) {
+        print_tail(&self.dir.path().join("lingerd.stderr"), 10);
+        print_tail(&self.server_dir().join("lingerd.log"), 20);
+        print_tail(&self.dir.path().join("sshd/sshd.log"), 10);
+    }
+}
+
+/// The lingerd this benchmark started: stopped (SIGTERM, then SIGKILL) when dropped, and
+/// then every session host it left.
+pub struct Daemon {
+    child: Child,
+    sessions_dir: PathBuf,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        terminate(self.child.id() as i32, "lingerd");
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        kill_session_hosts(&self.sessions_dir);
+    }
+}
+
+/// `len` bytes from the kernel's random source (panics if it cannot be read: nothing to
+/// measure then).
+pub fn random_block(len: usize) -> Vec<u8> {
+    let mut block = vec![0u8; len];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut block))
+        .expect("/dev/urandom");
+    block
+}
