@@ -51,10 +51,20 @@ pub fn session_table(views: &[SessionView]) -> String {
             .and_then(|i| i.running_command.as_deref())
             .map(|c| shorten(c, COMMAND_SHOWN))
     };
-    // The seeds' columns, and the running command when any session has one.
+    // The seeds' columns, the running command when any session has one, and why a session
+    // ended while it is still listed (SPEC §3: Closed shows its reason until removed).
     let command = views.iter().any(|v| running(v).is_some());
     if command {
         headers.push("Command");
+    }
+    let reason = |v: &SessionView| {
+        (v.state == State::Closed)
+            .then(|| v.reason.as_deref().map(|r| shorten(r, COMMAND_SHOWN)))
+            .flatten()
+    };
+    let reasons = views.iter().any(|v| reason(v).is_some());
+    if reasons {
+        headers.push("Reason");
     }
     let rows: Vec<Vec<String>> = views
         .iter()
@@ -70,12 +80,15 @@ pub fn session_table(views: &[SessionView]) -> String {
             if command {
                 row.push(running(v).unwrap_or_default());
             }
+            if reasons {
+                row.push(reason(v).unwrap_or_default());
+            }
             row
         })
         .collect();
     // Id has room for three digits and State for "Disconnected", as in the seeds.
-    let min = [3, 0, 0, State::Disconnected.as_str().len(), 0, 0, 0];
-    let right = [true, false, false, false, false, true, false];
+    let min = [3, 0, 0, State::Disconnected.as_str().len(), 0, 0, 0, 0];
+    let right = [true, false, false, false, false, true, false, false];
     render(&headers, &rows, &min, &right)
 }
 

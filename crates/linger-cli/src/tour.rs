@@ -15,11 +15,27 @@ use anyhow::{bail, Context, Result};
 macro_rules! out {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
-        writeln!(std::io::stdout(), $($arg)*).map_err(|_| anyhow::anyhow!(STDOUT_CLOSED))?;
+        writeln!(std::io::stdout(), $($arg)*).map_err(|_| anyhow::Error::new(StdoutClosed))?;
     }};
 }
 
-const STDOUT_CLOSED: &str = "standard output was closed";
+/// The tour's reader went away (`linger-tour | head`): the tour ends quietly.
+#[derive(Debug)]
+struct StdoutClosed;
+
+impl std::fmt::Display for StdoutClosed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("standard output was closed")
+    }
+}
+
+impl std::error::Error for StdoutClosed {}
+
+/// A short guided tour of linger: two pretend client machines share a private lingerd that
+/// the tour starts on demand in a temporary directory and stops at the end.
+#[derive(clap::Parser)]
+#[command(name = "linger-tour", version)]
+struct Args {}
 
 struct Tour {
     dir: PathBuf,
@@ -132,8 +148,10 @@ fn sibling(name: &str) -> Result<PathBuf> {
 }
 
 fn main() {
+    // Only --help and --version: anything else is refused (exit 2) before the tour begins.
+    let Args {} = <Args as clap::Parser>::parse();
     if let Err(e) = tour() {
-        if e.to_string() != STDOUT_CLOSED {
+        if e.downcast_ref::<StdoutClosed>().is_none() {
             eprintln!("linger-tour: error: {e:#}");
         }
         std::process::exit(1);

@@ -61,6 +61,10 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Receive(args) => receive::run(&client, args, cli.json).await,
         Command::Watch(args) => watch::run(&client, args, cli.json).await,
         Command::Copy(args) => copy::run(&client, args, cli.json).await,
+        Command::Enter(_) if cli.json => Err(usage_hint(
+            "`enter` is interactive: --json does not apply to it",
+            "for records, run the lines with `linger --json invoke SEL -- …`",
+        )),
         Command::Enter(args) => enter::run(&client, args).await,
         Command::Job(cmd) => job::run(&client, cmd, cli.json).await,
         Command::Config(cmd) => config::run(&client, cmd, cli.json).await,
