@@ -814,7 +814,8 @@ fn a_removed_session_leaves_get_and_an_ended_one_shows_why() {
         .host_pids()
         .into_iter()
         .find(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.contains("session killed"))
+            std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| c.contains("session killed"))
         })
         .expect("the host of 'killed'");
     common::kill(killed, nix::sys::signal::Signal::SIGKILL);
@@ -823,11 +824,23 @@ fn a_removed_session_leaves_get_and_an_ended_one_shows_why() {
     });
     let table = w.ok(&["get"]);
     assert!(!table.contains("gone"), "{table}");
-    let header = table.lines().find(|l| l.contains("Availability")).expect("header");
+    let header = table
+        .lines()
+        .find(|l| l.contains("Availability"))
+        .expect("header");
     assert!(header.trim_end().ends_with("Reason"), "{table}");
-    let row = table.lines().find(|l| l.contains("killed")).expect("killed row");
-    assert!(row.contains("Closed") && row.contains("exited unexpectedly"), "{table}");
-    let fine = table.lines().find(|l| l.contains("fine")).expect("fine row");
+    let row = table
+        .lines()
+        .find(|l| l.contains("killed"))
+        .expect("killed row");
+    assert!(
+        row.contains("Closed") && row.contains("exited unexpectedly"),
+        "{table}"
+    );
+    let fine = table
+        .lines()
+        .find(|l| l.contains("fine"))
+        .expect("fine row");
     assert!(fine.contains("Opened"), "{table}");
     w.ok(&["remove", "killed"]);
     assert!(!w.ok(&["get"]).contains("Reason"));
@@ -838,12 +851,21 @@ fn a_removed_session_leaves_get_and_an_ended_one_shows_why() {
 #[test]
 fn tour_help_and_enter_json_say_what_they_are() {
     let tour = env!("CARGO_BIN_EXE_linger-tour");
-    let out = std::process::Command::new(tour).arg("--help").output().expect("tour");
+    let out = std::process::Command::new(tour)
+        .arg("--help")
+        .output()
+        .expect("tour");
     assert!(out.status.success(), "{:?} {}", out.status, stderr(&out));
     let text = stdout(&out);
-    assert!(text.contains("guided tour") && text.contains("Usage: linger-tour"), "{text}");
+    assert!(
+        text.contains("guided tour") && text.contains("Usage: linger-tour"),
+        "{text}"
+    );
     assert!(!text.contains("[laptop]"), "the tour did not run: {text}");
-    let out = std::process::Command::new(tour).arg("--bogus").output().expect("tour");
+    let out = std::process::Command::new(tour)
+        .arg("--bogus")
+        .output()
+        .expect("tour");
     assert_eq!(out.status.code(), Some(2));
     let w = World::new();
     w.ok(&["new", "localhost", "--name", "e"]);
@@ -851,5 +873,8 @@ fn tour_help_and_enter_json_say_what_they_are() {
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     // With --json the error is a record, as every command's.
     let record = stdout(&out);
-    assert!(record.contains("--json does not apply") && record.contains("\"usage\""), "{record}");
+    assert!(
+        record.contains("--json does not apply") && record.contains("\"usage\""),
+        "{record}"
+    );
 }
