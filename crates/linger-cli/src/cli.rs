@@ -157,6 +157,10 @@ pub struct JobReceiveArgs {
     /// Leave the output on the server.
     #[arg(long)]
     pub keep: bool,
+    /// Follow running jobs to their end; without it, what they have produced so far is
+    /// received and the command returns (as PowerShell's Receive-Job).
+    #[arg(long)]
+    pub wait: bool,
 }
 
 #[derive(Args)]

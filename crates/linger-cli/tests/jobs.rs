@@ -372,3 +372,94 @@ fn as_job_on_several_targets_makes_a_parent_job_with_a_child_per_target() {
         "every job is gone: {left}"
     );
 }
+
+/// Issue 17, items 1 and 3 (PowerShell's job tests): `job receive` of a running job returns
+/// at once with what it has produced so far, and takes it; `--wait` follows it to the end.
+/// HasMoreData is true while the job runs, whether or not output is kept.
+#[test]
+fn receiving_a_running_job_returns_its_partial_output_at_once() {
+    let w = World::new();
+    ok_as(&w, "homeA", &["new", "localhost", "--name", "s"]);
+    let script = format!("echo first; {WAIT_FOR_GO}; echo second");
+    ok_as(&w, "homeA", &["invoke", "s", "--as-job", "--", &script]);
+    eventually("the first line to be kept", || {
+        job_json(&w, "homeA", &[], "Job1")["pending_output_bytes"] != 0
+    });
+    assert_eq!(ok_as(&w, "homeA", &["job", "receive", "1"]), "first\n");
+    let j = job_json(&w, "homeA", &[], "Job1");
+    assert_eq!(j["state"], "Running", "{j}");
+    assert_eq!(j["has_more_data"], true, "running: more may come ({j})");
+    // Taken: a second receive returns at once with nothing.
+    assert_eq!(ok_as(&w, "homeA", &["job", "receive", "1"]), "");
+    let mut waiting = common::Running::start(w.linger(&["job", "receive", "1", "--wait"]));
+    go(&w, "go");
+    assert_eq!(waiting.line().as_deref(), Some("second\n"));
+    assert_eq!(waiting.finish().0, Some(0));
+    let j = job_json(&w, "homeA", &[], "Job1");
+    assert_eq!(
+        (j["state"].as_str(), j["has_more_data"].as_bool()),
+        (Some("Completed"), Some(false)),
+        "{j}"
+    );
+}
+
+/// Issue 17, items 2 and 4: each `--as-job` job keeps its own output (never the session's
+/// foreground output, never another job's), and a job runs to its end with nobody reading
+/// even where the session's buffering is `block` and its output passes the buffer.
+#[test]
+fn each_job_keeps_its_own_output_and_runs_to_its_end_unread() {
+    let w = World::new();
+    ok_as(
+        &w,
+        "homeA",
+        &["new", "localhost", "--name", "s", "--buffering", "block"],
+    );
+    // Three times the session's 1 MiB output buffer, with nobody reading.
+    ok_as(
+        &w,
+        "homeA",
+        &[
+            "invoke",
+            "s",
+            "--as-job",
+            "--",
+            "head -c 3000000 /dev/zero | tr '\\0' a; echo; echo one",
+        ],
+    );
+    let t = ok_as(&w, "homeA", &["job", "wait", "Job1"]);
+    assert_eq!(job_rows(&t)[0][3], "Completed", "{t}");
+    ok_as(&w, "homeA", &["invoke", "s", "--as-job", "--", "echo two"]);
+    ok_as(&w, "homeA", &["job", "wait", "Job2"]);
+    assert_eq!(ok_as(&w, "homeA", &["job", "receive", "Job2"]), "two\n");
+    let first = ok_as(&w, "homeA", &["job", "receive", "Job1", "--keep"]);
+    assert_eq!(first.len(), 3_000_000 + "\none\n".len());
+    assert!(first.ends_with("aaa\none\n"));
+    // Nothing of either job reaches the next foreground command.
+    assert_eq!(
+        ok_as(&w, "homeA", &["invoke", "s", "--", "echo fg"]),
+        "fg\n"
+    );
+    assert_eq!(
+        ok_as(&w, "homeA", &["job", "receive", "Job1"]).len(),
+        first.len(),
+        "kept"
+    );
+    // A background job, too, runs past the buffer unread.
+    ok_as(
+        &w,
+        "homeA",
+        &[
+            "job",
+            "start",
+            "s",
+            "--",
+            "head -c 3000000 /dev/zero; echo bg",
+        ],
+    );
+    let t = ok_as(&w, "homeA", &["job", "wait", "Job3"]);
+    assert_eq!(job_rows(&t)[0][3], "Completed", "{t}");
+    assert_eq!(
+        ok_as(&w, "homeA", &["job", "receive", "Job3"]).len(),
+        3_000_000 + 3
+    );
+}

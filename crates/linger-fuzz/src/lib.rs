@@ -143,6 +143,7 @@ pub fn corpus() -> Vec<Vec<u8>> {
             instance_id: id,
             job_id: id,
             keep: false,
+            follow: false,
         },
         Request::StopJob {
             instance_id: id,

@@ -150,10 +150,10 @@ async fn connection(stream: UnixStream, state: Arc<HostState>) {
             }
         }
         for (job_id, from) in job_cursors.iter_mut() {
-            let Some(job) = state.job(*job_id) else {
+            let Some(log) = state.job_log(*job_id) else {
                 continue;
             };
-            match send_from(&mut writer, &job.log, *from, Some(*job_id)).await {
+            match send_from(&mut writer, &log, *from, Some(*job_id)).await {
                 Sent::Upto(next) => {
                     *from = next;
                     sent = true;
@@ -327,10 +327,10 @@ async fn connection(stream: UnixStream, state: Arc<HostState>) {
                         }
                     }
                     DaemonToHost::Ack { channel: Some(id), seq } => {
-                        if let Some(job) = state.job(id) {
-                            job.log.ack(seq);
+                        if let Some(log) = state.job_log(id) {
+                            log.ack(seq);
                             status_soon(&mut status_due);
-                            if job.log.is_empty() {
+                            if log.is_empty() {
                                 last_status = state.status();
                                 if writer.write(&HostToDaemon::Status(last_status.clone())).await.is_err() {
                                     return;
@@ -375,7 +375,7 @@ async fn connection(stream: UnixStream, state: Arc<HostState>) {
 fn channel_log(state: &HostState, channel: Channel) -> Option<OutputLog> {
     match channel {
         None => Some(state.log.clone()),
-        Some(id) => state.job(id).map(|j| j.log.clone()),
+        Some(id) => state.job_log(id),
     }
 }
 

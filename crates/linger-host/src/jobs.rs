@@ -14,7 +14,7 @@ use nix::sys::signal::Signal;
 use tokio::net::unix::pipe;
 use uuid::Uuid;
 
-use crate::log::{LogSettings, OutputLog};
+use crate::log::OutputLog;
 use crate::marker::{MarkerScanner, Piece};
 use crate::procs;
 use crate::reader::PipeReader;
@@ -58,7 +58,7 @@ impl Job {
         id: Uuid,
         command: String,
         jobs_dir: &Path,
-        settings: LogSettings,
+        session_log: &OutputLog,
         nonce: &str,
         on_change: Arc<dyn Fn() + Send + Sync>,
     ) -> std::io::Result<Arc<Job>> {
@@ -80,10 +80,9 @@ impl Job {
             id,
             command,
             started_at_ms: now_ms(),
-            log: OutputLog::new(LogSettings {
-                spool_path: prefix.with_extension("spool"),
-                ..settings
-            }),
+            // A job runs to its end with nobody reading (seed 002): its log spools,
+            // whatever the session's own mode, and takes none of the session's memory.
+            log: session_log.unattended_like(prefix.with_extension("spool")),
             prefix,
             inner: Mutex::new(Inner {
                 state: JobState::Running,
@@ -134,7 +133,8 @@ impl Job {
             command: self.command.clone(),
             state: g.state,
             status: g.status,
-            has_more_data: !self.log.is_empty(),
+            // PowerShell's HasMoreData: more may come while it runs, or some is kept.
+            has_more_data: g.state == JobState::Running || !self.log.is_empty(),
             pending_output_bytes: self.log.pending_bytes(),
             started_at_ms: self.started_at_ms,
             ended_at_ms: g.ended_at_ms,

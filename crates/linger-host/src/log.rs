@@ -241,6 +241,10 @@ struct Inner {
     /// oldest such entry here, so it stays cheap behind a long run of `Finished` or spooled
     /// entries. Entries before it never change back into droppable ones.
     drop_from: usize,
+    /// A job's log, which may go unread for as long as the job is kept: it holds none of
+    /// the session's shared memory while its spool has room, so output nobody reads never
+    /// stalls the foreground (under `block`) or costs it its buffer (under `drop`).
+    unattended: bool,
 }
 
 impl Drop for Inner {
@@ -434,12 +438,37 @@ impl Inner {
     /// then as `block` (which is also the way out when the file cannot be written).
     fn push_spooling(&mut self, command_id: Uuid, stream: StreamKind, data: &Bytes) -> bool {
         let len = data.len() as u64;
-        if self.quota.held() + len <= self.quota.cap {
+        if !self.unattended && self.quota.held() + len <= self.quota.cap {
             self.append_in_memory(command_id, stream, data.clone());
             return true;
         }
         if self.spool.has_room(len) {
             if let Some(offset) = self.spool.append(data) {
+                let read_through = self.read_through;
+                // As in memory: a command writing a little at a time costs few entries.
+                if let Some(Record {
+                    seq,
+                    kept:
+                        Kept::Output {
+                            command_id: c,
+                            stream: s,
+                            data:
+                                Data::Spooled {
+                                    offset: at,
+                                    len: held,
+                                },
+                        },
+                }) = self.entries.back_mut()
+                {
+                    if *seq > read_through
+                        && (*c, *s) == (command_id, stream)
+                        && *at + *held == offset
+                        && *held + len <= COALESCE_MAX as u64
+                    {
+                        *held += len;
+                        return true;
+                    }
+                }
                 self.append(Kept::Output {
                     command_id,
                     stream,
@@ -609,6 +638,11 @@ pub struct OutputLog {
 }
 
 impl OutputLog {
+    /// Whether `other` is this same log (a clone of it).
+    pub fn same(&self, other: &OutputLog) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
     pub fn new(settings: LogSettings) -> Self {
         OutputLog {
             inner: Arc::new(Mutex::new(Inner {
@@ -624,10 +658,22 @@ impl OutputLog {
                 credited: 0,
                 in_flight: 0,
                 read_through: 0,
+                unattended: false,
             })),
             appended: Arc::new(Notify::new()),
             freed: settings.memory.freed.clone(),
         }
+    }
+
+    /// A job's log, sharing this log's session limits: it spools whatever the session's
+    /// mode and holds memory only when its spool is full or cannot be written.
+    pub fn unattended_like(&self, spool_path: PathBuf) -> Self {
+        let log = OutputLog::new(LogSettings {
+            mode: BufferingMode::Spool,
+            ..self.settings_like(spool_path)
+        });
+        log.lock().unattended = true;
+        log
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -1338,7 +1384,8 @@ mod tests {
         for _ in 0..2 {
             while pushed.len() < 4 << 20 {
                 let chunk = rng.chunk(20000);
-                push(&log, &chunk);
+                // Each an entry of its own, so that every seq ends where a chunk does.
+                push_apart(&log, &chunk);
                 pushed.extend_from_slice(&chunk);
                 ends.push((log.last_seq(), pushed.len()));
             }
@@ -1393,6 +1440,33 @@ mod tests {
         assert_eq!(seqs(&entries), vec![2, 3]);
         assert_eq!(output(&entries[1]), b"m");
         assert_eq!(spool_len(dir.path()), 1);
+    }
+
+    /// A job's log spools everything, whatever the session's mode, so output nobody reads
+    /// never holds the memory a blocking foreground needs; its small writes still make few
+    /// entries, and what it spooled reads back in order.
+    #[test]
+    fn a_job_log_takes_none_of_the_session_memory() {
+        let dir = tempdir();
+        let fg = OutputLog::new(settings(BufferingMode::Block, 8, dir.path()));
+        let job = fg.unattended_like(dir.path().join("job.spool"));
+        let quota = fg.lock().quota.clone();
+        for _ in 0..100 {
+            push(&job, b"abc");
+        }
+        assert_eq!(quota.held(), 0);
+        assert_eq!(job.pending_bytes(), 300);
+        assert_eq!(all(&job).len(), 1, "contiguous spooled writes coalesce");
+        // The foreground still has all of the session's memory.
+        push_apart(&fg, b"12345678");
+        assert_eq!(quota.held(), 8);
+        assert_eq!(read_all_output(&job, 0), b"abc".repeat(100));
+        fg.set_mode(BufferingMode::Drop);
+        assert_eq!(
+            job.mode(),
+            BufferingMode::Spool,
+            "the session's mode is not the job's"
+        );
     }
 
     #[tokio::test]

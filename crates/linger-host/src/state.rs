@@ -43,13 +43,16 @@ pub struct Running {
     unread_input: Option<Bytes>,
 }
 
-/// A command run with `invoke --as-job`: its record stays for the job table.
+/// A command run with `invoke --as-job`: its record stays for the job table, and its
+/// output goes to a log of its own (its channel), never the session's foreground log, so
+/// each job keeps its own output and none leaks into the next command's.
 struct RemoteJob {
     id: Uuid,
     command: String,
     started_at_ms: i64,
     ended_at_ms: Option<i64>,
     status: Option<i32>,
+    log: OutputLog,
 }
 
 /// Remote job records kept (oldest forgotten first).
@@ -212,8 +215,9 @@ impl HostState {
                     Some(_) => JobState::Failed,
                 },
                 status: r.status,
-                has_more_data: self.log.holds(r.id),
-                pending_output_bytes: 0,
+                // PowerShell's HasMoreData: more may come while it runs, or some is kept.
+                has_more_data: r.status.is_none() || !r.log.is_empty(),
+                pending_output_bytes: r.log.pending_bytes(),
                 started_at_ms: r.started_at_ms,
                 ended_at_ms: r.ended_at_ms,
             })
@@ -225,6 +229,34 @@ impl HostState {
 
     pub fn job(&self, id: Uuid) -> Option<Arc<Job>> {
         self.lock().jobs.iter().find(|j| j.id == id).cloned()
+    }
+
+    /// The output log of job `id`, of either kind (its channel).
+    pub fn job_log(&self, id: Uuid) -> Option<OutputLog> {
+        let g = self.lock();
+        g.remote_jobs
+            .iter()
+            .find(|r| r.id == id)
+            .map(|r| r.log.clone())
+            .or_else(|| g.jobs.iter().find(|j| j.id == id).map(|j| j.log.clone()))
+    }
+
+    /// Where output of command `id` goes: its remote job's log, else the foreground log.
+    fn log_of(&self, id: Uuid) -> OutputLog {
+        let g = self.lock();
+        match g.remote_jobs.iter().find(|r| r.id == id) {
+            Some(r) => r.log.clone(),
+            None => self.log.clone(),
+        }
+    }
+
+    /// Output of command `id` arrived.
+    async fn push_output(&self, id: Uuid, stream: StreamKind, data: Bytes) {
+        let log = self.log_of(id);
+        log.push_output(id, stream, data).await;
+        if !log.same(&self.log) {
+            self.jobs_appended.notify_waiters();
+        }
     }
 
     /// Stops background job `id` (a remote job is interrupted like Ctrl-C).
@@ -240,13 +272,23 @@ impl HostState {
     /// Forgets an ended job and what it kept.
     pub fn forget_job(&self, id: Uuid) {
         let mut g = self.lock();
+        let spool = self.remote_spool(id);
+        let before = g.remote_jobs.len();
         g.remote_jobs.retain(|r| r.id != id || r.status.is_none());
+        if g.remote_jobs.len() < before {
+            let _ = std::fs::remove_file(spool);
+        }
         if let Some(i) = g.jobs.iter().position(|j| j.id == id && !j.is_running()) {
             let job = g.jobs.remove(i);
             job.forget();
         }
         drop(g);
         self.bump();
+    }
+
+    /// Where a remote job's log spools.
+    fn remote_spool(&self, id: Uuid) -> std::path::PathBuf {
+        std::path::Path::new(&self.spec.session_dir).join(format!("job-{}.spool", id.simple()))
     }
 
     /// Makes background job `job_id` ready and returns the launch record's arguments for
@@ -275,7 +317,7 @@ impl HostState {
             job_id,
             shown(script),
             &dir,
-            self.log.settings_like(dir.join("unused")),
+            &self.log,
             &self.nonce,
             on_change,
         )
@@ -356,17 +398,24 @@ impl HostState {
             }
             (None, false) => (None, None, None),
         };
+        // A job runs to its end with nobody reading (seed 002): its log spools, whatever
+        // the session's mode, and takes none of the session's memory.
+        let job_log =
+            (kind == RunKind::Job).then(|| self.log.unattended_like(self.remote_spool(id)));
         let mut g = self.lock();
-        if kind == RunKind::Job {
+        if let Some(log) = job_log {
             g.remote_jobs.push_back(RemoteJob {
                 id,
                 command: shown(script),
                 started_at_ms: crate::jobs::now_ms(),
                 ended_at_ms: None,
                 status: None,
+                log,
             });
             while g.remote_jobs.len() > REMOTE_JOBS_KEPT {
-                g.remote_jobs.pop_front();
+                if let Some(old) = g.remote_jobs.pop_front() {
+                    let _ = std::fs::remove_file(self.remote_spool(old.id));
+                }
             }
         }
         g.running = Some(Running {
@@ -563,8 +612,12 @@ impl HostState {
             // The end goes into the log before the command stops showing as running, so a
             // status that says "nothing running" always counts the end in `last_seq`.
             let unread = r.unread_input.take().unwrap_or_default();
-            self.log.push_finished_with(r.id, status, unread);
             let id = r.id;
+            let log = job_log_in(&g, id).unwrap_or_else(|| self.log.clone());
+            log.push_finished_with(id, status, unread);
+            if !log.same(&self.log) {
+                self.jobs_appended.notify_waiters();
+            }
             g.running = None;
             g.input = None;
             record_end(&mut g, id, status);
@@ -576,7 +629,8 @@ impl HostState {
     fn shell_gone(&self, reason: String, status: i32) {
         let mut g = self.lock();
         if let Some(r) = g.running.take() {
-            self.log.push_finished(r.id, status);
+            let log = job_log_in(&g, r.id).unwrap_or_else(|| self.log.clone());
+            log.push_finished(r.id, status);
             record_end(&mut g, r.id, status);
         }
         g.input = None;
@@ -584,6 +638,13 @@ impl HostState {
         drop(g);
         self.bump();
     }
+}
+
+fn job_log_in(g: &Inner, id: Uuid) -> Option<OutputLog> {
+    g.remote_jobs
+        .iter()
+        .find(|r| r.id == id)
+        .map(|r| r.log.clone())
 }
 
 /// A remote job's record learns its end.
@@ -657,14 +718,14 @@ async fn read_pipe(
                 Piece::Data(data) => {
                     let id = state.current();
                     state.tap.copy(id, stream, &data);
-                    state.log.push_output(id, stream, data).await
+                    state.push_output(id, stream, data).await
                 }
                 Piece::End(status) => state.end_marker(stream, status),
             }
         }
     }
     if let Some(rest) = scanner.finish() {
-        state.log.push_output(state.current(), stream, rest).await;
+        state.push_output(state.current(), stream, rest).await;
     }
 }
 

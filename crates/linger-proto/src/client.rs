@@ -107,11 +107,15 @@ pub enum Request {
     ListJobs {
         instance_id: Uuid,
     },
-    /// Deliver a job's kept output, then follow it to its end (answered like `Receive`).
+    /// Deliver a job's kept output (answered like `Receive`): with `follow`, then follow
+    /// the job to its end; without, stop once what it kept is taken (partial output of a
+    /// running job, as PowerShell's Receive-Job).
     ReceiveJob {
         instance_id: Uuid,
         job_id: Uuid,
         keep: bool,
+        #[serde(default = "following")]
+        follow: bool,
     },
     /// Stop a running job; answered with `Jobs` holding its record.
     StopJob {
@@ -158,6 +162,10 @@ pub struct GetFiles {
     pub sources: Vec<Bytes>,
     /// Directories are sent whole (`-r`); otherwise a directory source fails the copy.
     pub recursive: bool,
+}
+
+fn following() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -168,6 +168,7 @@ fn every_documented_example_is_what_the_encoder_writes() {
                     instance_id: INSTANCE,
                     job_id: JOB,
                     keep: false,
+                    follow: true,
                 },
             }),
         ),

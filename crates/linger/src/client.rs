@@ -945,6 +945,7 @@ impl Client {
             dialer: self.dialer_for(entry),
             instance_id: entry.instance_id,
             job,
+            follow: true,
             window: self.options.reconnect_window,
         }
     }
@@ -1151,14 +1152,24 @@ impl Client {
     }
 
     /// Streams a job's kept output, then what it still produces.
-    pub async fn receive_job(&self, job: &JobEntry, keep: bool) -> Result<CommandStream> {
+    /// A job's output: with `wait`, followed to the job's end; without, what it has kept
+    /// so far (PowerShell's Receive-Job returns a running job's partial output).
+    pub async fn receive_job(
+        &self,
+        job: &JobEntry,
+        keep: bool,
+        wait: bool,
+    ) -> Result<CommandStream> {
         let entry = self.session_of(job)?;
         let conn = self.connect_entry(&entry).await?;
-        let mut stream = conn.receive_job(entry.instance_id, job.job_id, keep)?;
+        let mut stream = conn.receive_job(entry.instance_id, job.job_id, keep, wait)?;
         if !keep {
-            // The output job stands for the session's own output.
-            let channel = (job.kind == JobKind::Background).then_some(job.job_id);
-            stream.resume_with(self.resume_for(&entry, channel));
+            // Every job has its own channel but the one standing for the session's output
+            // (`receive --out-target job`), whose id is the session's.
+            let channel = (job.job_id != entry.instance_id).then_some(job.job_id);
+            let mut resume = self.resume_for(&entry, channel);
+            resume.follow = wait;
+            stream.resume_with(resume);
         }
         Ok(stream)
     }

@@ -400,16 +400,20 @@ impl Connection {
     }
 
     /// Like [`Connection::receive`], for one job's output.
+    /// Like [`Connection::receive`], for one job's output: with `follow` to the job's end,
+    /// else what it has kept (so far, if it runs).
     pub fn receive_job(
         &self,
         instance_id: Uuid,
         job_id: Uuid,
         keep: bool,
+        follow: bool,
     ) -> Result<CommandStream> {
         self.receive_request(Request::ReceiveJob {
             instance_id,
             job_id,
             keep,
+            follow,
         })
     }
 
@@ -808,8 +812,10 @@ fn already_had(resumed: bool, last_returned: u64, seq: u64) -> bool {
 pub struct Resume {
     pub dialer: crate::client::Dialer,
     pub instance_id: Uuid,
-    /// A background job's output instead of the session's.
+    /// A job's output instead of the session's.
     pub job: Option<Uuid>,
+    /// Follow the job to its end (else take what it kept).
+    pub follow: bool,
     pub window: std::time::Duration,
 }
 
@@ -881,6 +887,7 @@ impl CommandStream {
                 instance_id: r.instance_id,
                 job_id,
                 keep: false,
+                follow: r.follow,
             },
         };
         let (rid, rx) = conn.start_feeding(request, self.input.as_ref())?;

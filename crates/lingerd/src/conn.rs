@@ -421,6 +421,7 @@ impl Ctx {
                 instance_id,
                 job_id,
                 keep,
+                follow,
             } => {
                 let req = Receive {
                     instance_id,
@@ -428,7 +429,7 @@ impl Ctx {
                     buffering: None,
                     terminal: None,
                 };
-                self.receive(rid, req, Some(job_id))
+                self.receive(rid, req, Some((job_id, follow)))
                     .await
                     .map(Reply::Received)
             }
@@ -651,8 +652,10 @@ impl Ctx {
         &self,
         rid: u64,
         req: Receive,
-        job: Option<Uuid>,
+        job: Option<(Uuid, bool)>,
     ) -> Result<linger_proto::server::ReceiveSummary, ErrorBody> {
+        let follow = job.is_none_or(|(_, follow)| follow);
+        let job = job.map(|(id, _)| id);
         let session = self.session(req.instance_id)?;
         if req.terminal.is_some() && (req.keep || job.is_some()) {
             return Err(ErrorBody::new(
@@ -687,6 +690,7 @@ impl Ctx {
             rid,
             client: self.client,
             keep: req.keep,
+            follow,
             buffering: req.buffering,
             terminal: req.terminal,
             tx: self.tx.clone(),

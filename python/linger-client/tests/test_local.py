@@ -210,6 +210,17 @@ def test_background_and_remote_jobs(world, daemon):
         assert (info.state, info.status) == ("Failed", 4)
         c.remove_job(s, job)
         assert c.jobs(s) == []
+        # Without follow, a running job's output so far, at once; the rest stays for later.
+        partial = c.start_job(s, "echo first; sleep 30; echo never")
+        deadline = time.monotonic() + 10
+        while c.job(s, partial).pending_output_bytes == 0 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        got = b"".join(e.data for e in c.receive_job(s, partial, follow=False) if isinstance(e, Output))
+        assert got == b"first\n"
+        assert c.job(s, partial).has_more_data, "a running job may still produce more"
+        c.stop_job(s, partial)
+        c.wait_job(s, partial, timeout=15)
+        c.remove_job(s, partial)
         # A Remote job holds the session's slot; stop it, then its record says Stopped.
         remote = c.start_job(s, "sleep 30")
         with pytest.raises(BusyError):

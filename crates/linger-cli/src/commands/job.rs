@@ -78,7 +78,7 @@ async fn receive(client: &Client, args: JobReceiveArgs, json: bool) -> Result<i3
     let (jobs, prefixed) = expand(client, &args.jobs)?;
     if !prefixed {
         if let [job] = jobs.as_slice() {
-            return receive_one(client, job, args.keep, Mode::pick(json, 1), &Out::default()).await;
+            return receive_one(client, job, &args, Mode::pick(json, 1), &Out::default()).await;
         }
     }
     // Each child's output as it comes, side by side, as a fan-out's.
@@ -87,7 +87,7 @@ async fn receive(client: &Client, args: JobReceiveArgs, json: bool) -> Result<i3
     let out = Out::default();
     let results = futures_util::future::join_all(
         jobs.iter()
-            .map(|job| receive_one(client, job, args.keep, mode, &out)),
+            .map(|job| receive_one(client, job, &args, mode, &out)),
     )
     .await;
     for (job, result) in jobs.iter().zip(results) {
@@ -119,11 +119,11 @@ impl Default for Out {
 async fn receive_one(
     client: &Client,
     job: &JobEntry,
-    keep: bool,
+    args: &JobReceiveArgs,
     mode: Mode,
     out: &Out,
 ) -> Result<i32> {
-    let mut stream = client.receive_job(job, keep).await?;
+    let mut stream = client.receive_job(job, args.keep, args.wait).await?;
     stream.on_notice(|m| crate::say!("linger: {m}"));
     let mut sink = Sink::new(
         mode,

@@ -248,11 +248,11 @@ impl ChannelState {
     }
 
     /// Whether a receive by the current subscriber is complete. `until`: the newest entry
-    /// the host held at its replay (a `keep` receive's snapshot); `running`: output may still
-    /// come; `pending`: bytes the host reports it keeps.
+    /// the host held at its replay (the snapshot of a receive that does not follow);
+    /// `running`: output may still come; `pending`: bytes the host reports it keeps.
     pub fn receive_complete(
         &self,
-        keep: bool,
+        end: ReceiveEnd,
         until: u64,
         running: bool,
         pending: u64,
@@ -264,14 +264,26 @@ impl ChannelState {
         if host_gone {
             return true;
         }
-        if keep {
-            until < self.replay_from || s.relayed >= until
-        } else {
+        match end {
+            ReceiveEnd::Kept => until < self.replay_from || s.relayed >= until,
+            ReceiveEnd::Taken => until < self.replay_from || self.acked >= until,
             // The host reports an empty log right after the last ack, so the counts are
             // current when the receive ends.
-            !running && self.acked >= self.known_last && pending == 0
+            ReceiveEnd::Followed => !running && self.acked >= self.known_last && pending == 0,
         }
     }
+}
+
+/// Where a receive ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReceiveEnd {
+    /// What was kept at its start has been relayed; nothing is acknowledged (`keep`).
+    Kept,
+    /// What was kept at its start has been acknowledged (a job receive without `--wait`:
+    /// PowerShell's Receive-Job, partial output of a running job included).
+    Taken,
+    /// Nothing runs and everything is acknowledged (a receive that follows to the end).
+    Followed,
 }
 
 #[cfg(test)]
@@ -430,37 +442,49 @@ mod tests {
         c.on_entry(1, output());
         c.on_entry(2, output());
         assert!(
-            !c.receive_complete(false, 2, false, 2, false),
+            !c.receive_complete(ReceiveEnd::Followed, 2, false, 2, false),
             "not acknowledged"
         );
         c.on_ack(None, 1, 7, 2);
         assert!(
-            !c.receive_complete(false, 2, true, 0, false),
+            !c.receive_complete(ReceiveEnd::Followed, 2, true, 0, false),
             "a command runs"
         );
         assert!(
-            !c.receive_complete(false, 2, false, 10, false),
+            !c.receive_complete(ReceiveEnd::Followed, 2, false, 10, false),
             "the host still holds some"
         );
-        assert!(c.receive_complete(false, 2, false, 0, false));
+        assert!(c.receive_complete(ReceiveEnd::Followed, 2, false, 0, false));
         assert!(
-            c.receive_complete(false, 2, true, 5, true),
+            c.receive_complete(ReceiveEnd::Followed, 2, true, 5, true),
             "the host is gone"
         );
 
         let mut k = subscribed(true);
         k.on_replaying(1, 2);
-        assert!(!k.receive_complete(true, 2, true, 0, false));
+        assert!(!k.receive_complete(ReceiveEnd::Kept, 2, true, 0, false));
         k.on_entry(1, output());
         k.on_entry(2, output());
         assert!(
-            k.receive_complete(true, 2, true, 0, false),
+            k.receive_complete(ReceiveEnd::Kept, 2, true, 0, false),
             "the snapshot is relayed"
         );
         let empty = subscribed(true);
         assert!(
-            empty.receive_complete(true, 0, true, 0, false),
+            empty.receive_complete(ReceiveEnd::Kept, 0, true, 0, false),
             "nothing was kept"
         );
+
+        // Taking what is there: done once the snapshot is acknowledged, while it runs on.
+        let mut t = subscribed(false);
+        t.on_replaying(1, 2);
+        t.on_entry(1, output());
+        t.on_entry(2, output());
+        assert!(
+            !t.receive_complete(ReceiveEnd::Taken, 2, true, 0, false),
+            "not acknowledged"
+        );
+        t.on_ack(None, 1, 7, 2);
+        assert!(t.receive_complete(ReceiveEnd::Taken, 2, true, 0, false));
     }
 }

@@ -91,7 +91,8 @@ impl Session {
                     command: req.script.trim().chars().take(200).collect(),
                     state: JobState::Running,
                     status: None,
-                    has_more_data: false,
+                    // As the host reports it: more may come while it runs.
+                    has_more_data: true,
                     pending_output_bytes: 0,
                     started_at_ms: now_ms(),
                     ended_at_ms: None,

@@ -123,10 +123,22 @@ pub struct ReceiveRequest {
     pub rid: u64,
     pub client: Uuid,
     pub keep: bool,
+    /// Follow the output to the end (else stop once what is kept now is taken).
+    pub follow: bool,
     pub buffering: Option<BufferingMode>,
     /// Enter the running terminal command from a window this size: its screen first.
     pub terminal: Option<linger_proto::types::TerminalSpec>,
     pub tx: mpsc::Sender<ServerMsg>,
+}
+
+impl ReceiveRequest {
+    fn end(&self) -> channel::ReceiveEnd {
+        match (self.keep, self.follow) {
+            (true, _) => channel::ReceiveEnd::Kept,
+            (false, false) => channel::ReceiveEnd::Taken,
+            (false, true) => channel::ReceiveEnd::Followed,
+        }
+    }
 }
 
 pub fn now_ms() -> i64 {

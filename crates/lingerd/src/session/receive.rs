@@ -88,7 +88,7 @@ impl Session {
                 };
                 if c.replays_pending == 0 {
                     let until = *until.get_or_insert(c.known_last);
-                    if c.receive_complete(req.keep, until, running, pending, host_gone) {
+                    if c.receive_complete(req.end(), until, running, pending, host_gone) {
                         let summary = ReceiveSummary {
                             commands_finished: s.finished.len() as u32,
                             dropped_output_bytes: s.dropped_reported,
@@ -128,8 +128,7 @@ impl Session {
             })
     }
 
-    /// `job receive`: a job's output. A command run as a job is the session's foreground
-    /// output; a background job has a channel of its own.
+    /// `job receive`: a job's output, from the job's own channel.
     pub async fn receive_job(
         self: &Arc<Self>,
         req: ReceiveRequest,
@@ -140,10 +139,10 @@ impl Session {
         if job_id == self.id() {
             return self.receive(req, None).await;
         }
-        match self.job(job_id)?.kind {
-            JobKind::Remote => self.receive(req, None).await,
-            JobKind::Background => self.receive(req, Some(job_id)).await,
-        }
+        // Each job has its own channel: a command run as a job too (its output never
+        // joins the session's foreground log).
+        self.job(job_id)?;
+        self.receive(req, Some(job_id)).await
     }
 
     /// `job stop`.

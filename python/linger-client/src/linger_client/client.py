@@ -380,10 +380,21 @@ class Client:
                 return j
         raise NotFoundError(f"no job {job_id} in that session")
 
-    def receive_job(self, ref: SessionRef, job_id: uuid.UUID, *, keep: bool = False) -> OutputStream:
-        """A job's output (ReceiveJob): kept output, then (unless ``keep``) up to its end."""
+    def receive_job(
+        self, ref: SessionRef, job_id: uuid.UUID, *, keep: bool = False, follow: bool = True
+    ) -> OutputStream:
+        """A job's output (ReceiveJob): kept output, then (with ``follow``, unless ``keep``) up
+        to its end; ``follow=False`` takes what a running job has produced so far and returns
+        (PowerShell's Receive-Job)."""
         conn = self.connection
-        req = {"ReceiveJob": {"instance_id": self._id(ref).bytes, "job_id": job_id.bytes, "keep": keep}}
+        req = {
+            "ReceiveJob": {
+                "instance_id": self._id(ref).bytes,
+                "job_id": job_id.bytes,
+                "keep": keep,
+                "follow": follow,
+            }
+        }
         rid, q, _ = conn.start(req)
         return OutputStream(conn, rid, q, None)
 
