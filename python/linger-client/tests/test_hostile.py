@@ -218,7 +218,7 @@ def test_frames_round_trip_as_the_protocol_documents():
     cid = uuid.UUID("00112233-4455-6677-8899-aabbccddeeff")
     hello = codec.encode_control({"Hello": {"protocol_version": 4, "client_id": cid.bytes, "client_name": "x"}})
     assert hello.hex() == (
-        "00000044" "81a548656c6c6f83b070726f746f636f6c5f76657273696f6e03"
+        "00000044" "81a548656c6c6f83b070726f746f636f6c5f76657273696f6e04"
         "a9636c69656e745f6964c41000112233445566778899aabbccddeeff"
         "ab636c69656e745f6e616d65a178"
     )
