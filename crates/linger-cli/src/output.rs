@@ -168,7 +168,7 @@ pub fn job_json(v: &JobView) -> Value {
         "session_name": (!v.job.is_parent()).then_some(&v.job.session_name),
         "instance_id": (!v.job.is_parent()).then_some(v.job.instance_id),
         "child_jobs": v.job.children,
-        "status": info.and_then(|i| i.status),
+        "status": v.status(),
         "started_at": info.map(|i| rfc3339(i.started_at_ms)),
         "ended_at": info.and_then(|i| i.ended_at_ms).map(rfc3339),
         "reason": v.reason,

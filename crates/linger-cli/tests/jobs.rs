@@ -463,3 +463,41 @@ fn each_job_keeps_its_own_output_and_runs_to_its_end_unread() {
         3_000_000 + 3
     );
 }
+
+/// A job's state is right in every case: one standing for a session's output that `job
+/// stop` ends shows Stopped, and a job that completed stays Completed once its session is
+/// removed (as PowerShell's jobs keep their state).
+#[test]
+fn a_job_keeps_the_state_it_ended_in() {
+    let w = World::new();
+    ok_as(
+        &w,
+        "homeA",
+        &[
+            "invoke",
+            "--computer",
+            "localhost",
+            "--in-disconnected-session",
+            "--name",
+            "ot",
+            "--",
+            "sleep 60",
+        ],
+    );
+    let t = ok_as(&w, "homeA", &["receive", "ot", "--out-target", "job"]);
+    let row = job_rows(&t).pop().expect("a job row");
+    assert_eq!(row[3], "Running", "{t}");
+    ok_as(&w, "homeA", &["job", "stop", &row[1]]);
+    let t = ok_as(&w, "homeA", &["job", "wait", &row[1]]);
+    assert_eq!(job_rows(&t)[0][3], "Stopped", "{t}");
+
+    ok_as(&w, "homeA", &["new", "localhost", "--name", "done"]);
+    let t = ok_as(&w, "homeA", &["invoke", "done", "--as-job", "--", "true"]);
+    let id = job_rows(&t)[0][1].clone();
+    let t = ok_as(&w, "homeA", &["job", "wait", &id]);
+    assert_eq!(job_rows(&t)[0][3], "Completed", "{t}");
+    ok_as(&w, "homeA", &["remove", "done"]);
+    let j = job_json(&w, "homeA", &[], &id);
+    assert_eq!(j["state"], "Completed", "{j}");
+    assert_eq!(j["status"], 0, "{j}");
+}

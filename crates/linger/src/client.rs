@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::home::ClientHome;
 use crate::known_hosts;
 use crate::options::Options;
-use crate::registry::{Entry, JobEntry, Registry};
+use crate::registry::{EndState, Entry, JobEnd, JobEntry, Registry};
 use crate::ssh::{self, SshTarget};
 use crate::tls::{self, TlsTarget};
 use linger_proto::types::{ConfigurationInfo, TerminalSpec};
@@ -157,12 +157,20 @@ pub struct JobView {
 }
 
 impl JobView {
+    /// The exit status: the server's record's, else as this client last saw the job end.
+    pub fn status(&self) -> Option<i32> {
+        self.info
+            .as_ref()
+            .and_then(|i| i.status)
+            .or(self.job.ended.and_then(|e| e.status))
+    }
+
     fn new(job: JobEntry, info: Option<JobInfo>, session: Option<&SessionView>) -> JobView {
         let Some(info) = info else {
             // The server no longer has it: forgotten there, or its session restarted.
             return JobView {
+                state: last_state(&job),
                 job,
-                state: JobViewState::Stopped,
                 has_more_data: false,
                 info: None,
                 reason: Some("its server no longer knows it".into()),
@@ -192,6 +200,8 @@ impl JobView {
         let state = match (running, session.state) {
             (true, State::Opened) => JobViewState::Running,
             (true, _) => JobViewState::Disconnected,
+            // Stopped by `job stop`, or as last seen.
+            (false, _) if job.ended.is_some() => last_state(&job),
             (false, State::Closed) => JobViewState::Stopped,
             (false, _) => JobViewState::Completed,
         };
@@ -206,8 +216,8 @@ impl JobView {
 
     fn session_ended(job: JobEntry, why: String) -> JobView {
         JobView {
+            state: last_state(&job),
             job,
-            state: JobViewState::Stopped,
             has_more_data: false,
             info: None,
             reason: Some(format!("its session ended: {why}")),
@@ -255,6 +265,29 @@ impl JobView {
             reason: Some(why),
         }
     }
+}
+
+/// A job whose server record is gone: as this client last saw it end, else Stopped.
+fn last_state(job: &JobEntry) -> JobViewState {
+    match job.ended.map(|e| e.state) {
+        Some(EndState::Completed) => JobViewState::Completed,
+        Some(EndState::Failed) => JobViewState::Failed,
+        Some(EndState::Stopped) | None => JobViewState::Stopped,
+    }
+}
+
+/// The end a server's record shows, if the job has ended.
+fn end_of(info: &JobInfo) -> Option<JobEnd> {
+    let state = match info.state {
+        JobState::Running => return None,
+        JobState::Completed => EndState::Completed,
+        JobState::Failed => EndState::Failed,
+        JobState::Stopped => EndState::Stopped,
+    };
+    Some(JobEnd {
+        state,
+        status: info.status,
+    })
 }
 
 /// How to make a session.
@@ -1024,6 +1057,7 @@ impl Client {
                 kind,
                 command: script.trim().to_string(),
                 children: Vec::new(),
+                ended: None,
             }));
             Ok(())
         })?;
@@ -1045,6 +1079,7 @@ impl Client {
                 kind: JobKind::Remote,
                 command: script.trim().to_string(),
                 children: Vec::new(),
+                ended: None,
             }));
             Ok(())
         })?;
@@ -1109,6 +1144,7 @@ impl Client {
             };
             views.push(view);
         }
+        self.record_ends(&views)?;
         Ok(views)
     }
 
@@ -1136,6 +1172,7 @@ impl Client {
                 views.push(JobView::new(job, Some(info), Some(&session_view)));
             }
         }
+        self.record_ends(&views)?;
         Ok(views)
     }
 
@@ -1178,7 +1215,40 @@ impl Client {
         let entry = self.session_of(job)?;
         let conn = self.open_session_conn(&entry).await?;
         let result = conn.stop_job(entry.instance_id, job.job_id).await;
-        self.note_closed_session(&entry, result).map(|_| ())
+        let stopped = self.note_closed_session(&entry, result).map(|_| ())?;
+        if job.job_id == entry.instance_id {
+            // The server keeps no record of a job standing for the session's output: its
+            // end is this stop.
+            let end = JobEnd {
+                state: EndState::Stopped,
+                status: None,
+            };
+            self.registry.update(|s| {
+                s.record_job_end(job.job_id, end);
+                Ok(())
+            })?;
+        }
+        Ok(stopped)
+    }
+
+    /// Keeps the ends the server's records show, for when those records are gone.
+    fn record_ends(&self, views: &[JobView]) -> Result<()> {
+        let ends: Vec<(Uuid, JobEnd)> = views
+            .iter()
+            .filter_map(|v| {
+                let end = end_of(v.info.as_ref()?)?;
+                (v.job.ended != Some(end)).then_some((v.job.job_id, end))
+            })
+            .collect();
+        if ends.is_empty() {
+            return Ok(());
+        }
+        self.registry.update(|s| {
+            for (job_id, end) in ends {
+                s.record_job_end(job_id, end);
+            }
+            Ok(())
+        })
     }
 
     /// Like [`Client::note_closed`] for requests about a session's jobs, where "not found"
@@ -1284,6 +1354,7 @@ mod tests {
                 kind: JobKind::Remote,
                 command: "true".into(),
                 children: Vec::new(),
+                ended: None,
             },
             state,
             has_more_data,

@@ -71,6 +71,25 @@ pub struct JobEntry {
     /// client's own and its `instance_id` nil.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub children: Vec<Uuid>,
+    /// How the job ended, once this client has seen it end: a job that ended stays so
+    /// after its session or its server record is gone (PowerShell's jobs keep their state).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended: Option<JobEnd>,
+}
+
+/// A job's final state as last seen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobEnd {
+    pub state: EndState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<i32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EndState {
+    Completed,
+    Failed,
+    Stopped,
 }
 
 impl JobEntry {
@@ -261,6 +280,16 @@ impl Sessions {
         self.jobs.retain(|j| j.job_id != job_id);
         if self.jobs.len() != before {
             self.touched.jobs.insert(job_id);
+        }
+    }
+
+    /// Records how job `job_id` ended (once; a later sighting of the same end writes nothing).
+    pub fn record_job_end(&mut self, job_id: Uuid, end: JobEnd) {
+        if let Some(j) = self.jobs.iter_mut().find(|j| j.job_id == job_id) {
+            if j.ended != Some(end) {
+                j.ended = Some(end);
+                self.touched.jobs.insert(job_id);
+            }
         }
     }
 
@@ -537,6 +566,7 @@ mod tests {
             kind: linger_proto::types::JobKind::Background,
             command: "sleep 1".into(),
             children: Vec::new(),
+            ended: None,
         }
     }
 
