@@ -243,6 +243,10 @@ pub struct ConnectArgs {
     /// Refused: the idle timeout is set at `new` and at `disconnect`.
     #[arg(long, value_name = "D", hide = true)]
     pub idle_timeout: Option<String>,
+    /// Take the session over at once from the client holding it (as `tmux attach -d`):
+    /// what that client is receiving ends, and nothing is lost.
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Args)]

@@ -1020,3 +1020,63 @@ fn a_stream_survives_its_connection_breaking() {
         "{j}"
     );
 }
+
+/// A Busy session's refusal names the client holding it, when it was last heard from and
+/// when the heartbeat timeout would release it; `connect --force` takes it over at once:
+/// the holder's invoke ends ("taken over"), the command runs on, and nothing is lost.
+#[test]
+fn connect_names_the_holder_and_force_takes_the_session_over() {
+    let w = World::new();
+    ok_as(&w, "homeA", &["new", "localhost", "--name", "held"]);
+    let flag = w.path("go");
+    let script = format!(
+        "echo first; while [ ! -e '{}' ]; do sleep 0.02; done; echo second",
+        flag.display()
+    );
+    let mut holder = common::Running::start(w.linger(&["invoke", "held", "--", &script]));
+    assert_eq!(holder.line().as_deref(), Some("first\n"));
+
+    let o = run_as(
+        &w,
+        "homeB",
+        &["connect", "--computer", "localhost", "--name", "held"],
+    );
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert_eq!(err.lines().count(), 1, "one line, its hint included: {err}");
+    for said in [
+        "session held is attached to another client (",
+        " from local uid ",
+        "last heard from ",
+        "released if that client stays silent for ",
+        "--force",
+    ] {
+        assert!(err.contains(said), "{said:?} in {err}");
+    }
+
+    let t = ok_as(
+        &w,
+        "homeB",
+        &[
+            "connect",
+            "--computer",
+            "localhost",
+            "--name",
+            "held",
+            "--force",
+        ],
+    );
+    // Its command still runs, now on this client's watch.
+    assert_eq!(
+        row(&t, "held"),
+        ("1".into(), "Opened".into(), "Busy".into()),
+        "{t}"
+    );
+    let (code, out, err) = holder.finish();
+    assert_eq!(out, "", "nothing past what it had when taken over");
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("taken over by another client"), "{err}");
+    std::fs::write(&flag, "").expect("go file");
+    // The new holder gets the rest, exactly once.
+    assert_eq!(ok_as(&w, "homeB", &["receive", "held"]), "second\n");
+}

@@ -114,6 +114,7 @@ pub fn corpus() -> Vec<Vec<u8>> {
         Request::Connect(Connect {
             instance_id: id,
             buffering: None,
+            force: true,
         }),
         Request::Disconnect(Disconnect {
             instance_id: id,

@@ -173,6 +173,9 @@ pub struct Connect {
     pub instance_id: Uuid,
     /// The buffering mode from now on (`None`: unchanged).
     pub buffering: Option<BufferingMode>,
+    /// Take the session from the client holding it, at once (`tmux attach -d`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub force: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -832,14 +832,18 @@ impl Client {
             .unwrap_or_else(|| Err(Error::State("a removal was never answered".into())))
     }
 
-    /// Attaches a session to this client (`connect`), from this or any other machine.
+    /// Attaches a session to this client (`connect`), from this or any other machine; with
+    /// `force`, takes it from the client holding it (whose invoke or receive ends detached).
     pub async fn connect_session(
         &self,
         entry: &Entry,
         buffering: Option<BufferingMode>,
+        force: bool,
     ) -> Result<SessionView> {
         let conn = self.open_session_conn(entry).await?;
-        let result = conn.connect_session(entry.instance_id, buffering).await;
+        let result = conn
+            .connect_session(entry.instance_id, buffering, force)
+            .await;
         let info = self.note_closed(entry, result)?;
         // Connected with options of this command's own: later commands use them (SPEC §3).
         let reach = self.options.reach();
@@ -1179,7 +1183,7 @@ impl Client {
     /// `receive --out-target job`: attaches the session and records a job standing for
     /// its foreground output (the running command's, or what is kept), to receive later.
     pub async fn receive_as_job(&self, entry: &Entry) -> Result<JobEntry> {
-        let view = self.connect_session(entry, None).await?;
+        let view = self.connect_session(entry, None, false).await?;
         let command = view
             .info
             .as_ref()

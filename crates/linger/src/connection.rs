@@ -324,15 +324,19 @@ impl Connection {
         }
     }
 
+    /// Attaches a session to this connection's client; with `force`, takes it from the
+    /// client holding it.
     pub async fn connect_session(
         &self,
         instance_id: Uuid,
         buffering: Option<BufferingMode>,
+        force: bool,
     ) -> Result<SessionInfo> {
         match self
             .call(Request::Connect(Connect {
                 instance_id,
                 buffering,
+                force,
             }))
             .await?
         {

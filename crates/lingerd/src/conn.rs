@@ -161,6 +161,14 @@ pub async fn serve<R, W>(
     drop(handshaking);
     let conn = daemon.next_conn();
     daemon.saw(hello.client_id);
+    daemon.introduce(
+        hello.client_id,
+        format!(
+            "{} from {}",
+            crate::untrusted::shown(&hello.client_name),
+            peer.from
+        ),
+    );
     tracing::debug!(conn, principal = %peer.principal, from = %peer.from, client = %hello.client_id, program = %crate::untrusted::shown(&hello.client_name), "client connected");
 
     let (tx, rx) = mpsc::channel(OUTBOX);
@@ -532,7 +540,23 @@ impl Ctx {
 
     fn connect(&self, req: Connect) -> Result<SessionInfo, ErrorBody> {
         let session = self.session(req.instance_id)?;
-        session.connect(self.client, req.buffering)?;
+        let taken_from = session
+            .connect(self.client, req.buffering, req.force)
+            .map_err(|e| match (e.kind, session.attached_to()) {
+                // Say who holds it, and until when, so the user can choose to wait or force.
+                (ErrorKind::Busy, Some(holder)) if holder != self.client => {
+                    self.daemon.held_elsewhere(&session.meta.name, holder)
+                }
+                _ => e,
+            })?;
+        if let Some(holder) = taken_from {
+            tracing::info!(session = %session.id(), name = %session.meta.name, from_client = %holder, client = %self.client, "session taken over");
+            self.audit(
+                &session,
+                "disconnect",
+                serde_json::json!({ "reason": "taken over by another client", "client": holder, "by": self.client }),
+            );
+        }
         tracing::info!(session = %session.id(), name = %session.meta.name, principal = %self.peer.principal, from = %self.peer.from, client = %self.client, "session connected");
         self.audit(
             &session,

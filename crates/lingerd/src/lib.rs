@@ -296,6 +296,26 @@ impl Daemon {
             .then(|| lapse_reason(timeout))
     }
 
+    /// `client` connected, describing itself as `who` (its program and where from).
+    fn introduce(&self, client: Uuid, who: String) {
+        self.live().introduce(client, who);
+    }
+
+    /// The refusal of a session attached to `holder`: which client that is, when it was
+    /// last heard from, and when the heartbeat timeout would release the session.
+    fn held_elsewhere(&self, name: &str, holder: Uuid) -> linger_proto::types::ErrorBody {
+        let timeout = self.config().server.heartbeat_timeout;
+        let message = {
+            let live = self.live();
+            let (who, silent) = live.describe(holder, Instant::now());
+            held_message(name, holder, who, silent, timeout)
+        };
+        linger_proto::types::ErrorBody::new(linger_proto::types::ErrorKind::Busy, message)
+            .with_hint(format!(
+                "`linger connect {name} --force` takes it over now, ending what that client receives and losing nothing; or disconnect it there"
+            ))
+    }
+
     /// `client` showed a sign of life. If it had been silent past the heartbeat timeout,
     /// its attachments are dropped first: the sweep may simply not have run yet.
     fn saw(&self, client: Uuid) {
@@ -1075,6 +1095,26 @@ fn ssh_origin(pid: i32) -> Option<String> {
     let text = String::from_utf8_lossy(value);
     let mut fields = text.split_whitespace();
     Some(format!("{} port {}", fields.next()?, fields.next()?))
+}
+
+/// "session NAME is attached to another client …": who, last heard, released when.
+fn held_message(
+    name: &str,
+    holder: Uuid,
+    who: Option<&str>,
+    silent: Duration,
+    timeout: Duration,
+) -> String {
+    let round = |d: Duration| humantime::format_duration(Duration::from_secs(d.as_secs()));
+    let mut id = holder.simple().to_string();
+    id.truncate(8);
+    let who = who.map(|w| format!(", {w}")).unwrap_or_default();
+    format!(
+        "session {name} is attached to another client ({id}{who}), last heard from {} ago; \
+         it is released if that client stays silent for {} more",
+        round(silent),
+        round(timeout.saturating_sub(silent)),
+    )
 }
 
 /// Why a silent client's attachments were dropped.

@@ -15,6 +15,9 @@ use uuid::Uuid;
 pub struct Liveness {
     /// When each client last showed a sign of life (any message).
     heard: HashMap<Uuid, Instant>,
+    /// Who each client said it was and where it connected from, for a refusal naming
+    /// the client that holds a session.
+    who: HashMap<Uuid, String>,
     /// Where clients not heard from since the start count from.
     started: Instant,
     /// When the daemon last looked.
@@ -29,6 +32,7 @@ impl Liveness {
     pub fn new(now: Instant, period: Duration, stall_after: Duration) -> Liveness {
         Liveness {
             heard: HashMap::new(),
+            who: HashMap::new(),
             started: now,
             looked: now,
             period,
@@ -63,6 +67,20 @@ impl Liveness {
 
     pub fn heard(&mut self, client: Uuid, now: Instant) {
         self.heard.insert(client, now);
+    }
+
+    /// `client` connected, describing itself as `who`.
+    pub fn introduce(&mut self, client: Uuid, who: String) {
+        self.who.insert(client, who);
+    }
+
+    /// How `client` described itself, and for how long it has been silent at `now`.
+    pub fn describe(&self, client: Uuid, now: Instant) -> (Option<&str>, Duration) {
+        let last = self.heard.get(&client).copied().unwrap_or(self.started);
+        (
+            self.who.get(&client).map(String::as_str),
+            now.saturating_duration_since(last),
+        )
     }
 }
 

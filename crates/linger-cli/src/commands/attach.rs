@@ -25,7 +25,10 @@ pub async fn connect(client: &Client, args: ConnectArgs, json: bool) -> Result<i
     refuse_idle_timeout(&args.idle_timeout, "connect")?;
     let buffering = parse_buffering(args.buffering.as_deref())?;
     let entries = resolve(client, &args.targets, "connect").await?;
-    each(&entries, json, |e| client.connect_session(e, buffering)).await
+    each(&entries, json, |e| {
+        client.connect_session(e, buffering, args.force)
+    })
+    .await
 }
 
 /// Applies `op` to every session, prints the table of those it succeeded on, and reports

@@ -97,7 +97,7 @@ async fn as_jobs(client: &Client, entries: &[Entry], json: bool) -> Result<i32> 
             .map(|v| v.job);
         match existing {
             Some(job) => {
-                client.connect_session(entry, None).await?;
+                client.connect_session(entry, None, false).await?;
                 jobs.push(job);
             }
             None => jobs.push(client.receive_as_job(entry).await?),

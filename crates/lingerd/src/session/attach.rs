@@ -69,18 +69,33 @@ impl Session {
         Ok(())
     }
 
-    /// `connect`: attaches the session to `client`.
-    pub fn connect(&self, client: Uuid, buffering: Option<BufferingMode>) -> Result<(), ErrorBody> {
+    /// `connect`: attaches the session to `client`; with `force`, takes it from the client
+    /// holding it (whose requests end as detached, as on its heartbeat lapse), and returns
+    /// that client.
+    pub fn connect(
+        &self,
+        client: Uuid,
+        buffering: Option<BufferingMode>,
+        force: bool,
+    ) -> Result<Option<Uuid>, ErrorBody> {
         let mut g = self.lock();
         self.check_open(&g)?;
+        let mut taken_from = None;
         if let Some(e) = self.attached_elsewhere(&g, client) {
-            return Err(e);
+            if !force {
+                return Err(e);
+            }
+            taken_from = g.settings.attached_to;
+            self.detach(&mut g, "taken over by another client");
+            // The other client's interactive session, if any, is over: its next line is
+            // refused as attached elsewhere, and this client may enter.
+            g.entered = None;
         }
         self.attach(&mut g, client);
         self.set_buffering(&mut g, buffering);
         drop(g);
         self.bump();
-        Ok(())
+        Ok(taken_from)
     }
 
     /// `enter`: attaches the session and marks it entered by request `rid` of `conn`.
