@@ -878,3 +878,43 @@ fn tour_help_and_enter_json_say_what_they_are() {
         "{record}"
     );
 }
+
+/// A fan-out's Ids follow the order its rows print (the computers as given), not the order
+/// the computers answered in.
+#[test]
+fn fan_out_ids_follow_the_printed_order() {
+    let w = World::new();
+    let out = w
+        .linger(&[
+            "new",
+            "localhost,nosuch.invalid,localhost,localhost",
+            "--json",
+        ])
+        .output()
+        .expect("linger");
+    assert_eq!(
+        out.status.code(),
+        Some(6),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A name that does not resolve is not a daemon that is down.
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot find computer nosuch.invalid"), "{err}");
+    assert!(!err.contains("is lingerd running"), "{err}");
+    let ids: Vec<u64> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v["id"].as_u64())
+        .collect();
+    assert_eq!(ids.len(), 3, "{ids:?}");
+    assert!(ids.windows(2).all(|p| p[0] < p[1]), "{ids:?}");
+    let table = w.ok(&["get"]);
+    let listed: Vec<&str> = table
+        .lines()
+        .skip(3)
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .collect();
+    let names: Vec<String> = ids.iter().map(|id| format!("Session{id}")).collect();
+    assert_eq!(listed, names, "{table}");
+}

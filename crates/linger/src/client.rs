@@ -610,13 +610,31 @@ impl Client {
 
     /// Creates a session on `computer` and records it in the registry.
     pub async fn new_session(&self, computer: &str, opts: &NewOptions) -> Result<SessionView> {
+        self.new_session_as(computer, opts, None).await
+    }
+
+    /// Takes `n` session Ids at once, in order: a fan-out gives them out in the order its
+    /// rows print, whichever computer answers first.
+    pub fn reserve_session_ids(&self, n: usize) -> Result<Vec<u32>> {
+        self.registry
+            .update(|s| Ok((0..n).map(|_| s.allocate_id()).collect()))
+    }
+
+    /// [`Client::new_session`] with an Id from [`Client::reserve_session_ids`].
+    pub async fn new_session_as(
+        &self,
+        computer: &str,
+        opts: &NewOptions,
+        reserved: Option<u32>,
+    ) -> Result<SessionView> {
         let conn = self.connect(computer).await?;
+        let mut reserved = reserved;
         // A default name that another client already took on that server is skipped.
         for _ in 0..16 {
             // A default name needs its Id first; a given one gets its Id when remembered,
             // so that creating a session writes the registry once.
-            let mut id = 0;
-            if opts.name.is_none() {
+            let mut id = reserved.take().unwrap_or(0);
+            if id == 0 && opts.name.is_none() {
                 self.registry.update(|s| {
                     id = s.allocate_id();
                     Ok(())

@@ -51,6 +51,9 @@ pub enum Error {
     Server(ErrorBody),
     #[error("cannot reach lingerd on {computer}: {reason}")]
     Unreachable { computer: String, reason: String },
+    /// The computer's name does not resolve: nothing to do with lingerd.
+    #[error("cannot find computer {computer}: {reason}")]
+    UnknownComputer { computer: String, reason: String },
     #[error("cannot start lingerd: {0}")]
     Autostart(String),
     #[error("the connection to {computer} was lost")]
@@ -120,6 +123,7 @@ impl Error {
                 ServerKind::Limit | ServerKind::Internal | ServerKind::File => Kind::Other,
             },
             Error::Unreachable { .. }
+            | Error::UnknownComputer { .. }
             | Error::Autostart(_)
             | Error::ConnectionLost { .. }
             | Error::GaveUp { .. }
@@ -139,6 +143,9 @@ impl Error {
             Error::Server(b) => b.hint.clone(),
             Error::Unreachable { .. } => {
                 Some("is lingerd running there? `lingerd` starts it in the foreground".into())
+            }
+            Error::UnknownComputer { .. } => {
+                Some("check the name (and DNS or /etc/hosts), or give its address".into())
             }
             Error::Autostart(_) => Some("run `lingerd` by hand to see why".into()),
             Error::ConnectionLost { .. } => {

@@ -88,7 +88,15 @@ pub async fn connect(
         computer: computer.to_string(),
         reason,
     };
-    let tcp = TcpStream::connect((target.host.as_str(), target.port))
+    let addresses: Vec<std::net::SocketAddr> =
+        tokio::net::lookup_host((target.host.as_str(), target.port))
+            .await
+            .map_err(|e| Error::UnknownComputer {
+                computer: computer.to_string(),
+                reason: e.to_string(),
+            })?
+            .collect();
+    let tcp = TcpStream::connect(&addresses[..])
         .await
         .map_err(|e| unreachable(format!("cannot connect to port {}: {e}", target.port)))?;
     let _ = tcp.set_nodelay(true);

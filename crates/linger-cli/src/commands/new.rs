@@ -21,11 +21,12 @@ pub async fn run(client: &Client, args: NewArgs, json: bool) -> Result<i32> {
     let computers = expand_computers(&args.computers)?;
     let throttle = Arc::new(Semaphore::new(args.throttle));
     let progress = Progress::new("creating sessions", computers.len());
-    let runs = computers.iter().map(|computer| {
+    let ids = client.reserve_session_ids(computers.len())?;
+    let runs = computers.iter().zip(ids).map(|(computer, id)| {
         let (throttle, opts, progress) = (throttle.clone(), &opts, &progress);
         async move {
             let _permit = throttle.acquire().await;
-            let result = client.new_session(computer, opts).await;
+            let result = client.new_session_as(computer, opts, Some(id)).await;
             progress.done(result.is_ok());
             (computer, result)
         }
