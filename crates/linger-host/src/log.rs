@@ -291,23 +291,28 @@ impl Inner {
         self.quota.freed.notify_waiters();
     }
 
+    /// The newest entry's bytes, if more output of `command_id` on `stream` may still join
+    /// it: no reader has been handed it yet.
+    fn growable_tail(&mut self, command_id: Uuid, stream: StreamKind) -> Option<&mut Data> {
+        let read_through = self.read_through;
+        match self.entries.back_mut() {
+            Some(Record {
+                seq,
+                kept:
+                    Kept::Output {
+                        command_id: c,
+                        stream: s,
+                        data,
+                    },
+            }) if *seq > read_through && (*c, *s) == (command_id, stream) => Some(data),
+            _ => None,
+        }
+    }
+
     fn append_in_memory(&mut self, command_id: Uuid, stream: StreamKind, data: Bytes) {
         self.hold(data.len() as u64);
-        let read_through = self.read_through;
-        if let Some(Record {
-            seq,
-            kept:
-                Kept::Output {
-                    command_id: c,
-                    stream: s,
-                    data: Data::Memory(chunk),
-                },
-        }) = self.entries.back_mut()
-        {
-            if *seq > read_through
-                && (*c, *s) == (command_id, stream)
-                && chunk.len() + data.len() <= COALESCE_MAX
-            {
+        if let Some(Data::Memory(chunk)) = self.growable_tail(command_id, stream) {
+            if chunk.len() + data.len() <= COALESCE_MAX {
                 chunk.extend(&data);
                 return;
             }
@@ -444,27 +449,13 @@ impl Inner {
         }
         if self.spool.has_room(len) {
             if let Some(offset) = self.spool.append(data) {
-                let read_through = self.read_through;
                 // As in memory: a command writing a little at a time costs few entries.
-                if let Some(Record {
-                    seq,
-                    kept:
-                        Kept::Output {
-                            command_id: c,
-                            stream: s,
-                            data:
-                                Data::Spooled {
-                                    offset: at,
-                                    len: held,
-                                },
-                        },
-                }) = self.entries.back_mut()
+                if let Some(Data::Spooled {
+                    offset: at,
+                    len: held,
+                }) = self.growable_tail(command_id, stream)
                 {
-                    if *seq > read_through
-                        && (*c, *s) == (command_id, stream)
-                        && *at + *held == offset
-                        && *held + len <= COALESCE_MAX as u64
-                    {
+                    if *at + *held == offset && *held + len <= COALESCE_MAX as u64 {
                         *held += len;
                         return true;
                     }
