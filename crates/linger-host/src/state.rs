@@ -234,20 +234,12 @@ impl HostState {
     /// The output log of job `id`, of either kind (its channel).
     pub fn job_log(&self, id: Uuid) -> Option<OutputLog> {
         let g = self.lock();
-        g.remote_jobs
-            .iter()
-            .find(|r| r.id == id)
-            .map(|r| r.log.clone())
-            .or_else(|| g.jobs.iter().find(|j| j.id == id).map(|j| j.log.clone()))
+        job_log_in(&g, id).or_else(|| g.jobs.iter().find(|j| j.id == id).map(|j| j.log.clone()))
     }
 
     /// Where output of command `id` goes: its remote job's log, else the foreground log.
     fn log_of(&self, id: Uuid) -> OutputLog {
-        let g = self.lock();
-        match g.remote_jobs.iter().find(|r| r.id == id) {
-            Some(r) => r.log.clone(),
-            None => self.log.clone(),
-        }
+        job_log_in(&self.lock(), id).unwrap_or_else(|| self.log.clone())
     }
 
     /// Output of command `id` arrived.
