@@ -269,10 +269,16 @@ async fn api_disconnect_connect_receive() {
     let on_b = b.get_remote("localhost").await.expect("get on B");
     let entry_b = on_b[0].entry.clone();
     assert_eq!(on_b[0].state, State::Disconnected);
-    let view = b.connect_session(&entry_b, None).await.expect("connect");
+    let view = b
+        .connect_session(&entry_b, None, false)
+        .await
+        .expect("connect");
     assert_eq!(view.state, State::Opened);
     // A is now the one refused.
-    let err = a.connect_session(&s.entry, None).await.expect_err("busy");
+    let err = a
+        .connect_session(&s.entry, None, false)
+        .await
+        .expect_err("busy");
     assert_eq!(err.kind(), Kind::Busy);
     let mut stream = b
         .receive(&entry_b, &ReceiveOptions::default())
@@ -462,7 +468,7 @@ async fn the_longest_durations_a_client_can_send_are_taken_as_long() {
     assert!(refused.to_string().contains("years"), "{refused}");
     // The daemon still answers.
     client
-        .connect_session(&s.entry, None)
+        .connect_session(&s.entry, None, false)
         .await
         .expect("connect");
     let (out, _, _) = run(&client, &s.entry, "echo still").await;

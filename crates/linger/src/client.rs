@@ -1237,7 +1237,7 @@ impl Client {
         let entry = self.session_of(job)?;
         let conn = self.open_session_conn(&entry).await?;
         let result = conn.stop_job(entry.instance_id, job.job_id).await;
-        let stopped = self.note_closed_session(&entry, result).map(|_| ())?;
+        self.note_closed_session(&entry, result)?;
         if job.job_id == entry.instance_id {
             // The server keeps no record of a job standing for the session's output: its
             // end is this stop.
@@ -1250,7 +1250,7 @@ impl Client {
                 Ok(())
             })?;
         }
-        Ok(stopped)
+        Ok(())
     }
 
     /// Keeps the ends the server's records show, for when those records are gone.
