@@ -87,9 +87,24 @@ def test_a_playbook_runs_over_linger_on_three_hosts(fleet):
 def test_a_long_task_survives_the_controller_being_killed(fleet):
     setup_playbooks(fleet)
     fleet.write_inventory(session="survivor")
-    p = fleet.start(fleet.dir / "long.yml")
+    p = fleet.start(fleet.dir / "long.yml", "-vvv")
     homes = [d.home for d in fleet.daemons.values()]
-    eventually("the long task to start on every host", lambda: all((h / "long.started").exists() for h in homes), timeout=120)
+    log = fleet.dir / "long.log"
+
+    def started() -> bool:
+        if p.poll() is not None:
+            raise AssertionError(f"ansible-playbook ended (status {p.returncode}) before the long task "
+                                 f"started everywhere:\n{log.read_text()}")
+        return all((h / "long.started").exists() for h in homes)
+
+    try:
+        eventually("the long task to start on every host", started, timeout=120)
+    except AssertionError as e:
+        if p.poll() is None:
+            fleet.kill_group(p)
+            raise AssertionError(f"{e}; started on {[str(h) for h in homes if (h / 'long.started').exists()]}; "
+                                 f"ansible-playbook printed:\n{log.read_text()}") from None
+        raise
     fleet.kill_group(p)  # ansible-playbook and its workers, as if the controller died
     killed_at = time.monotonic()
     assert not any((h / "long.done").exists() for h in homes), "the task ended before the kill"

@@ -78,9 +78,14 @@ impl ClientHome {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 self.ensure()?;
                 let id = Uuid::new_v4();
-                write_private(&path, format!("{id}\n").as_bytes())
-                    .map_err(|e| Error::io(format!("cannot write {}", path.display()), e))?;
-                Ok(id)
+                // Clients starting at once on a fresh home (an Ansible fork per host) must all
+                // end up with one identity, or one's attachments look like another client's:
+                // the first to link its file wins, the others adopt it.
+                match create_private_once(&path, format!("{id}\n").as_bytes()) {
+                    Ok(()) => Ok(id),
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => self.client_id(),
+                    Err(e) => Err(Error::io(format!("cannot write {}", path.display()), e)),
+                }
             }
             Err(e) => Err(Error::io(format!("cannot read {}", path.display()), e)),
         }
@@ -100,12 +105,28 @@ impl ClientHome {
 /// identity say where its sessions are and let it claim them): written to a temporary file
 /// (0600, never through a symlink) and renamed over.
 pub(crate) fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = write_private_tmp(path, bytes)?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Creates `path` holding `bytes` (0600) only if it does not exist yet, atomically: a reader
+/// never sees it partly written, and of several processes racing exactly one succeeds (the
+/// others get `AlreadyExists`).
+pub(crate) fn create_private_once(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = write_private_tmp(path, bytes)?;
+    let linked = std::fs::hard_link(&tmp, path);
+    let _ = std::fs::remove_file(&tmp);
+    linked
+}
+
+/// `bytes` in a new 0600 file beside `path`, with a name of its own so concurrent writers
+/// (processes or threads) never share one.
+fn write_private_tmp(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<std::path::PathBuf> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
+    tmp.push(format!(".tmp{}", Uuid::new_v4().simple()));
     let tmp = std::path::PathBuf::from(tmp);
-    let _ = std::fs::remove_file(&tmp);
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -113,5 +134,32 @@ pub(crate) fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Re
         .custom_flags(nix::libc::O_NOFOLLOW)
         .open(&tmp)?;
     f.write_all(bytes)?;
-    std::fs::rename(&tmp, path)
+    Ok(tmp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clients_starting_at_once_on_a_fresh_home_share_one_identity() {
+        for _ in 0..20 {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let home = ClientHome::at(dir.path());
+            let ids: Vec<Uuid> = std::thread::scope(|s| {
+                let handles: Vec<_> = (0..8).map(|_| s.spawn(|| home.client_id())).collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().expect("thread").expect("client_id"))
+                    .collect()
+            });
+            assert!(ids.iter().all(|id| *id == ids[0]), "{ids:?}");
+            assert_eq!(home.client_id().expect("client_id"), ids[0]);
+            let names: Vec<_> = std::fs::read_dir(dir.path())
+                .expect("read_dir")
+                .map(|e| e.expect("entry").file_name())
+                .collect();
+            assert_eq!(names, ["client_id"], "no temporary file is left behind");
+        }
+    }
 }

@@ -281,6 +281,28 @@ def test_client_identity_and_paths_follow_the_environment(world, monkeypatch):
         assert again.session("auto").attachment == "you"  # the same client, still attached
 
 
+def test_clients_starting_at_once_on_a_fresh_home_share_one_identity(world):
+    """Ansible forks a worker per host at once on a fresh controller: they must all be one
+    client, or a session attached by one is held against the next task's worker."""
+    import subprocess
+    import sys
+
+    from linger_client import ClientHome
+
+    for round in range(5):
+        home = world.path(f"race{round}")
+        code = ("import sys, time; from linger_client import ClientHome; "
+                "h = ClientHome.at(sys.argv[1]); time.sleep(max(0, float(sys.argv[2]) - time.time())); "
+                "print(h.client_id())")
+        start = time.time() + 0.5
+        procs = [subprocess.Popen([sys.executable, "-c", code, str(home), str(start)],
+                                  stdout=subprocess.PIPE, text=True) for _ in range(6)]
+        ids = {p.communicate(timeout=60)[0].strip() for p in procs}
+        assert len(ids) == 1, ids
+        assert str(ClientHome.at(home).client_id()) in ids
+        assert [f.name for f in home.iterdir()] == ["client_id"]  # no temporary file left
+
+
 def test_an_untrusted_socket_directory_is_refused(world, daemon):
     os.chmod(daemon.socket.parent, 0o777)
     try:

@@ -77,9 +77,14 @@ class ClientHome:
         except FileNotFoundError:
             os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
             new = uuid.uuid4()
-            _write_private(path, f"{new}\n".encode())
-            # Two clients starting at once: whoever renamed last wins; read it back.
-            return uuid.UUID(path.read_text().strip())
+            # Clients starting at once on a fresh home (Ansible forks one per host) must all
+            # end up with one identity, or one's attachments look like another client's:
+            # the first to link its file wins and the others adopt it.
+            try:
+                _create_private_once(path, f"{new}\n".encode())
+            except FileExistsError:
+                return self.client_id()
+            return new
         try:
             return uuid.UUID(text.strip())
         except ValueError:
@@ -104,20 +109,21 @@ class ClientHome:
             raise UsageError(f"{path}: {e}") from None
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    """Replaces ``path`` with ``data`` readable by this user only, never through a
-    symlink: written to a temporary file and renamed over."""
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    try:
-        os.unlink(tmp)
-    except FileNotFoundError:
-        pass
+def _create_private_once(path: Path, data: bytes) -> None:
+    """Creates ``path`` holding ``data`` (0600, never through a symlink) only if it does
+    not exist: written to a temporary file and hard-linked into place, so a reader never
+    sees it partly written and of several racing processes exactly one succeeds (the
+    others get ``FileExistsError``)."""
+    tmp = path.with_name(path.name + f".tmp{uuid.uuid4().hex}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     try:
         os.write(fd, data)
     finally:
         os.close(fd)
-    os.rename(tmp, path)
+    try:
+        os.link(tmp, path)
+    finally:
+        os.unlink(tmp)
 
 
 def parse_duration(value: Any, what: str) -> float:
