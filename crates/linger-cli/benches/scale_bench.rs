@@ -229,6 +229,7 @@ fn run(bins: Binaries, n: usize) -> Result<Figures, BoxError> {
                     configuration: None,
                     idle_timeout_ms: None,
                     buffering: None,
+                    ..Default::default()
                 })
                 .await?;
             } else {

@@ -837,3 +837,220 @@ async fn the_session_limit_holds_under_concurrent_requests() {
     let listed = ok_as(&w, "homeA", &["get", "--computer", "localhost"]);
     assert_eq!(listed.matches("race").count(), 2, "{listed}");
 }
+
+/// A session starts from a login environment, as sshd's: nothing of the shell that started
+/// the daemon (its SSH_AUTH_SOCK, XDG_*, TERM, LANG, anything else), the account's HOME USER
+/// LOGNAME SHELL and a standard PATH, the client's locale and terminal type, and the
+/// configuration's `environment` over all of it.
+#[test]
+fn sessions_start_from_a_clean_login_environment() {
+    let mut w = World::new();
+    w.write_config(
+        "[[configuration]]\nname = \"tools\"\nenvironment = { PATH = \"/opt/tools/bin:/usr/bin:/bin\", LANG = \"C.UTF-8\", STAGE = \"test\" }\n",
+    );
+    let mut daemon = w.lingerd(
+        &w.daemon_args()
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
+    daemon
+        .env("FOO_LEAK", "daemon")
+        .env("SSH_AUTH_SOCK", "/tmp/daemon-agent.sock")
+        .env("XDG_FOO", "daemon")
+        .env("TERM", "dumb")
+        .env("LANG", "fr_FR.UTF-8")
+        .env(
+            "PATH",
+            format!("/daemon/bin:{}", std::env::var("PATH").unwrap_or_default()),
+        );
+    w.start_daemon_from(daemon);
+    let client = |args: &[&str]| {
+        let out = w
+            .linger(args)
+            .env("LANG", "de_DE.UTF-8")
+            .env("LC_TIME", "C")
+            .env("TERM", "xterm-256color")
+            .env("BASH_ENV", "/tmp/client-bash-env")
+            .env("FOO_CLIENT", "client")
+            .output()
+            .expect("run linger");
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        stdout(&out)
+    };
+    client(&["new", "localhost", "--name", "plain"]);
+    let env = client(&["invoke", "plain", "--", "env"]);
+    let has = |line: &str| env.lines().any(|l| l == line);
+    let named = |name: &str| env.lines().any(|l| l.starts_with(&format!("{name}=")));
+    for leak in [
+        "FOO_LEAK",
+        "SSH_AUTH_SOCK",
+        "XDG_FOO",
+        "XDG_STATE_HOME",
+        "LINGER_HOME",
+        "BASH_ENV",
+        "FOO_CLIENT",
+    ] {
+        assert!(!named(leak), "{leak} leaked into the session:\n{env}");
+    }
+    assert!(
+        !env.contains("/daemon/bin"),
+        "the daemon's PATH leaked:\n{env}"
+    );
+    let me = nix::unistd::User::from_uid(nix::unistd::geteuid())
+        .expect("getpwuid")
+        .expect("an account");
+    assert!(
+        has(&format!(
+            "HOME={}",
+            w.path("").display().to_string().trim_end_matches('/')
+        )),
+        "{env}"
+    );
+    assert!(
+        has(&format!("USER={}", me.name)) && has(&format!("LOGNAME={}", me.name)),
+        "{env}"
+    );
+    assert!(has(&format!("SHELL={}", me.shell.display())), "{env}");
+    assert!(
+        has("PATH=/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin"),
+        "{env}"
+    );
+    // The client's locale and terminal type, not the daemon's.
+    assert!(
+        has("LANG=de_DE.UTF-8") && has("LC_TIME=C") && has("TERM=xterm-256color"),
+        "{env}"
+    );
+
+    // The configuration's environment wins, PATH included.
+    client(&[
+        "new",
+        "localhost",
+        "--name",
+        "tooled",
+        "--configuration",
+        "tools",
+    ]);
+    let env = client(&["invoke", "tooled", "--", "env"]);
+    for line in [
+        "PATH=/opt/tools/bin:/usr/bin:/bin",
+        "LANG=C.UTF-8",
+        "STAGE=test",
+        "TERM=xterm-256color",
+    ] {
+        assert!(env.lines().any(|l| l == line), "{line} missing:\n{env}");
+    }
+}
+
+/// Whatever a client sends as NewSession.environment, the session takes only locale and
+/// terminal variables: LD_PRELOAD, BASH_ENV, PATH and the like are dropped, and a value
+/// smuggling a line break is refused with invalid_request (the connection stays usable).
+#[tokio::test]
+async fn a_hostile_new_session_environment_is_filtered_or_refused() {
+    use linger_proto::client::{ClientMsg, Hello, Invoke, InvokeKind, NewSession, Request};
+    use linger_proto::server::{Reply, ServerMsg};
+    use linger_proto::types::ErrorKind;
+
+    let mut w = World::new();
+    w.start_daemon();
+    let marker = w.path("bash-env-ran");
+    let rc = w.path("evil-rc");
+    std::fs::write(&rc, format!("touch {}\n", marker.display())).expect("rc");
+    let stream = tokio::net::UnixStream::connect(w.socket())
+        .await
+        .expect("connect");
+    let (r, wr) = stream.into_split();
+    let mut rd = linger_proto::frame::FrameReader::new(r);
+    let mut wr = linger_proto::frame::FrameWriter::new(wr);
+    wr.write(&ClientMsg::Hello(Hello {
+        protocol_version: linger_proto::PROTOCOL_VERSION,
+        client_id: uuid::Uuid::new_v4(),
+        client_name: "hostile".into(),
+    }))
+    .await
+    .expect("hello");
+    assert!(matches!(
+        rd.read::<ServerMsg>().await,
+        Ok(Some(ServerMsg::Welcome(_)))
+    ));
+    let new = |rid: u64, name: &str, env: &[(&str, &str)]| ClientMsg::Request {
+        rid,
+        request: Request::NewSession(NewSession {
+            name: name.into(),
+            environment: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..Default::default()
+        }),
+    };
+    let rc_path = rc.display().to_string();
+    wr.write(&new(1, "smuggle", &[("TERM", "xterm\nexport PWNED=1")]))
+        .await
+        .expect("send");
+    match rd.read::<ServerMsg>().await {
+        Ok(Some(ServerMsg::Error { rid: 1, error })) => {
+            assert_eq!(error.kind, ErrorKind::InvalidRequest, "{error:?}");
+            assert!(error.message.contains("TERM"), "{error:?}");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    wr.write(&new(
+        2,
+        "filtered",
+        &[
+            ("LD_PRELOAD", "/nonexistent/evil.so"),
+            ("BASH_ENV", &rc_path),
+            ("ENV", &rc_path),
+            ("PATH", "/evil"),
+            ("LANG", "C.UTF-8"),
+        ],
+    ))
+    .await
+    .expect("send");
+    let instance_id = match rd.read::<ServerMsg>().await {
+        Ok(Some(ServerMsg::Reply {
+            rid: 2,
+            reply: Reply::Session(s),
+        })) => s.instance_id,
+        other => panic!("unexpected {other:?}"),
+    };
+    wr.write(&ClientMsg::Request {
+        rid: 3,
+        request: Request::Invoke(Invoke {
+            instance_id,
+            script: "env; bash -c true".into(),
+            args: vec![],
+            wait_ms: 60_000,
+            cancel_timeout_ms: 1_000,
+            disconnected: false,
+            kind: InvokeKind::Plain,
+            stdin: false,
+            terminal: None,
+        }),
+    })
+    .await
+    .expect("invoke");
+    let mut out = Vec::new();
+    loop {
+        match rd.read::<ServerMsg>().await {
+            Ok(Some(ServerMsg::Output { rid: 3, data, .. })) => out.extend_from_slice(&data),
+            Ok(Some(ServerMsg::Finished { rid: 3, status, .. })) => {
+                assert_eq!(status, 0);
+                break;
+            }
+            Ok(Some(_)) => {}
+            other => panic!("the connection ended: {other:?}"),
+        }
+    }
+    let env = String::from_utf8_lossy(&out);
+    assert!(env.lines().any(|l| l == "LANG=C.UTF-8"), "{env}");
+    for name in ["LD_PRELOAD", "BASH_ENV", "ENV", "PWNED"] {
+        assert!(
+            !env.lines().any(|l| l.starts_with(&format!("{name}="))),
+            "{name} got in:\n{env}"
+        );
+    }
+    assert!(!env.contains("/evil"), "{env}");
+    assert!(!marker.exists(), "BASH_ENV ran");
+}

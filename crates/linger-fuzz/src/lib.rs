@@ -93,6 +93,7 @@ pub fn corpus() -> Vec<Vec<u8>> {
             configuration: None,
             idle_timeout_ms: Some(60_000),
             buffering: Some(BufferingMode::Drop),
+            environment: [("LANG".to_string(), "C".to_string())].into(),
         }),
         Request::ListSessions(ListSessions::default()),
         Request::RemoveSession { instance_id: id },

@@ -1,5 +1,7 @@
 //! Messages a client sends to `lingerd`.
 
+use std::collections::BTreeMap;
+
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -200,7 +202,7 @@ pub struct Receive {
     pub terminal: Option<crate::types::TerminalSpec>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct NewSession {
     pub name: String,
     /// `None`: the configuration named `default`.
@@ -208,6 +210,10 @@ pub struct NewSession {
     /// `None`: the configuration's default.
     pub idle_timeout_ms: Option<u64>,
     pub buffering: Option<BufferingMode>,
+    /// The client's locale and terminal type for the session's shell (see
+    /// [`crate::environment`]: other names are ignored).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub environment: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

@@ -11,6 +11,7 @@ pub mod client;
 pub mod copy;
 pub mod data;
 pub mod duration;
+pub mod environment;
 pub mod frame;
 pub mod host;
 pub mod input;

@@ -297,6 +297,9 @@ pub struct NewOptions {
     pub configuration: Option<String>,
     pub idle_timeout: Option<Duration>,
     pub buffering: Option<BufferingMode>,
+    /// Locale and terminal variables for the session's shell (only those the server takes,
+    /// see [`linger_proto::environment`]); `None`: this process's own.
+    pub environment: Option<std::collections::BTreeMap<String, String>>,
 }
 
 /// Removals asked of servers at once by `remove_all`.
@@ -646,6 +649,10 @@ impl Client {
                 configuration: opts.configuration.clone(),
                 idle_timeout_ms: opts.idle_timeout.map(linger_proto::duration::millis),
                 buffering: opts.buffering,
+                environment: opts
+                    .environment
+                    .clone()
+                    .unwrap_or_else(|| linger_proto::environment::forwardable(std::env::vars())),
             };
             match conn.new_session(req).await {
                 Ok(info) => {

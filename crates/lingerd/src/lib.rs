@@ -14,6 +14,7 @@ mod keyfile;
 mod keyopts;
 mod liveness;
 pub mod logfile;
+mod login_env;
 pub mod paths;
 mod registry;
 mod remains;
@@ -108,7 +109,8 @@ struct Owner {
     /// Set when that is not the daemon's own user.
     run_as: Option<spawn::RunAs>,
     home: String,
-    /// The shell's environment before the configuration's and linger's variables.
+    /// The shell's environment before linger's own variables: the account's login
+    /// variables, then the client's and the configuration's (`login_env`).
     environment: Vec<(String, String)>,
 }
 
@@ -463,8 +465,6 @@ impl Daemon {
                 == Some(&name)
     }
 
-    /// Who a new session of `principal` in `config` runs as, with what environment and
-    /// where: the configuration's `run_as` user if it names one, else the principal's.
     /// Whether `principal` may use configuration `c` (its `allowed_principals` and
     /// `allowed_groups`; groups are the principal's Unix groups, where it is a user).
     pub(crate) fn may_use(&self, c: &config::Configuration, principal: &str) -> bool {
@@ -476,6 +476,9 @@ impl Daemon {
         c.admits(principal, &groups)
     }
 
+    /// Who a new session of `principal` in `config` runs as, with what login environment
+    /// and where: the configuration's `run_as` user if it names one, else the principal's
+    /// (for a per-user daemon, always the daemon's own user).
     fn session_owner(
         &self,
         principal: &str,
@@ -497,14 +500,7 @@ impl Daemon {
             }
         }
         if !self.system {
-            return Ok(Owner {
-                uid: nix::unistd::geteuid().as_raw(),
-                run_as: None,
-                home: std::env::var("HOME").unwrap_or_else(|_| "/".into()),
-                environment: std::env::vars()
-                    .filter(|(k, _)| !k.starts_with("LINGER_") && k != "RUST_LOG")
-                    .collect(),
-            });
+            return Ok(own_user_owner());
         }
         self.unix_owner(principal)
     }
@@ -522,21 +518,12 @@ impl Daemon {
                 )
                 .with_hint("a system daemon runs each session as its owner's Unix user: principal=\"NAME\" must name one")
             })?;
-        let home = user.dir.display().to_string();
-        let shell = user.shell.display().to_string();
-        let mut environment = vec![
-            ("HOME".to_string(), home.clone()),
-            ("USER".to_string(), user.name.clone()),
-            ("LOGNAME".to_string(), user.name.clone()),
-            ("SHELL".to_string(), shell),
-            (
-                "PATH".to_string(),
-                "/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin".to_string(),
-            ),
-        ];
-        if let Ok(lang) = std::env::var("LANG") {
-            environment.push(("LANG".into(), lang));
-        }
+        let account = login_env::Account {
+            name: user.name.clone(),
+            home: user.dir.display().to_string(),
+            shell: user.shell.display().to_string(),
+            runtime_dir: runtime_dir(user.uid.as_raw()),
+        };
         let run_as = (user.uid != nix::unistd::geteuid()).then(|| {
             let groups = std::ffi::CString::new(user.name.clone())
                 .ok()
@@ -551,8 +538,8 @@ impl Daemon {
         Ok(Owner {
             uid: user.uid.as_raw(),
             run_as,
-            home,
-            environment,
+            home: account.home.clone(),
+            environment: login_env::login(&account),
         })
     }
 
@@ -630,7 +617,13 @@ impl Daemon {
             None => config.idle_timeout,
         };
         self.check_idle_timeout(config_name, config.max_idle_timeout, idle_timeout)?;
-        let owner = self.session_owner(&peer.principal, config)?;
+        let from_client = linger_proto::environment::accepted(&req.environment).map_err(|e| {
+            ErrorBody::new(ErrorKind::InvalidRequest, e.to_string()).with_hint(
+                "send only locale and terminal variables (LANG, LC_*, TERM), short and on one line",
+            )
+        })?;
+        let mut owner = self.session_owner(&peer.principal, config)?;
+        owner.environment = login_env::compose(owner.environment, from_client, &config.environment);
         let reservation = self
             .registry
             .reserve(
@@ -723,12 +716,6 @@ impl Daemon {
             .map(|p| p.display().to_string())
             .unwrap_or(owner.home.clone());
         let mut environment = owner.environment.clone();
-        environment.extend(
-            config
-                .environment
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone())),
-        );
         if let Some(startup) = &config.startup {
             // The shell's command loop runs it before the first command; what it prints goes to
             // startup.log in the session's directory.
@@ -950,6 +937,43 @@ fn unix_groups(name: &str) -> Vec<String> {
 }
 
 /// The name of user `uid`, or `uid<N>` if it has no passwd entry.
+/// The owner of a per-user daemon's sessions: the daemon's own user, in the daemon's `HOME`
+/// (the user's, unless whoever started the daemon chose another), with a login environment
+/// from its account rather than the daemon's environment.
+fn own_user_owner() -> Owner {
+    let uid = nix::unistd::geteuid();
+    let user = nix::unistd::User::from_uid(uid).ok().flatten();
+    let home = std::env::var("HOME")
+        .ok()
+        .filter(|h| h.starts_with('/'))
+        .or_else(|| user.as_ref().map(|u| u.dir.display().to_string()))
+        .unwrap_or_else(|| "/".into());
+    let account = login_env::Account {
+        name: user_name(uid.as_raw()),
+        home: home.clone(),
+        shell: user
+            .as_ref()
+            .map(|u| u.shell.display().to_string())
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "/bin/sh".into()),
+        runtime_dir: runtime_dir(uid.as_raw()),
+    };
+    Owner {
+        uid: uid.as_raw(),
+        run_as: None,
+        home,
+        environment: login_env::login(&account),
+    }
+}
+
+/// `/run/user/UID` if systemd-logind made it for `uid` (what a login of the user would get).
+fn runtime_dir(uid: u32) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let dir = format!("/run/user/{uid}");
+    let meta = std::fs::symlink_metadata(&dir).ok()?;
+    (meta.is_dir() && meta.uid() == uid).then_some(dir)
+}
+
 fn user_name(uid: u32) -> String {
     nix::unistd::User::from_uid(uid.into())
         .ok()

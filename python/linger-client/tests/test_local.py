@@ -61,6 +61,21 @@ def test_sessions_new_get_remove(world, daemon):
         assert len(daemon.host_pids()) == 2
 
 
+def test_a_session_gets_the_clients_locale_and_terminal_and_nothing_else(world, daemon, monkeypatch):
+    monkeypatch.setenv("LANG", "de_DE.UTF-8")
+    monkeypatch.setenv("LC_TIME", "C")
+    monkeypatch.setenv("TERM", "xterm-256color")
+    monkeypatch.setenv("LD_PRELOAD", "")
+    monkeypatch.setenv("FOO_CLIENT", "x")
+    with client(world, daemon) as c:
+        env = c.run(c.new_session("env"), "env").text().splitlines()
+        assert {"LANG=de_DE.UTF-8", "LC_TIME=C", "TERM=xterm-256color"} <= set(env), env
+        assert not [line for line in env if line.startswith(("LD_PRELOAD=", "FOO_CLIENT="))], env
+        chosen = c.run(c.new_session("chosen", environment={"LANG": "C.UTF-8", "BASH_ENV": "/tmp/x"}),
+                       "env").text().splitlines()
+        assert "LANG=C.UTF-8" in chosen and not [x for x in chosen if x.startswith(("BASH_ENV=", "TERM="))], chosen
+
+
 def test_state_is_shared_between_invokes(world, daemon):
     with client(world, daemon) as c:
         s = c.new_session("st")

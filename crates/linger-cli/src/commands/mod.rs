@@ -172,6 +172,8 @@ pub fn new_options(client: &Client, flags: &SessionFlags) -> Result<NewOptions> 
             .transpose()?
             .or(defaults.idle_timeout),
         buffering: parse_buffering(flags.buffering.as_deref())?.or(defaults.output_buffering),
+        // This shell's locale and terminal type, as ssh's SendEnv.
+        environment: None,
     })
 }
 

@@ -618,6 +618,7 @@ pub async fn raw_session(
             configuration: None,
             idle_timeout_ms: None,
             buffering: None,
+            ..Default::default()
         }),
     })
     .await

@@ -16,11 +16,12 @@ from __future__ import annotations
 import fnmatch
 import os
 import pwd
+import re
 import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 from . import codec
 from .connection import Connection, Login, handshake
@@ -56,6 +57,25 @@ def local_user() -> str:
         return pwd.getpwuid(os.getuid()).pw_name
     except KeyError:
         return os.environ.get("USER") or "nobody"
+
+
+_FORWARDED = re.compile(r"(LANG|LANGUAGE|TERM|COLORTERM|NO_COLOR|LC_[A-Z_]+)")
+MAX_ENV_VARIABLES = 32
+MAX_ENV_VALUE_LEN = 256
+
+
+def forwardable_environment(env: Mapping[str, str]) -> Dict[str, str]:
+    """The variables of ``env`` a new session takes (PROTOCOL.md, NewSession.environment):
+    locale and terminal type, short and on one line, at most 32."""
+    out: Dict[str, str] = {}
+    for k in sorted(env):
+        v = env[k]
+        if (_FORWARDED.fullmatch(k) and len(v.encode()) <= MAX_ENV_VALUE_LEN
+                and not any(c in v for c in "\0\n\r")):
+            out[k] = v
+            if len(out) == MAX_ENV_VARIABLES:
+                break
+    return out
 
 
 class Client:
@@ -192,15 +212,21 @@ class Client:
         return SessionInfo.parse(v, self.computer)
 
     def new_session(self, name: Optional[str] = None, *, configuration: Optional[str] = None,
-                    idle_timeout: Optional[float] = None, buffering: Optional[str] = None) -> SessionInfo:
+                    idle_timeout: Optional[float] = None, buffering: Optional[str] = None,
+                    environment: Optional[Dict[str, str]] = None) -> SessionInfo:
         """Starts a session, attached to this client (NewSession).  Without ``name`` it is
-        ``SessionN`` for the first N not in use.  ``idle_timeout`` in seconds."""
+        ``SessionN`` for the first N not in use.  ``idle_timeout`` in seconds.
+        ``environment``: locale and terminal variables for its shell (the server takes only
+        LANG, LANGUAGE, LC_*, TERM, COLORTERM and NO_COLOR); default: this process's own."""
         if buffering is not None and buffering not in BUFFERING:
             raise UsageError(f"invalid buffering '{buffering}'", "use block, drop or spool")
+        env = forwardable_environment(os.environ if environment is None else environment)
         names = [name] if name is not None else [f"Session{n}" for n in range(1, 1000)]
         for candidate in names:
             req = {"NewSession": {"name": candidate, "configuration": configuration,
                                   "idle_timeout_ms": _ms(idle_timeout), "buffering": buffering}}
+            if env:
+                req["NewSession"]["environment"] = env
             try:
                 return self._session(self._call(req, "Session", timeout=max(self.operation_timeout, 30)))
             except ExistsError:
