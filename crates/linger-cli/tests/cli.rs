@@ -358,6 +358,26 @@ fn errors_are_one_line_with_their_exit_code() {
 
     let o = w.run(&["get", "--computer", "web01.example"]);
     assert_eq!(o.status.code(), Some(6));
+
+    // --computer looks on the server, and the message says so, not "in this client".
+    let o = w.run(&["connect", "--computer", "localhost", "--name", "nosuch"]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(
+        stderr(&o)
+            .starts_with("linger: error: no session of yours matching 'nosuch' on localhost ("),
+        "{}",
+        stderr(&o)
+    );
+    // A name in use is reported on the computer as typed, not the server's host name.
+    w.ok(&["new", "localhost", "--name", "dup"]);
+    let o = w.run(&["new", "localhost", "--name", "dup"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o)
+            .starts_with("linger: error: a session named 'dup' already exists on localhost ("),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
@@ -386,7 +406,37 @@ fn a_killed_session_host_shows_closed() {
     assert!(w
         .ok(&["get", "1", "--json"])
         .contains("exited unexpectedly"));
+    // Refused with the reason, said once (from the server, then from the registry).
+    for _ in 0..2 {
+        let o = w.run(&["invoke", "1", "--", "true"]);
+        assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+        let err = stderr(&o);
+        assert_eq!(err.matches("is closed").count(), 1, "{err}");
+        assert!(err.contains("exited unexpectedly"), "{err}");
+    }
     assert_eq!(w.ok(&["invoke", "other", "--", "echo fine"]), "fine\n");
+
+    // Found closed by a command (not by `get`): the registry keeps the server's reason, not
+    // its whole sentence, so the next refusal does not say it twice.
+    let other = json_lines(&w.ok(&["get", "other", "--json"]))[0]["instance_id"].clone();
+    let meta = std::fs::read_to_string(
+        w.state_dir()
+            .join("sessions")
+            .join(other.as_str().expect("id"))
+            .join("meta.json"),
+    )
+    .expect("meta");
+    let host: serde_json::Value = serde_json::from_str(&meta).expect("json");
+    common::kill(
+        host["host_pid"].as_i64().expect("pid") as i32,
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    eventually("invoke to find the session closed", || {
+        w.run(&["invoke", "other", "--", "true"]).status.code() == Some(3)
+    });
+    let err = stderr(&w.run(&["invoke", "other", "--", "true"]));
+    assert_eq!(err.matches("is closed").count(), 1, "{err}");
+    assert!(err.contains("exited unexpectedly"), "{err}");
 }
 
 #[test]

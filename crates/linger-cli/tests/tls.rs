@@ -201,9 +201,38 @@ fn the_server_identity_is_pinned_and_a_changed_one_refused() {
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(!w.path("homeA/known_hosts").exists());
 
-    // accept-new pins it, in ssh's format; strict then accepts it.
+    // A missing identity file is a usage error, said once.
+    let o = common::run_as(
+        &w,
+        "homeA",
+        &[
+            "--identity",
+            "/nonexistent/key",
+            "--option",
+            "host_key_checking=accept-new",
+            "get",
+            "--computer",
+            &computer,
+        ],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert_eq!(err.matches("/nonexistent/key").count(), 1, "{err}");
+    assert_eq!(
+        err.lines().filter(|l| l.contains("error")).count(),
+        1,
+        "{err}"
+    );
+    let _ = std::fs::remove_file(w.path("homeA/known_hosts"));
+
+    // accept-new pins it, in ssh's format, and says so as ssh does; strict then accepts it.
     w.use_key("homeA", &key);
-    common::ok_as(&w, "homeA", &["get", "--computer", &computer]);
+    let o = common::run_as(&w, "homeA", &["get", "--computer", &computer]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let notice = format!("linger: Permanently added '[127.0.0.1]:{port}' (ssh-ed25519, {fingerprint}) to the known hosts in ");
+    assert!(stderr(&o).starts_with(&notice), "{}", stderr(&o));
+    let again = common::run_as(&w, "homeA", &["get", "--computer", &computer]);
+    assert_eq!(stderr(&again), "", "a known server is not announced again");
     let pins = std::fs::read_to_string(w.path("homeA/known_hosts")).expect("known_hosts");
     let server_key = std::fs::read_to_string(&pub_file).expect("pub");
     let server_key: Vec<&str> = server_key.split_whitespace().take(2).collect();

@@ -30,7 +30,7 @@ use std::sync::Arc;
 use linger_proto::host::HostSpec;
 use tokio::net::UnixListener;
 
-pub use log::{Entry, EntryKind, OutputLog};
+pub use log::{Entry, EntryKind, OutputLog, OUTPUT_WINDOW};
 pub use state::MAX_RUNNING_JOBS;
 
 #[derive(Debug, thiserror::Error)]

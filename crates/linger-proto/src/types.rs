@@ -183,6 +183,10 @@ pub struct ErrorBody {
     pub message: String,
     /// What to do about it, when the server knows.
     pub hint: Option<String>,
+    /// For kind `closed`: why the session ended (its `SessionInfo.closed_reason`), which the
+    /// message says in a sentence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub closed_reason: Option<String>,
 }
 
 impl ErrorBody {
@@ -191,7 +195,23 @@ impl ErrorBody {
             kind,
             message: message.into(),
             hint: None,
+            closed_reason: None,
         }
+    }
+
+    /// A `closed` error for session `name`, which ended because `why`.
+    pub fn closed(name: &str, why: &str) -> Self {
+        ErrorBody::new(
+            ErrorKind::Closed,
+            format!("session {name} is closed: {why}"),
+        )
+        .with_closed_reason(why)
+        .with_hint("create a new one with `linger new`")
+    }
+
+    pub fn with_closed_reason(mut self, why: impl Into<String>) -> Self {
+        self.closed_reason = Some(why.into());
+        self
     }
 
     pub fn with_hint(mut self, hint: impl Into<String>) -> Self {

@@ -400,6 +400,33 @@ pub struct Dialer {
     options: Options,
     client_id: Uuid,
     known_hosts: std::path::PathBuf,
+    notices: Notices,
+}
+
+/// Where the client tells its user what it did on their behalf (a server's key pinned);
+/// without a sink, the `tracing` log.
+#[derive(Clone, Default)]
+pub struct Notices(Option<std::sync::Arc<NoticeFn>>);
+
+type NoticeFn = dyn Fn(&str) + Send + Sync;
+
+impl Notices {
+    fn say(&self, text: &str) {
+        match &self.0 {
+            Some(f) => f(text),
+            None => tracing::info!("{text}"),
+        }
+    }
+}
+
+impl std::fmt::Debug for Notices {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Notices(sink)"
+        } else {
+            "Notices(log)"
+        })
+    }
 }
 
 impl Dialer {
@@ -458,6 +485,9 @@ impl Dialer {
                 let checking =
                     known_hosts::Checking::from_option(self.options.host_key_checking.as_deref());
                 let tls = tls::connect(&target, &key, &self.known_hosts, checking).await?;
+                if let known_hosts::Verified::Pinned { message } = &tls.verified {
+                    self.notices.say(message);
+                }
                 let login = Login {
                     user: target.user.clone().unwrap_or_else(local_user),
                     channel_binding: tls.channel_binding,
@@ -498,6 +528,7 @@ pub struct Client {
     registry: Registry,
     options: Options,
     conns: Mutex<HashMap<String, Connection>>,
+    notices: Notices,
 }
 
 impl Client {
@@ -516,6 +547,7 @@ impl Client {
             id,
             local_socket: None,
             conns: Mutex::new(HashMap::new()),
+            notices: Notices::default(),
         })
     }
 
@@ -591,7 +623,13 @@ impl Client {
             options,
             client_id: self.id,
             known_hosts: known_hosts::file_in(&self.home.config_dir),
+            notices: self.notices.clone(),
         }
+    }
+
+    /// Sends what the client tells its user (a server's key pinned on first use) to `f`.
+    pub fn on_notice(&mut self, f: impl Fn(&str) + Send + Sync + 'static) {
+        self.notices = Notices(Some(std::sync::Arc::new(f)));
     }
 
     /// Sessions of this client matching any of `selectors` (all of them if none).
@@ -675,6 +713,14 @@ impl Client {
                 }
                 Err(Error::Server(e)) if opts.name.is_none() && e.kind == ErrorKind::Exists => {
                     continue
+                }
+                // The server names itself by its host name; the user knows it as typed.
+                Err(Error::Server(mut e)) if e.kind == ErrorKind::Exists => {
+                    e.message = format!(
+                        "a session named '{name}' already exists on {}",
+                        display_computer(computer)
+                    );
+                    return Err(Error::Server(e));
                 }
                 Err(e) => return Err(e),
             }
@@ -1334,7 +1380,7 @@ impl Client {
         if let Err(Error::Server(e)) = &result {
             if matches!(e.kind, ErrorKind::Closed | ErrorKind::NotFound) {
                 let why = if e.kind == ErrorKind::Closed {
-                    e.message.clone()
+                    e.closed_reason.clone().unwrap_or_else(|| "it ended".into())
                 } else {
                     "it no longer exists on its server".into()
                 };

@@ -64,17 +64,20 @@ pub enum Error {
     Protocol { computer: String, reason: String },
     #[error("no session matches '{0}' in this client")]
     NoMatch(String),
+    /// `--computer C --name N` (or `--id`, `--instance-id`): none of the principal's
+    /// sessions on those computers matches.
+    #[error("no session of yours matching '{what}' on {computers}")]
+    NoRemoteMatch { what: String, computers: String },
     #[error("no job '{0}' in this client's job table")]
     NoJob(String),
     #[error("session {name} is closed: {reason}")]
     Closed { name: String, reason: String },
     #[error("{0}")]
     Usage(String),
-    #[error("{what}: {source}")]
-    Io {
-        what: String,
-        source: std::io::Error,
-    },
+    /// The cause is part of the message, not a `source`: a report that prints the chain
+    /// would say it twice.
+    #[error("{what}: {cause}")]
+    Io { what: String, cause: std::io::Error },
     #[error("{0}")]
     State(String),
     #[error("{0}")]
@@ -107,7 +110,7 @@ impl Error {
     pub fn io(what: impl Into<String>, source: std::io::Error) -> Self {
         Error::Io {
             what: what.into(),
-            source,
+            cause: source,
         }
     }
 
@@ -128,7 +131,10 @@ impl Error {
             | Error::ConnectionLost { .. }
             | Error::GaveUp { .. }
             | Error::Protocol { .. } => Kind::Connection,
-            Error::NoMatch(_) | Error::NoJob(_) | Error::Closed { .. } => Kind::NotFound,
+            Error::NoMatch(_)
+            | Error::NoRemoteMatch { .. }
+            | Error::NoJob(_)
+            | Error::Closed { .. } => Kind::NotFound,
             Error::Usage(_) => Kind::Usage,
             Error::Io { .. } | Error::State(_) => Kind::Other,
             Error::Timeout(_) | Error::TimedOut { .. } => Kind::Timeout,
@@ -155,6 +161,9 @@ impl Error {
                 "the session is left Disconnected with its command running; `linger receive` gets the rest once it is reachable".into(),
             ),
             Error::NoMatch(_) => Some("`linger get` lists this client's sessions".into()),
+            Error::NoRemoteMatch { computers, .. } => Some(format!(
+                "`linger get --computer {computers}` lists your sessions there"
+            )),
             Error::NoJob(_) => Some(
                 "`linger job list` shows this client's jobs; `linger job list SEL` a session's"
                     .into(),

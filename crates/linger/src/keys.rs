@@ -94,6 +94,12 @@ impl Signer {
 
 /// The keys to offer, in order. Blocking (reads files, asks the agent).
 pub fn signers(identity_file: Option<&Path>) -> Result<Vec<Signer>> {
+    if let Some(path) = identity_file.filter(|p| !p.exists()) {
+        return Err(Error::Usage(format!(
+            "--identity {}: no such file (name a private key made by ssh-keygen)",
+            path.display()
+        )));
+    }
     let agent = agent_keys();
     if let Some(path) = identity_file {
         return Ok(vec![from_file(path, &agent)?.ok_or_else(|| {

@@ -130,6 +130,15 @@ fn lookup(file: &Path, pattern: &str, presented: &PublicKey) -> Known {
     other.unwrap_or(Known::Unknown)
 }
 
+/// What [`verify`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verified {
+    /// The key was pinned already.
+    Known,
+    /// The key was new and is now pinned; `message` tells the user so, as ssh does.
+    Pinned { message: String },
+}
+
 /// Checks `presented` against the pins in `file` for `host:port`, pinning it if `checking`
 /// allows. Blocking (may ask on the terminal).
 pub fn verify(
@@ -138,11 +147,11 @@ pub fn verify(
     port: u16,
     presented: &PublicKey,
     checking: Checking,
-) -> Result<()> {
+) -> Result<Verified> {
     let pattern = host_pattern(host, port);
     let fingerprint = presented.fingerprint(HashAlg::Sha256);
     match lookup(file, &pattern, presented) {
-        Known::Same => Ok(()),
+        Known::Same => Ok(Verified::Known),
         Known::Revoked { line } => Err(Error::HostKey {
             message: format!(
                 "the key {pattern} presents ({fingerprint}) is revoked ({}:{line} marks it @revoked)",
@@ -180,7 +189,14 @@ pub fn verify(
                     ),
                 });
             }
-            pin(file, &pattern, presented)
+            pin(file, &pattern, presented)?;
+            Ok(Verified::Pinned {
+                message: format!(
+                    "Permanently added '{pattern}' ({}, {fingerprint}) to the known hosts in {}",
+                    presented.algorithm(),
+                    file.display()
+                ),
+            })
         }
     }
 }

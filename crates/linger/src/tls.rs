@@ -75,6 +75,8 @@ pub struct Established {
     pub stream: tokio_rustls::client::TlsStream<TcpStream>,
     pub channel_binding: [u8; BINDING_LEN],
     pub certificate_sha256: [u8; BINDING_LEN],
+    /// Whether the server's key was pinned just now (first use, `accept-new` or `ask`).
+    pub verified: known_hosts::Verified,
 }
 
 /// Connects and checks the server's identity against `known_hosts`.
@@ -127,7 +129,7 @@ pub async fn connect(
         .map_err(|e| unreachable(format!("no TLS channel binding: {e}")))?;
     let file = known_hosts.to_path_buf();
     let (host, port) = (target.host.clone(), target.port);
-    tokio::task::spawn_blocking(move || {
+    let verified = tokio::task::spawn_blocking(move || {
         known_hosts::verify(&file, &host, port, &presented, checking)
     })
     .await
@@ -136,6 +138,7 @@ pub async fn connect(
         stream,
         channel_binding,
         certificate_sha256,
+        verified,
     })
 }
 

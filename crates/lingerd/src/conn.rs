@@ -524,15 +524,10 @@ impl Ctx {
         match reg.get(&self.peer.principal, id) {
             Some(s) => Ok(s),
             None => Err(match reg.ended(&self.peer.principal, id) {
-                Some(info) => ErrorBody::new(
-                    ErrorKind::Closed,
-                    format!(
-                        "session {} is closed: {}",
-                        info.name,
-                        info.closed_reason.unwrap_or_else(|| "it ended".into())
-                    ),
-                )
-                .with_hint("create a new one with `linger new`"),
+                Some(info) => ErrorBody::closed(
+                    &info.name,
+                    info.closed_reason.as_deref().unwrap_or("it ended"),
+                ),
                 None => self.not_found(id),
             }),
         }

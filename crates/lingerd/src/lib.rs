@@ -16,6 +16,8 @@ mod liveness;
 pub mod logfile;
 mod login_env;
 pub mod paths;
+#[cfg(test)]
+mod protocol_limits;
 mod registry;
 mod remains;
 mod restricted;

@@ -42,6 +42,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
         _ => {}
     }
     let mut client = Client::from_env()?;
+    client.on_notice(|m| crate::say!("linger: {m}"));
     client.options_mut().apply_command_line(&cli.options)?;
     if let Some(file) = &cli.identity {
         let options = client.options_mut();
@@ -131,7 +132,11 @@ pub async fn resolve(client: &Client, t: &Targets, verb: &str) -> Result<Vec<Ent
             .clone()
             .or(f.instance_id.clone())
             .or(f.id.map(|i| i.to_string()));
-        return Err(linger::Error::NoMatch(what.unwrap_or_default()).into());
+        return Err(linger::Error::NoRemoteMatch {
+            what: what.unwrap_or_default(),
+            computers: t.computer.join(","),
+        }
+        .into());
     }
     Ok(found)
 }

@@ -148,7 +148,8 @@ impl Session {
             let error = ErrorBody::new(
                 ErrorKind::Closed,
                 format!("session {} ended during the copy: {why}", self.meta.name),
-            );
+            )
+            .with_closed_reason(why);
             let _ = route.queue.send(ServerMsg::Error {
                 rid: route.rid,
                 error,

@@ -174,7 +174,8 @@ impl Session {
                             "session {} ended while the command ran: {why}",
                             self.meta.name
                         ),
-                    ));
+                    )
+                    .with_closed_reason(why));
                 }
             }
             if changed.changed().await.is_err() {

@@ -410,9 +410,5 @@ fn what_of(name: &str, channel: Channel) -> String {
 }
 
 fn closed_error(name: &str, why: &str) -> ErrorBody {
-    ErrorBody::new(
-        ErrorKind::Closed,
-        format!("session {name} is closed: {why}"),
-    )
-    .with_hint("create a new one with `linger new`")
+    ErrorBody::closed(name, why)
 }

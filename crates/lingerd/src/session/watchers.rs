@@ -117,7 +117,8 @@ impl Session {
                 error: ErrorBody::new(
                     ErrorKind::Closed,
                     format!("session {} has ended: {why}", self.meta.name),
-                ),
+                )
+                .with_closed_reason(why),
             });
         }
     }
