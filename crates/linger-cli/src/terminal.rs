@@ -272,7 +272,7 @@ pub fn read_stdin_until_woken(wake: &OwnedFd, mut take: impl FnMut(&[u8]) -> boo
             Err(nix::errno::Errno::EINTR) => continue,
             Err(_) => return,
         }
-        let ready = |fd: &PollFd| fd.revents().is_some_and(|r| !r.is_empty());
+        let ready = |fd: &PollFd<'_>| fd.revents().is_some_and(|r| !r.is_empty());
         if ready(&fds[1]) {
             return;
         }

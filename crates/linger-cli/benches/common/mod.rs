@@ -47,7 +47,7 @@ pub fn stamp_progress() {
 
 /// Prints a progress line on stderr; stamped once `stamp_progress` was called. The shared
 /// helpers print through it, so that their lines look like the rest of each benchmark's.
-pub fn print_progress(line: fmt::Arguments) {
+pub fn print_progress(line: fmt::Arguments<'_>) {
     match PROGRESS_START.get() {
         Some(start) => eprintln!("[{:>6.1}s] {line}", start.elapsed().as_secs_f64()),
         None => eprintln!("{line}"),

@@ -377,7 +377,7 @@ impl ConditionalEventHandler for EscapeKey {
         _evt: &rustyline::Event,
         _n: RepeatCount,
         _positive: bool,
-        ctx: &EventContext,
+        ctx: &EventContext<'_>,
     ) -> Option<Cmd> {
         if ctx.line() == "~" && ctx.pos() == 1 {
             self.0.store(true, Ordering::SeqCst);

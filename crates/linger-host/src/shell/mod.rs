@@ -256,7 +256,7 @@ pub async fn send_record(sock: &tokio::net::UnixStream, record: Record) -> std::
             .async_io(Interest::WRITABLE, || {
                 let iov = [IoSlice::new(&record.bytes[sent..])];
                 let rights = [ControlMessage::ScmRights(&fds)];
-                let cmsgs: &[ControlMessage] = if sent == 0 && !fds.is_empty() {
+                let cmsgs: &[ControlMessage<'_>] = if sent == 0 && !fds.is_empty() {
                     &rights
                 } else {
                     &[]
