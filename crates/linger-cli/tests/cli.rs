@@ -968,3 +968,35 @@ fn fan_out_ids_follow_the_printed_order() {
     let names: Vec<String> = ids.iter().map(|id| format!("Session{id}")).collect();
     assert_eq!(listed, names, "{table}");
 }
+
+/// A command that waits for a busy session says what it waits for, as it starts waiting,
+/// instead of printing nothing until the session is free.
+#[test]
+fn a_busy_wait_says_what_runs_in_the_session() {
+    let w = World::new();
+    w.ok(&["new", "localhost", "--name", "busy"]);
+    let fifo = w.path("gate");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).expect("mkfifo");
+    let holder = common::Running::start(w.linger(&[
+        "invoke",
+        "busy",
+        "--",
+        &format!("read line < {}; echo \"got $line\"", fifo.display()),
+    ]));
+    eventually("the first command to run", || {
+        w.ok(&["get", "busy", "--json"])
+            .contains("\"running_command\":\"read line")
+    });
+    let waiter = common::Running::start(w.linger(&["invoke", "busy", "--", "echo second"]));
+    eventually("the waiting notice", || {
+        waiter
+            .stderr()
+            .contains("linger: waiting for session busy, running `read line <")
+    });
+    std::fs::write(&fifo, "go\n").expect("open the gate");
+    let (code, out, _) = holder.finish();
+    assert_eq!((code, out.as_str()), (Some(0), "got go\n"));
+    let (code, out, err) = waiter.finish();
+    assert_eq!((code, out.as_str()), (Some(0), "second\n"), "{err}");
+    assert_eq!(err.lines().count(), 1, "one notice: {err}");
+}

@@ -302,6 +302,9 @@ pub struct NewOptions {
     pub environment: Option<std::collections::BTreeMap<String, String>>,
 }
 
+/// How long a command waits for a busy session before the user is told what runs there.
+const BUSY_NOTICE_AFTER: Duration = Duration::from_secs(1);
+
 /// Removals asked of servers at once by `remove_all`.
 const REMOVE_IN_FLIGHT: usize = 32;
 
@@ -1066,9 +1069,8 @@ impl Client {
         opts: &InvokeOptions,
     ) -> Result<CommandStream> {
         let conn = self.open_session_conn(entry).await?;
-        let result = conn
-            .invoke(invoke_request(entry, script, opts), &opts.withdrawer)
-            .await;
+        let invoking = conn.invoke(invoke_request(entry, script, opts), &opts.withdrawer);
+        let result = self.say_while_busy(&conn, entry, invoking).await;
         let mut stream = self.note_closed(entry, result)?;
         stream.limit_output(
             self.options.max_received_data_per_command,
@@ -1080,6 +1082,40 @@ impl Client {
             stream.resume_with(self.resume_for(entry, None));
         }
         Ok(stream)
+    }
+
+    /// Awaits `invoking`. The server answers only once the session is free, so when that
+    /// takes more than a moment the user is told what the session is still running.
+    async fn say_while_busy<T>(
+        &self,
+        conn: &Connection,
+        entry: &Entry,
+        invoking: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        tokio::pin!(invoking);
+        tokio::select! {
+            r = &mut invoking => return r,
+            () = tokio::time::sleep(BUSY_NOTICE_AFTER) => {}
+        }
+        let probe = async {
+            let running = conn
+                .list_sessions(vec![entry.instance_id])
+                .await
+                .ok()
+                .and_then(|infos| infos.into_iter().next())
+                .and_then(|info| info.running_command);
+            if let Some(command) = running {
+                self.notices.say(&format!(
+                    "waiting for session {}, running `{command}`",
+                    entry.name
+                ));
+            }
+        };
+        tokio::select! {
+            r = &mut invoking => return r,
+            () = probe => {}
+        }
+        invoking.await
     }
 
     /// Starts a background job in a session (`job start`): SCRIPT runs with the session's
