@@ -31,6 +31,7 @@ pub fn session_json(v: &SessionView) -> Value {
         "pending_output_bytes": info.map_or(0, |i| i.pending_output_bytes),
         "dropped_output_bytes": info.map_or(0, |i| i.dropped_output_bytes),
         "jobs": info.map_or(0, |i| i.jobs),
+        "blocked": info.is_some_and(|i| i.blocked),
         "reason": v.reason,
     })
 }
@@ -45,11 +46,16 @@ pub fn session_table(views: &[SessionView]) -> String {
         "ConfigurationName",
         "Availability",
     ];
+    // A command suspended because nobody reads its output (block mode) says so: it looks
+    // Busy but makes no progress until someone receives.
     let running = |v: &SessionView| {
-        v.info
-            .as_ref()
-            .and_then(|i| i.running_command.as_deref())
-            .map(|c| shorten(c, COMMAND_SHOWN))
+        let info = v.info.as_ref()?;
+        let shown = shorten(info.running_command.as_deref()?, COMMAND_SHOWN);
+        Some(if info.blocked {
+            format!("{shown} (Blocked: waits for `linger receive`)")
+        } else {
+            shown
+        })
     };
     // The seeds' columns, the running command when any session has one, and why a session
     // ended while it is still listed (SPEC §3: Closed shows its reason until removed).

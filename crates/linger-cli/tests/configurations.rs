@@ -1054,3 +1054,44 @@ async fn a_hostile_new_session_environment_is_filtered_or_refused() {
     assert!(!env.contains("/evil"), "{env}");
     assert!(!marker.exists(), "BASH_ENV ran");
 }
+
+/// A block-mode command that filled the buffer with nobody reading is suspended: `get`
+/// says so (the Command column, `blocked: true` in JSON) until a receive lets it go on.
+#[test]
+fn a_command_suspended_for_want_of_a_reader_shows_blocked() {
+    let mut w = World::new();
+    w.write_config(
+        "[[configuration]]\nname = \"tight\"\noutput_buffering = \"block\"\noutput_buffer_size = \"64KiB\"\n",
+    );
+    w.start_daemon();
+    w.ok(&[
+        "invoke",
+        "--computer",
+        "localhost",
+        "--name",
+        "b",
+        "--configuration",
+        "tight",
+        "--in-disconnected-session",
+        "--",
+        "head -c 4000000 /dev/zero | tr '\\0' x; echo; echo end",
+    ]);
+    let blocked = |w: &World| {
+        let v = session_json(w, "b");
+        v["blocked"].as_bool().expect("a blocked field")
+    };
+    eventually("the command to block", || blocked(&w));
+    let table = w.ok(&["get", "b"]);
+    assert!(
+        table.contains("(Blocked: waits for `linger receive`)"),
+        "{table}"
+    );
+    let out = w.ok(&["receive", "b"]);
+    assert!(
+        out.ends_with("\nend\n") && out.len() == 4_000_005,
+        "{}",
+        out.len()
+    );
+    assert!(!blocked(&w));
+    assert!(!w.ok(&["get", "b"]).contains("Blocked"));
+}

@@ -626,9 +626,35 @@ pub struct OutputLog {
     /// Signalled when writers may be able to go on: space freed in any of the session's logs
     /// (it is the session's `MemoryQuota`'s), or the mode changed.
     freed: Arc<Notify>,
+    /// Writers waiting for room (a reader to take output, or a spool that can be written):
+    /// the command is suspended in its next write.
+    waiting_writers: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// Counts a writer as waiting while it lives (a cancelled write stops counting too).
+struct Waiting<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn new(count: &'a std::sync::atomic::AtomicUsize) -> Self {
+        count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Waiting(count)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 impl OutputLog {
+    /// Whether a writer is suspended waiting for room in this log.
+    pub fn writer_waiting(&self) -> bool {
+        self.waiting_writers
+            .load(std::sync::atomic::Ordering::SeqCst)
+            > 0
+    }
+
     /// Whether `other` is this same log (a clone of it).
     pub fn same(&self, other: &OutputLog) -> bool {
         Arc::ptr_eq(&self.inner, &other.inner)
@@ -653,6 +679,7 @@ impl OutputLog {
             })),
             appended: Arc::new(Notify::new()),
             freed: settings.memory.freed.clone(),
+            waiting_writers: Arc::default(),
         }
     }
 
@@ -712,6 +739,9 @@ impl OutputLog {
                 }
                 g.mode == BufferingMode::Spool && g.spool.failing()
             };
+            let _waiting = Waiting::new(&self.waiting_writers);
+            // Whoever reports the session's state hears that its command is now suspended.
+            self.appended.notify_waiters();
             if disk_full {
                 // Blocked because the spool cannot be written (a full disk): try it again
                 // now and then, as space may come back with nobody acknowledging anything.

@@ -197,6 +197,7 @@ impl HostState {
             shell_exited: g.shell_exited.clone(),
             last_seq: self.log.last_seq(),
             jobs: self.job_statuses(&g),
+            blocked: g.running.is_some() && self.log.writer_waiting(),
         }
     }
 

@@ -296,6 +296,10 @@ pub struct HostStatus {
     /// Commands run as jobs and background jobs, oldest first.
     #[serde(default)]
     pub jobs: Vec<JobStatus>,
+    /// The foreground command is suspended in a write: its output fills the buffer
+    /// (`block` mode, or a spool at its limit) and waits for a reader.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub blocked: bool,
 }
 
 /// Which output log an entry belongs to: the session's foreground commands (`None`) or one

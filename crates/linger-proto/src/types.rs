@@ -144,6 +144,10 @@ pub struct SessionInfo {
     pub pending_output_bytes: u64,
     pub dropped_output_bytes: u64,
     pub jobs: u32,
+    /// The running command is suspended for want of a reader: its output filled the
+    /// session's buffer (`block` mode, or a full spool) and nobody receives it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub blocked: bool,
 }
 
 /// Why a request failed. Each kind maps to one CLI exit code (SPEC §13).

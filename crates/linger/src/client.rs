@@ -1522,6 +1522,7 @@ mod tests {
             pending_output_bytes: 0,
             dropped_output_bytes: 0,
             jobs: 0,
+            blocked: false,
         }
     }
 

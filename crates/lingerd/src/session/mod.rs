@@ -397,6 +397,7 @@ impl Session {
             pending_output_bytes: g.status.pending_output_bytes,
             dropped_output_bytes: g.status.dropped_output_bytes,
             jobs: (g.status.jobs.len() + g.starting_jobs.len()) as u32,
+            blocked: g.status.blocked && g.status.running.is_some(),
         }
     }
 }

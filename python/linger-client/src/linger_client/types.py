@@ -88,6 +88,8 @@ class SessionInfo:
     dropped_output_bytes: int
     jobs: int
     computer_name: str = ""
+    #: The running command is suspended because nobody reads its output (``block`` mode).
+    blocked: bool = False
 
     @classmethod
     def parse(cls, v: Any, computer_name: str = "") -> "SessionInfo":
@@ -110,6 +112,7 @@ class SessionInfo:
             dropped_output_bytes=_int(d, "dropped_output_bytes", w, 0),
             jobs=_int(d, "jobs", w, 0),
             computer_name=computer_name,
+            blocked=d.get("blocked") is True,
         )
 
     @property
