@@ -330,6 +330,9 @@ pub struct InvokeOptions {
     /// Lets the caller withdraw the command while it waits for a busy session (one per
     /// invoke: it holds the invoke that waits).
     pub withdrawer: Withdrawer,
+    /// Tell the user (through the client's notices) what a busy session runs while the
+    /// command waits for it. Off for callers that own the terminal (a prompt, a raw tty).
+    pub announce_busy: bool,
 }
 
 impl Default for InvokeOptions {
@@ -343,6 +346,7 @@ impl Default for InvokeOptions {
             stdin: false,
             terminal: None,
             withdrawer: Withdrawer::default(),
+            announce_busy: false,
         }
     }
 }
@@ -795,13 +799,13 @@ impl Client {
         Ok(views)
     }
 
-    /// Every session the caller owns on `computer`, from any client; new ones join the
-    /// registry under new Ids.
     /// The session configurations of `computer`'s daemon.
     pub async fn configurations(&self, computer: &str) -> Result<Vec<ConfigurationInfo>> {
         self.connect(computer).await?.list_configurations().await
     }
 
+    /// Every session the caller owns on `computer`, from any client; new ones join the
+    /// registry under new Ids.
     pub async fn get_remote(&self, computer: &str) -> Result<Vec<SessionView>> {
         let conn = self.connect(computer).await?;
         let infos = conn.list_sessions(Vec::new()).await?;
@@ -1070,7 +1074,11 @@ impl Client {
     ) -> Result<CommandStream> {
         let conn = self.open_session_conn(entry).await?;
         let invoking = conn.invoke(invoke_request(entry, script, opts), &opts.withdrawer);
-        let result = self.say_while_busy(&conn, entry, invoking).await;
+        let result = if opts.announce_busy {
+            self.say_while_busy(&conn, entry, invoking).await
+        } else {
+            invoking.await
+        };
         let mut stream = self.note_closed(entry, result)?;
         stream.limit_output(
             self.options.max_received_data_per_command,
@@ -1299,7 +1307,6 @@ impl Client {
         self.remember_job(entry, entry.instance_id, JobKind::Remote, &command)
     }
 
-    /// Streams a job's kept output, then what it still produces.
     /// A job's output: with `wait`, followed to the job's end; without, what it has kept
     /// so far (PowerShell's Receive-Job returns a running job's partial output).
     pub async fn receive_job(

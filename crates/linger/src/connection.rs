@@ -578,8 +578,6 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     }
 }
 
-/// Shows a sign of life at the pace the server asked for, so that an open connection
-/// (a long, quiet command) keeps its attachments.
 /// When the server was last heard from, and how a silent connection is cut.
 struct Life {
     heard: Mutex<tokio::time::Instant>,

@@ -41,11 +41,11 @@ use crate::sink::{Mode, Sink};
 use syntax::Exit;
 use watch::{Key, Tty, Typed, Watcher};
 
+/// How long the prompt's question waits for the session to be free.
+const CWD_WAIT: Duration = Duration::from_secs(2);
 /// Asks the session for its working directory and home, for the prompt. It hands the
 /// previous command's status on (`return`), so `$?` in the next line is that of the line
 /// before, as at a prompt.
-/// How long the prompt's question waits for the session to be free.
-const CWD_WAIT: Duration = Duration::from_secs(2);
 const CWD_SCRIPT: &str = r#"set -- "$?"; builtin printf '%s\0%s' "$PWD" "${HOME-}"; return "$1""#;
 
 /// How many commands a session's history keeps.

@@ -50,6 +50,8 @@ pub async fn run(client: &Client, args: InvokeArgs, json: bool) -> Result<i32> {
         disconnected: args.in_disconnected_session,
         as_job: args.as_job,
         stdin: forward,
+        // A terminal command's client owns the terminal (raw) while it waits.
+        announce_busy: !args.tty,
         ..InvokeOptions::default()
     };
     if args.throttle == 0 {
