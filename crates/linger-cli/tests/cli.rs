@@ -380,18 +380,12 @@ fn errors_are_one_line_with_their_exit_code() {
     );
 }
 
-#[test]
-fn a_killed_session_host_shows_closed() {
-    let w = World::new();
-    w.ok(&["new", "localhost"]);
-    w.ok(&["new", "localhost", "--name", "other"]);
-    let pids = w.host_pids();
-    assert_eq!(pids.len(), 2);
-    let first = json_lines(&w.ok(&["get", "1", "--json"]))[0]["instance_id"].clone();
+/// SIGKILLs the session host of the session whose `get --json` instance_id is `id`.
+fn kill_host(w: &World, id: &serde_json::Value) {
     let meta = std::fs::read_to_string(
         w.state_dir()
             .join("sessions")
-            .join(first.as_str().expect("id"))
+            .join(id.as_str().expect("id"))
             .join("meta.json"),
     )
     .expect("meta");
@@ -400,6 +394,17 @@ fn a_killed_session_host_shows_closed() {
         host["host_pid"].as_i64().expect("pid") as i32,
         nix::sys::signal::Signal::SIGKILL,
     );
+}
+
+#[test]
+fn a_killed_session_host_shows_closed() {
+    let w = World::new();
+    w.ok(&["new", "localhost"]);
+    w.ok(&["new", "localhost", "--name", "other"]);
+    let pids = w.host_pids();
+    assert_eq!(pids.len(), 2);
+    let first = json_lines(&w.ok(&["get", "1", "--json"]))[0]["instance_id"].clone();
+    kill_host(&w, &first);
     eventually("the session to close", || {
         w.ok(&["get", "1"]).contains("Closed")
     });
@@ -419,18 +424,7 @@ fn a_killed_session_host_shows_closed() {
     // Found closed by a command (not by `get`): the registry keeps the server's reason, not
     // its whole sentence, so the next refusal does not say it twice.
     let other = json_lines(&w.ok(&["get", "other", "--json"]))[0]["instance_id"].clone();
-    let meta = std::fs::read_to_string(
-        w.state_dir()
-            .join("sessions")
-            .join(other.as_str().expect("id"))
-            .join("meta.json"),
-    )
-    .expect("meta");
-    let host: serde_json::Value = serde_json::from_str(&meta).expect("json");
-    common::kill(
-        host["host_pid"].as_i64().expect("pid") as i32,
-        nix::sys::signal::Signal::SIGKILL,
-    );
+    kill_host(&w, &other);
     eventually("invoke to find the session closed", || {
         w.run(&["invoke", "other", "--", "true"]).status.code() == Some(3)
     });

@@ -947,7 +947,7 @@ fn sessions_start_from_a_clean_login_environment() {
 /// smuggling a line break is refused with invalid_request (the connection stays usable).
 #[tokio::test]
 async fn a_hostile_new_session_environment_is_filtered_or_refused() {
-    use linger_proto::client::{ClientMsg, Hello, Invoke, InvokeKind, NewSession, Request};
+    use linger_proto::client::{ClientMsg, Invoke, InvokeKind, NewSession, Request};
     use linger_proto::server::{Reply, ServerMsg};
     use linger_proto::types::ErrorKind;
 
@@ -956,23 +956,7 @@ async fn a_hostile_new_session_environment_is_filtered_or_refused() {
     let marker = w.path("bash-env-ran");
     let rc = w.path("evil-rc");
     std::fs::write(&rc, format!("touch {}\n", marker.display())).expect("rc");
-    let stream = tokio::net::UnixStream::connect(w.socket())
-        .await
-        .expect("connect");
-    let (r, wr) = stream.into_split();
-    let mut rd = linger_proto::frame::FrameReader::new(r);
-    let mut wr = linger_proto::frame::FrameWriter::new(wr);
-    wr.write(&ClientMsg::Hello(Hello {
-        protocol_version: linger_proto::PROTOCOL_VERSION,
-        client_id: uuid::Uuid::new_v4(),
-        client_name: "hostile".into(),
-    }))
-    .await
-    .expect("hello");
-    assert!(matches!(
-        rd.read::<ServerMsg>().await,
-        Ok(Some(ServerMsg::Welcome(_)))
-    ));
+    let (mut rd, mut wr) = common::raw_client(&w, "hostile").await;
     let new = |rid: u64, name: &str, env: &[(&str, &str)]| ClientMsg::Request {
         rid,
         request: Request::NewSession(NewSession {

@@ -581,19 +581,17 @@ pub async fn run_api_with(
     }
 }
 
-/// A client speaking the wire protocol by hand on `w`'s local socket: Hello answered with
-/// Welcome, then a new session `name` (request id 1). Returns both halves and its id.
-pub async fn raw_session(
+/// A client speaking the wire protocol by hand on `w`'s local socket, as a new client id:
+/// Hello sent and answered with Welcome. Returns both halves.
+pub async fn raw_client(
     w: &World,
     client_name: &str,
-    name: &str,
 ) -> (
     linger_proto::frame::FrameReader<tokio::net::unix::OwnedReadHalf>,
     linger_proto::frame::FrameWriter<tokio::net::unix::OwnedWriteHalf>,
-    uuid::Uuid,
 ) {
-    use linger_proto::client::{ClientMsg, Hello, NewSession, Request};
-    use linger_proto::server::{Reply, ServerMsg};
+    use linger_proto::client::{ClientMsg, Hello};
+    use linger_proto::server::ServerMsg;
     let stream = tokio::net::UnixStream::connect(w.socket())
         .await
         .expect("connect");
@@ -611,6 +609,22 @@ pub async fn raw_session(
         rd.read::<ServerMsg>().await,
         Ok(Some(ServerMsg::Welcome(_)))
     ));
+    (rd, wr)
+}
+
+/// [`raw_client`], then a new session `name` (request id 1). Returns both halves and its id.
+pub async fn raw_session(
+    w: &World,
+    client_name: &str,
+    name: &str,
+) -> (
+    linger_proto::frame::FrameReader<tokio::net::unix::OwnedReadHalf>,
+    linger_proto::frame::FrameWriter<tokio::net::unix::OwnedWriteHalf>,
+    uuid::Uuid,
+) {
+    use linger_proto::client::{ClientMsg, NewSession, Request};
+    use linger_proto::server::{Reply, ServerMsg};
+    let (mut rd, mut wr) = raw_client(w, client_name).await;
     wr.write(&ClientMsg::Request {
         rid: 1,
         request: Request::NewSession(NewSession {

@@ -64,7 +64,7 @@ impl Session {
                 .clone()
                 .or_else(|| g.terminating.clone())
                 .unwrap_or_else(|| "it ended".into());
-            return Err(closed_error(&self.meta.name, &why));
+            return Err(ErrorBody::closed(&self.meta.name, &why));
         }
         Ok(())
     }

@@ -367,7 +367,7 @@ impl Session {
 
     fn closed_error(&self) -> ErrorBody {
         let why = self.closed_reason().unwrap_or_else(|| "it ended".into());
-        closed_error(&self.meta.name, &why)
+        ErrorBody::closed(&self.meta.name, &why)
     }
 
     pub fn info(&self, asking: Uuid) -> SessionInfo {
@@ -408,8 +408,4 @@ fn what_of(name: &str, channel: Channel) -> String {
         None => format!("session {name}"),
         Some(id) => format!("job {id} of session {name}"),
     }
-}
-
-fn closed_error(name: &str, why: &str) -> ErrorBody {
-    ErrorBody::closed(name, why)
 }
