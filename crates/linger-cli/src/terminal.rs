@@ -49,6 +49,15 @@ pub const ESCAPE_HELP: &str = "Supported escape sequences (at the start of a lin
     ~~   send the escape character by typing it twice\r\n";
 
 impl Escapes {
+    /// A `~` held back at the start of a line, waiting for the key after it.
+    pub fn pending(&self) -> &'static [u8] {
+        if self.tilde_held {
+            b"~"
+        } else {
+            b""
+        }
+    }
+
     pub fn feed(&mut self, input: &[u8]) -> Vec<Typed> {
         let mut out = Vec::new();
         let mut keys = Vec::new();
@@ -242,14 +251,28 @@ impl Keyboard {
     async fn next(&mut self) -> Option<Vec<u8>> {
         self.keys.recv().await
     }
-}
 
-impl Drop for Keyboard {
-    fn drop(&mut self) {
+    /// Stops reading; returns what was read and not yet taken.
+    fn stop(mut self) -> Vec<u8> {
+        self.halt();
+        let mut rest = Vec::new();
+        while let Ok(keys) = self.keys.try_recv() {
+            rest.extend_from_slice(&keys);
+        }
+        rest
+    }
+
+    fn halt(&mut self) {
         if let Some(thread) = self.thread.take() {
             let _ = nix::unistd::write(&self.wake, &[1]);
             let _ = thread.join();
         }
+    }
+}
+
+impl Drop for Keyboard {
+    fn drop(&mut self) {
+        self.halt();
     }
 }
 
@@ -342,7 +365,19 @@ pub async fn drive(stream: &mut linger::CommandStream, mut raw: RawTerminal) -> 
                 Some(Event::Dropped { bytes }) => {
                     write!(stdout, "\r\nlinger: {bytes} bytes of output were dropped\r\n")?;
                 }
-                Some(Event::Finished { status, .. }) => return Ok(Ended::Finished(status)),
+                Some(Event::Finished { status, .. }) => {
+                    // Keys read here but not yet sent are type-ahead too, after what the
+                    // command's terminal held.
+                    let mut late = Vec::new();
+                    for typed in escapes.feed(&keyboard.stop()) {
+                        if let Typed::Keys(keys) = typed {
+                            late.extend_from_slice(&keys);
+                        }
+                    }
+                    late.extend_from_slice(escapes.pending());
+                    stream.add_unread_input(&late);
+                    return Ok(Ended::Finished(status));
+                }
                 None => {
                     drop(raw);
                     anyhow::bail!("the connection closed before the command ended");

@@ -451,12 +451,14 @@ fn entry_message(e: Entry, channel: Channel) -> HostToDaemon {
             command_id,
             status,
             unread_input,
+            input_offset,
         } => HostToDaemon::Finished {
             channel,
             seq: e.seq,
             command_id,
             status,
             unread_input,
+            input_offset,
         },
         EntryKind::Dropped {
             from_total,

@@ -112,6 +112,19 @@ impl Input {
     }
 }
 
+impl Input {
+    /// Stops writing at once and says how far the input got: every byte before the offset
+    /// returned reached the command (or its terminal), none after it did.
+    pub async fn stop(mut self) -> u64 {
+        self.writer.abort();
+        let _ = (&mut self.writer).await;
+        match *self.progress.borrow() {
+            Some(p) if p.command_id == self.command_id => p.written,
+            _ => 0,
+        }
+    }
+}
+
 impl Drop for Input {
     /// The command ended: whatever it did not read is not wanted, and the pipe closes now
     /// (a process it left in the background sees the end of its input).
@@ -133,36 +146,51 @@ enum Writer {
 }
 
 impl Writer {
-    async fn write_all(&mut self, data: &[u8]) -> std::io::Result<()> {
+    async fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
         match self {
-            Writer::Pipe(pipe) => pipe.write_all(data).await,
-            Writer::Terminal(t) => t.pty.write_all(data).await,
+            Writer::Pipe(pipe) => pipe.write(data).await,
+            Writer::Terminal(t) => t.pty.write_some(data).await,
         }
     }
 }
 
+/// Writes the queue out, counting each write as it lands: the count stays exact wherever
+/// [`Input::stop`] cuts the writer off, so a terminal command's end can say where its input
+/// stands.
 async fn write_all(
     mut pipe: Writer,
     mut queue: mpsc::UnboundedReceiver<Bytes>,
     command_id: Uuid,
     progress: ProgressTx,
 ) {
-    let mut reading = true;
-    while let Some(chunk) = queue.recv().await {
-        if reading {
-            if let Err(e) = pipe.write_all(&chunk).await {
-                // EPIPE: the command closed its input or ended. The rest is discarded (and
-                // counted as written), so the sender is never left waiting.
-                tracing::debug!(command = %command_id, "the command stopped reading its input: {e}");
-                reading = false;
-            }
-        }
+    let count = |n: usize, reading: bool| {
         progress.send_modify(|p| {
             if let Some(p) = p.as_mut().filter(|p| p.command_id == command_id) {
-                p.written += chunk.len() as u64;
+                p.written += n as u64;
                 p.closed |= !reading;
             }
         });
+    };
+    let mut reading = true;
+    while let Some(chunk) = queue.recv().await {
+        let mut rest = &chunk[..];
+        while reading && !rest.is_empty() {
+            match pipe.write(rest).await {
+                Ok(n) if n > 0 => {
+                    rest = &rest[n..];
+                    count(n, true);
+                }
+                Ok(_) => reading = false,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    // EPIPE: the command closed its input or ended. The rest is discarded
+                    // (and counted as written), so the sender is never left waiting.
+                    tracing::debug!(command = %command_id, "the command stopped reading its input: {e}");
+                    reading = false;
+                }
+            }
+        }
+        count(rest.len(), reading);
     }
     drop(pipe);
     progress.send_modify(|p| {
@@ -202,6 +230,23 @@ mod tests {
         assert_eq!(reader.join().unwrap(), b"hello world");
         let p = progress.borrow().unwrap();
         assert_eq!((p.written, p.closed), (11, true));
+    }
+
+    /// Stopped while the pipe is full, the writer says exactly how much the command can
+    /// still read: nothing is counted that did not land, nothing lands after.
+    #[tokio::test]
+    async fn stopping_says_exactly_how_much_was_written() {
+        let progress: ProgressTx = Arc::new(watch::channel(None).0);
+        let mut seen = progress.subscribe();
+        let (mut input, r) = Input::open(Uuid::new_v4(), progress.clone()).unwrap();
+        let size = fcntl(&r, FcntlArg::F_GETPIPE_SZ).unwrap() as u64;
+        input.offer(0, Bytes::from(vec![1u8; (size * 3) as usize]), false);
+        until(&mut seen, |p| p.written >= size).await;
+        let offset = input.stop().await;
+        let mut all = Vec::new();
+        std::fs::File::from(r).read_to_end(&mut all).unwrap();
+        assert_eq!(all.len() as u64, offset);
+        assert!(offset < size * 3);
     }
 
     #[tokio::test]

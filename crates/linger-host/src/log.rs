@@ -71,6 +71,8 @@ pub enum EntryKind {
         status: i32,
         /// What was typed at a terminal command and never read by it.
         unread_input: Bytes,
+        /// Where its forwarded input stood at its end.
+        input_offset: Option<u64>,
     },
     /// Stands, in position, for output discarded under `drop`. The log keeps a cumulative
     /// counter of dropped bytes; this entry covers the counter's range (from_total, to_total].
@@ -174,6 +176,7 @@ enum Kept {
         command_id: Uuid,
         status: i32,
         unread_input: Bytes,
+        input_offset: Option<u64>,
     },
     Dropped {
         from_total: u64,
@@ -600,10 +603,12 @@ impl Inner {
                         command_id,
                         status,
                         unread_input,
+                        input_offset,
                     } => EntryKind::Finished {
                         command_id: *command_id,
                         status: *status,
                         unread_input: unread_input.clone(),
+                        input_offset: *input_offset,
                     },
                     Kept::Dropped {
                         from_total,
@@ -755,15 +760,23 @@ impl OutputLog {
 
     /// Appends a command end; never waits, so a full log cannot hide an ended command.
     pub fn push_finished(&self, command_id: Uuid, status: i32) {
-        self.push_finished_with(command_id, status, Bytes::new());
+        self.push_finished_with(command_id, status, Bytes::new(), None);
     }
 
-    /// A terminal command's end, with what was typed at it and never read.
-    pub fn push_finished_with(&self, command_id: Uuid, status: i32, unread_input: Bytes) {
+    /// A terminal command's end, with what was typed at it and never read, and where its
+    /// input stood.
+    pub fn push_finished_with(
+        &self,
+        command_id: Uuid,
+        status: i32,
+        unread_input: Bytes,
+        input_offset: Option<u64>,
+    ) {
         self.lock().append(Kept::Finished {
             command_id,
             status,
             unread_input,
+            input_offset,
         });
         self.appended.notify_waiters();
     }

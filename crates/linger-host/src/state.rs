@@ -41,6 +41,8 @@ pub struct Running {
     /// What was typed at its terminal and never read; a terminal command ends once the
     /// loop has said (it always does, before its end markers).
     unread_input: Option<Bytes>,
+    /// Where the command's forwarded input stood when it ended (see [`Input::stop`]).
+    input_offset: Option<u64>,
 }
 
 /// A command run with `invoke --as-job`: its record stays for the job table, and its
@@ -419,6 +421,7 @@ impl HostState {
             stderr_end: false,
             terminal: pty.clone(),
             unread_input: None,
+            input_offset: None,
         });
         g.current = id;
         g.input = input;
@@ -585,11 +588,36 @@ impl HostState {
         self.maybe_finished(g);
     }
 
-    /// The loop reports a terminal command's unread type-ahead.
-    fn unread_input(&self, data: Bytes) {
+    /// The loop reports a terminal command's unread type-ahead. Input kept coming while the
+    /// loop looked: the writer is stopped where it is and what it wrote since is taken back
+    /// from the terminal, so the end says exactly which input the command never saw (the
+    /// client holds whatever came after `input_offset`).
+    async fn unread_input(&self, data: Bytes) {
+        let (input, terminal) = {
+            let mut g = self.lock();
+            let terminal = match g.running.as_ref() {
+                Some(r) => r.terminal.clone(),
+                None => return,
+            };
+            let Some(terminal) = terminal else {
+                return;
+            };
+            (g.input.take(), terminal)
+        };
+        let input_offset = match input {
+            Some(input) => Some(input.stop().await),
+            None => None,
+        };
+        let mut unread = data.to_vec();
+        if let Err(e) = terminal.pty.take_typed(&mut unread, shell::UNREAD_MAX) {
+            tracing::warn!("cannot read back what was typed at the ended command: {e}");
+        }
         let mut g = self.lock();
         match g.running.as_mut() {
-            Some(r) if r.terminal.is_some() => r.unread_input = Some(data),
+            Some(r) if r.terminal.is_some() => {
+                r.unread_input = Some(Bytes::from(unread));
+                r.input_offset = input_offset;
+            }
             _ => return,
         }
         self.maybe_finished(g);
@@ -605,9 +633,10 @@ impl HostState {
             // The end goes into the log before the command stops showing as running, so a
             // status that says "nothing running" always counts the end in `last_seq`.
             let unread = r.unread_input.take().unwrap_or_default();
+            let input_offset = r.input_offset;
             let id = r.id;
             let log = job_log_in(&g, id).unwrap_or_else(|| self.log.clone());
-            log.push_finished_with(id, status, unread);
+            log.push_finished_with(id, status, unread, input_offset);
             if !log.same(&self.log) {
                 self.jobs_appended.notify_waiters();
             }
@@ -799,7 +828,7 @@ async fn read_reports(state: Arc<HostState>, sock: Arc<tokio::net::UnixStream>) 
         if read_exact(&sock, &mut data).await.is_err() {
             return;
         }
-        state.unread_input(Bytes::from(data));
+        state.unread_input(Bytes::from(data)).await;
     }
 }
 

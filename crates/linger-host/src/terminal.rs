@@ -6,7 +6,7 @@
 //! fed the same output keeps the command's screen, so a client entering later sees it
 //! redrawn, as tmux does.
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use bytes::{Bytes, BytesMut};
 use linger_proto::types::TerminalSpec;
@@ -134,17 +134,61 @@ impl Pty {
         }
     }
 
-    /// Writes all of `data` (what was typed), waiting while the terminal's input is full.
-    pub async fn write_all(&self, mut data: &[u8]) -> std::io::Result<()> {
-        while !data.is_empty() {
+    /// Writes what it can of `data` (what was typed), waiting while the terminal's input
+    /// is full; returns how much it wrote.
+    pub async fn write_some(&self, data: &[u8]) -> std::io::Result<usize> {
+        loop {
             let mut guard = self.master.writable().await?;
             match guard
                 .try_io(|fd| nix::unistd::write(fd.get_ref(), data).map_err(std::io::Error::from))
             {
-                Ok(Ok(n)) => data = &data[n..],
                 Ok(Err(e)) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Ok(Err(e)) => return Err(e),
+                Ok(result) => return result,
                 Err(_would_block) => {}
+            }
+        }
+    }
+
+    /// Writes all of `data`.
+    #[cfg(test)]
+    pub async fn write_all(&self, mut data: &[u8]) -> std::io::Result<()> {
+        while !data.is_empty() {
+            let n = self.write_some(data).await?;
+            data = &data[n..];
+        }
+        Ok(())
+    }
+
+    /// Takes what was typed and is still waiting in the terminal's input, up to `max` bytes
+    /// in `into`: once the command has ended, what its loop did not read in time (the host
+    /// may have written more after the loop looked). The slave is opened from the master
+    /// (`TIOCGPTPEER`), read without waiting, and closed.
+    pub fn take_typed(&self, into: &mut Vec<u8>, max: usize) -> std::io::Result<()> {
+        let flags = libc::O_RDWR | libc::O_NOCTTY | libc::O_NONBLOCK | libc::O_CLOEXEC;
+        // SAFETY: TIOCGPTPEER takes the open flags as its argument and returns a new fd.
+        let fd =
+            unsafe { libc::ioctl(self.master.get_ref().as_raw_fd(), libc::TIOCGPTPEER, flags) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: the ioctl returned a fresh descriptor that nothing else owns.
+        let slave = unsafe { OwnedFd::from_raw_fd(fd) };
+        let mut modes = nix::sys::termios::tcgetattr(&slave)?;
+        modes
+            .local_flags
+            .remove(nix::sys::termios::LocalFlags::ICANON | nix::sys::termios::LocalFlags::ECHO);
+        use nix::sys::termios::SpecialCharacterIndices::{VMIN, VTIME};
+        modes.control_chars[VMIN as usize] = 0;
+        modes.control_chars[VTIME as usize] = 0;
+        nix::sys::termios::tcsetattr(&slave, nix::sys::termios::SetArg::TCSANOW, &modes)?;
+        let mut buf = [0u8; 1024];
+        while into.len() < max {
+            let room = (max - into.len()).min(buf.len());
+            match nix::unistd::read(&slave, &mut buf[..room]) {
+                Ok(0) | Err(nix::errno::Errno::EAGAIN) => break,
+                Ok(n) => into.extend_from_slice(&buf[..n]),
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => return Err(e.into()),
             }
         }
         Ok(())
@@ -204,6 +248,23 @@ mod tests {
         assert!(s.bracketed_paste());
         assert!(s.contents().contains("edited text"), "{:?}", s.contents());
         assert_eq!(s.cursor_position(), (0, 11));
+    }
+
+    /// What was typed after the command's loop looked for type-ahead is taken back from the
+    /// terminal, a partial line included.
+    #[tokio::test]
+    async fn typed_input_nobody_read_is_taken_back() {
+        let (pty, slave) = Pty::open(&spec()).unwrap();
+        pty.write_all(b"exit\rls -l").await.unwrap();
+        let mut got = b"earlier ".to_vec();
+        pty.take_typed(&mut got, 4096).unwrap();
+        assert_eq!(got, b"earlier exit\nls -l");
+        // Nothing is left for the next reader, and the cap holds.
+        pty.write_all(b"abcdef").await.unwrap();
+        let mut capped = Vec::new();
+        pty.take_typed(&mut capped, 3).unwrap();
+        assert_eq!(capped, b"abc");
+        drop(slave);
     }
 
     #[tokio::test]

@@ -179,6 +179,10 @@ pub enum HostToDaemon {
         /// A terminal command's unread type-ahead (what was typed and never read).
         #[serde(default, skip_serializing_if = "Bytes::is_empty")]
         unread_input: Bytes,
+        /// A terminal command's input offset at its end: input before it was read or is in
+        /// `unread_input`; the sender still holds the rest.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        input_offset: Option<u64>,
     },
     /// Answers `Redraw`: the running terminal command's screen as of entry `seq` (`None`:
     /// no command runs on a terminal).

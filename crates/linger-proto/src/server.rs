@@ -39,6 +39,11 @@ pub enum ServerMsg {
         /// client's type-ahead for whatever comes next. Absent when empty.
         #[serde(default, skip_serializing_if = "bytes::Bytes::is_empty")]
         unread_input: bytes::Bytes,
+        /// A terminal command's input offset at its end: every byte of its input before it
+        /// was read by the command or is in `unread_input`; the client that sent the input
+        /// appends what it sent from there. Absent for other commands.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        input_offset: Option<u64>,
     },
     /// First answer to a `Receive` with `terminal`: the running terminal command's screen
     /// (`command_id`; absent when no command runs on a terminal) as escape sequences that

@@ -121,6 +121,7 @@ fn every_documented_example_is_what_the_encoder_writes() {
                 command_id: COMMAND,
                 status: 0,
                 unread_input: Default::default(),
+                input_offset: None,
             }),
         ),
         (

@@ -489,6 +489,7 @@ impl Connection {
             resume: None,
             resumed: false,
             pending_finish: None,
+            closing: None,
             on_notice: None,
             cancel: Arc::new(Mutex::new(CancelTarget::Request {
                 conn: self.clone(),
@@ -752,6 +753,10 @@ pub struct CommandStream {
     /// ended too (so the session stays attached here).
     resumed: bool,
     pending_finish: Option<Event>,
+    /// The stream's last answer, returned once its acknowledgement is on the wire. Kept
+    /// here across that wait so that a caller who drops `next()` meanwhile (a `select!`)
+    /// gets it from the next call rather than losing it.
+    closing: Option<Closing>,
     on_notice: Option<Notice>,
     /// What Ctrl-C stops, shared with this stream's `Canceller`s (it moves on a resume).
     cancel: Arc<Mutex<CancelTarget>>,
@@ -955,6 +960,16 @@ impl CommandStream {
         self.canceller().cancel()
     }
 
+    /// Adds keys typed after those the command's end reported (read by the caller and
+    /// never sent) to the unread input.
+    pub fn add_unread_input(&mut self, more: &[u8]) {
+        if !more.is_empty() {
+            let mut all = self.unread_input.to_vec();
+            all.extend_from_slice(more);
+            self.unread_input = bytes::Bytes::from(all);
+        }
+    }
+
     /// What was typed at the command's terminal and never read by it (known once it has
     /// finished): the type-ahead for whatever reads the keyboard next.
     pub fn take_unread_input(&mut self) -> bytes::Bytes {
@@ -1073,8 +1088,13 @@ impl CommandStream {
         Error::OutputLimit { limit }
     }
 
-    /// The next event; `None` at the end.
+    /// The next event; `None` at the end. A caller may drop the future (in a `select!`)
+    /// while it waits for messages or for the last acknowledgement to go out: nothing read
+    /// is lost, the next call returns it.
     pub async fn next(&mut self) -> Result<Option<Event>> {
+        if self.closing.is_some() {
+            return self.close_with_ack().await;
+        }
         if self.done {
             return Ok(None);
         }
@@ -1142,30 +1162,44 @@ impl CommandStream {
                     command_id,
                     status,
                     unread_input,
+                    input_offset,
                     ..
                 } => {
                     self.last_seq = seq;
                     self.unacked_bytes += 1;
-                    if !unread_input.is_empty() {
+                    // What we sent that never reached the command is type-ahead too.
+                    let after = match (input_offset, &self.input) {
+                        (Some(offset), Some(input)) => input.sent_from(offset),
+                        _ => Vec::new(),
+                    };
+                    if !after.is_empty() {
+                        let mut all = unread_input.to_vec();
+                        all.extend_from_slice(&after);
+                        self.unread_input = bytes::Bytes::from(all);
+                    } else if !unread_input.is_empty() {
                         self.unread_input = unread_input;
                     }
                     match self.until {
                         Until::Finished(mine) if mine == command_id => {
-                            // The server holds the session for us until it has this
-                            // acknowledgement, and a CLI may exit right after: make sure
-                            // it is sent.
-                            if let Some(sent) = self.ack() {
-                                let _ = sent.await;
-                            }
+                            let finished = Event::Finished { command_id, status };
                             if self.resumed {
                                 // The receive that resumed us ends once it has delivered
                                 // this: wait for that, or the session would be left
                                 // Disconnected when this connection closes.
-                                self.pending_finish = Some(Event::Finished { command_id, status });
+                                if let Some(sent) = self.ack() {
+                                    self.ack_sent = Some(sent);
+                                }
+                                self.pending_finish = Some(finished);
                                 continue;
                             }
-                            self.end();
-                            return Ok(Some(Event::Finished { command_id, status }));
+                            // The server holds the session for us until it has this
+                            // acknowledgement, and a CLI may exit right after: make sure
+                            // it is sent.
+                            self.closing = Some(Closing {
+                                ack: self.ack(),
+                                answer: Ok(Some(finished)),
+                            });
+                            return self.close_with_ack().await;
                         }
                         Until::Finished(_) => {}
                         Until::Received => {
@@ -1182,18 +1216,40 @@ impl CommandStream {
                     return Ok(self.pending_finish.take());
                 }
                 ServerMsg::Error { error, .. } => {
-                    if error.kind == linger_proto::types::ErrorKind::Detached {
-                        // Everything before this error reached us: say so, so the next
-                        // receiver does not get it again.
-                        if let Some(sent) = self.ack() {
-                            let _ = sent.await;
-                        }
-                    }
-                    self.end();
-                    return Err(Error::Server(error));
+                    // Detached: everything before this error reached us; say so, so the
+                    // next receiver does not get it again.
+                    let ack = if error.kind == linger_proto::types::ErrorKind::Detached {
+                        self.ack()
+                    } else {
+                        None
+                    };
+                    self.closing = Some(Closing {
+                        ack,
+                        answer: Err(Error::Server(error)),
+                    });
+                    return self.close_with_ack().await;
                 }
                 _ => {}
             }
+        }
+    }
+}
+
+/// See [`CommandStream::closing`].
+struct Closing {
+    ack: Option<oneshot::Receiver<()>>,
+    answer: Result<Option<Event>>,
+}
+
+impl CommandStream {
+    async fn close_with_ack(&mut self) -> Result<Option<Event>> {
+        if let Some(sent) = self.closing.as_mut().and_then(|c| c.ack.as_mut()) {
+            let _ = sent.await;
+        }
+        self.end();
+        match self.closing.take() {
+            Some(c) => c.answer,
+            None => Ok(None),
         }
     }
 }

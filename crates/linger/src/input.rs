@@ -57,6 +57,9 @@ struct State {
     synced: bool,
     /// The host closed the input, or the command ended: nothing more is wanted.
     closed: bool,
+    /// What was held when the input closed, from offset `acked`: a terminal command's end
+    /// may say some of it never reached the command (see [`Input::sent_from`]).
+    left: Vec<Bytes>,
     /// Input for a command that someone else fed before (a terminal command entered
     /// again): it starts where the host's first acknowledgement says the input stands.
     joining: bool,
@@ -105,7 +108,16 @@ impl Input {
             room.as_mut().enable();
             {
                 let mut s = lock(&self.shared.state);
-                if s.closed || s.eof {
+                if s.closed {
+                    // Nobody wants it; a terminal command's end may still hand it back as
+                    // type-ahead, so the window's worth is kept.
+                    let kept: u64 = s.left.iter().map(|b| b.len() as u64).sum();
+                    if kept < STDIN_WINDOW {
+                        s.left.push(data);
+                    }
+                    return;
+                }
+                if s.eof {
                     return;
                 }
                 if s.held < STDIN_WINDOW {
@@ -176,6 +188,26 @@ impl Input {
         self.shared.room.notify_waiters();
     }
 
+    /// What this side gave the input from stream offset `offset` on, as far as it still
+    /// holds it (everything the host has not acknowledged): a terminal command's end says
+    /// from where its input never reached the command.
+    pub(crate) fn sent_from(&self, offset: u64) -> Vec<u8> {
+        let s = lock(&self.shared.state);
+        let held: Vec<&Bytes> = if s.closed {
+            s.left.iter().collect()
+        } else {
+            s.unacked.iter().chain(s.unsent.iter()).collect()
+        };
+        let mut skip = offset.saturating_sub(s.acked);
+        let mut out = Vec::new();
+        for b in held {
+            let n = skip.min(b.len() as u64) as usize;
+            skip -= n as u64;
+            out.extend_from_slice(&b[n..]);
+        }
+        out
+    }
+
     /// The command ended, or its stream was dropped: writers stop waiting.
     pub(crate) fn close(&self) {
         lock(&self.shared.state).close();
@@ -185,6 +217,13 @@ impl Input {
 
 impl State {
     fn close(&mut self) {
+        if !self.closed {
+            self.left = self
+                .unacked
+                .drain(..)
+                .chain(self.unsent.drain(..))
+                .collect();
+        }
         self.closed = true;
         self.unacked.clear();
         self.unsent.clear();
@@ -317,6 +356,26 @@ mod tests {
         // Another command's acknowledgement later is not for it.
         input.acked(Uuid::new_v4(), 0, true);
         assert!(!input.is_closed());
+    }
+
+    /// A terminal command's end says where its input stood: what was sent from there on,
+    /// and what was typed after the input closed, comes back as type-ahead.
+    #[tokio::test]
+    async fn what_never_reached_an_ended_command_is_given_back_from_its_offset() {
+        let (input, mut rx, id) = routed(1);
+        input.acked(id, 0, false);
+        input.write(Bytes::from_static(b"read ")).await;
+        input.write(Bytes::from_static(b"unread")).await;
+        assert_eq!(sent(&mut rx).len(), 2);
+        input.acked(id, 3, false);
+        assert_eq!(input.sent_from(5), b"unread");
+        // The host closes the input as the command ends; keys typed after still count.
+        input.acked(id, 5, true);
+        input.write(Bytes::from_static(b" late\r")).await;
+        assert!(sent(&mut rx).is_empty());
+        assert_eq!(input.sent_from(5), b"unread late\r");
+        assert_eq!(input.sent_from(8), b"ead late\r");
+        assert_eq!(input.held(), 0);
     }
 
     #[tokio::test]

@@ -80,6 +80,7 @@ pub(super) enum HostEntry {
         command_id: Uuid,
         status: i32,
         unread_input: Bytes,
+        input_offset: Option<u64>,
     },
     Dropped {
         from_total: u64,
@@ -176,6 +177,7 @@ impl ChannelState {
                 command_id,
                 status,
                 unread_input,
+                input_offset,
             } => {
                 s.finished.insert(command_id, seq);
                 ServerMsg::Finished {
@@ -184,6 +186,7 @@ impl ChannelState {
                     command_id,
                     status,
                     unread_input,
+                    input_offset,
                 }
             }
             HostEntry::Dropped {
@@ -418,6 +421,7 @@ mod tests {
                 command_id: cmd,
                 status: 0,
                 unread_input: Bytes::new(),
+                input_offset: None,
             },
         );
         assert!(!c.delivered(cmd));

@@ -38,11 +38,13 @@ impl Session {
                     command_id,
                     status,
                     unread_input,
+                    input_offset,
                 } => {
                     let entry = HostEntry::Finished {
                         command_id,
                         status,
                         unread_input,
+                        input_offset,
                     };
                     self.forward(channel, seq, entry).await
                 }
