@@ -146,7 +146,9 @@ pub fn printable(text: &str) -> String {
 /// the message (`eprintln!` would abort the CLI with exit 101).
 pub fn say(text: &str) {
     use std::io::Write;
-    let _ = writeln!(std::io::stderr().lock(), "{text}");
+    crate::progress::above(|| {
+        let _ = writeln!(std::io::stderr().lock(), "{text}");
+    });
 }
 
 /// `say!("…", args)`: a line on standard error, as `eprintln!` but never panicking.

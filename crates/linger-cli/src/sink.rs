@@ -55,10 +55,41 @@ impl Sink {
     }
 
     async fn emit(&self, stream: StreamKind, bytes: &[u8]) -> Result<()> {
+        if crate::progress::is_shown() {
+            return self.emit_above_bar(stream, bytes).await;
+        }
         match stream {
             StreamKind::Stdout => put(&mut *self.out.lock().await, bytes).await,
             StreamKind::Stderr => put(&mut *self.err.lock().await, bytes).await,
         }
+    }
+
+    /// With a progress bar on screen, output is written past it (lifted, then drawn again
+    /// below): a synchronous write, under the same lock as every other target's.
+    async fn emit_above_bar(&self, stream: StreamKind, bytes: &[u8]) -> Result<()> {
+        use std::io::Write;
+        let written = match stream {
+            StreamKind::Stdout => {
+                let mut out = self.out.lock().await;
+                out.flush().await.ok();
+                crate::progress::above(|| {
+                    let mut w = std::io::stdout().lock();
+                    w.write_all(bytes).and_then(|()| w.flush())
+                })
+            }
+            StreamKind::Stderr => {
+                let mut err = self.err.lock().await;
+                err.flush().await.ok();
+                crate::progress::above(|| {
+                    let mut w = std::io::stderr().lock();
+                    w.write_all(bytes).and_then(|()| w.flush())
+                })
+            }
+        };
+        if let Err(e) = &written {
+            crate::report::quit_on_closed_stdout(e);
+        }
+        written.context("cannot write the output")
     }
 
     pub async fn write(&mut self, stream: StreamKind, data: &[u8]) -> Result<()> {

@@ -87,7 +87,7 @@ pub async fn run(client: &Client, args: InvokeArgs, json: bool) -> Result<i32> {
     let out = Arc::new(Mutex::new(tokio::io::stdout()));
     let err = Arc::new(Mutex::new(tokio::io::stderr()));
     let throttle = Arc::new(Semaphore::new(args.throttle));
-    let progress = Progress::beside_output("running", targets.len());
+    let progress = Progress::new("running", targets.len());
     let several = targets.len() > 1;
     let runs = targets.into_iter().map(|target| {
         let (script, opts, new_opts, progress) = (&script, &opts, &new_opts, &progress);

@@ -85,11 +85,14 @@ async fn receive(client: &Client, args: JobReceiveArgs, json: bool) -> Result<i3
     let mode = if json { Mode::Json } else { Mode::Prefixed };
     let mut failures = crate::report::Failures::new(jobs.len(), "jobs");
     let out = Out::default();
-    let results = futures_util::future::join_all(
-        jobs.iter()
-            .map(|job| receive_one(client, job, &args, mode, &out)),
-    )
+    let progress = crate::progress::Progress::new("receiving", jobs.len());
+    let results = futures_util::future::join_all(jobs.iter().map(|job| async {
+        let result = receive_one(client, job, &args, mode, &out).await;
+        progress.done(matches!(result, Ok(0)));
+        result
+    }))
     .await;
+    progress.finish();
     for (job, result) in jobs.iter().zip(results) {
         if let Err(e) = result {
             failures.record(&format!("{} ({})", job.name, job.computer_name), e);

@@ -30,12 +30,18 @@ pub async fn run(client: &Client, args: ReceiveArgs, json: bool) -> Result<i32> 
     let mode = Mode::pick(json, entries.len());
     let out = Arc::new(Mutex::new(tokio::io::stdout()));
     let err = Arc::new(Mutex::new(tokio::io::stderr()));
+    let progress = crate::progress::Progress::new("receiving", entries.len());
     let runs = entries.iter().map(|entry| {
         let mut sink = Sink::new(mode, entry.computer_name.clone(), out.clone(), err.clone());
-        let opts = &opts;
-        async move { (entry, receive_one(client, entry, opts, &mut sink).await) }
+        let (opts, progress) = (&opts, &progress);
+        async move {
+            let result = receive_one(client, entry, opts, &mut sink).await;
+            progress.done(matches!(result, Ok(0)));
+            (entry, result)
+        }
     });
     let results = futures_util::future::join_all(runs).await;
+    progress.finish();
     if results.len() == 1 {
         let (_, result) = results.into_iter().next().context("nothing to receive")?;
         return result;
