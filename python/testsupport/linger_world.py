@@ -3,7 +3,7 @@ private world of temporary XDG directories, real ``lingerd`` daemons (local sock
 TLS on loopback), SSH keys made with ``ssh-keygen``, a real ``ssh-agent`` when asked, and
 a teardown that ends every process it started, by pid.
 
-Modelled on crates/linger-cli/tests/common/mod.rs.  The binaries come from
+Modelled on crates/linger-cli/tests/it/common/mod.rs.  The binaries come from
 ``$LINGER_BIN_DIR`` (default: the workspace's target/debug).
 """
 

@@ -18,7 +18,8 @@
 //! host still alive and sshd are killed by pid (also when a measurement fails).
 
 mod common;
-#[path = "../tests/common/sshd.rs"]
+#[path = "../tests/it/common/sshd.rs"]
+#[allow(dead_code)]
 mod sshd;
 
 use std::path::{Path, PathBuf};

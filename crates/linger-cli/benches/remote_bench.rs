@@ -38,7 +38,8 @@
 //! when a measurement fails or panics).
 
 mod common;
-#[path = "../tests/common/sshd.rs"]
+#[path = "../tests/it/common/sshd.rs"]
+#[allow(dead_code)]
 mod sshd;
 
 use std::path::PathBuf;

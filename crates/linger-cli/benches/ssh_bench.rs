@@ -22,7 +22,8 @@
 //! session host still alive are killed by pid, and sshd is killed.
 
 mod common;
-#[path = "../tests/common/sshd.rs"]
+#[path = "../tests/it/common/sshd.rs"]
+#[allow(dead_code)]
 mod sshd;
 
 use std::io::{Read, Write};

@@ -1,6 +1,6 @@
 //! The public library API against a real `lingerd`.
 
-mod common;
+use crate::common;
 
 use common::{run_api as run, run_api_with as run_with, World};
 use linger::{Event, InvokeOptions, NewOptions, StreamKind};

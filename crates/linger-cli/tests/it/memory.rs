@@ -1,7 +1,7 @@
 //! Memory bounds, counted in bytes held (resident anonymous memory of the session host), not
 //! timed: output kept for a disconnected client costs what it holds.
 
-mod common;
+use crate::common;
 
 use common::{eventually, sha256_line, stderr, World};
 
@@ -40,7 +40,11 @@ fn many_small_writes_cost_the_bytes_they_hold() {
     w.ok(&["invoke", "s", "--as-job", "--", &script]);
     eventually("the writes to end", || flag.exists());
     // The job's end reaches the log after its last output.
-    std::thread::sleep(std::time::Duration::from_millis(200));
+    eventually("the job to complete", || {
+        w.ok(&["job", "list", "--json"]).lines().any(|l| {
+            serde_json::from_str::<serde_json::Value>(l).is_ok_and(|v| v["state"] == "Completed")
+        })
+    });
     let grown = rss_anon(hosts[0]).saturating_sub(before);
     let slack = 2 << 20;
     assert!(

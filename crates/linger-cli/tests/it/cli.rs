@@ -1,6 +1,6 @@
 //! The `linger` binary against a real, auto-started `lingerd`.
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::process::Stdio;

@@ -2,7 +2,7 @@
 //! stops itself: `ssh://user@127.0.0.1:PORT` runs `lingerd --stdio` there, which bridges to
 //! the user's daemon (started on demand).
 
-mod common;
+use crate::common;
 
 use common::sshd::{ssh_command, user, Sshd};
 use std::process::Stdio;

@@ -3,7 +3,7 @@
 //! reloads (good and bad), restricted sessions under hostile input, and the options'
 //! precedence, `linger option show` and the timeouts and output limit they set.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::process::Output;

@@ -2,7 +2,7 @@
 //! (files and a real ssh-agent), principals and what they may see, the server identity
 //! pinned in known_hosts, and how failures are reported and slowed down.
 
-mod common;
+use crate::common;
 
 use std::process::{Command, Stdio};
 

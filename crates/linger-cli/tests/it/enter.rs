@@ -2,7 +2,7 @@
 //! pipe, and under a real pseudo-terminal (prompt, Ctrl-C, `exit`, the `~.` escape, history,
 //! temporary sessions, and `disconnect` refused while entered).
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::process::{Output, Stdio};
@@ -340,6 +340,24 @@ fn hold_busy(w: &World, name: &str, flag: &std::path::Path) -> std::process::Chi
     busy
 }
 
+/// How many invokes the daemon has queued behind a busy session so far: its log says so
+/// when one starts waiting (the event a test waits for instead of a pause).
+fn queued(w: &World) -> usize {
+    w.daemon_log()
+        .matches("command queued: the session is busy")
+        .count()
+}
+
+/// Types `line` at a prompt while the session is busy, and waits until the daemon has it
+/// waiting there.
+fn type_while_busy(w: &World, t: &mut Term, line: &str) {
+    let before = queued(w);
+    t.send(line);
+    common::eventually("the line to wait for the busy session", || {
+        queued(w) > before
+    });
+}
+
 /// Issue: a line cancelled (Ctrl-C) while it waits for a busy session never runs.
 #[test]
 fn a_line_cancelled_while_the_session_is_busy_never_runs() {
@@ -350,8 +368,7 @@ fn a_line_cancelled_while_the_session_is_busy_never_runs() {
     let mut t = Term::spawn(&w, &["enter", "Work"]);
     t.expect("$ ");
     let busy = hold_busy(&w, "Work", &flag);
-    t.send(&format!("touch '{}'\r", mark.display()));
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    type_while_busy(&w, &mut t, &format!("touch '{}'\r", mark.display()));
     t.send("\x03");
     t.expect("linger: withdrawn: ");
     std::fs::write(&flag, "").expect("flag");
@@ -375,8 +392,7 @@ fn a_line_waiting_for_a_busy_session_is_withdrawn_by_tilde_dot_and_kept() {
     let mut t = Term::spawn(&w, &["enter", "Work"]);
     t.expect("$ ");
     let mut busy = hold_busy(&w, "Work", &flag);
-    t.send(&format!("touch '{}'\r", mark.display()));
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    type_while_busy(&w, &mut t, &format!("touch '{}'\r", mark.display()));
     t.send("~.");
     assert_eq!(t.wait().code(), Some(0), "{}", t.text());
     t.assert_restored();

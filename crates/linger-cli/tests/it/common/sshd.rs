@@ -2,8 +2,6 @@
 //! authorized client key, for the ssh transport's tests and benchmark; killed (by pid) when
 //! dropped.
 
-#![allow(dead_code)]
-
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

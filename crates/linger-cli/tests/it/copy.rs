@@ -2,7 +2,7 @@
 //! session's current directory, a busy session, fan-out, and failures that leave nothing
 //! under a destination name, including a hostile client on the wire.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::os::unix::ffi::OsStrExt;

@@ -3,7 +3,7 @@
 //! step's status, stdout and stderr are checked, and afterwards the session must still run
 //! commands with that state intact.
 
-mod common;
+use crate::common;
 
 use common::World;
 use linger::{Event, InvokeOptions, NewOptions};

@@ -2,7 +2,7 @@
 //! owner, while another client stays attached; they consume nothing, and a stopped one
 //! slows nobody (it is told what it missed).
 
-mod common;
+use crate::common;
 
 use common::term::Term;
 use common::{eventually, Running, World};

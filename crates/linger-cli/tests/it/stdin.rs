@@ -3,7 +3,7 @@
 //! forwarded, several targets, a command that stops reading, and a daemon killed in the
 //! middle of the input.
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::process::Stdio;

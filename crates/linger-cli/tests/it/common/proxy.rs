@@ -4,8 +4,6 @@
 //! route). New connections always go through, so a client that dials again gets in. Its
 //! threads end when the proxy is dropped.
 
-#![allow(dead_code)]
-
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

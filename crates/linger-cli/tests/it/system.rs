@@ -6,7 +6,7 @@
 //!
 //! Needs root (CI runs as root); elsewhere it says so and does nothing.
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;

@@ -1,7 +1,7 @@
 //! Jobs (SPEC §7; seeds 000, 002, 004): `invoke --as-job`, the job commands, background jobs
 //! inside a session, and jobs seen from another client after a reconnect.
 
-mod common;
+use crate::common;
 
 use common::{alive, eventually, ok_as, run_as, stderr, stdout, World};
 

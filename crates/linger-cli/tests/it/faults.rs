@@ -2,7 +2,7 @@
 //! session hosts killed from outside, descriptor limits — asserting that nothing is lost
 //! and nothing is left behind.
 
-mod common;
+use crate::common;
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -461,13 +461,17 @@ fn a_stalled_daemon_keeps_its_clients_attached() {
     kill(daemon, Signal::SIGCONT);
     assert!(attached(&w), "the stall detached the session");
     assert!(w.daemon_log().contains("the daemon did not run for"));
-    // Silence of the client's own still counts.
-    std::thread::sleep(std::time::Duration::from_secs(3));
+    // Silence of the client's own still counts. Seen from another client (whose asking is
+    // no sign of life from the first), a session attached elsewhere is Disconnected and
+    // Busy; once detached, Disconnected and None.
     eventually("the silent client to be detached", || {
-        let listed = w.ok(&["get", "--computer", "localhost"]);
-        listed
-            .lines()
-            .any(|l| l.contains(" s ") && l.contains("Disconnected"))
+        let listed = common::ok_as(&w, "observer", &["get", "--computer", "localhost"]);
+        listed.lines().any(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            cols.get(1) == Some(&"s")
+                && cols.get(3) == Some(&"Disconnected")
+                && cols.get(5) == Some(&"None")
+        })
     });
 }
 
@@ -520,14 +524,22 @@ fn a_daemon_on_its_way_out_does_not_stop_the_next_one_starting() {
         .expect("0700");
     let lock = std::fs::File::create(run.join("lingerd.lock")).expect("lock file");
     let held = Flock::lock(lock, FlockArg::LockExclusive).expect("hold the lock");
+    // The lock file's opens and closes from now on are the daemon's: the event to wait for.
+    use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+    let watch = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC).expect("inotify");
+    watch
+        .add_watch(&run.join("lingerd.lock"), AddWatchFlags::IN_CLOSE_WRITE)
+        .expect("watch the lock file");
     let client = w
         .linger(&["new", "localhost", "--name", "s"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("linger new");
-    // Long enough for the client's first daemon to find the lock taken and exit.
-    std::thread::sleep(std::time::Duration::from_millis(600));
+    // The client's first daemon found the lock taken and closed the file on its way out.
+    eventually("the first daemon to meet the held lock", || {
+        watch.read_events().is_ok_and(|events| !events.is_empty())
+    });
     drop(held);
     let out = client.wait_with_output().expect("linger new");
     assert!(out.status.success(), "{}", stderr(&out));

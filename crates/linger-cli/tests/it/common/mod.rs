@@ -1,8 +1,6 @@
 //! Test harness: a private world of temporary XDG directories, the real `linger` and
 //! `lingerd` binaries, and a teardown that ends every process the test started, by pid.
 
-#![allow(dead_code)]
-
 pub mod proxy;
 pub mod sshd;
 pub mod term;
