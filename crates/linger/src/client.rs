@@ -331,7 +331,8 @@ pub struct InvokeOptions {
     /// invoke: it holds the invoke that waits).
     pub withdrawer: Withdrawer,
     /// Tell the user (through the client's notices) what a busy session runs while the
-    /// command waits for it. Off for callers that own the terminal (a prompt, a raw tty).
+    /// command waits for it. Off where a notice would land inside what is drawn (a prompt
+    /// being edited, a raw terminal).
     pub announce_busy: bool,
 }
 

@@ -772,6 +772,8 @@ impl<'a> Repl<'a> {
     ) -> Result<Started> {
         let opts = InvokeOptions {
             withdrawer: linger::Withdrawer::default(),
+            // Said on its own line while the keyboard is watched (no prompt is drawn then).
+            announce_busy: true,
             ..opts.clone()
         };
         let mut start = Box::pin(self.client.invoke(self.entry, text, &opts));

@@ -369,6 +369,8 @@ fn a_line_cancelled_while_the_session_is_busy_never_runs() {
     t.expect("$ ");
     let busy = hold_busy(&w, "Work", &flag);
     type_while_busy(&w, &mut t, &format!("touch '{}'\r", mark.display()));
+    // Issue 17 §8: a wait for a busy session says what the session runs.
+    t.expect("waiting for session Work, running `while [ ! -e");
     t.send("\x03");
     t.expect("linger: withdrawn: ");
     std::fs::write(&flag, "").expect("flag");
