@@ -5,7 +5,7 @@
 
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -38,7 +38,7 @@ pub fn is_shown() -> bool {
 pub struct Progress {
     bar: Option<ProgressBar>,
     what: &'static str,
-    failed: Arc<AtomicUsize>,
+    failed: AtomicUsize,
 }
 
 impl Progress {
@@ -68,7 +68,7 @@ impl Progress {
         Progress {
             bar,
             what,
-            failed: Arc::new(AtomicUsize::new(0)),
+            failed: AtomicUsize::new(0),
         }
     }
 

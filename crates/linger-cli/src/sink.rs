@@ -67,23 +67,18 @@ impl Sink {
     /// With a progress bar on screen, output is written past it (lifted, then drawn again
     /// below): a synchronous write, under the same lock as every other target's.
     async fn emit_above_bar(&self, stream: StreamKind, bytes: &[u8]) -> Result<()> {
-        use std::io::Write;
+        fn write_all(mut w: impl std::io::Write, bytes: &[u8]) -> std::io::Result<()> {
+            w.write_all(bytes).and_then(|()| w.flush())
+        }
+        // `put` flushes every write, so nothing of the async handles is still buffered.
         let written = match stream {
             StreamKind::Stdout => {
-                let mut out = self.out.lock().await;
-                out.flush().await.ok();
-                crate::progress::above(|| {
-                    let mut w = std::io::stdout().lock();
-                    w.write_all(bytes).and_then(|()| w.flush())
-                })
+                let _turn = self.out.lock().await;
+                crate::progress::above(|| write_all(std::io::stdout().lock(), bytes))
             }
             StreamKind::Stderr => {
-                let mut err = self.err.lock().await;
-                err.flush().await.ok();
-                crate::progress::above(|| {
-                    let mut w = std::io::stderr().lock();
-                    w.write_all(bytes).and_then(|()| w.flush())
-                })
+                let _turn = self.err.lock().await;
+                crate::progress::above(|| write_all(std::io::stderr().lock(), bytes))
             }
         };
         if let Err(e) = &written {

@@ -110,9 +110,7 @@ impl Input {
             self.queue = None;
         }
     }
-}
 
-impl Input {
     /// Stops writing at once and says how far the input got: every byte before the offset
     /// returned reached the command (or its terminal), none after it did.
     pub async fn stop(mut self) -> u64 {

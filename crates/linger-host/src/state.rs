@@ -595,11 +595,7 @@ impl HostState {
     async fn unread_input(&self, data: Bytes) {
         let (input, terminal) = {
             let mut g = self.lock();
-            let terminal = match g.running.as_ref() {
-                Some(r) => r.terminal.clone(),
-                None => return,
-            };
-            let Some(terminal) = terminal else {
+            let Some(terminal) = g.running.as_ref().and_then(|r| r.terminal.clone()) else {
                 return;
             };
             (g.input.take(), terminal)

@@ -1172,13 +1172,10 @@ impl CommandStream {
                         (Some(offset), Some(input)) => input.sent_from(offset),
                         _ => Vec::new(),
                     };
-                    if !after.is_empty() {
-                        let mut all = unread_input.to_vec();
-                        all.extend_from_slice(&after);
-                        self.unread_input = bytes::Bytes::from(all);
-                    } else if !unread_input.is_empty() {
+                    if !unread_input.is_empty() {
                         self.unread_input = unread_input;
                     }
+                    self.add_unread_input(&after);
                     match self.until {
                         Until::Finished(mine) if mine == command_id => {
                             let finished = Event::Finished { command_id, status };
